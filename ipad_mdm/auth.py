@@ -1,0 +1,64 @@
+"""Bearer-token authentication for /api/v1, scoped to roles."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+
+from flask import g, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .db import utcnow
+from .models import ROLES, ApiToken
+from .web import error, instance
+
+# What each role may do through the API.
+PERMISSIONS = {
+    "it_admin": {"devices.read", "devices.write", "commands.send", "commands.destructive", "enroll.create", "profiles.write", "policies.read", "reports.read"},
+    "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write", "reports.read", "reports.write", "audit.read", "documents.admin"},
+    "auditor": {"devices.read", "policies.read", "reports.read", "audit.read"},
+    "leader": set(),
+}
+
+
+def create_api_token(session: Session, name: str, role: str, unit_id: int | None = None) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    plain = "imdm_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(name=name, role=role, unit_id=unit_id, token_sha256=hashlib.sha256(plain.encode()).hexdigest()))
+    session.flush()
+    return plain
+
+
+def lookup_token(session: Session, plain: str) -> ApiToken | None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == hashlib.sha256(plain.encode()).hexdigest()))
+    if row is None or row.revoked_at is not None:
+        return None
+    return row
+
+
+def require(permission: str):
+    """Decorator: a valid bearer token whose role grants `permission`."""
+
+    def wrap(view):
+        @functools.wraps(view)
+        def inner(*args, **kwargs):
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer "):
+                return error(401, "missing bearer token")
+            with instance().database.session() as s:
+                token = lookup_token(s, header[7:].strip())
+                if token is None:
+                    return error(401, "invalid or revoked token")
+                if permission not in PERMISSIONS.get(token.role, set()):
+                    return error(403, f"role {token.role} may not {permission}")
+                token.last_used_at = utcnow()
+                g.api_principal = f"token:{token.name}"
+                g.api_role = token.role
+                g.api_unit_id = token.unit_id
+            return view(*args, **kwargs)
+
+        return inner
+
+    return wrap

@@ -1,0 +1,284 @@
+"""The `ipad-mdm` command line."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import ssl
+import sys
+
+import click
+
+from .config import load_settings
+
+
+def _settings(ctx, **overrides):
+    return load_settings(ctx.obj.get("instance"), **overrides)
+
+
+def _instance(ctx, **overrides):
+    from .instance import open_instance
+
+    return open_instance(_settings(ctx, **overrides))
+
+
+def _emit(data, as_json: bool):
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            click.echo(f"{k}: {v}")
+    else:
+        click.echo(data)
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.option("--instance", "instance_dir", envvar="IPAD_MDM_INSTANCE", default=None,
+              help="Instance folder (database, CA, keys). Default ./instance")
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def main(ctx, instance_dir, verbose):
+    """ipad-mdm: MDM server for the office's iPads."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj["instance"] = instance_dir
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--instance", "instance_dir", default=None, help="Instance folder (overrides the group option)")
+@click.option("--base-url", envvar="IPAD_MDM_BASE_URL", default=None,
+              help="Public https:// URL when a TLS proxy sits in front; also disables local TLS if it is http://")
+@click.option("--no-tls", is_flag=True, help="Serve plain HTTP (only behind a TLS-terminating proxy)")
+@click.pass_context
+def serve(ctx, host, port, instance_dir, base_url, no_tls):
+    """Serve everything on the embedded default (SQLite, demo CA, TLS)."""
+    if instance_dir:
+        ctx.obj["instance"] = instance_dir
+    if not base_url:
+        public_host = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+        base_url = f"https://{public_host}:{port}"
+    from werkzeug.serving import run_simple
+
+    from .app import create_app
+    from .instance import open_instance
+    from .scheduler import EmbeddedScheduler
+
+    inst = open_instance(_settings(ctx, base_url=base_url.rstrip("/")))
+    app = create_app(inst=inst)
+    with inst.database.session() as s:
+        from mdm import service
+
+        first = service.create_enrollment(s, inst.settings, created_by="serve")
+    scheduler = EmbeddedScheduler(app)
+    scheduler.start()
+    ssl_context = None
+    if not no_tls:
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        ssl_context.load_cert_chain(str(inst.server_cert_path), str(inst.server_key_path))
+        # Ask for (but do not require) a client certificate: the document
+        # gateway accepts device identities presented over mTLS.
+        ssl_context.verify_mode = ssl.CERT_OPTIONAL
+        ssl_context.load_verify_locations(cadata=inst.ca.certificate_pem.decode())
+    scheme = "http" if no_tls else "https"
+    click.echo(f"ipad-mdm serving {scheme}://{host}:{port} (public URL {inst.settings.base_url})")
+    click.echo(f"instance: {inst.settings.instance_dir}")
+    click.echo(f"CA certificate: {inst.settings.base_url}/mdm/ca")
+    click.echo(f"Enrollment URL (one-time, expires {first['expires_at']}): {first['url']}")
+    sys.stdout.flush()
+    run_simple(host, port, app, threaded=True, ssl_context=ssl_context, use_reloader=False)
+
+
+@main.group("enroll-token")
+def enroll_token():
+    """One-time enrollment tokens."""
+
+
+@enroll_token.command("create")
+@click.option("--serial", default=None, help="Bind the token to one device serial number")
+@click.option("--unit", default=None, help="Organisational unit code")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def enroll_token_create(ctx, serial, unit, as_json):
+    from mdm import service
+
+    inst = _instance(ctx)
+    try:
+        with inst.database.session() as s:
+            result = service.create_enrollment(s, inst.settings, serial_number=serial, unit_code=unit, created_by="cli")
+    except service.NotFound as exc:
+        _fail(str(exc))
+    _emit(result, as_json)
+
+
+@main.group()
+def device():
+    """Devices and their inventory."""
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=1000, type=int)
+@click.pass_context
+def device_list(ctx, limit, as_json):
+    from mdm import service
+
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        total, rows = service.list_devices(s, limit=limit)
+        data = [service.device_summary(d) for d in rows]
+    if as_json:
+        _emit(data, True)
+    else:
+        for d in data:
+            click.echo(f"{d['udid']}  {d['serial_number'] or '-':14} {d['enrollment_state']:14} {d['os_version'] or '-'}")
+        click.echo(f"{total} device(s)")
+
+
+@device.command("show")
+@click.argument("udid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def device_show(ctx, udid, as_json):
+    from mdm import service
+
+    from .app import create_app
+
+    inst = _instance(ctx)
+    app = create_app(inst=inst, dispatcher=_NoPush())
+    with inst.database.session() as s:
+        try:
+            dev = service.get_device(s, udid)
+        except service.NotFound as exc:
+            _fail(str(exc))
+        data = service.device_detail(s, app.extensions["ipad_mdm.hooks"], dev)
+    _emit(data, as_json)
+
+
+class _NoPush:
+    def request_push(self, ids):
+        pass
+
+
+@main.group()
+def command():
+    """MDM commands."""
+
+
+@command.command("send")
+@click.argument("udid")
+@click.argument("request_type")
+@click.option("--param", "params", multiple=True, help="KEY=VALUE (JSON values allowed), repeatable")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def command_send(ctx, udid, request_type, params, as_json):
+    from mdm import service
+    from mdm.commands import CommandRefused
+    from mdm.protocol import ProtocolError
+
+    from .app import make_dispatcher
+
+    parsed = None
+    if params:
+        parsed = {}
+        for item in params:
+            key, _, raw = item.partition("=")
+            try:
+                parsed[key] = json.loads(raw)
+            except ValueError:
+                parsed[key] = raw
+    inst = _instance(ctx)
+    try:
+        with inst.database.session() as s:
+            cmd = service.send_command(s, udid, request_type, parsed, requested_by="cli")
+            device_id, command_uuid = cmd.device_id, cmd.uuid
+    except service.NotFound as exc:
+        _fail(str(exc))
+    except (ProtocolError, CommandRefused) as exc:
+        _fail(str(exc), 2)
+    dispatcher = make_dispatcher(inst)
+    dispatcher.request_push([device_id])
+    if hasattr(dispatcher, "wait_idle"):
+        dispatcher.wait_idle(timeout=30)
+    _emit({"command_uuid": command_uuid}, as_json) if as_json else click.echo(command_uuid)
+
+
+@command.command("show")
+@click.argument("command_uuid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def command_show(ctx, command_uuid, as_json):
+    from mdm import service
+
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        try:
+            data = service.command_detail(s, service.get_command(s, command_uuid))
+        except service.NotFound as exc:
+            _fail(str(exc))
+    _emit(data, as_json)
+
+
+@main.group("api-token")
+def api_token():
+    """Bearer tokens for /api/v1."""
+
+
+@api_token.command("create")
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(["it_admin", "security_officer", "leader", "auditor"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def api_token_create(ctx, name, role, as_json):
+    from .auth import create_api_token
+
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        token = create_api_token(s, name, role)
+    _emit({"name": name, "role": role, "token": token}, as_json)
+
+
+@main.group()
+def unit():
+    """Organisational units."""
+
+
+@unit.command("add")
+@click.argument("code")
+@click.argument("name_vi")
+@click.option("--name-en", default="")
+@click.option("--stage", type=click.Choice(["pilot", "general"]), default="pilot")
+@click.pass_context
+def unit_add(ctx, code, name_vi, name_en, stage):
+    from .models import Unit
+
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        s.add(Unit(code=code, name_vi=name_vi, name_en=name_en, stage=stage))
+    click.echo(f"unit {code} added")
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx):
+    """Apply Alembic migrations (every branch head)."""
+    _instance(ctx)
+    click.echo("database is at the newest revision")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,214 @@
+"""The project's own certificate authority.
+
+Certificates and CRLs are built with `cryptography` builders; the signature is
+made by a KeyHandle, so the CA key may sit on a PKCS#11 token. cryptography can
+only sign with an in-memory key, so we let it sign with a throwaway key of the
+same type, keep its to-be-signed bytes (which already name our issuer and
+algorithm), sign those with the real key and reassemble with asn1crypto.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+import secrets
+from dataclasses import dataclass
+
+from asn1crypto import crl as acrl
+from asn1crypto import x509 as ax509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .keys import FileKey, KeyHandle
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@functools.lru_cache(maxsize=4)
+def _throwaway_key(kind: str, size: int):
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=size)
+    return ec.generate_private_key({256: ec.SECP256R1(), 384: ec.SECP384R1()}[size])
+
+
+def _throwaway_for(public_key):
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _throwaway_key("rsa", 2048)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _throwaway_key("ec", public_key.curve.key_size)
+    raise TypeError("unsupported CA key type")
+
+
+def sign_certificate(builder: x509.CertificateBuilder, key: KeyHandle) -> x509.Certificate:
+    if isinstance(key, FileKey):
+        return builder.sign(key.private_key, hashes.SHA256())
+    draft = builder.sign(_throwaway_for(key.public_key()), hashes.SHA256())
+    tbs = draft.tbs_certificate_bytes
+    signature = key.sign(tbs, "sha256")
+    parsed = ax509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
+    der = ax509.Certificate(
+        {
+            "tbs_certificate": ax509.TbsCertificate.load(tbs),
+            "signature_algorithm": parsed["signature_algorithm"],
+            "signature_value": signature,
+        }
+    ).dump()
+    return x509.load_der_x509_certificate(der)
+
+
+def sign_crl(builder: x509.CertificateRevocationListBuilder, key: KeyHandle) -> x509.CertificateRevocationList:
+    if isinstance(key, FileKey):
+        return builder.sign(key.private_key, hashes.SHA256())
+    draft = builder.sign(_throwaway_for(key.public_key()), hashes.SHA256())
+    tbs = draft.tbs_certlist_bytes
+    signature = key.sign(tbs, "sha256")
+    parsed = acrl.CertificateList.load(draft.public_bytes(serialization.Encoding.DER))
+    der = acrl.CertificateList(
+        {
+            "tbs_cert_list": acrl.TbsCertList.load(tbs),
+            "signature_algorithm": parsed["signature_algorithm"],
+            "signature": signature,
+        }
+    ).dump()
+    return x509.load_der_x509_crl(der)
+
+
+def random_serial() -> int:
+    # 159 bits: positive, unique, unpredictable (CA/B forum asks for >= 64 bits of entropy).
+    return secrets.randbits(159) | (1 << 150)
+
+
+@dataclass
+class CertificateAuthority:
+    certificate: x509.Certificate
+    key: KeyHandle
+
+    @property
+    def certificate_der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def _base(self, subject: x509.Name, public_key, days: int, serial: int | None = None) -> x509.CertificateBuilder:
+        now = utcnow()
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(serial or random_serial())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+        )
+
+    def issue_device_identity(self, subject: x509.Name, public_key, days: int, serial: int | None = None) -> x509.Certificate:
+        """A client-authentication certificate for one device (SCEP enrollment)."""
+        builder = (
+            self._base(subject, public_key, days, serial)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        )
+        return sign_certificate(builder, self.key)
+
+    def issue_server(self, hostnames: list[str], days: int = 825) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        """A TLS server certificate (the embedded server terminates TLS itself)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        sans: list[x509.GeneralName] = []
+        for name in dict.fromkeys(hostnames):
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
+        builder = (
+            self._base(subject, key.public_key(), days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+            .add_extension(x509.SubjectAlternativeName(sans), False)
+        )
+        return sign_certificate(builder, self.key), key
+
+    def issue_signer(self, common_name: str, public_key, days: int = 825) -> x509.Certificate:
+        """A certificate for the profile-signing key (digital signature only)."""
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                *[a for a in self.certificate.subject if a.oid == NameOID.ORGANIZATION_NAME],
+            ]
+        )
+        builder = (
+            self._base(subject, public_key, days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        )
+        return sign_certificate(builder, self.key)
+
+    def build_crl(self, revoked: list[tuple[int, dt.datetime]], next_update_hours: int = 24, number: int = 1) -> x509.CertificateRevocationList:
+        now = utcnow()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now)
+            .next_update(now + dt.timedelta(hours=next_update_hours))
+            .add_extension(x509.CRLNumber(number), False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
+        )
+        for serial, when in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+            )
+        return sign_crl(builder, self.key)
+
+    def issued_this(self, cert: x509.Certificate) -> bool:
+        """True when `cert` carries a valid signature by this CA."""
+        if cert.issuer != self.certificate.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.certificate)
+        except Exception:
+            return False
+        return True
+
+
+def create_ca(common_name: str, organization: str, days: int = 3650, key_size: int = 3072):
+    """A new self-signed root (demo CA). Returns (certificate, private key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    return create_ca_for_key(common_name, organization, FileKey(key), days), key
+
+
+def create_ca_for_key(common_name: str, organization: str, key: KeyHandle, days: int = 3650) -> x509.Certificate:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    now = utcnow()
+    pub = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(pub)
+        .serial_number(random_serial())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), False)
+    )
+    return sign_certificate(builder, key)

@@ -1,0 +1,209 @@
+"""CMS SignedData (RFC 5652): sign with any KeyHandle, verify signatures.
+
+cryptography's PKCS7 builder needs an in-memory key and cannot verify, so
+this is built on asn1crypto: profiles are signed by a token-held key, and
+device messages (Mdm-Signature) and SCEP requests are verified here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as ax509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from .keys import KeyHandle
+
+_DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+_CRYPTO_HASH = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+MAX_CMS_BYTES = 1024 * 1024
+
+
+class CMSError(ValueError):
+    """A CMS structure that is malformed or whose signature does not verify."""
+
+
+def _to_asn1_cert(cert: x509.Certificate) -> ax509.Certificate:
+    return ax509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def sign(
+    content: bytes,
+    signer_cert: x509.Certificate,
+    key: KeyHandle,
+    *,
+    detached: bool = False,
+    extra_certs: list[x509.Certificate] | None = None,
+    hash_name: str = "sha256",
+    signed_attrs_extra: list[dict] | None = None,
+    content_type: str = "data",
+    encap_content: core.Asn1Value | None = None,
+) -> bytes:
+    """Return DER ContentInfo(SignedData) over `content` with signed attributes."""
+    digest = _DIGESTS[hash_name](content).digest()
+    attrs = [
+        {"type": "content_type", "values": [content_type]},
+        {"type": "signing_time", "values": [cms.Time({"utc_time": core.UTCTime(dt.datetime.now(dt.timezone.utc))})]},
+        {"type": "message_digest", "values": [digest]},
+    ]
+    attrs.extend(signed_attrs_extra or [])
+    signed_attrs = cms.CMSAttributes(attrs)
+    signature = key.sign(signed_attrs.dump(), hash_name)
+    pub = key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        sig_alg = {"algorithm": "rsassa_pkcs1v15"}
+    else:
+        sig_alg = {"algorithm": f"{hash_name}_ecdsa"}
+    a_cert = _to_asn1_cert(signer_cert)
+    signer_info = {
+        "version": "v1",
+        "sid": cms.SignerIdentifier(
+            {"issuer_and_serial_number": {"issuer": a_cert.issuer, "serial_number": a_cert.serial_number}}
+        ),
+        "digest_algorithm": {"algorithm": hash_name},
+        "signed_attrs": signed_attrs,
+        "signature_algorithm": sig_alg,
+        "signature": signature,
+    }
+    certs = [a_cert] + [_to_asn1_cert(c) for c in (extra_certs or [])]
+    encap = {"content_type": content_type}
+    if not detached:
+        encap["content"] = encap_content if encap_content is not None else content
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": hash_name}],
+            "encap_content_info": encap,
+            "certificates": certs,
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+class VerifiedSignature:
+    """What a verified SignedData tells: the content and the signer's certificate."""
+
+    def __init__(self, content: bytes, signer: x509.Certificate, certificates: list[x509.Certificate], signed_attrs: cms.CMSAttributes | None, signed_data: cms.SignedData):
+        self.content = content
+        self.signer = signer
+        self.certificates = certificates
+        self.signed_attrs = signed_attrs
+        self.signed_data = signed_data
+
+    def attribute(self, name: str):
+        if self.signed_attrs is None:
+            return None
+        for attr in self.signed_attrs:
+            if attr["type"].native == name or attr["type"].dotted == name:
+                return attr["values"][0]
+        return None
+
+
+def parse_signed_data(der: bytes) -> cms.SignedData:
+    if not der or len(der) > MAX_CMS_BYTES:
+        raise CMSError("CMS structure empty or too large")
+    try:
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise CMSError("not a CMS SignedData structure")
+        signed_data = info["content"]
+        # Force a full parse now so malformed inner structures fail here, not later.
+        signed_data.native  # noqa: B018
+        return signed_data
+    except CMSError:
+        raise
+    except Exception as exc:  # asn1crypto raises ValueError/TypeError/KeyError on junk
+        raise CMSError(f"malformed CMS: {type(exc).__name__}") from None
+
+
+def verify(der: bytes, detached_content: bytes | None = None) -> VerifiedSignature:
+    """Verify the (single) signer of a SignedData; returns content and signer.
+
+    This proves the content was signed by the key of the embedded certificate.
+    Whether that certificate is trusted (issued by our CA, not revoked, bound to
+    the right device) is the caller's decision.
+    """
+    signed_data = parse_signed_data(der)
+    try:
+        encap = signed_data["encap_content_info"]
+        content = detached_content
+        if content is None:
+            inner = encap["content"]
+            if inner.native is None:
+                raise CMSError("no content to verify")
+            content = inner.native if isinstance(inner.native, bytes) else inner.contents
+        certs = []
+        for choice in signed_data["certificates"] or []:
+            if choice.name == "certificate":
+                certs.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        infos = signed_data["signer_infos"]
+        if len(infos) != 1:
+            raise CMSError("expected exactly one signer")
+        info = infos[0]
+        sid = info["sid"]
+        if sid.name != "issuer_and_serial_number":
+            raise CMSError("unsupported signer identifier")
+        want_serial = sid.chosen["serial_number"].native
+        want_issuer = sid.chosen["issuer"].dump()
+        signer = None
+        for c in certs:
+            ac = _to_asn1_cert(c)
+            if ac.serial_number == want_serial and ac.issuer.dump() == want_issuer:
+                signer = c
+                break
+        if signer is None:
+            raise CMSError("signer certificate not included")
+        hash_name = info["digest_algorithm"]["algorithm"].native
+        if hash_name not in _DIGESTS:
+            raise CMSError(f"unsupported digest {hash_name}")
+        signed_attrs = info["signed_attrs"]
+        if signed_attrs.native is not None and len(signed_attrs):
+            md = None
+            for attr in signed_attrs:
+                if attr["type"].native == "message_digest":
+                    md = attr["values"][0].native
+            if md is None or md != _DIGESTS[hash_name](content).digest():
+                raise CMSError("message digest mismatch")
+            to_verify = _attrs_as_set(signed_attrs)
+        else:
+            signed_attrs = None
+            to_verify = content
+        _verify_raw(signer.public_key(), info["signature"].native, to_verify, hash_name, info["signature_algorithm"])
+    except CMSError:
+        raise
+    except Exception as exc:
+        raise CMSError(f"malformed CMS: {type(exc).__name__}") from None
+    return VerifiedSignature(content, signer, certs, signed_attrs, signed_data)
+
+
+def _attrs_as_set(signed_attrs: cms.CMSAttributes) -> bytes:
+    # The signature covers the DER of the attributes with an explicit SET OF tag (0x31),
+    # not the [0] IMPLICIT tag they carry inside SignerInfo.
+    encoded = signed_attrs.dump()
+    return b"\x31" + encoded[1:]
+
+
+def _verify_raw(public_key, signature: bytes, data: bytes, hash_name: str, sig_alg: algos.SignedDigestAlgorithm) -> None:
+    h = _CRYPTO_HASH[hash_name]()
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            if sig_alg["algorithm"].native == "rsassa_pss":
+                params = sig_alg["parameters"]
+                public_key.verify(
+                    signature, data,
+                    padding.PSS(mgf=padding.MGF1(_CRYPTO_HASH[params["hash_algorithm"]["algorithm"].native]()), salt_length=params["salt_length"].native),
+                    _CRYPTO_HASH[params["hash_algorithm"]["algorithm"].native](),
+                )
+            else:
+                public_key.verify(signature, data, padding.PKCS1v15(), h)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, data, ec.ECDSA(h))
+        else:
+            raise CMSError("unsupported signer key type")
+    except InvalidSignature:
+        raise CMSError("signature does not verify") from None

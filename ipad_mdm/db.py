@@ -1,0 +1,112 @@
+"""Database engine, sessions and schema migrations (Alembic)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import JSON, DateTime, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored; use UTC-aware datetimes")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict: JSON(), list: JSON()}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Database:
+    def __init__(self, url: str, echo: bool = False):
+        self.url = url
+        kwargs: dict = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextlib.contextmanager
+    def session(self):
+        """A unit of work: commits on success, rolls back on any exception."""
+        s: Session = self.sessionmaker()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision of every branch."""
+        from alembic import command
+
+        command.upgrade(alembic_config(self), "heads")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(database: Database):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["engine"] = database.engine
+    cfg.set_main_option("sqlalchemy.url", database.url.replace("%", "%%"))
+    return cfg
+
+
+def import_all_models() -> None:
+    """Import every package's models so Base.metadata is complete."""
+    import compliance.models  # noqa: F401
+    import document_gateway.models  # noqa: F401
+    import ipad_mdm.models  # noqa: F401
+    import mdm.models  # noqa: F401
+    import profiles.models  # noqa: F401
+    import reports.models  # noqa: F401
+    import vpn.models  # noqa: F401

@@ -1,0 +1,44 @@
+"""A tiny in-process event bus so packages react to each other without imports.
+
+mdm emits, for example, "inventory.updated" after a command result is stored;
+compliance subscribes and evaluates. Handlers run synchronously inside the
+caller's unit of work (same session), so a verdict is stored atomically with
+the inventory that produced it.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# Event names and their keyword arguments:
+#   device.authenticated(session, device)        Authenticate accepted
+#   device.enrolled(session, device)             first TokenUpdate
+#   device.checked_out(session, device)          CheckOut or retirement
+#   inventory.updated(session, device, kind)     kind: DeviceInformation, SecurityInfo, ...
+#   command.completed(session, device, command)  Acknowledged / Error / CommandFormatError
+#   device.detail(session, device, detail)       contribute keys to the device detail dict
+EVENTS = (
+    "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated",
+    "command.completed", "device.detail",
+)
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Callable]] = defaultdict(list)
+
+    def subscribe(self, event: str, handler: Callable) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event}")
+        if handler not in self._handlers[event]:
+            self._handlers[event].append(handler)
+
+    def emit(self, event: str, **kwargs) -> None:
+        for handler in list(self._handlers.get(event, ())):
+            handler(**kwargs)
+
+    def clear(self) -> None:
+        self._handlers.clear()

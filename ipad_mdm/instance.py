@@ -1,0 +1,210 @@
+"""The instance folder: database, CA, keys. Initialised on first start.
+
+Layout (secrets/ is 0700 and every file in it 0600):
+  ca/ca.pem            CA certificate (public)
+  ca/signer.pem        profile-signing certificate issued by the CA
+  ca/server.pem        TLS server certificate for the embedded server
+  ca/push.pem          APNs push certificate (demo: self-signed stand-in)
+  secrets/ca.key       CA key (absent when it lives on a PKCS#11 token)
+  secrets/signer.key   profile-signing key (absent on PKCS#11)
+  secrets/server.key, secrets/push.key, secrets/app.key, secrets/data.key
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from .config import Settings
+from .crypto.ca import CertificateAuthority, create_ca_for_key, utcnow
+from .crypto.keys import FileKey, KeyHandle, Pkcs11Key, write_private_key, write_secret_file
+from .db import Database
+
+log = logging.getLogger(__name__)
+_init_lock = threading.Lock()
+
+
+@dataclass
+class Instance:
+    settings: Settings
+    database: Database
+    ca: CertificateAuthority
+    signer_cert: x509.Certificate
+    signer_key: KeyHandle
+    push_cert_path: Path
+    push_key_path: Path
+    push_topic: str
+    server_cert_path: Path
+    server_key_path: Path
+    app_secret: bytes
+    data_key: bytes
+
+    def fernet(self) -> Fernet:
+        return Fernet(self.data_key)
+
+
+def _secret_bytes(path: Path, factory) -> bytes:
+    if not path.exists():
+        write_secret_file(path, factory())
+    return path.read_bytes().strip()
+
+
+def _hostnames(base_url: str) -> list[str]:
+    host = urlsplit(base_url).hostname or "localhost"
+    return [host, "localhost", "127.0.0.1"]
+
+
+def _topic_of(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return str(attrs[0].value) if attrs else None
+
+
+def _ensure_ca(settings: Settings) -> CertificateAuthority:
+    ca_dir, sec = settings.ca_dir, settings.secrets_dir
+    cert_path = ca_dir / "ca.pem"
+    if settings.ca_pkcs11 is not None:
+        key: KeyHandle = Pkcs11Key(settings.ca_pkcs11)
+    else:
+        key_path = sec / "ca.key"
+        if not key_path.exists():
+            log.info("creating demo CA key in %s", key_path)
+            write_private_key(key_path, rsa.generate_private_key(public_exponent=65537, key_size=3072))
+            cert_path.unlink(missing_ok=True)
+        key = FileKey.load(key_path)
+    if not cert_path.exists():
+        cert = create_ca_for_key("iPad MDM Device CA", settings.organization, key)
+        cert_path.write_bytes(CertificateAuthority(cert, key).certificate_pem)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return CertificateAuthority(cert, key)
+
+
+def _ensure_signer(settings: Settings, ca: CertificateAuthority) -> tuple[x509.Certificate, KeyHandle]:
+    cert_path = settings.ca_dir / "signer.pem"
+    if settings.signing_pkcs11 is not None:
+        key: KeyHandle = Pkcs11Key(settings.signing_pkcs11)
+    else:
+        key_path = settings.secrets_dir / "signer.key"
+        if not key_path.exists():
+            write_private_key(key_path, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            cert_path.unlink(missing_ok=True)
+        key = FileKey.load(key_path)
+    if cert_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if cert.public_key().public_numbers() != key.public_key().public_numbers() or cert.not_valid_after_utc < utcnow():
+            cert = None
+    else:
+        cert = None
+    if cert is None:
+        cert = ca.issue_signer("iPad MDM Profile Signing", key.public_key())
+        cert_path.write_bytes(cert.public_bytes(_pem()))
+    return cert, key
+
+
+def _pem():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.PEM
+
+
+def _ensure_server_cert(settings: Settings, ca: CertificateAuthority) -> tuple[Path, Path]:
+    cert_path, key_path = settings.ca_dir / "server.pem", settings.secrets_dir / "server.key"
+    names = _hostnames(settings.base_url)
+    current = None
+    if cert_path.exists() and key_path.exists():
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        try:
+            san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            have = {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
+                str(v) for v in san.get_values_for_type(x509.IPAddress)
+            }
+        except x509.ExtensionNotFound:
+            have = set()
+        if not set(names) <= have or current.not_valid_after_utc < utcnow() or not ca.issued_this(current):
+            current = None
+    if current is None:
+        cert, key = ca.issue_server(names)
+        write_private_key(key_path, key)
+        cert_path.write_bytes(cert.public_bytes(_pem()) + ca.certificate_pem)
+    return cert_path, key_path
+
+
+def _ensure_push_cert(settings: Settings) -> tuple[Path, Path, str]:
+    """The APNs push certificate. Production imports Apple's; the demo makes a stand-in."""
+    if settings.push_cert_path and settings.push_key_path:
+        cert = x509.load_pem_x509_certificate(settings.push_cert_path.read_bytes())
+        topic = settings.push_topic or _topic_of(cert)
+        if not topic:
+            raise RuntimeError("push certificate has no UID (topic); set IPAD_MDM_PUSH_TOPIC")
+        return settings.push_cert_path, settings.push_key_path, topic
+    cert_path, key_path = settings.ca_dir / "push.pem", settings.secrets_dir / "push.key"
+    if not (cert_path.exists() and key_path.exists()):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        topic = f"com.apple.mgmt.External.{uuid.uuid4()}"
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.USER_ID, topic),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{topic.rsplit('.', 1)[-1]}"),
+            ]
+        )
+        import datetime as dt
+
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(utcnow() - dt.timedelta(minutes=5))
+            .not_valid_after(utcnow() + dt.timedelta(days=365))
+            .sign(key, hashes.SHA256())
+        )
+        write_private_key(key_path, key)
+        cert_path.write_bytes(cert.public_bytes(_pem()))
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert_path, key_path, settings.push_topic or _topic_of(cert)
+
+
+def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
+    """Create whatever is missing in the instance folder, then open it."""
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    # Several gunicorn workers may start at once: one initialises, the others wait.
+    with _init_lock, open(settings.instance_dir / ".init.lock", "a+") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        settings.ca_dir.mkdir(parents=True, exist_ok=True)
+        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.secrets_dir, 0o700)
+        ca = _ensure_ca(settings)
+        signer_cert, signer_key = _ensure_signer(settings, ca)
+        server_cert, server_key = _ensure_server_cert(settings, ca)
+        push_cert, push_key, topic = _ensure_push_cert(settings)
+        app_secret = _secret_bytes(settings.secrets_dir / "app.key", lambda: secrets.token_hex(32).encode())
+        data_key = _secret_bytes(settings.secrets_dir / "data.key", Fernet.generate_key)
+        database = Database(settings.database_url, echo=bool(settings.extra.get("echo_sql")))
+        if migrate:
+            database.migrate()
+    return Instance(
+        settings=settings,
+        database=database,
+        ca=ca,
+        signer_cert=signer_cert,
+        signer_key=signer_key,
+        push_cert_path=push_cert,
+        push_key_path=push_key,
+        push_topic=topic,
+        server_cert_path=server_cert,
+        server_key_path=server_key,
+        app_secret=app_secret,
+        data_key=data_key,
+    )

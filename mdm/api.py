@@ -1,0 +1,116 @@
+"""JSON admin API for enrollment, devices and commands (/api/v1)."""
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from ipad_mdm.auth import PERMISSIONS, require
+from ipad_mdm.web import error, hooks, instance, push_after_commit, unit_of_work
+
+from . import protocol, service
+from .commands import CommandRefused
+
+bp = Blueprint("mdm_api", __name__, url_prefix="/api/v1")
+
+
+def _json_body() -> dict:
+    data = request.get_json(silent=True)
+    if data is None:
+        data = {} if not request.data else None
+    if not isinstance(data, dict):
+        raise ValueError("request body must be a JSON object")
+    return data
+
+
+@bp.post("/enrollment-tokens")
+@require("enroll.create")
+def create_enrollment_token():
+    try:
+        body = _json_body()
+        serial, unit = body.get("serial_number"), body.get("unit")
+        if serial is not None and (not isinstance(serial, str) or not 1 <= len(serial) <= 64):
+            return error(400, "serial_number must be a string of 1-64 characters")
+        with unit_of_work() as s:
+            result = service.create_enrollment(s, instance().settings, serial_number=serial,
+                                               unit_code=unit, created_by=g.api_principal)
+    except ValueError as exc:
+        return error(400, str(exc))
+    except service.NotFound as exc:
+        return error(404, str(exc))
+    return jsonify(result), 201
+
+
+@bp.get("/devices")
+@require("devices.read")
+def list_devices():
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        return error(400, "limit and offset must be integers")
+    with unit_of_work() as s:
+        total, rows = service.list_devices(s, limit=limit, offset=offset, unit_id=g.api_unit_id)
+        return jsonify({"total": total, "devices": [service.device_summary(d) for d in rows]})
+
+
+@bp.get("/devices/<udid>")
+@require("devices.read")
+def show_device(udid):
+    with unit_of_work() as s:
+        try:
+            device = service.get_device(s, udid)
+        except service.NotFound as exc:
+            return error(404, str(exc))
+        if g.api_unit_id is not None and device.unit_id != g.api_unit_id:
+            return error(404, f"unknown device {udid}")
+        return jsonify(service.device_detail(s, hooks(), device))
+
+
+@bp.get("/devices/<udid>/commands")
+@require("devices.read")
+def device_commands(udid):
+    with unit_of_work() as s:
+        try:
+            device = service.get_device(s, udid)
+        except service.NotFound as exc:
+            return error(404, str(exc))
+        return jsonify({"commands": [service.command_detail(s, c) for c in service.device_commands(s, device)]})
+
+
+@bp.post("/devices/<udid>/commands")
+@require("commands.send")
+def send_command(udid):
+    try:
+        body = _json_body()
+    except ValueError as exc:
+        return error(400, str(exc))
+    request_type = body.get("request_type")
+    params = body.get("params")
+    if not isinstance(request_type, str):
+        return error(400, "request_type is required")
+    if params is not None and not isinstance(params, dict):
+        return error(400, "params must be an object")
+    if request_type in protocol.DESTRUCTIVE_COMMANDS and "commands.destructive" not in PERMISSIONS[g.api_role]:
+        return error(403, f"role {g.api_role} may not send {request_type}")
+    if request_type in ("InstallProfile", "ClearPasscode"):
+        return error(400, f"{request_type} is sent by the server itself, not through this endpoint")
+    try:
+        with unit_of_work() as s:
+            cmd = service.send_command(s, udid, request_type, params, requested_by=g.api_principal)
+            push_after_commit(cmd.device_id)
+            detail = service.command_detail(s, cmd)
+    except service.NotFound as exc:
+        return error(404, str(exc))
+    except (protocol.ProtocolError, CommandRefused) as exc:
+        return error(400, str(exc))
+    return jsonify(detail), 201
+
+
+@bp.get("/commands/<command_uuid>")
+@require("devices.read")
+def show_command(command_uuid):
+    with unit_of_work() as s:
+        try:
+            cmd = service.get_command(s, command_uuid)
+        except service.NotFound as exc:
+            return error(404, str(exc))
+        return jsonify(service.command_detail(s, cmd))

@@ -1,0 +1,160 @@
+"""The per-device command queue and inventory updates from command results.
+
+Statuses: queued -> sent -> acknowledged | error | command_format_error.
+NotNow marks the command `notnow`: it is skipped for the rest of that
+connection and offered again when the device next says Idle (Apple's rule:
+the device will come back when it can act). A `sent` command the device never
+answered (connection dropped) is also offered again on the next Idle.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from ipad_mdm.hooks import Hooks
+from ipad_mdm.plists import to_json
+
+from .models import Command, CommandEvent, Device
+from .protocol import CommandResponse, build_command
+
+log = logging.getLogger(__name__)
+
+_STATUS_OF_RESPONSE = {
+    "Acknowledged": "acknowledged",
+    "Error": "error",
+    "CommandFormatError": "command_format_error",
+    "NotNow": "notnow",
+}
+FINAL_STATUSES = ("acknowledged", "error", "command_format_error", "cancelled")
+
+
+class CommandRefused(ValueError):
+    pass
+
+
+def enqueue(session: Session, device: Device, request_type: str, params: dict | None = None,
+            *, requested_by: str = "", command_uuid: str | None = None) -> Command:
+    """Queue a command for a device (validated by the protocol module)."""
+    if device.enrollment_state in ("retired", "checked_out"):
+        raise CommandRefused(f"device is {device.enrollment_state}; it takes no commands")
+    uuid_, body = build_command(request_type, params, command_uuid)
+    cmd = Command(uuid=uuid_, device_id=device.id, request_type=request_type, command_plist=body,
+                  status="queued", requested_by=requested_by, created_at=utcnow())
+    session.add(cmd)
+    session.flush()
+    session.add(CommandEvent(command_id=cmd.id, status="queued", detail=requested_by or None))
+    device.push_pending = True
+    return cmd
+
+
+def _lock(stmt, session: Session):
+    # On PostgreSQL, several workers may serve the same device at once: a row
+    # lock with SKIP LOCKED hands each command to exactly one connection.
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> Command | None:
+    statuses = ("queued", "notnow", "sent") if after_idle else ("queued",)
+    stmt = (
+        select(Command)
+        .where(Command.device_id == device.id, Command.status.in_(statuses))
+        .order_by(Command.id)
+        .limit(1)
+    )
+    cmd = session.scalar(_lock(stmt, session))
+    if cmd is None:
+        return None
+    cmd.status = "sent"
+    cmd.sent_at = utcnow()
+    cmd.attempts += 1
+    session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
+    return cmd
+
+
+def record_response(session: Session, hooks: Hooks, device: Device, response: CommandResponse) -> Command | None:
+    stmt = select(Command).where(Command.uuid == response.command_uuid, Command.device_id == device.id)
+    cmd = session.scalar(stmt)
+    if cmd is None:
+        log.warning("device %s answered unknown command %s", device.udid, response.command_uuid)
+        return None
+    if cmd.status in FINAL_STATUSES:
+        # A duplicate answer (retried HTTP request): the first one stands.
+        log.info("duplicate %s answer for command %s ignored", response.status, cmd.uuid)
+        return cmd
+    new_status = _STATUS_OF_RESPONSE[response.status]
+    cmd.status = new_status
+    detail = None
+    if new_status == "notnow":
+        session.add(CommandEvent(command_id=cmd.id, status=new_status))
+        return cmd
+    cmd.completed_at = utcnow()
+    if new_status == "acknowledged":
+        cmd.result = to_json(response.result())
+        apply_inventory(session, hooks, device, cmd, response.raw)
+    else:
+        cmd.error_chain = to_json(response.error_chain) if response.error_chain else None
+        cmd.result = to_json(response.result()) or None
+        if cmd.error_chain:
+            first = cmd.error_chain[0]
+            detail = f"{first.get('ErrorDomain')} {first.get('ErrorCode')}: {first.get('LocalizedDescription', '')}"[:500]
+    session.add(CommandEvent(command_id=cmd.id, status=new_status, detail=detail))
+    hooks.emit("command.completed", session=session, device=device, command=cmd)
+    return cmd
+
+
+_INVENTORY = {
+    # request type -> (response key, device attribute)
+    "DeviceInformation": ("QueryResponses", "device_information"),
+    "SecurityInfo": ("SecurityInfo", "security_info"),
+    "ProfileList": ("ProfileList", "profile_list"),
+    "CertificateList": ("CertificateList", "certificate_list"),
+    "InstalledApplicationList": ("InstalledApplicationList", "installed_applications"),
+}
+
+
+def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command, raw: dict) -> None:
+    now = utcnow()
+    if cmd.request_type in ("EnableLostMode", "DisableLostMode"):
+        device.lost_mode_enabled = cmd.request_type == "EnableLostMode"
+        hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
+        return
+    spec = _INVENTORY.get(cmd.request_type)
+    if spec is None:
+        return
+    key, attr = spec
+    value = raw.get(key)
+    if value is None:
+        log.warning("%s answer from %s lacks %s", cmd.request_type, device.udid, key)
+        return
+    setattr(device, attr, to_json(value))
+    setattr(device, f"{attr}_at", now)
+    if cmd.request_type == "DeviceInformation" and isinstance(value, dict):
+        for src, dst in (("OSVersion", "os_version"), ("BuildVersion", "build_version"), ("Model", "model"),
+                         ("ModelName", "model_name"), ("ProductName", "product_name"), ("DeviceName", "device_name"),
+                         ("SerialNumber", "serial_number"), ("IMEI", "imei")):
+            if isinstance(value.get(src), str):
+                setattr(device, dst, value[src])
+        if isinstance(value.get("IsSupervised"), bool):
+            device.is_supervised = value["IsSupervised"]
+        if isinstance(value.get("IsMDMLostModeEnabled"), bool):
+            device.lost_mode_enabled = value["IsMDMLostModeEnabled"]
+        if isinstance(value.get("AwaitingConfiguration"), bool):
+            device.awaiting_configuration = value["AwaitingConfiguration"]
+    hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
+
+
+def find(session: Session, command_uuid: str) -> Command | None:
+    return session.scalar(select(Command).where(Command.uuid == command_uuid))
+
+
+def cancel(session: Session, cmd: Command, by: str = "") -> None:
+    if cmd.status in FINAL_STATUSES:
+        raise CommandRefused(f"command is already {cmd.status}")
+    cmd.status = "cancelled"
+    cmd.completed_at = utcnow()
+    session.add(CommandEvent(command_id=cmd.id, status="cancelled", detail=by or None))

@@ -1,0 +1,166 @@
+"""Admin operations shared by the JSON API and the CLI (mdm's public surface)."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.hooks import Hooks
+from ipad_mdm.models import Unit
+from ipad_mdm.plists import loads as plist_loads
+
+from . import commands, enrollment
+from .models import Command, Device, IdentityCertificate
+
+_ISO = lambda v: v.isoformat() if v is not None else None  # noqa: E731
+
+
+class NotFound(LookupError):
+    pass
+
+
+def unit_by_code(session: Session, code: str | None) -> Unit | None:
+    if not code:
+        return None
+    unit = session.scalar(select(Unit).where(Unit.code == code))
+    if unit is None:
+        raise NotFound(f"unknown unit {code!r}")
+    return unit
+
+
+def create_enrollment(session: Session, settings, *, serial_number: str | None = None,
+                      unit_code: str | None = None, created_by: str = "") -> dict:
+    unit = unit_by_code(session, unit_code)
+    plain, row = enrollment.create_token(
+        session, ttl_hours=settings.enrollment_token_ttl_hours, serial_number=serial_number,
+        unit_id=unit.id if unit else None, created_by=created_by,
+    )
+    return {
+        "token": plain,
+        "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),
+        "expires_at": _ISO(row.expires_at),
+        "serial_number": row.serial_number,
+        "unit": unit.code if unit else None,
+    }
+
+
+def get_device(session: Session, udid: str) -> Device:
+    device = session.scalar(select(Device).where(Device.udid == udid))
+    if device is None:
+        raise NotFound(f"unknown device {udid}")
+    return device
+
+
+def device_summary(device: Device) -> dict:
+    return {
+        "udid": device.udid,
+        "serial_number": device.serial_number,
+        "device_name": device.device_name,
+        "model": device.model,
+        "model_name": device.model_name,
+        "os_version": device.os_version,
+        "enrollment_state": device.enrollment_state,
+        "unit_id": device.unit_id,
+        "lost_mode_enabled": device.lost_mode_enabled,
+        "is_supervised": device.is_supervised,
+        "enrolled_at": _ISO(device.enrolled_at),
+        "last_seen_at": _ISO(device.last_seen_at),
+    }
+
+
+def list_devices(session: Session, *, limit: int = 100, offset: int = 0, unit_id: int | None = None) -> tuple[int, list[Device]]:
+    stmt = select(Device)
+    count = select(func.count(Device.id))
+    if unit_id is not None:
+        stmt = stmt.where(Device.unit_id == unit_id)
+        count = count.where(Device.unit_id == unit_id)
+    total = session.scalar(count)
+    rows = list(session.scalars(stmt.order_by(Device.id).limit(limit).offset(offset)))
+    return total, rows
+
+
+def device_detail(session: Session, hooks: Hooks, device: Device) -> dict:
+    """Inventory, certificates, push state and whatever other packages contribute (verdict)."""
+    detail = device_summary(device)
+    detail.update(
+        {
+            "build_version": device.build_version,
+            "product_name": device.product_name,
+            "imei": device.imei,
+            "push": {
+                "has_token": device.push_token is not None,
+                "pending": device.push_pending,
+                "last_push_at": _ISO(device.last_push_at),
+                "last_error": device.last_push_error,
+                "failures": device.push_failures,
+            },
+            "inventory": {
+                "DeviceInformation": device.device_information,
+                "DeviceInformationAt": _ISO(device.device_information_at),
+                "SecurityInfo": device.security_info,
+                "SecurityInfoAt": _ISO(device.security_info_at),
+                "ProfileList": device.profile_list,
+                "ProfileListAt": _ISO(device.profile_list_at),
+                "CertificateList": device.certificate_list,
+                "CertificateListAt": _ISO(device.certificate_list_at),
+                "InstalledApplicationList": device.installed_applications,
+                "InstalledApplicationListAt": _ISO(device.installed_applications_at),
+            },
+            "certificates": [identity_summary(c) for c in device.certificates],
+            "verdict": None,
+        }
+    )
+    hooks.emit("device.detail", session=session, device=device, detail=detail)
+    return detail
+
+
+def identity_summary(cert: IdentityCertificate) -> dict:
+    return {
+        "serial": cert.serial,
+        "subject": cert.subject,
+        "sha256": cert.sha256_fingerprint,
+        "not_before": _ISO(cert.not_before),
+        "not_after": _ISO(cert.not_after),
+        "revoked_at": _ISO(cert.revoked_at),
+        "revocation_reason": cert.revocation_reason,
+    }
+
+
+def send_command(session: Session, udid: str, request_type: str, params: dict | None = None, *, requested_by: str = "") -> Command:
+    device = get_device(session, udid)
+    return commands.enqueue(session, device, request_type, params, requested_by=requested_by)
+
+
+def command_detail(session: Session, cmd: Command) -> dict:
+    device = session.get(Device, cmd.device_id)
+    shown = plist_loads(cmd.command_plist)["Command"]
+    for secret_key in ("UnlockToken", "PIN"):
+        if secret_key in shown:
+            shown[secret_key] = "***"
+    if isinstance(shown.get("Payload"), bytes):
+        shown["Payload"] = f"<{len(shown['Payload'])} bytes>"
+    return {
+        "command_uuid": cmd.uuid,
+        "udid": device.udid if device else None,
+        "request_type": cmd.request_type,
+        "command": shown,
+        "status": cmd.status,
+        "requested_by": cmd.requested_by,
+        "created_at": _ISO(cmd.created_at),
+        "sent_at": _ISO(cmd.sent_at),
+        "completed_at": _ISO(cmd.completed_at),
+        "attempts": cmd.attempts,
+        "result": cmd.result,
+        "error_chain": cmd.error_chain,
+        "history": [{"status": e.status, "at": _ISO(e.at), "detail": e.detail} for e in cmd.events],
+    }
+
+
+def get_command(session: Session, command_uuid: str) -> Command:
+    cmd = commands.find(session, command_uuid)
+    if cmd is None:
+        raise NotFound(f"unknown command {command_uuid}")
+    return cmd
+
+
+def device_commands(session: Session, device: Device, limit: int = 100) -> list[Command]:
+    return list(session.scalars(select(Command).where(Command.device_id == device.id).order_by(Command.id.desc()).limit(limit)))

@@ -1,0 +1,160 @@
+"""Shared fixtures: a real server over TLS on 127.0.0.1, a real APNs stand-in,
+fresh databases (SQLite file or a new PostgreSQL database), the simulator."""
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+pytest_plugins = ["tests.conftest_softhsm"]
+
+PG_ADMIN_URL = os.environ.get("IPAD_MDM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("IPAD_MDM_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@contextmanager
+def fresh_postgres_database():
+    """A new, empty PostgreSQL database on the real server; dropped afterwards."""
+    name = f"ipad_mdm_t_{secrets.token_hex(6)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+            ), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request, tmp_path):
+    """SQLite by default; tests that must also run on PostgreSQL parametrize
+    with `@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)`."""
+    if request.param == "postgresql":
+        with fresh_postgres_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'ipad-mdm.sqlite3'}"
+
+
+class LiveServer:
+    """The real WSGI app behind a real TLS socket, in a background thread."""
+
+    def __init__(self, app, inst, httpd, apns):
+        self.app = app
+        self.instance = inst
+        self.httpd = httpd
+        self.apns = apns
+        self.url = inst.settings.base_url
+        self.ca_path = str(inst.settings.ca_dir / "ca.pem")
+
+    @property
+    def dispatcher(self):
+        return self.app.extensions["ipad_mdm.dispatcher"]
+
+    @property
+    def hooks(self):
+        return self.app.extensions["ipad_mdm.hooks"]
+
+    def session(self):
+        return self.instance.database.session()
+
+    def http(self, **kw):
+        import httpx
+
+        return httpx.Client(verify=ssl.create_default_context(cafile=self.ca_path), base_url=self.url, timeout=30, **kw)
+
+    def simulator(self, **kw):
+        from tests.simulator import SimulatedIPad
+
+        return SimulatedIPad(self.url, verify=ssl.create_default_context(cafile=self.ca_path), **kw)
+
+    def enrollment_url(self, **kw) -> str:
+        from mdm import service
+
+        with self.session() as s:
+            return service.create_enrollment(s, self.instance.settings, **kw)["url"]
+
+    def api_token(self, role: str = "it_admin", name: str | None = None) -> str:
+        from ipad_mdm.auth import create_api_token
+
+        with self.session() as s:
+            return create_api_token(s, name or f"test-{role}", role)
+
+    def wait_pushes(self) -> None:
+        self.dispatcher.wait_idle(timeout=30)
+
+
+def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = True, **overrides):
+    from werkzeug.serving import make_server
+
+    from ipad_mdm.app import create_app
+    from ipad_mdm.config import load_settings
+    from ipad_mdm.instance import open_instance
+    from tests.apns_standin import start_apns_standin
+
+    holder = {}
+
+    def wsgi(environ, start_response):
+        return holder["app"](environ, start_response)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    httpd = make_server("127.0.0.1", 0, wsgi, threaded=True, ssl_context=ctx)
+    port = httpd.server_port
+    instance_dir = tmp_path / "instance"
+    settings = load_settings(instance_dir, database_url=database_url, base_url=f"https://127.0.0.1:{port}",
+                             apns_max_attempts=2, **overrides)
+    inst = open_instance(settings)
+    ctx.load_cert_chain(str(inst.server_cert_path), str(inst.server_key_path))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_verify_locations(cadata=inst.ca.certificate_pem.decode())
+    apns_cm = start_apns_standin(tls=apns_tls, expected_topic=inst.push_topic,
+                                 client_ca_pem=inst.push_cert_path.read_bytes() if apns_tls else None)
+    apns = apns_cm.__enter__()
+    settings = settings.with_(apns_url=apns.url, apns_ca_file=getattr(apns, "server_ca_path", None))
+    inst.settings = settings
+    app = create_app(inst=inst)
+    holder["app"] = app
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    server = LiveServer(app, inst, httpd, apns)
+
+    def stop():
+        httpd.shutdown()
+        httpd.server_close()
+        apns_cm.__exit__(None, None, None)
+        inst.database.dispose()
+
+    server.stop = stop
+    return server
+
+
+@pytest.fixture
+def server(tmp_path, database_url):
+    srv = start_live_server(tmp_path, database_url)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def enrolled(server):
+    """A simulated iPad that has enrolled and answered its first inventory commands."""
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    server.wait_pushes()
+    sim.process_commands()
+    yield sim
+    sim.close()

@@ -1,0 +1,296 @@
+"""A protocol-faithful iPad simulator, used by the tests and by bench/.
+
+It speaks to the server only over HTTP(S), like a real device: it downloads
+the enrollment profile and verifies its CMS signature, enrolls over SCEP
+with a real CSR, sends signed (Mdm-Signature) check-in messages and answers
+commands with realistic data.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import plistlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from ipad_mdm.crypto import cms
+from ipad_mdm.crypto.keys import FileKey
+
+from . import sim_scep
+
+_SHORT_NAMES = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+                "C": NameOID.COUNTRY_NAME}
+
+
+class SimulatorError(AssertionError):
+    pass
+
+
+@dataclass
+class DeviceState:
+    """What the simulated iPad reports in its inventory; tests flip these."""
+
+    os_version: str = "18.1"
+    build_version: str = "22B83"
+    model: str = "iPad13,18"
+    model_name: str = "iPad"
+    product_name: str = "iPad13,18"
+    device_name: str = "iPad của Lãnh đạo"
+    passcode_present: bool = True
+    passcode_compliant: bool = True
+    hardware_encryption_caps: int = 3
+    is_supervised: bool = True
+    lost_mode: bool = False
+    installed_profiles: dict = field(default_factory=dict)  # identifier -> profile plist dict
+    apps: list = field(default_factory=lambda: [
+        {"Identifier": "com.apple.mobilesafari", "Name": "Safari", "Version": "18.1", "ShortVersion": "18.1", "BundleSize": 1},
+        {"Identifier": "com.wireguard.ios", "Name": "WireGuard", "Version": "1.0.16", "ShortVersion": "1.0.16", "BundleSize": 11000000},
+    ])
+    not_now: set = field(default_factory=set)      # request types answered NotNow
+    errors: dict = field(default_factory=dict)     # request type -> ErrorChain to answer with
+
+
+class SimulatedIPad:
+    def __init__(self, base_url: str, *, verify=True, udid: str | None = None, serial: str | None = None,
+                 client: httpx.Client | None = None, state: DeviceState | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.udid = udid or str(uuid.uuid4()).upper()
+        self.serial = serial or ("F" + secrets.token_hex(5).upper())
+        self.state = state or DeviceState()
+        self.client = client or httpx.Client(verify=verify, timeout=30)
+        self.push_token = secrets.token_bytes(32)
+        self.push_magic = str(uuid.uuid4()).upper()
+        self.unlock_token = secrets.token_bytes(48)
+        self.profile: dict | None = None
+        self.profile_signer: x509.Certificate | None = None
+        self.ca_cert: x509.Certificate | None = None
+        self.key = None
+        self.identity: x509.Certificate | None = None
+        self.mdm_payload: dict | None = None
+        self.handled: list[dict] = []
+
+    # ------------------------------------------------------------ enrollment
+    def fetch_profile(self, enroll_url: str) -> httpx.Response:
+        return self.client.get(enroll_url)
+
+    def enroll(self, enroll_url: str, *, cipher: str = "aes256") -> None:
+        """Download + verify the profile, SCEP, Authenticate, TokenUpdate."""
+        resp = self.fetch_profile(enroll_url)
+        if resp.status_code != 200:
+            raise SimulatorError(f"enrollment profile refused: {resp.status_code} {resp.text}")
+        if resp.headers.get("content-type", "").split(";")[0] != "application/x-apple-aspen-config":
+            raise SimulatorError(f"wrong content type {resp.headers.get('content-type')}")
+        self.install_enrollment_profile(resp.content)
+        self.scep_enroll(cipher=cipher)
+        r = self.authenticate()
+        if r.status_code != 200:
+            raise SimulatorError(f"Authenticate refused: {r.status_code} {r.text}")
+        r = self.token_update()
+        if r.status_code != 200:
+            raise SimulatorError(f"TokenUpdate refused: {r.status_code} {r.text}")
+
+    def install_enrollment_profile(self, signed: bytes) -> None:
+        verified = cms.verify(signed)
+        profile = plistlib.loads(verified.content)
+        by_type = {p["PayloadType"]: p for p in profile["PayloadContent"]}
+        ca = x509.load_der_x509_certificate(by_type["com.apple.security.root"]["PayloadContent"])
+        # iOS shows a profile as "Verified" when the signer chains to a trusted root.
+        verified.signer.verify_directly_issued_by(ca)
+        self.ca_cert = ca
+        self.profile_signer = verified.signer
+        self.profile = profile
+        self.mdm_payload = by_type["com.apple.mdm"]
+        self.scep_payload = by_type["com.apple.security.scep"]["PayloadContent"]
+        if self.mdm_payload["IdentityCertificateUUID"] != by_type["com.apple.security.scep"]["PayloadUUID"]:
+            raise SimulatorError("MDM payload does not point at the SCEP identity")
+
+    def scep_enroll(self, *, cipher: str = "aes256", challenge: str | None = None) -> x509.Certificate:
+        url = self.scep_payload["URL"]
+        caps = self.client.get(url, params={"operation": "GetCACaps"})
+        if caps.status_code != 200 or "SHA-256" not in caps.text:
+            raise SimulatorError(f"GetCACaps failed: {caps.status_code}")
+        cacert = self.client.get(url, params={"operation": "GetCACert"})
+        ca = x509.load_der_x509_certificate(cacert.content)
+        if ca != self.ca_cert:
+            raise SimulatorError("SCEP CA differs from the profile's CA")
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=self.scep_payload.get("Keysize", 2048))
+        subject = x509.Name([
+            x509.NameAttribute(_SHORT_NAMES[rdn[0][0]], rdn[0][1]) for rdn in self.scep_payload["Subject"]
+        ])
+        message, _tid, self_signed = sim_scep.build_pkcs_req(
+            ca, self.key, subject, challenge if challenge is not None else self.scep_payload["Challenge"], cipher=cipher
+        )
+        resp = self.client.post(url, params={"operation": "PKIOperation"}, content=message,
+                                headers={"Content-Type": "application/x-pki-message"})
+        if resp.status_code != 200:
+            raise SimulatorError(f"PKIOperation failed: {resp.status_code} {resp.text[:200]}")
+        self.identity = sim_scep.parse_cert_rep(resp.content, ca, self.key, self_signed)
+        return self.identity
+
+    # ------------------------------------------------------------ messages
+    def sign(self, body: bytes) -> str:
+        return base64.b64encode(cms.sign(body, self.identity, FileKey(self.key), detached=True)).decode()
+
+    def put(self, path_url: str, message: dict, *, sign: bool = True, headers: dict | None = None) -> httpx.Response:
+        body = plistlib.dumps(message)
+        h = {"Content-Type": "application/x-apple-aspen-mdm-checkin"}
+        if sign:
+            h["Mdm-Signature"] = self.sign(body)
+        h.update(headers or {})
+        return self.client.put(path_url, content=body, headers=h)
+
+    def checkin(self, message: dict, **kw) -> httpx.Response:
+        return self.put(self.mdm_payload["CheckInURL"], message, **kw)
+
+    def authenticate(self) -> httpx.Response:
+        return self.checkin({
+            "MessageType": "Authenticate", "Topic": self.mdm_payload["Topic"], "UDID": self.udid,
+            "SerialNumber": self.serial, "OSVersion": self.state.os_version, "BuildVersion": self.state.build_version,
+            "ProductName": self.state.product_name, "Model": self.state.model, "ModelName": self.state.model_name,
+            "DeviceName": self.state.device_name,
+        })
+
+    def token_update(self) -> httpx.Response:
+        return self.checkin({
+            "MessageType": "TokenUpdate", "Topic": self.mdm_payload["Topic"], "UDID": self.udid,
+            "Token": self.push_token, "PushMagic": self.push_magic, "UnlockToken": self.unlock_token,
+            "AwaitingConfiguration": False,
+        })
+
+    def checkout(self) -> httpx.Response:
+        return self.checkin({"MessageType": "CheckOut", "Topic": self.mdm_payload["Topic"], "UDID": self.udid})
+
+    def connect(self, status: str = "Idle", command_uuid: str | None = None, **extra) -> httpx.Response:
+        message = {"UDID": self.udid, "Status": status, **extra}
+        if command_uuid:
+            message["CommandUUID"] = command_uuid
+        return self.put(self.mdm_payload["ServerURL"], message)
+
+    # ------------------------------------------------------------ command loop
+    def process_commands(self, max_rounds: int = 50) -> list[dict]:
+        """Connect with Idle and answer every command until the server has none."""
+        handled = []
+        resp = self.connect("Idle")
+        for _ in range(max_rounds):
+            if resp.status_code != 200:
+                raise SimulatorError(f"connect failed: {resp.status_code} {resp.text}")
+            if not resp.content:
+                self.handled.extend(handled)
+                return handled
+            command = plistlib.loads(resp.content)
+            handled.append(command)
+            status, payload = self.answer(command["Command"])
+            resp = self.connect(status, command["CommandUUID"], **payload)
+        raise SimulatorError("server kept sending commands")
+
+    def answer(self, command: dict) -> tuple[str, dict]:
+        rt = command["RequestType"]
+        if rt in self.state.not_now:
+            return "NotNow", {}
+        if rt in self.state.errors:
+            return "Error", {"ErrorChain": self.state.errors[rt]}
+        handler = getattr(self, f"_answer_{rt}", None)
+        if handler is None:
+            return "Error", {"ErrorChain": [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain",
+                                             "LocalizedDescription": f"Unknown command {rt}", "USEnglishDescription": f"Unknown command {rt}"}]}
+        return "Acknowledged", handler(command) or {}
+
+    def _answer_DeviceInformation(self, command):
+        values = {
+            "UDID": self.udid, "SerialNumber": self.serial, "OSVersion": self.state.os_version,
+            "BuildVersion": self.state.build_version, "Model": self.state.model, "ModelName": self.state.model_name,
+            "ProductName": self.state.product_name, "DeviceName": self.state.device_name, "IsSupervised": self.state.is_supervised,
+            "IsMDMLostModeEnabled": self.state.lost_mode, "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 90.5,
+            "BatteryLevel": 0.82, "IsActivationLockEnabled": False, "IsCloudBackupEnabled": False,
+            "WiFiMAC": "a4:83:e7:12:34:56", "BluetoothMAC": "a4:83:e7:12:34:57", "AwaitingConfiguration": False,
+            "TimeZone": "Asia/Ho_Chi_Minh",
+        }
+        return {"QueryResponses": {q: values[q] for q in command["Queries"] if q in values}}
+
+    def _answer_SecurityInfo(self, command):
+        return {"SecurityInfo": {
+            "HardwareEncryptionCaps": self.state.hardware_encryption_caps,
+            "PasscodePresent": self.state.passcode_present,
+            "PasscodeCompliant": self.state.passcode_compliant,
+            "PasscodeCompliantWithProfiles": self.state.passcode_compliant,
+            "PasscodeLockGracePeriodEnforced": 0,
+            "FDE_Enabled": False,
+            "ManagementStatus": {"EnrolledViaDEP": False, "IsUserEnrollment": False, "IsActivationLockManageable": False},
+        }}
+
+    def _profile_entries(self):
+        entries = [{
+            "PayloadIdentifier": self.profile["PayloadIdentifier"], "PayloadUUID": self.profile["PayloadUUID"],
+            "PayloadDisplayName": self.profile.get("PayloadDisplayName", ""), "PayloadVersion": 1,
+            "IsManaged": True, "PayloadRemovalDisallowed": False, "IsEncrypted": False,
+            "PayloadContent": [{"PayloadType": p["PayloadType"], "PayloadIdentifier": p["PayloadIdentifier"],
+                                "PayloadUUID": p["PayloadUUID"], "PayloadVersion": 1} for p in self.profile["PayloadContent"]],
+        }]
+        for ident, prof in self.state.installed_profiles.items():
+            entries.append({
+                "PayloadIdentifier": ident, "PayloadUUID": prof.get("PayloadUUID", ""), "PayloadVersion": 1,
+                "PayloadDisplayName": prof.get("PayloadDisplayName", ""), "IsManaged": True, "IsEncrypted": False,
+                "PayloadRemovalDisallowed": bool(prof.get("PayloadRemovalDisallowed", False)),
+                "PayloadContent": [{"PayloadType": p["PayloadType"], "PayloadIdentifier": p["PayloadIdentifier"],
+                                    "PayloadUUID": p["PayloadUUID"], "PayloadVersion": 1} for p in prof.get("PayloadContent", [])],
+            })
+        return entries
+
+    def _answer_ProfileList(self, command):
+        return {"ProfileList": self._profile_entries()}
+
+    def _answer_CertificateList(self, command):
+        certs = [self.ca_cert, self.identity]
+        return {"CertificateList": [
+            {"CommonName": c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+             "Data": c.public_bytes(serialization.Encoding.DER), "IsIdentity": c == self.identity}
+            for c in certs
+        ]}
+
+    def _answer_InstalledApplicationList(self, command):
+        return {"InstalledApplicationList": list(self.state.apps)}
+
+    def _answer_InstallProfile(self, command):
+        payload = command["Payload"]
+        try:
+            content = cms.verify(payload).content
+        except cms.CMSError:
+            content = payload
+        profile = plistlib.loads(content)
+        self.state.installed_profiles[profile["PayloadIdentifier"]] = profile
+        return {}
+
+    def _answer_RemoveProfile(self, command):
+        self.state.installed_profiles.pop(command["Identifier"], None)
+        return {}
+
+    def _answer_DeviceLock(self, command):
+        return {}
+
+    def _answer_EnableLostMode(self, command):
+        self.state.lost_mode = True
+        return {}
+
+    def _answer_DisableLostMode(self, command):
+        self.state.lost_mode = False
+        return {}
+
+    def _answer_RestartDevice(self, command):
+        return {}
+
+    def _answer_EraseDevice(self, command):
+        return {}
+
+    def _answer_DeviceLocation(self, command):
+        return {"Latitude": 21.0278, "Longitude": 105.8342, "HorizontalAccuracy": 10.0,
+                "Timestamp": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}
+
+    def close(self) -> None:
+        self.client.close()
