@@ -29,7 +29,7 @@ class Pkcs11Settings:
     module: str
     token_label: str
     key_label: str
-    pin: str | None = None          # literal PIN (tests); prefer pin_file / pin_env in production
+    pin: str | None = field(default=None, repr=False)  # literal PIN (tests); prefer pin_file / pin_env
     pin_file: str | None = None
     pin_env: str | None = None
 

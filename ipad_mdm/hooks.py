@@ -20,9 +20,13 @@ log = logging.getLogger(__name__)
 #   inventory.updated(session, device, kind)     kind: DeviceInformation, SecurityInfo, ...
 #   command.completed(session, device, command)  Acknowledged / Error / CommandFormatError
 #   device.detail(session, device, detail)       contribute keys to the device detail dict
+#   device.retired(session, device)              IT staff retired the device (wipe, revoke)
+#   verdict.changed(session, device, previous, verdict)
+#                                                compliance state transition; `verdict` is the
+#                                                new compliance verdict object (state, reasons…)
 EVENTS = (
     "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated",
-    "command.completed", "device.detail",
+    "command.completed", "device.detail", "device.retired", "verdict.changed",
 )
 
 

@@ -138,6 +138,10 @@ class BackgroundPusher:
                     self._pending -= 1
                     self._idle.notify_all()
 
+    def close(self) -> None:
+        """Drop the APNs connection (shutdown, tests)."""
+        self._sender.close()
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """For tests and shutdown: wait until every requested push was attempted."""
         with self._idle:

@@ -1238,6 +1238,19 @@ def _merge(keys: Mapping[str, Any], extra: Mapping[str, Any] | None, label: str)
     return merged
 
 
+def _plist_value(value: Any) -> Any:
+    """Tuples -> lists and Mappings -> dicts, recursively; everything else as is.
+
+    Strings are left alone (``list("CN")`` would silently become ``["C", "N"]``),
+    and wrong types are left for the validator to name.
+    """
+    if isinstance(value, (list, tuple)):
+        return [_plist_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plist_value(v) for k, v in value.items()}
+    return value
+
+
 def _flag_value(value: bool | None) -> int | None:
     # Apple types these VPN switches as integer 0/1.
     return None if value is None else int(bool(value))
@@ -1269,7 +1282,7 @@ def mdm_payload(
         "SignMessage": sign_message,
         "AccessRights": access_rights,
         "CheckOutWhenRemoved": check_out_when_removed,
-        "ServerCapabilities": None if server_capabilities is None else list(server_capabilities),
+        "ServerCapabilities": _plist_value(server_capabilities),
     }
     return _build(
         "com.apple.mdm", identifier=identifier, display_name=display_name, uuid=uuid,
@@ -1307,14 +1320,14 @@ def scep_payload(
         {
             "URL": url,
             "Name": name,
-            "Subject": None if subject is None else [[list(pair) for pair in rdn] for rdn in subject],
+            "Subject": _plist_value(subject),
             "Challenge": challenge,
             "Keysize": keysize,
             "Key Type": key_type,
             "Key Usage": key_usage,
             "Retries": retries,
             "RetryDelay": retry_delay,
-            "SubjectAltName": None if subject_alt_name is None else dict(subject_alt_name),
+            "SubjectAltName": _plist_value(subject_alt_name),
             "CAFingerprint": ca_fingerprint,
         },
         extra,
@@ -1426,7 +1439,7 @@ def wireguard_vpn_payload(
             "RemoteAddress": remote_address,
             "AuthenticationMethod": "Password",
             "OnDemandEnabled": _flag_value(on_demand_enabled),
-            "OnDemandRules": None if on_demand_rules is None else [dict(r) for r in on_demand_rules],
+            "OnDemandRules": _plist_value(on_demand_rules),
         },
         extra,
         "VPN",
@@ -1502,12 +1515,12 @@ def ikev2_vpn_payload(
             "ServerCertificateIssuerCommonName": server_certificate_issuer_common_name,
             "ServerCertificateCommonName": server_certificate_common_name,
             "ExtendedAuthEnabled": _flag_value(extended_auth_enabled),
-            "IKESecurityAssociationParameters": None if ike_sa_parameters is None else dict(ike_sa_parameters),
-            "ChildSecurityAssociationParameters": None if child_sa_parameters is None else dict(child_sa_parameters),
+            "IKESecurityAssociationParameters": _plist_value(ike_sa_parameters),
+            "ChildSecurityAssociationParameters": _plist_value(child_sa_parameters),
             "EnablePFS": _flag_value(enable_pfs),
             "DeadPeerDetectionRate": dead_peer_detection_rate,
             "OnDemandEnabled": _flag_value(on_demand_enabled),
-            "OnDemandRules": None if on_demand_rules is None else [dict(r) for r in on_demand_rules],
+            "OnDemandRules": _plist_value(on_demand_rules),
         },
         extra,
         "VPN",
@@ -1636,7 +1649,7 @@ def wifi_payload(
         "Password": password,
         "HIDDEN_NETWORK": hidden_network,
         "AutoJoin": auto_join,
-        "EAPClientConfiguration": None if eap_client_configuration is None else dict(eap_client_configuration),
+        "EAPClientConfiguration": _plist_value(eap_client_configuration),
         "PayloadCertificateUUID": certificate_uuid,
     }
     return _build(

@@ -96,7 +96,31 @@ class LiveServer:
         self.dispatcher.wait_idle(timeout=30)
 
 
-def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = True, **overrides):
+_TEMPLATE: dict = {}
+
+
+def seed_instance_dir(instance_dir: Path) -> None:
+    """Copy CA, keys and certificates made once per test session (RSA key
+    generation dominates start-up); every test still gets its own database."""
+    import shutil
+    import tempfile
+
+    from ipad_mdm.config import load_settings
+    from ipad_mdm.instance import open_instance
+
+    if "dir" not in _TEMPLATE:
+        tpl = Path(tempfile.mkdtemp(prefix="ipad-mdm-tpl-"))
+        inst = open_instance(load_settings(tpl, database_url="sqlite://", base_url="https://127.0.0.1:8000"), migrate=False)
+        inst.database.dispose()
+        _TEMPLATE["dir"] = tpl
+    tpl = _TEMPLATE["dir"]
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("ca", "secrets"):
+        shutil.copytree(tpl / sub, instance_dir / sub, dirs_exist_ok=True)
+
+
+def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = True, seed: bool = True,
+                      tls: bool = True, **overrides):
     from werkzeug.serving import make_server
 
     from ipad_mdm.app import create_app
@@ -109,16 +133,20 @@ def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = Tru
     def wsgi(environ, start_response):
         return holder["app"](environ, start_response)
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if tls else None
     httpd = make_server("127.0.0.1", 0, wsgi, threaded=True, ssl_context=ctx)
     port = httpd.server_port
+    scheme = "https" if tls else "http"
     instance_dir = tmp_path / "instance"
-    settings = load_settings(instance_dir, database_url=database_url, base_url=f"https://127.0.0.1:{port}",
+    if seed:
+        seed_instance_dir(instance_dir)
+    settings = load_settings(instance_dir, database_url=database_url, base_url=f"{scheme}://127.0.0.1:{port}",
                              apns_max_attempts=2, **overrides)
     inst = open_instance(settings)
-    ctx.load_cert_chain(str(inst.server_cert_path), str(inst.server_key_path))
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.load_verify_locations(cadata=inst.ca.certificate_pem.decode())
+    if ctx is not None:
+        ctx.load_cert_chain(str(inst.server_cert_path), str(inst.server_key_path))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=inst.ca.certificate_pem.decode())
     apns_cm = start_apns_standin(tls=apns_tls, expected_topic=inst.push_topic,
                                  client_ca_pem=inst.push_cert_path.read_bytes() if apns_tls else None)
     apns = apns_cm.__enter__()
@@ -131,6 +159,8 @@ def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = Tru
     server = LiveServer(app, inst, httpd, apns)
 
     def stop():
+        if hasattr(app.extensions["ipad_mdm.dispatcher"], "close"):
+            app.extensions["ipad_mdm.dispatcher"].close()
         httpd.shutdown()
         httpd.server_close()
         apns_cm.__exit__(None, None, None)

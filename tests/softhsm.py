@@ -28,7 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -65,9 +65,9 @@ class SoftHsmToken:
 
     module: str
     token_label: str
-    pin: str
-    so_pin: str
-    conf_path: Path
+    pin: str = field(repr=False)
+    so_pin: str = field(repr=False)
+    conf_path: Path = field(default=None)
 
     def settings(self, key_label: str, **overrides) -> Pkcs11Settings:
         """Pkcs11Settings for a key on this token (literal PIN unless overridden)."""
@@ -191,7 +191,7 @@ if req["action"] == "generate":
             session.generate_keypair(
                 KeyType.RSA, req["bits"], id=key_id, label=label, store=True,
                 capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY | MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
-                public_template=dict(public_template, **{Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"}),
+                public_template={**public_template, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
                 private_template=private_template,
             )
         else:

@@ -16,11 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # no package install / conftest: make the project importable
-    sys.path.insert(0, str(ROOT))
-
-from apns_standin import start_apns_standin  # noqa: E402
+from tests.apns_standin import start_apns_standin  # noqa: E402
 from ipad_mdm.crypto.ca import CertificateAuthority, create_ca  # noqa: E402
 from ipad_mdm.crypto.keys import FileKey  # noqa: E402
 from mdm.apns import APNsClient, PushCredentials, PushResult  # noqa: E402

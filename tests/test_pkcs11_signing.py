@@ -176,12 +176,13 @@ def test_rsa_decrypt_on_token_round_trips(token_keys):
     assert key.decrypt(ciphertext) == secret
 
 
-def test_rsa_decrypt_failure_looks_like_file_key(token_keys, file_keys):
-    # Same exception type for bad padding as FileKey, so SCEP code handles both alike.
+def test_rsa_decrypt_failure_is_a_plain_value_error(token_keys):
+    # Bad PKCS#1 v1.5 padding surfaces as the generic ValueError("Decryption
+    # failed"), never a token-specific exception SCEP code could branch on
+    # (Bleichenbacher oracle). (FileKey may instead return a random plaintext:
+    # OpenSSL's implicit rejection; the later symmetric decryption then fails.)
     garbage = b"\x01" * 256
-    with pytest.raises(ValueError):
-        file_keys["rsa"].decrypt(garbage)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^Decryption failed$"):
         token_keys["rsa"].decrypt(garbage)
     with pytest.raises(TypeError):
         token_keys["ec"].decrypt(garbage)
@@ -378,3 +379,16 @@ def test_token_key_works_after_fork(token_keys, kind):
     verify_with_public_key(key.public_key(), key.sign(data), data)
     # And a second generation of workers works too.
     verify_with_public_key(key.public_key(), _sign_in_child(key, data), data)
+
+
+def test_key_recovers_when_the_session_is_lost(softhsm_token, token_keys):
+    # As after a token was unplugged and re-inserted: the cached session handle
+    # is invalid and the process is logged out. The next operation reconnects.
+    from ipad_mdm.crypto import keys as keys_module
+
+    key = token_keys["rsa"]
+    key.sign(b"x")
+    shared = keys_module._tokens[(softhsm_token.module, softhsm_token.token_label)]
+    shared.session.close()  # C_Logout + C_CloseSession behind the handle's back
+    for k in (key, token_keys["ec"]):
+        verify_with_public_key(k.public_key(), k.sign(b"after reconnect"), b"after reconnect")

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from asn1crypto import crl as acrl
 from asn1crypto import x509 as ax509
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .keys import FileKey, KeyHandle
@@ -28,27 +29,49 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-@functools.lru_cache(maxsize=4)
-def _throwaway_key(kind: str, size: int):
+@functools.lru_cache(maxsize=8)
+def _throwaway_key(kind: str, param):
+    # Only its signature *algorithm* ends up in the TBS bytes, so one cached key
+    # per algorithm family is enough; its signature is discarded.
     if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=size)
-    return ec.generate_private_key({256: ec.SECP256R1(), 384: ec.SECP384R1()}[size])
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(param())  # param: the curve class (hashable, unlike instances)
 
 
 def _throwaway_for(public_key):
     if isinstance(public_key, rsa.RSAPublicKey):
         return _throwaway_key("rsa", 2048)
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return _throwaway_key("ec", public_key.curve.key_size)
+        # Any named curve the token supports (P-256, P-384, P-521, ...), not
+        # just the two sizes a lookup table knew about.
+        return _throwaway_key("ec", type(public_key.curve))
     raise TypeError("unsupported CA key type")
+
+
+def _check_signature(public_key, signature: bytes, tbs: bytes, what: str) -> None:
+    """Verify a signature made through a KeyHandle before anything is issued.
+
+    A token key that does not match the CA certificate (a replaced token, a
+    wrong key label, a stale ca.pem) would otherwise produce certificates and
+    CRLs that devices reject without a useful error.
+    """
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, tbs, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            public_key.verify(signature, tbs, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise ValueError(f"the CA key produced a {what} signature that does not verify with its public key") from None
 
 
 def sign_certificate(builder: x509.CertificateBuilder, key: KeyHandle) -> x509.Certificate:
     if isinstance(key, FileKey):
         return builder.sign(key.private_key, hashes.SHA256())
-    draft = builder.sign(_throwaway_for(key.public_key()), hashes.SHA256())
+    public_key = key.public_key()
+    draft = builder.sign(_throwaway_for(public_key), hashes.SHA256())
     tbs = draft.tbs_certificate_bytes
     signature = key.sign(tbs, "sha256")
+    _check_signature(public_key, signature, tbs, "certificate")
     parsed = ax509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
     der = ax509.Certificate(
         {
@@ -57,15 +80,21 @@ def sign_certificate(builder: x509.CertificateBuilder, key: KeyHandle) -> x509.C
             "signature_value": signature,
         }
     ).dump()
-    return x509.load_der_x509_certificate(der)
+    cert = x509.load_der_x509_certificate(der)
+    # asn1crypto re-emits the parsed TBS verbatim; make sure it really did.
+    if cert.tbs_certificate_bytes != tbs:
+        raise RuntimeError("certificate re-assembly changed the signed bytes")
+    return cert
 
 
 def sign_crl(builder: x509.CertificateRevocationListBuilder, key: KeyHandle) -> x509.CertificateRevocationList:
     if isinstance(key, FileKey):
         return builder.sign(key.private_key, hashes.SHA256())
-    draft = builder.sign(_throwaway_for(key.public_key()), hashes.SHA256())
+    public_key = key.public_key()
+    draft = builder.sign(_throwaway_for(public_key), hashes.SHA256())
     tbs = draft.tbs_certlist_bytes
     signature = key.sign(tbs, "sha256")
+    _check_signature(public_key, signature, tbs, "CRL")
     parsed = acrl.CertificateList.load(draft.public_bytes(serialization.Encoding.DER))
     der = acrl.CertificateList(
         {
@@ -74,7 +103,10 @@ def sign_crl(builder: x509.CertificateRevocationListBuilder, key: KeyHandle) -> 
             "signature": signature,
         }
     ).dump()
-    return x509.load_der_x509_crl(der)
+    crl = x509.load_der_x509_crl(der)
+    if crl.tbs_certlist_bytes != tbs:
+        raise RuntimeError("CRL re-assembly changed the signed bytes")
+    return crl
 
 
 def random_serial() -> int:
@@ -95,6 +127,17 @@ class CertificateAuthority:
     def certificate_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
+    def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
+        # The AKI must repeat the CA certificate's own SKI: path builders
+        # (OpenSSL, iOS) match on it. Recomputing it from the public key only
+        # agrees when the CA certificate used the same SKI method, which an
+        # imported CA (or one made by another tool) need not have.
+        try:
+            ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
     def _base(self, subject: x509.Name, public_key, days: int, serial: int | None = None) -> x509.CertificateBuilder:
         now = utcnow()
         return (
@@ -105,7 +148,7 @@ class CertificateAuthority:
             .serial_number(serial or random_serial())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
+            .add_extension(self._authority_key_identifier(), False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
         )
 
@@ -164,7 +207,7 @@ class CertificateAuthority:
             .last_update(now)
             .next_update(now + dt.timedelta(hours=next_update_hours))
             .add_extension(x509.CRLNumber(number), False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
+            .add_extension(self._authority_key_identifier(), False)
         )
         for serial, when in revoked:
             builder = builder.add_revoked_certificate(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as ax509
@@ -31,6 +32,10 @@ def _to_asn1_cert(cert: x509.Certificate) -> ax509.Certificate:
     return ax509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
+def _public_der(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def sign(
     content: bytes,
     signer_cert: x509.Certificate,
@@ -44,6 +49,13 @@ def sign(
     encap_content: core.Asn1Value | None = None,
 ) -> bytes:
     """Return DER ContentInfo(SignedData) over `content` with signed attributes."""
+    if hash_name not in _DIGESTS:
+        raise ValueError(f"unsupported digest {hash_name}")
+    pub = key.public_key()
+    if _public_der(signer_cert.public_key()) != _public_der(pub):
+        # Otherwise we would emit a signature no verifier accepts (e.g. a
+        # renewed token key with the old signer certificate still configured).
+        raise ValueError("signer certificate does not belong to the signing key")
     digest = _DIGESTS[hash_name](content).digest()
     attrs = [
         {"type": "content_type", "values": [content_type]},
@@ -52,8 +64,9 @@ def sign(
     ]
     attrs.extend(signed_attrs_extra or [])
     signed_attrs = cms.CMSAttributes(attrs)
+    # asn1crypto sorts SET OF members on dump, so these are the DER bytes
+    # (explicit SET tag) that RFC 5652 5.4 says the signature covers.
     signature = key.sign(signed_attrs.dump(), hash_name)
-    pub = key.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
         sig_alg = {"algorithm": "rsassa_pkcs1v15"}
     else:
@@ -75,7 +88,8 @@ def sign(
         encap["content"] = encap_content if encap_content is not None else content
     signed_data = cms.SignedData(
         {
-            "version": "v1",
+            # RFC 5652 5.1: v3 when eContentType is not id-data (issuerAndSerialNumber, no v2 parts).
+            "version": "v1" if content_type == "data" else "v3",
             "digest_algorithms": [{"algorithm": hash_name}],
             "encap_content_info": encap,
             "certificates": certs,
@@ -131,12 +145,18 @@ def verify(der: bytes, detached_content: bytes | None = None) -> VerifiedSignatu
     signed_data = parse_signed_data(der)
     try:
         encap = signed_data["encap_content_info"]
+        inner = encap["content"]
+        embedded = None
+        if inner.native is not None:
+            embedded = inner.native if isinstance(inner.native, bytes) else inner.contents
         content = detached_content
         if content is None:
-            inner = encap["content"]
-            if inner.native is None:
+            if embedded is None:
                 raise CMSError("no content to verify")
-            content = inner.native if isinstance(inner.native, bytes) else inner.contents
+            content = embedded
+        elif embedded is not None and embedded != content:
+            # Which of the two would the caller act on? Refuse the ambiguity.
+            raise CMSError("detached content given for a SignedData that embeds different content")
         certs = []
         for choice in signed_data["certificates"] or []:
             if choice.name == "certificate":
@@ -145,17 +165,7 @@ def verify(der: bytes, detached_content: bytes | None = None) -> VerifiedSignatu
         if len(infos) != 1:
             raise CMSError("expected exactly one signer")
         info = infos[0]
-        sid = info["sid"]
-        if sid.name != "issuer_and_serial_number":
-            raise CMSError("unsupported signer identifier")
-        want_serial = sid.chosen["serial_number"].native
-        want_issuer = sid.chosen["issuer"].dump()
-        signer = None
-        for c in certs:
-            ac = _to_asn1_cert(c)
-            if ac.serial_number == want_serial and ac.issuer.dump() == want_issuer:
-                signer = c
-                break
+        signer = _find_signer(info["sid"], certs)
         if signer is None:
             raise CMSError("signer certificate not included")
         hash_name = info["digest_algorithm"]["algorithm"].native
@@ -163,11 +173,16 @@ def verify(der: bytes, detached_content: bytes | None = None) -> VerifiedSignatu
             raise CMSError(f"unsupported digest {hash_name}")
         signed_attrs = info["signed_attrs"]
         if signed_attrs.native is not None and len(signed_attrs):
-            md = None
-            for attr in signed_attrs:
-                if attr["type"].native == "message_digest":
-                    md = attr["values"][0].native
-            if md is None or md != _DIGESTS[hash_name](content).digest():
+            # RFC 5652 5.3: exactly one content-type attribute matching
+            # eContentType and exactly one message-digest, each single-valued;
+            # anything else could let an attacker choose which value we read.
+            digests = _single_attr(signed_attrs, "message_digest")
+            types = _single_attr(signed_attrs, "content_type")
+            if digests is None or types is None:
+                raise CMSError("signed attributes need exactly one content-type and one message-digest")
+            if types.native != encap["content_type"].native:
+                raise CMSError("content-type attribute does not match the encapsulated content type")
+            if not hmac.compare_digest(digests.native, _DIGESTS[hash_name](content).digest()):
                 raise CMSError("message digest mismatch")
             to_verify = _attrs_as_set(signed_attrs)
         else:
@@ -179,6 +194,37 @@ def verify(der: bytes, detached_content: bytes | None = None) -> VerifiedSignatu
     except Exception as exc:
         raise CMSError(f"malformed CMS: {type(exc).__name__}") from None
     return VerifiedSignature(content, signer, certs, signed_attrs, signed_data)
+
+
+def _single_attr(signed_attrs: cms.CMSAttributes, name: str):
+    """The value of the attribute `name` if it occurs exactly once with one value, else None."""
+    found = [attr for attr in signed_attrs if attr["type"].native == name]
+    if len(found) != 1 or len(found[0]["values"]) != 1:
+        return None
+    return found[0]["values"][0]
+
+
+def _find_signer(sid: cms.SignerIdentifier, certs: list[x509.Certificate]) -> x509.Certificate | None:
+    """The certificate named by a SignerIdentifier (issuerAndSerialNumber or subjectKeyIdentifier)."""
+    if sid.name == "issuer_and_serial_number":
+        want_serial = sid.chosen["serial_number"].native
+        want_issuer = sid.chosen["issuer"].dump()
+        for c in certs:
+            ac = _to_asn1_cert(c)
+            if ac.serial_number == want_serial and ac.issuer.dump() == want_issuer:
+                return c
+        return None
+    if sid.name == "subject_key_identifier":
+        want = sid.chosen.native
+        for c in certs:
+            try:
+                ski = c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            except x509.ExtensionNotFound:
+                continue
+            if ski == want:
+                return c
+        return None
+    raise CMSError("unsupported signer identifier")
 
 
 def _attrs_as_set(signed_attrs: cms.CMSAttributes) -> bytes:

@@ -89,7 +89,8 @@ class Pkcs11PinError(Pkcs11Error):
 # PKCS#11 keeps state per *process and module*, not per session: C_Initialize
 # once per process, and the user login is shared by every session of the
 # process on that token (a second C_Login fails with CKR_USER_ALREADY_LOGGED_IN,
-# and C_Logout/C_CloseSession of one session logs the others out). So every
+# and python-pkcs11's Session.close() calls C_Logout, which logs out every
+# session of the process on that token). So every
 # Pkcs11Key on the same token shares one logged-in session from this registry
 # instead of opening its own.
 
@@ -379,9 +380,16 @@ class Pkcs11Key(KeyHandle):
             raise TypeError("decryption needs an RSA key")
         try:
             return bytes(self._run(lambda key: key.decrypt(ciphertext, mechanism=pkcs11.Mechanism.RSA_PKCS)))
-        except (pkcs11.EncryptedDataInvalid, pkcs11.EncryptedDataLenRange, pkcs11.DataLenRange, pkcs11.DataInvalid):
-            # Same exception type and message as FileKey: callers (SCEP) must
-            # not be able to tell padding errors apart (Bleichenbacher).
+        except (
+            pkcs11.EncryptedDataInvalid,
+            pkcs11.EncryptedDataLenRange,
+            pkcs11.DataInvalid,
+            pkcs11.DataLenRange,
+            pkcs11.GeneralError,  # SoftHSM2 reports bad PKCS#1 padding this way
+            pkcs11.FunctionFailed,
+        ):
+            # One generic error, the type cryptography raises: callers (SCEP)
+            # must not be able to tell padding failures apart (Bleichenbacher).
             raise ValueError("Decryption failed") from None
 
 

@@ -1,0 +1,537 @@
+"""The verdict state machine, actions, and bulk evaluation.
+
+States and transitions
+----------------------
+Within one *non-compliance episode* (from the first failing evaluation until a
+compliant one), a device only moves forward on this ladder:
+
+    compliant ──fail──▶ grace ──grace deadline──▶ non_compliant ──escalation deadline──▶ blocked
+        ▲                 │                            │                                   │
+        └─────────────────┴──── all rules pass ────────┴───────────────────────────────────┘
+
+  * grace deadline      = episode start + grace_hours (shortest of the applicable policies).
+                          grace_hours 0, or an *immediate* failure (revoked/expired identity,
+                          Lost Mode, MDM profile removed, no check-in) skips grace.
+  * escalation deadline = the moment the device became non_compliant (the grace deadline,
+                          not the time a scheduler happened to notice) + escalation_hours;
+                          escalation_hours null on every policy = never blocked.
+  * unknown             = no rule fails but some rule lacks inventory (e.g. SecurityInfo never
+                          reported, or only inventory from a previous enrollment). The episode
+                          clock is kept, so withholding inventory never resets a deadline.
+  * checked out / retired devices go to non_compliant at once (they are no longer managed);
+    the scheduled run ignores them afterwards.
+
+If an evaluation finds several deadlines already passed (server down for a day), every
+intermediate transition is recorded and its actions run, in order.
+
+Actions (the union over applicable policies) run once per transition, inside the
+transaction that records it, and are listed in the transition row:
+  grace          notify
+  non_compliant  notify, cut_vpn (requested via verdict.changed), block_gateway (deny)
+  blocked        the same + lock_device (DeviceLock) + lost_mode (EnableLostMode, Vietnamese message)
+  compliant      notify (if it was failing), cut_vpn restore requested, block_gateway allow
+`verdict.changed(session, device, previous, verdict)` is emitted for every transition.
+
+Concurrency: on PostgreSQL the device row is locked (FOR UPDATE) before its verdict
+is read, so an inventory-triggered evaluation and the scheduled one never both act
+on the same transition; the scheduled run uses SKIP LOCKED and leaves devices busy
+in an MDM session to that session's own evaluation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from ipad_mdm.hooks import Hooks
+from mdm import commands as command_queue
+from mdm.models import Command, Device, IdentityCertificate
+
+from . import clock
+from .models import DeviceVerdict, Policy, VerdictTransition
+from .notify import Notification, queue_after_commit
+from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_actions, merge_rules
+
+log = logging.getLogger("compliance")
+
+FAILING_STATES = ("grace", "non_compliant", "blocked")
+INVENTORY_KINDS = ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList", "InstalledApplicationList")
+
+LOCK_MESSAGE_VI = ("Thiết bị đã bị khoá do không tuân thủ chính sách bảo mật quá thời hạn cho phép. "
+                   "Vui lòng liên hệ bộ phận Công nghệ thông tin.")
+LOST_MODE_MESSAGE_VI = ("Thiết bị đã được chuyển sang Chế độ mất do vi phạm chính sách bảo mật quá thời hạn. "
+                        "Vui lòng liên hệ bộ phận Công nghệ thông tin để được hỗ trợ.")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# ------------------------------------------------------------------ view
+@dataclass(frozen=True)
+class VerdictView:
+    """A device's verdict as other packages see it (VPN, document gateway, reports, API)."""
+
+    device_id: int
+    state: str
+    since: dt.datetime
+    evaluated_at: dt.datetime
+    deadline: dt.datetime | None  # grace: end of grace; non_compliant: escalation deadline
+    grace_deadline: dt.datetime | None
+    escalation_deadline: dt.datetime | None
+    failing_since: dt.datetime | None
+    failing_rules: tuple = ()
+    reasons_vi: tuple = ()
+    reasons_en: tuple = ()
+    policy_versions: tuple = ()
+    actions: tuple = ()
+
+    @property
+    def cut_vpn(self) -> bool:
+        """Whether the VPN should cut this device now (non_compliant/blocked and a policy asks for it)."""
+        return self.state in ("non_compliant", "blocked") and "cut_vpn" in self.actions
+
+    def allows_document_access(self, now: dt.datetime | None = None) -> bool:
+        """The document gateway's rule: compliant, or grace before its deadline.
+
+        unknown is always denied (no evidence the device is safe); non_compliant and
+        blocked are denied unless no applicable policy asks for block_gateway.
+        """
+        now = now or clock.now()
+        if self.state == "compliant":
+            return True
+        if self.state == "grace":
+            return self.grace_deadline is not None and now < self.grace_deadline
+        if self.state in ("non_compliant", "blocked"):
+            return "block_gateway" not in self.actions
+        return False
+
+    def to_dict(self) -> dict:
+        return {
+            "state": self.state, "since": _iso(self.since), "evaluated_at": _iso(self.evaluated_at),
+            "deadline": _iso(self.deadline), "grace_deadline": _iso(self.grace_deadline),
+            "escalation_deadline": _iso(self.escalation_deadline), "failing_since": _iso(self.failing_since),
+            "failing_rules": list(self.failing_rules), "reasons_vi": list(self.reasons_vi),
+            "reasons_en": list(self.reasons_en), "policy_versions": list(self.policy_versions),
+            "actions": list(self.actions),
+        }
+
+
+def view_of(row: DeviceVerdict) -> VerdictView:
+    deadline = row.grace_deadline if row.state == "grace" else row.escalation_deadline if row.state == "non_compliant" else None
+    return VerdictView(
+        device_id=row.device_id, state=row.state, since=row.since, evaluated_at=row.evaluated_at,
+        deadline=deadline, grace_deadline=row.grace_deadline, escalation_deadline=row.escalation_deadline,
+        failing_since=row.failing_since, failing_rules=tuple(row.failing_rules or ()),
+        reasons_vi=tuple(row.reasons_vi or ()), reasons_en=tuple(row.reasons_en or ()),
+        policy_versions=tuple(row.policy_versions or ()), actions=tuple(row.actions or ()),
+    )
+
+
+def current_verdict(session: Session, device_id: int) -> VerdictView | None:
+    row = session.get(DeviceVerdict, device_id)
+    return view_of(row) if row is not None else None
+
+
+# ------------------------------------------------------------------ effective policy
+@dataclass
+class Effective:
+    """The strictest union of the policies that apply to one device."""
+
+    rules: list[MergedRule]
+    actions: dict[str, dict]
+    grace_hours: int
+    escalation_hours: int | None
+    policy_versions: list[dict]
+
+
+class PolicySet:
+    """The enabled policies, loaded once and shared by many evaluations."""
+
+    def __init__(self, policies: Iterable[Policy]):
+        self._policies = [
+            (p.id, p.version, p.name, p.assign_all, frozenset(p.unit_ids), list(p.rules or ()), list(p.actions or ()),
+             p.grace_hours, p.escalation_hours)
+            for p in policies
+        ]
+        self._cache: dict[int | None, Effective] = {}
+
+    @classmethod
+    def load(cls, session: Session) -> "PolicySet":
+        return cls(session.scalars(
+            select(Policy).where(Policy.enabled.is_(True), Policy.deleted_at.is_(None)).order_by(Policy.id)))
+
+    def for_unit(self, unit_id: int | None) -> Effective:
+        eff = self._cache.get(unit_id)
+        if eff is None:
+            eff = self._cache[unit_id] = self._build(unit_id)
+        return eff
+
+    def _build(self, unit_id: int | None) -> Effective:
+        applicable = [p for p in self._policies if p[3] or (unit_id is not None and unit_id in p[4])]
+        sources = [({"policy_id": p[0], "version": p[1]}, p[5]) for p in applicable]
+        graces = [p[7] for p in applicable]
+        escalations = [p[8] for p in applicable if p[8] is not None]
+        return Effective(
+            rules=merge_rules(sources),
+            actions=merge_actions([p[6] for p in applicable]),
+            grace_hours=min(graces) if graces else 0,
+            escalation_hours=min(escalations) if escalations else None,
+            policy_versions=[{"policy_id": p[0], "version": p[1], "name": p[2]} for p in applicable],
+        )
+
+
+# ------------------------------------------------------------------ facts
+def _fresh(value, at: dt.datetime | None, since: dt.datetime | None):
+    """Inventory reported before the current enrollment does not count."""
+    if value is None or since is None:
+        return value
+    return value if at is not None and at >= since else None
+
+
+def facts_of(device: Device, identity: IdentityCertificate | None, inventory_since: dt.datetime | None) -> DeviceFacts:
+    di = _fresh(device.device_information, device.device_information_at, inventory_since)
+    return DeviceFacts(
+        os_version=device.os_version if (inventory_since is None or di is not None) else None,
+        security_info=_fresh(device.security_info, device.security_info_at, inventory_since),
+        device_information=di,
+        is_supervised=device.is_supervised if (inventory_since is None or di is not None) else None,
+        profile_list=_fresh(device.profile_list, device.profile_list_at, inventory_since),
+        installed_applications=_fresh(device.installed_applications, device.installed_applications_at, inventory_since),
+        lost_mode_enabled=bool(device.lost_mode_enabled),
+        last_seen_at=device.last_seen_at,
+        identity=CertFacts(identity.not_after, identity.revoked_at) if identity is not None else None,
+        enrollment_state=device.enrollment_state,
+    )
+
+
+def latest_identities(session: Session, device_ids: list[int]) -> dict[int, IdentityCertificate]:
+    """The most recently issued identity certificate of each device (the one it signs with)."""
+    if not device_ids:
+        return {}
+    newest = (select(IdentityCertificate.device_id, func.max(IdentityCertificate.id).label("id"))
+              .where(IdentityCertificate.device_id.in_(device_ids)).group_by(IdentityCertificate.device_id).subquery())
+    rows = session.scalars(select(IdentityCertificate).join(newest, IdentityCertificate.id == newest.c.id))
+    return {c.device_id: c for c in rows}
+
+
+# ------------------------------------------------------------------ evaluation
+@dataclass
+class EvaluationResult:
+    device_id: int
+    state: str
+    transitions: list[VerdictTransition] = field(default_factory=list)
+    push_needed: bool = False  # a command was enqueued; the caller pushes after commit
+
+
+def _lock_device(session: Session, device_id: int, *, skip_locked: bool = False) -> bool:
+    """Serialise evaluations of one device across processes (PostgreSQL only)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    stmt = select(Device.id).where(Device.id == device_id).with_for_update(skip_locked=skip_locked)
+    return session.scalar(stmt) is not None
+
+
+def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: dt.datetime | None = None, *,
+                    trigger: str = "api", policies: PolicySet | None = None,
+                    identity: IdentityCertificate | None | bool = False,
+                    verdict: DeviceVerdict | None | bool = False) -> EvaluationResult:
+    """Evaluate one device, store its verdict, record transitions and run their actions.
+
+    Runs inside the caller's transaction; the caller commits. `policies`, `identity`
+    and `verdict` let bulk callers pass preloaded rows (False = load here).
+    """
+    now = now or clock.now()
+    hooks = hooks or Hooks()
+    if verdict is False:
+        _lock_device(session, device.id)
+        verdict = session.get(DeviceVerdict, device.id)
+    if identity is False:
+        identity = latest_identities(session, [device.id]).get(device.id)
+    policies = policies or PolicySet.load(session)
+    eff = policies.for_unit(device.unit_id)
+
+    facts = facts_of(device, identity, verdict.inventory_since if verdict else None)
+    outcome = evaluate_rules(eff.rules, facts, now)
+    failures, unknown = outcome.failures, outcome.unknown
+    immediate = outcome.immediate
+    if device.enrollment_state in ("checked_out", "retired"):
+        failures = failures + [Failure(
+            "enrollment", True, "Thiết bị đã rời khỏi hệ thống quản lý MDM (hồ sơ MDM bị gỡ hoặc thiết bị bị thu hồi)",
+            "The device has left MDM management (MDM profile removed or device retired)",
+            {"enrollment_state": device.enrollment_state}, [])]
+        immediate = True
+
+    previous = view_of(verdict) if verdict is not None else None
+    if verdict is None:
+        verdict = DeviceVerdict(device_id=device.id, state="unknown", since=now, evaluated_at=now, failing_rules=[],
+                                reasons_vi=[], reasons_en=[], policy_versions=[], actions=[])
+        session.add(verdict)
+        prev_state = None
+    else:
+        prev_state = verdict.state
+
+    # Walk the ladder; each step is one transition.
+    steps: list[str] = []
+    state = prev_state
+    if failures:
+        if verdict.failing_since is None:
+            verdict.failing_since = now
+        for _ in range(4):
+            nxt = None
+            if state in (None, "compliant", "unknown"):
+                if immediate or eff.grace_hours == 0:
+                    nxt = "non_compliant"
+                    verdict.non_compliant_at = verdict.non_compliant_at or now
+                else:
+                    verdict.grace_deadline = verdict.failing_since + dt.timedelta(hours=eff.grace_hours)
+                    if verdict.non_compliant_at is not None or now >= verdict.grace_deadline:
+                        # Resuming an episode whose grace was already used up.
+                        nxt = "non_compliant"
+                        verdict.non_compliant_at = verdict.non_compliant_at or verdict.grace_deadline
+                    else:
+                        nxt = "grace"
+            elif state == "grace":
+                # Re-derived each time so that shortening a policy's grace takes effect.
+                verdict.grace_deadline = verdict.failing_since + dt.timedelta(hours=eff.grace_hours)
+                if immediate:
+                    nxt, verdict.non_compliant_at = "non_compliant", now
+                elif now >= verdict.grace_deadline:
+                    nxt, verdict.non_compliant_at = "non_compliant", verdict.grace_deadline
+            elif state == "non_compliant":
+                if eff.escalation_hours is not None and device.enrollment_state == "enrolled":
+                    verdict.escalation_deadline = verdict.non_compliant_at + dt.timedelta(hours=eff.escalation_hours)
+                    if now >= verdict.escalation_deadline:
+                        nxt = "blocked"
+                else:
+                    verdict.escalation_deadline = None
+            if nxt is None:
+                break
+            steps.append(nxt)
+            state = nxt
+        if state == "non_compliant" and eff.escalation_hours is not None and verdict.non_compliant_at is not None:
+            verdict.escalation_deadline = verdict.non_compliant_at + dt.timedelta(hours=eff.escalation_hours)
+        reasons = failures
+    else:
+        target = "unknown" if unknown else "compliant"
+        if target != state:
+            steps.append(target)
+            state = target
+        if target == "compliant":
+            verdict.failing_since = verdict.grace_deadline = verdict.non_compliant_at = verdict.escalation_deadline = None
+        reasons = unknown
+
+    verdict.failing_rules = [f.as_dict() for f in reasons]
+    verdict.reasons_vi = [f.reason_vi for f in reasons]
+    verdict.reasons_en = [f.reason_en for f in reasons]
+    verdict.policy_versions = eff.policy_versions
+    verdict.actions = list(eff.actions)
+    verdict.evaluated_at = now
+
+    result = EvaluationResult(device.id, state)
+    from_state = prev_state
+    before = previous
+    for to_state in steps:
+        verdict.state = to_state
+        verdict.since = now
+        after = view_of(verdict)
+        row = VerdictTransition(
+            device_id=device.id, udid=device.udid, unit_id=device.unit_id, from_state=from_state, to_state=to_state,
+            at=now, trigger=trigger[:64], grace_deadline=verdict.grace_deadline,
+            escalation_deadline=verdict.escalation_deadline, policy_versions=eff.policy_versions,
+            failing_rules=list(verdict.failing_rules), reasons_vi=list(verdict.reasons_vi),
+            reasons_en=list(verdict.reasons_en), actions=[],
+        )
+        taken = _run_actions(session, device, eff, from_state, to_state, after, result)
+        row.actions = taken + [_emit_changed(session, hooks, device, before, after)]
+        session.add(row)
+        result.transitions.append(row)
+        log.info("compliance: device %s %s -> %s (%s) [%s]", device.udid, from_state, to_state,
+                 "; ".join(verdict.reasons_en) or "all rules pass", trigger)
+        from_state, before = to_state, after
+    verdict.state = state
+    return result
+
+
+def _emit_changed(session, hooks, device, before, after) -> dict:
+    try:
+        hooks.emit("verdict.changed", session=session, device=device, previous=before, verdict=after)
+        return {"action": "verdict.changed", "status": "emitted"}
+    except Exception as exc:
+        # A subscriber failed (e.g. the VPN could not cut the peer). The transition still
+        # stands; the failure is on record and the subscriber retries on the next event.
+        log.exception("verdict.changed subscriber failed for device %s", device.udid)
+        return {"action": "verdict.changed", "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _run_actions(session: Session, device: Device, eff: Effective, from_state: str | None, to_state: str,
+                 view: VerdictView, result: EvaluationResult) -> list[dict]:
+    acts = eff.actions
+    taken: list[dict] = []
+    was_failing = from_state in FAILING_STATES
+    if "notify" in acts and (to_state in FAILING_STATES or was_failing):
+        taken.append(_notify(session, device, from_state, to_state, view, acts["notify"]))
+    if "cut_vpn" in acts:
+        if to_state in ("non_compliant", "blocked"):
+            taken.append({"action": "cut_vpn", "status": "requested"})
+        elif to_state == "compliant" and was_failing:
+            taken.append({"action": "cut_vpn", "status": "restore_requested"})
+    if "block_gateway" in acts:
+        if to_state in ("non_compliant", "blocked", "unknown"):
+            taken.append({"action": "block_gateway", "status": "deny"})
+        elif to_state == "compliant" and was_failing:
+            taken.append({"action": "block_gateway", "status": "allow"})
+    if to_state == "blocked":
+        if "lock_device" in acts:
+            opt = acts["lock_device"]
+            params = {"Message": opt.get("message", LOCK_MESSAGE_VI)}
+            if opt.get("phone_number"):
+                params["PhoneNumber"] = opt["phone_number"]
+            taken.append(_enqueue(session, device, "DeviceLock", params, result))
+        if "lost_mode" in acts:
+            opt = acts["lost_mode"]
+            params = {"Message": opt.get("message", LOST_MODE_MESSAGE_VI)}
+            for key, name in (("phone_number", "PhoneNumber"), ("footnote", "Footnote")):
+                if opt.get(key):
+                    params[name] = opt[key]
+            taken.append(_enqueue(session, device, "EnableLostMode", params, result))
+    return taken
+
+
+def _enqueue(session, device, request_type, params, result) -> dict:
+    try:
+        cmd = command_queue.enqueue(session, device, request_type, params, requested_by="compliance")
+    except command_queue.CommandRefused as exc:
+        return {"action": "lock_device" if request_type == "DeviceLock" else "lost_mode", "status": "skipped",
+                "detail": str(exc)}
+    result.push_needed = True
+    return {"action": "lock_device" if request_type == "DeviceLock" else "lost_mode", "status": "enqueued",
+            "command": request_type, "command_uuid": cmd.uuid}
+
+
+_STATE_VI = {"compliant": "tuân thủ", "grace": "trong thời hạn khắc phục", "non_compliant": "không tuân thủ",
+             "blocked": "bị chặn", "unknown": "chưa xác định", None: "mới"}
+
+
+def _notify(session, device, from_state, to_state, view: VerdictView, option: dict) -> dict:
+    name = device.device_name or device.serial_number or device.udid
+    subject = f"[iPad MDM] {name}: {_STATE_VI[from_state]} → {_STATE_VI[to_state]} / {from_state or 'new'} → {to_state}"
+    lines = [f"Thiết bị / Device: {name} (UDID {device.udid}, serial {device.serial_number or '-'})",
+             f"Trạng thái / State: {from_state or 'new'} → {to_state}"]
+    if view.deadline is not None:
+        lines.append(f"Hạn chót / Deadline: {view.deadline.strftime('%Y-%m-%d %H:%M UTC')}")
+    lines += [f"- {vi} / {en}" for vi, en in zip(view.reasons_vi, view.reasons_en)]
+    recipients = tuple(option.get("recipients", ()))
+    log.warning("compliance notify: %s | %s", subject, " | ".join(view.reasons_en) or "-")
+    queue_after_commit(session, Notification(subject, "\n".join(lines), recipients, device.udid, to_state))
+    return {"action": "notify", "status": "queued", "recipients": list(recipients)}
+
+
+# ------------------------------------------------------------------ events
+def mark_enrolled(session: Session, device: Device, now: dt.datetime | None = None) -> None:
+    """A (re-)enrollment: inventory from before now belongs to a previous life of the device."""
+    # The real clock, not clock.now(): this is compared with the mdm package's inventory
+    # timestamps, which are always written with the real time.
+    now = now or utcnow()
+    _lock_device(session, device.id)
+    verdict = session.get(DeviceVerdict, device.id)
+    if verdict is not None:
+        verdict.inventory_since = now
+    else:
+        session.add(DeviceVerdict(device_id=device.id, state="unknown", since=now, evaluated_at=now,
+                                  inventory_since=now, failing_rules=[], reasons_vi=[], reasons_en=[],
+                                  policy_versions=[], actions=[]))
+    session.flush()
+
+
+# ------------------------------------------------------------------ bulk
+def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, *, batch_size: int = 500) -> dict:
+    """Evaluate every enrolled device, one transaction per batch. Returns counts and devices to push."""
+    now = now or clock.now()
+    counts: dict[str, int] = {"evaluated": 0, "transitions": 0, "skipped": 0, "errors": 0}
+    push_ids: list[int] = []
+    last_id = 0
+    while True:
+        with database.session() as s:
+            stmt = (select(Device).where(Device.enrollment_state == "enrolled", Device.id > last_id)
+                    .order_by(Device.id).limit(batch_size))
+            if s.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True, of=Device)
+            devices = list(s.scalars(stmt))
+            if not devices:
+                break
+            last_id = devices[-1].id
+            ids = [d.id for d in devices]
+            policies = PolicySet.load(s)
+            verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(ids)))}
+            identities = latest_identities(s, ids)
+            for device in devices:
+                try:
+                    with s.begin_nested():
+                        res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
+                                              identity=identities.get(device.id), verdict=verdicts.get(device.id))
+                except Exception:
+                    # One broken device must not stop the office-wide run.
+                    log.exception("evaluating device %s failed", device.udid)
+                    counts["errors"] += 1
+                    continue
+                counts["evaluated"] += 1
+                counts["transitions"] += len(res.transitions)
+                if res.push_needed:
+                    push_ids.append(device.id)
+    counts["push_device_ids"] = push_ids  # type: ignore[assignment]
+    return counts
+
+
+def inventory_interval_hours(instance=None) -> float:
+    """IPAD_MDM_INVENTORY_INTERVAL_HOURS (default 24); settings.extra may override (tests)."""
+    extra = getattr(getattr(instance, "settings", None), "extra", None) or {}
+    raw = extra.get("inventory_interval_hours", os.environ.get("IPAD_MDM_INVENTORY_INTERVAL_HOURS"))
+    try:
+        value = float(raw) if raw not in (None, "") else 24.0
+    except ValueError:
+        log.error("IPAD_MDM_INVENTORY_INTERVAL_HOURS=%r is not a number; using 24", raw)
+        return 24.0
+    return value if value > 0 else 24.0
+
+
+def request_stale_inventory(database, now: dt.datetime | None = None, *, interval_hours: float = 24.0,
+                            limit: int = 2000) -> list[int]:
+    """Queue the five inventory queries for devices whose oldest inventory is too old.
+
+    A kind already queued or sent (device offline) is not queued again, so an iPad
+    that is away for a week does not come back to 35 identical commands.
+    Returns the device ids to push (after this function's commit).
+    """
+    now = now or clock.now()
+    cutoff = now - dt.timedelta(hours=interval_hours)
+    stale = or_(*[
+        or_(getattr(Device, f"{attr}_at").is_(None), getattr(Device, f"{attr}_at") < cutoff)
+        for attr in ("device_information", "security_info", "profile_list", "certificate_list", "installed_applications")
+    ])
+    pushed: list[int] = []
+    with database.session() as s:
+        devices = list(s.scalars(select(Device).where(Device.enrollment_state == "enrolled", stale)
+                                 .order_by(Device.id).limit(limit)))
+        if not devices:
+            return []
+        ids = [d.id for d in devices]
+        pending = {(d, t) for d, t in s.execute(
+            select(Command.device_id, Command.request_type).where(
+                and_(Command.device_id.in_(ids), Command.request_type.in_(INVENTORY_KINDS),
+                     Command.status.in_(("queued", "sent", "notnow")))))}
+        for device in devices:
+            queued = False
+            for kind in INVENTORY_KINDS:
+                if (device.id, kind) not in pending:
+                    command_queue.enqueue(s, device, kind, requested_by="compliance:inventory")
+                    queued = True
+            if queued or device.push_pending:
+                pushed.append(device.id)
+    return pushed

@@ -1,0 +1,106 @@
+"""Tunnel address allocation from the configured pool.
+
+The unique constraints on `address_v4` / `address_v6` are the real guarantee:
+two workers may pick the same free address, the second INSERT/UPDATE fails,
+its SAVEPOINT is rolled back and it tries again with a fresh view. Retries
+pick a random free address so a burst of enrollments does not keep colliding
+on "the lowest free one".
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .models import WireGuardPeer
+from .settings import VpnSettings
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 25
+
+
+class PoolExhausted(RuntimeError):
+    """No free client address is left in the configured network."""
+
+
+def capacity(vs: VpnSettings) -> int:
+    # Network address, server (.1) and broadcast are never handed out.
+    return vs.network.num_addresses - 3
+
+
+def _used(session: Session, vs: VpnSettings, exclude_id: int | None) -> set[int]:
+    stmt = select(WireGuardPeer.address_v4).where(WireGuardPeer.address_v4.is_not(None))
+    if exclude_id is not None:
+        stmt = stmt.where(WireGuardPeer.id != exclude_id)
+    used = set()
+    for value in session.scalars(stmt):
+        addr = ipaddress.IPv4Address(value)
+        if addr in vs.network:  # addresses of an older, different pool do not block this one
+            used.add(int(addr))
+    return used
+
+
+def _candidate(vs: VpnSettings, used: set[int], *, spread: bool) -> ipaddress.IPv4Address | None:
+    first = int(vs.network.network_address) + 2
+    last = int(vs.network.broadcast_address) - 1
+    free_count = (last - first + 1) - len(used)
+    if free_count <= 0:
+        return None
+    if spread:
+        # Random probing is O(1) expected while the pool is not nearly full.
+        for _ in range(64):
+            value = random.randint(first, last)
+            if value not in used:
+                return ipaddress.IPv4Address(value)
+    for value in range(first, last + 1):
+        if value not in used:
+            return ipaddress.IPv4Address(value)
+    return None
+
+
+def v6_for(vs: VpnSettings, v4: ipaddress.IPv4Address) -> str | None:
+    if vs.network6 is None:
+        return None
+    # Same host index in both families: one allocation, no second race.
+    return str(vs.network6.network_address + (int(v4) - int(vs.network.network_address)))
+
+
+def lock_for_allocation(session: Session) -> None:
+    """On SQLite, take the database write lock before reading the used set.
+
+    SQLite serialises writers, so once this transaction holds the lock nobody
+    can commit a conflicting address before we do. (pysqlite's SAVEPOINTs are
+    unreliable unless a transaction is already open, which this also ensures.)
+    PostgreSQL needs nothing: the unique index plus SAVEPOINT retry handles it.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("UPDATE vpn_wireguard_peers SET id = id WHERE 0 = 1"))
+
+
+def assign_address(session: Session, vs: VpnSettings, peer: WireGuardPeer) -> None:
+    """Give `peer` (already flushed, so it has an id) a free address, retrying on conflicts."""
+    lock_for_allocation(session)
+    for attempt in range(MAX_ATTEMPTS):
+        used = _used(session, vs, peer.id)
+        candidate = _candidate(vs, used, spread=attempt > 0)
+        if candidate is None:
+            raise PoolExhausted(
+                f"VPN address pool {vs.network} is exhausted: all {capacity(vs)} client addresses are in use. "
+                "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK."
+            )
+        try:
+            with session.begin_nested():
+                peer.address_v4 = str(candidate)
+                peer.address_v6 = v6_for(vs, candidate)
+                session.flush()
+            return
+        except IntegrityError:
+            # Another transaction took this address first; our SAVEPOINT was
+            # rolled back (and the peer's attributes expired). Look again.
+            log.info("VPN address %s taken concurrently; retrying (attempt %d)", candidate, attempt + 1)
+            session.refresh(peer)
+    raise PoolExhausted(f"could not allocate a VPN address in {vs.network} after {MAX_ATTEMPTS} attempts (heavy contention)")

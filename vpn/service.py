@@ -1,0 +1,312 @@
+"""VPN operations on one device, inside the caller's transaction.
+
+Every operation only changes database rows and then asks for the gateway
+config to be regenerated after commit (serverconf.sync_after_commit), so a
+rolled-back transaction never reaches the gateway.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from mdm import commands
+from mdm.models import Device
+
+from . import keys, pool, vpnprofile
+from .models import VpnCertificate, VpnEvent, WireGuardPeer
+from .serverconf import sync_after_commit
+from .settings import VpnSettings, vpn_settings
+
+log = logging.getLogger(__name__)
+
+CUT_VERDICTS = ("non_compliant", "blocked")
+RESTORE_VERDICTS = ("compliant",)
+
+
+class VpnError(Exception):
+    """An operation that cannot be done; `status` is the HTTP status the API answers with."""
+
+    status = 400
+
+
+class NoPeer(VpnError):
+    status = 404
+
+
+class WrongState(VpnError):
+    status = 409
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _event(session: Session, device: Device, kind: str, event: str, reason: str | None, by: str | None,
+           address: str | None = None) -> None:
+    session.add(VpnEvent(device_id=device.id, kind=kind, event=event, reason=(reason or None) and reason[:255],
+                         by=(by or None) and by[:128], address=address, at=utcnow()))
+
+
+def _peer(session: Session, device: Device) -> WireGuardPeer | None:
+    return session.scalar(select(WireGuardPeer).where(WireGuardPeer.device_id == device.id))
+
+
+def _live_certs(session: Session, device: Device) -> list[VpnCertificate]:
+    return list(session.scalars(select(VpnCertificate).where(
+        VpnCertificate.device_id == device.id, VpnCertificate.state.in_(("active", "cut"))).order_by(VpnCertificate.id)))
+
+
+# ------------------------------------------------------------------ provisioning
+
+def provision_peer(session: Session, instance, device: Device, *, kind: str | None = None, rekey: bool = False,
+                   send_profile: bool = True, requested_by: str = "vpn") -> dict:
+    """Create (or re-create) the device's VPN access and queue its signed profile.
+
+    WireGuard: new keys + an address from the pool; an existing live peer keeps
+    its keys unless `rekey` (re-enrollment: the old key lived on a wiped
+    installation). A cut peer stays cut. IKEv2: a new client certificate; the
+    previous one is revoked. Returns peer_status().
+    """
+    if device.enrollment_state in ("retired", "checked_out"):
+        raise WrongState(f"device {device.udid} is {device.enrollment_state}; it gets no VPN access")
+    vs = vpn_settings(instance)
+    kind = kind or vs.kind_for(device)
+    if kind == "ikev2":
+        _provision_ikev2(session, instance, vs, device, send_profile=send_profile, requested_by=requested_by)
+    else:
+        _provision_wireguard(session, instance, vs, device, rekey=rekey, send_profile=send_profile,
+                             requested_by=requested_by)
+    sync_after_commit(session, instance)
+    return peer_status(session, device)
+
+
+def _new_keys(peer: WireGuardPeer, fernet) -> tuple[str, str]:
+    private, public = keys.generate_keypair()
+    psk = keys.generate_psk()
+    peer.public_key = public
+    peer.private_key_enc = fernet.encrypt(private.encode("ascii")).decode("ascii")
+    peer.preshared_key_enc = fernet.encrypt(psk.encode("ascii")).decode("ascii")
+    return private, psk
+
+
+def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: Device, *, rekey: bool,
+                         send_profile: bool, requested_by: str) -> WireGuardPeer:
+    fernet = instance.fernet()
+    peer = _peer(session, device)
+    now = utcnow()
+    if peer is None or peer.state == "removed":
+        event = "created"
+        if peer is None:
+            peer = WireGuardPeer(device_id=device.id, created_at=now)
+            session.add(peer)
+        peer.state, peer.cut_by, peer.reason = "active", None, None
+        peer.created_at, peer.cut_at, peer.restored_at, peer.removed_at = now, None, None, None
+        private, psk = _new_keys(peer, fernet)
+        session.flush()  # the row exists (address NULL) before the address race starts
+        pool.assign_address(session, vs, peer)
+    else:
+        event = "rekeyed" if rekey else None
+        if rekey:
+            private, psk = _new_keys(peer, fernet)
+        else:
+            private = fernet.decrypt(peer.private_key_enc.encode("ascii")).decode("ascii")
+            psk = fernet.decrypt(peer.preshared_key_enc.encode("ascii")).decode("ascii")
+        if peer.address_v4 is None or not _in_pool(vs, peer.address_v4):  # pool was reconfigured
+            pool.assign_address(session, vs, peer)
+    peer.updated_at = now
+    if event:
+        _event(session, device, "wireguard", event, None, requested_by, peer.address_v4)
+        log.info("VPN peer %s for device %s: %s, address %s", peer.public_key, device.udid, event, peer.address_v4)
+    if send_profile:
+        wg_quick = vpnprofile.client_config(
+            private_key=private, address_v4=peer.address_v4, address_v6=peer.address_v6,
+            server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
+        signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
+                                              wg_quick=wg_quick)
+        cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by)
+        peer.profile_command_uuid = cmd.uuid
+        log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)
+    return peer
+
+
+def _in_pool(vs: VpnSettings, address: str) -> bool:
+    import ipaddress
+
+    return ipaddress.IPv4Address(address) in vs.network
+
+
+def _provision_ikev2(session: Session, instance, vs: VpnSettings, device: Device, *, send_profile: bool,
+                     requested_by: str) -> VpnCertificate:
+    now = utcnow()
+    previous = _live_certs(session, device)
+    held = any(c.state == "cut" for c in previous)
+    for old in previous:  # one identity per device: the new certificate supersedes
+        old.state, old.removed_at, old.reason = "removed", now, "superseded"
+    cert, key, local_id = vpnprofile.issue_vpn_certificate(instance, vs, device_udid=device.udid)
+    row = VpnCertificate(
+        device_id=device.id, serial=f"{cert.serial_number:x}", sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        local_identifier=local_id, not_after=cert.not_valid_after_utc, issued_at=now,
+        state="cut" if held else "active", cut_at=now if held else None,
+        cut_by=next((c.cut_by for c in previous if c.state == "cut"), None) if held else None,
+    )
+    session.add(row)
+    session.flush()
+    _event(session, device, "ikev2", "created" if not previous else "rekeyed", None, requested_by)
+    log.info("IKEv2 certificate %s issued for device %s", row.serial, device.udid)
+    if send_profile:
+        signed = vpnprofile.ikev2_profile(instance, vs, device_udid=device.udid, cert=cert, key=key, local_id=local_id)
+        cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by)
+        row.profile_command_uuid = cmd.uuid
+    return row
+
+
+# ------------------------------------------------------------------ cut / restore / remove
+
+def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str = "manual",
+             requested_by: str | None = None) -> dict:
+    """Take the device off the gateway at once (keys and address are kept for a restore).
+
+    `by` is "compliance" or "manual": a manual cut is not undone by a later
+    compliant verdict. Cutting an already cut peer only upgrades a compliance
+    cut to a manual one (no second event, so reports count each cut once).
+    """
+    peer = _peer(session, device)
+    certs = _live_certs(session, device)
+    if (peer is None or peer.state == "removed") and not certs:
+        raise NoPeer(f"device {device.udid} has no VPN access")
+    now = utcnow()
+    changed = False
+    targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + certs
+    for item in targets:
+        kind = "wireguard" if isinstance(item, WireGuardPeer) else "ikev2"
+        if item.state == "active":
+            item.state, item.cut_at, item.cut_by, item.reason = "cut", now, by, reason[:255]
+            _event(session, device, kind, "cut", reason, requested_by or by, getattr(item, "address_v4", None))
+            changed = True
+        elif item.state == "cut" and by == "manual" and item.cut_by != "manual":
+            item.cut_by, item.reason = "manual", reason[:255]
+        if isinstance(item, WireGuardPeer):
+            item.updated_at = now
+    if changed:
+        log.warning("VPN access of device %s cut (%s): %s", device.udid, by, reason)
+    sync_after_commit(session, instance)
+    return peer_status(session, device)
+
+
+def restore_peer(session: Session, instance, device: Device, reason: str, *, by: str = "manual",
+                 requested_by: str | None = None) -> dict:
+    """Put a cut device back on the gateway. A compliance restore leaves manual cuts alone."""
+    peer = _peer(session, device)
+    certs = _live_certs(session, device)
+    if (peer is None or peer.state == "removed") and not certs:
+        raise NoPeer(f"device {device.udid} has no VPN access")
+    now = utcnow()
+    targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + certs
+    for item in targets:
+        if item.state != "cut":
+            continue
+        if by == "compliance" and item.cut_by == "manual":
+            log.info("device %s is compliant again but its VPN was cut manually; left cut", device.udid)
+            continue
+        kind = "wireguard" if isinstance(item, WireGuardPeer) else "ikev2"
+        item.state, item.restored_at, item.cut_by, item.reason = "active", now, None, reason[:255]
+        _event(session, device, kind, "restored", reason, requested_by or by, getattr(item, "address_v4", None))
+        log.info("VPN access of device %s restored (%s): %s", device.udid, by, reason)
+        if isinstance(item, WireGuardPeer):
+            item.updated_at = now
+    sync_after_commit(session, instance)
+    return peer_status(session, device)
+
+
+def remove_peer(session: Session, instance, device: Device, reason: str, *, requested_by: str | None = None) -> dict | None:
+    """Remove the device's VPN access for good: release the address, drop the key material, revoke certificates."""
+    peer = _peer(session, device)
+    now = utcnow()
+    if peer is not None and peer.state != "removed":
+        address = peer.address_v4
+        peer.state, peer.removed_at, peer.reason, peer.updated_at = "removed", now, reason[:255], now
+        peer.address_v4 = peer.address_v6 = None  # back to the pool
+        peer.private_key_enc = peer.preshared_key_enc = None
+        _event(session, device, "wireguard", "removed", reason, requested_by, address)
+        log.info("VPN peer of device %s removed (%s); address %s released", device.udid, reason, address)
+    for cert in _live_certs(session, device):
+        cert.state, cert.removed_at, cert.reason = "removed", now, reason[:255]
+        _event(session, device, "ikev2", "removed", reason, requested_by)
+    sync_after_commit(session, instance)
+    return peer_status(session, device)
+
+
+# ------------------------------------------------------------------ reading
+
+def peer_status(session: Session, device: Device) -> dict | None:
+    """What the API and the device detail show. Never any key material but the public key."""
+    peer = _peer(session, device)
+    cert = session.scalar(select(VpnCertificate).where(VpnCertificate.device_id == device.id)
+                          .order_by(VpnCertificate.id.desc()).limit(1))
+    if peer is None and cert is None:
+        return None
+    out: dict = {}
+    if peer is not None:
+        out["wireguard"] = {
+            "state": peer.state, "address": peer.address_v4, "address6": peer.address_v6,
+            "public_key": peer.public_key, "cut_by": peer.cut_by, "reason": peer.reason,
+            "created_at": _iso(peer.created_at), "cut_at": _iso(peer.cut_at),
+            "restored_at": _iso(peer.restored_at), "removed_at": _iso(peer.removed_at),
+            "profile_command_uuid": peer.profile_command_uuid,
+        }
+    if cert is not None:
+        out["ikev2"] = {
+            "state": cert.state, "certificate_serial": cert.serial, "sha256": cert.sha256_fingerprint,
+            "local_identifier": cert.local_identifier, "not_after": _iso(cert.not_after),
+            "cut_by": cert.cut_by, "reason": cert.reason, "issued_at": _iso(cert.issued_at),
+            "cut_at": _iso(cert.cut_at), "restored_at": _iso(cert.restored_at),
+            "profile_command_uuid": cert.profile_command_uuid,
+        }
+    # Top-level summary of the kind in use (WireGuard unless only IKEv2 exists / is live).
+    primary = out.get("wireguard")
+    if primary is None or (primary["state"] == "removed" and cert is not None and cert.state != "removed"):
+        primary = {**out["ikev2"], "address": None, "public_key": None}
+        out["kind"] = "ikev2"
+    else:
+        out["kind"] = "wireguard"
+    for key in ("state", "address", "public_key", "cut_by", "reason"):
+        out[key] = primary.get(key)
+    return out
+
+
+def device_events(session: Session, device: Device, limit: int = 100) -> list[dict]:
+    rows = session.scalars(select(VpnEvent).where(VpnEvent.device_id == device.id).order_by(VpnEvent.id.desc()).limit(limit))
+    return [{"kind": e.kind, "event": e.event, "reason": e.reason, "by": e.by, "address": e.address, "at": _iso(e.at)}
+            for e in rows]
+
+
+def event_counts(session: Session, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+    """Events in [start, end), e.g. {"cut": 3, "restored": 2, ...} for the monthly report."""
+    rows = session.execute(select(VpnEvent.event, func.count(VpnEvent.id))
+                           .where(VpnEvent.at >= start, VpnEvent.at < end).group_by(VpnEvent.event))
+    counts = {name: 0 for name in ("created", "rekeyed", "cut", "restored", "removed")}
+    counts.update({name: n for name, n in rows})
+    return counts
+
+
+def list_peers(session: Session, *, state: str | None = None, unit_id: int | None = None, limit: int = 100,
+               offset: int = 0) -> tuple[int, list[dict]]:
+    stmt = select(WireGuardPeer, Device.udid, Device.serial_number).join(Device, Device.id == WireGuardPeer.device_id)
+    count = select(func.count(WireGuardPeer.id)).join(Device, Device.id == WireGuardPeer.device_id)
+    if state:
+        stmt, count = stmt.where(WireGuardPeer.state == state), count.where(WireGuardPeer.state == state)
+    if unit_id is not None:
+        stmt, count = stmt.where(Device.unit_id == unit_id), count.where(Device.unit_id == unit_id)
+    total = session.scalar(count)
+    rows = session.execute(stmt.order_by(WireGuardPeer.id).limit(limit).offset(offset))
+    return total, [
+        {"udid": udid, "serial_number": serial, "state": p.state, "address": p.address_v4, "address6": p.address_v6,
+         "public_key": p.public_key, "cut_by": p.cut_by, "reason": p.reason, "created_at": _iso(p.created_at),
+         "cut_at": _iso(p.cut_at), "restored_at": _iso(p.restored_at)}
+        for p, udid, serial in rows
+    ]
