@@ -127,7 +127,8 @@ class VerdictTransition(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    # No cascade: the audit history must outlive an accidental device delete.
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
     # Copies taken at transition time so reports survive re-assignment / renames.
     udid: Mapped[str] = mapped_column(String(64))
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), default=None)

@@ -233,9 +233,10 @@ def _retire_superseded(session: Session, issued, seen_current, seen_fps) -> None
     """After a renewal: the device holds the new identity and no longer the old one."""
     if not seen_current:
         return
-    newest = max(seen_current, key=lambda c: c.not_before)
+    # Row ids follow issuance order (not_before has only second precision).
+    newest = max(seen_current, key=lambda c: c.id)
     for cert in issued:
-        if (cert.revoked_at is None and cert.not_before < newest.not_before
+        if (cert.revoked_at is None and cert.id < newest.id
                 and cert.sha256_fingerprint not in seen_fps):
             revoke_identity(session, cert, "superseded")
 

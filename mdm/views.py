@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, Response, request
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
+from profiles.payloads import PayloadError
 from profiles.signing import sign_profile
 
 from . import checkin, enrollment, protocol
@@ -32,6 +33,9 @@ def enroll():
             signed = sign_profile(profile, inst.signer_cert, inst.signer_key, [inst.ca.certificate])
     except enrollment.EnrollmentRefused as exc:
         return error(403, exc.reason)
+    except PayloadError as exc:
+        # Misconfiguration (e.g. an http:// base URL): nothing was consumed (rolled back).
+        return error(503, f"server cannot build a valid enrollment profile: {exc}", log_level=logging.ERROR)
     log.info("enrollment profile served for token #%s", token.id)
     return Response(
         signed,

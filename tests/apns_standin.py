@@ -199,6 +199,11 @@ class APNsStandIn:
         with self._cond:
             self._faults.extend([("fail", status, reason or DEFAULT_REASONS.get(status, "Error"))] * n)
 
+    def clear_faults(self) -> None:
+        """Forget queued failures and hangs: APNs is healthy again."""
+        with self._cond:
+            self._faults.clear()
+
     def hang_next(self, n: int) -> None:
         """Never answer the next n requests (until stop()), to provoke timeouts."""
         with self._cond:

@@ -1,0 +1,102 @@
+"""Per-device VPN access (issue #3): WireGuard peers on the office gateway, IKEv2 as alternative.
+
+Public surface (other packages use only this):
+  register(app, hooks, instance)
+  provision_peer(session, instance, device, *, kind=None, rekey=False, send_profile=True, requested_by="vpn")
+  cut_peer(session, instance, device, reason, *, by="manual", requested_by=None)
+  restore_peer(session, instance, device, reason, *, by="manual", requested_by=None)
+  remove_peer(session, instance, device, reason, *, requested_by=None)
+  peer_status(session, device) -> dict | None       (never contains private keys)
+  event_counts(session, start, end) -> dict          (monthly report: "cut", "restored", ...)
+  sync_server_config(instance, *, force_apply=False) (regenerate + apply; idempotent)
+  register_applier(name, factory)                    (pluggable apply step)
+  VpnError, NoPeer, WrongState, PoolExhausted, VpnConfigError
+
+All operations run in the caller's session; the gateway config is regenerated
+from the database only after that session commits.
+"""
+from __future__ import annotations
+
+import logging
+
+from .pool import PoolExhausted
+from .serverconf import register_applier, sync_server_config
+from .service import (
+    CUT_VERDICTS,
+    RESTORE_VERDICTS,
+    NoPeer,
+    VpnError,
+    WrongState,
+    cut_peer,
+    event_counts,
+    peer_status,
+    provision_peer,
+    remove_peer,
+    restore_peer,
+)
+from .settings import VpnConfigError, vpn_settings
+
+__all__ = [
+    "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
+]
+
+log = logging.getLogger(__name__)
+
+
+def register(app, hooks, instance) -> None:
+    from . import api
+
+    vpn_settings(instance)  # a malformed VPN setting stops start-up with its name, not the first enrollment
+    app.register_blueprint(api.bp)
+
+    def on_enrolled(session, device):
+        if not vpn_settings(instance).auto_provision:
+            return
+        # VPN trouble (pool exhausted, signing token unplugged) must not make
+        # MDM enrollment fail: a SAVEPOINT confines the damage to the VPN rows,
+        # and the device can be provisioned later.
+        from .pool import lock_for_allocation
+
+        lock_for_allocation(session)  # SQLite: open the transaction so the SAVEPOINT nests properly
+        try:
+            with session.begin_nested():
+                provision_peer(session, instance, device, rekey=True, requested_by="enrollment")
+        except Exception:
+            log.exception("VPN provisioning for newly enrolled device %s failed; enrollment continues", device.udid)
+
+    def on_verdict(session, device, previous, verdict):
+        state = getattr(verdict, "state", None)
+        try:
+            if state in CUT_VERDICTS:
+                cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
+                         requested_by="compliance")
+            elif state in RESTORE_VERDICTS:
+                restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
+                             requested_by="compliance")
+        except NoPeer:
+            pass  # no VPN access to change
+        # Anything else propagates: failing to cut must not be silent (fail closed).
+
+    def on_gone(event):
+        def handler(session, device):
+            remove_peer(session, instance, device, f"device {event.split('.', 1)[1].replace('_', ' ')}",
+                        requested_by=event)
+
+        return handler
+
+    def on_detail(session, device, detail):
+        detail["vpn"] = peer_status(session, device)
+
+    hooks.subscribe("device.enrolled", on_enrolled)
+    hooks.subscribe("verdict.changed", on_verdict)
+    hooks.subscribe("device.retired", on_gone("device.retired"))
+    hooks.subscribe("device.checked_out", on_gone("device.checked_out"))
+    hooks.subscribe("device.detail", on_detail)
+
+    # Bring the gateway file in line with the database at start-up (it may be
+    # missing on a new host, or stale after a restore from backup).
+    try:
+        sync_server_config(instance)
+    except Exception:
+        log.exception("initial VPN config regeneration failed; the reconcile job will retry")
