@@ -53,10 +53,7 @@ def register(app, hooks, instance) -> None:
         _safe(lambda: engine.evaluate_device(session, hooks, device, trigger=f"inventory:{kind}"), device)
 
     def on_enrolled(session, device):
-        def run():
-            engine.mark_enrolled(session, device)
-            engine.evaluate_device(session, hooks, device, trigger="enrolled")
-        _safe(run, device)
+        _safe(lambda: engine.evaluate_device(session, hooks, device, trigger="enrolled", new_enrollment=True), device)
 
     def on_left(trigger):
         def handler(session, device):

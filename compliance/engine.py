@@ -241,11 +241,14 @@ def _lock_device(session: Session, device_id: int, *, skip_locked: bool = False)
 def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: dt.datetime | None = None, *,
                     trigger: str = "api", policies: PolicySet | None = None,
                     identity: IdentityCertificate | None | bool = False,
-                    verdict: DeviceVerdict | None | bool = False) -> EvaluationResult:
+                    verdict: DeviceVerdict | None | bool = False,
+                    new_enrollment: bool = False) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
     Runs inside the caller's transaction; the caller commits. `policies`, `identity`
     and `verdict` let bulk callers pass preloaded rows (False = load here).
+    `new_enrollment`: inventory stored before now belongs to a previous enrollment
+    of this device (it may have been wiped or handed over) and no longer counts.
     """
     now = now or clock.now()
     hooks = hooks or Hooks()
@@ -257,7 +260,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     policies = policies or PolicySet.load(session)
     eff = policies.for_unit(device.unit_id)
 
-    facts = facts_of(device, identity, verdict.inventory_since if verdict else None)
+    # The real clock, not clock.now(): compared with the mdm package's inventory timestamps.
+    inventory_since = utcnow() if new_enrollment else (verdict.inventory_since if verdict else None)
+    facts = facts_of(device, identity, inventory_since)
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown
     immediate = outcome.immediate
@@ -276,6 +281,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
         prev_state = None
     else:
         prev_state = verdict.state
+    verdict.inventory_since = inventory_since
 
     # Walk the ladder; each step is one transition.
     steps: list[str] = []
@@ -431,23 +437,6 @@ def _notify(session, device, from_state, to_state, view: VerdictView, option: di
     log.warning("compliance notify: %s | %s", subject, " | ".join(view.reasons_en) or "-")
     queue_after_commit(session, Notification(subject, "\n".join(lines), recipients, device.udid, to_state))
     return {"action": "notify", "status": "queued", "recipients": list(recipients)}
-
-
-# ------------------------------------------------------------------ events
-def mark_enrolled(session: Session, device: Device, now: dt.datetime | None = None) -> None:
-    """A (re-)enrollment: inventory from before now belongs to a previous life of the device."""
-    # The real clock, not clock.now(): this is compared with the mdm package's inventory
-    # timestamps, which are always written with the real time.
-    now = now or utcnow()
-    _lock_device(session, device.id)
-    verdict = session.get(DeviceVerdict, device.id)
-    if verdict is not None:
-        verdict.inventory_since = now
-    else:
-        session.add(DeviceVerdict(device_id=device.id, state="unknown", since=now, evaluated_at=now,
-                                  inventory_since=now, failing_rules=[], reasons_vi=[], reasons_en=[],
-                                  policy_versions=[], actions=[]))
-    session.flush()
 
 
 # ------------------------------------------------------------------ bulk

@@ -370,6 +370,10 @@ def sync_after_commit(session: Session, instance) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy also fires after_commit when a SAVEPOINT is released
+    # (begin_nested); the outer transaction may still roll back, so wait.
+    if session.in_nested_transaction():
+        return
     instance = session.info.pop(_INFO_KEY, None)
     if instance is None:
         return

@@ -1,0 +1,77 @@
+"""`ipad-mdm serve` as README starts it: a real process, TLS, a fresh instance, ready to enroll."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.simulator import SimulatedIPad
+
+IPAD_MDM = str(Path(sys.executable).with_name("ipad-mdm"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_initialises_instance_and_enrolls(tmp_path):
+    port = _free_port()
+    inst = tmp_path / "inst"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IPAD_MDM_", "DATABASE_URL"))}
+    proc = subprocess.Popen([IPAD_MDM, "serve", "--host", "127.0.0.1", "--port", str(port), "--instance", str(inst)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url = None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"Enrollment URL .*: (https://\S+)", line)
+            if m:
+                url = m.group(1)
+        assert url, "".join(lines)
+        assert url.startswith(f"https://127.0.0.1:{port}/mdm/enroll?token=")
+
+        # Instance initialised: SQLite database, demo CA, secrets 0600 in a 0700 folder.
+        assert (inst / "ipad-mdm.sqlite3").exists()
+        assert stat.S_IMODE((inst / "secrets").stat().st_mode) == 0o700
+        for key in (inst / "secrets").iterdir():
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        ca = str(inst / "ca" / "ca.pem")
+        verify = ssl.create_default_context(cafile=ca)
+        for _ in range(100):
+            try:
+                assert httpx.get(f"https://127.0.0.1:{port}/healthz", verify=verify).json()["status"] == "ok"
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        sim = SimulatedIPad(f"https://127.0.0.1:{port}", verify=verify)
+        sim.enroll(url)  # profile verified, SCEP, Authenticate, TokenUpdate
+        handled = sim.process_commands()
+        assert [c["Command"]["RequestType"] for c in handled][:2] == ["DeviceInformation", "SecurityInfo"]
+        sim.close()
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    # No secret material in the server's output.
+    for secret in (inst / "secrets").iterdir():
+        body = secret.read_text().strip().splitlines()
+        inner = [l for l in body if l and not l.startswith("-----")]
+        assert not any(l in out for l in inner if len(l) > 20), secret.name
