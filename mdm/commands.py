@@ -4,13 +4,15 @@ Statuses: queued -> sent -> acknowledged | error | command_format_error.
 NotNow marks the command `notnow`: it is skipped for the rest of that
 connection and offered again when the device next says Idle (Apple's rule:
 the device will come back when it can act). A `sent` command the device never
-answered (connection dropped) is also offered again on the next Idle.
+answered (connection dropped) is offered again on an Idle once RESEND_AFTER
+has passed.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
@@ -58,22 +60,39 @@ def _lock(stmt, session: Session):
     return stmt
 
 
+# A command handed out but never answered is offered again only after this long:
+# the answer may still be on its way through another worker.
+RESEND_AFTER = dt.timedelta(seconds=60)
+
+
 def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> Command | None:
-    statuses = ("queued", "notnow", "sent") if after_idle else ("queued",)
-    stmt = (
-        select(Command)
-        .where(Command.device_id == device.id, Command.status.in_(statuses))
-        .order_by(Command.id)
-        .limit(1)
-    )
-    cmd = session.scalar(_lock(stmt, session))
-    if cmd is None:
-        return None
-    cmd.status = "sent"
-    cmd.sent_at = utcnow()
-    cmd.attempts += 1
-    session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
-    return cmd
+    if after_idle:
+        wanted = or_(
+            Command.status.in_(("queued", "notnow")),
+            and_(Command.status == "sent", Command.sent_at < utcnow() - RESEND_AFTER),
+        )
+    else:
+        wanted = Command.status == "queued"
+    stmt = select(Command).where(Command.device_id == device.id, wanted).order_by(Command.id).limit(1)
+    for _ in range(20):
+        cmd = session.scalar(_lock(stmt, session))
+        if cmd is None:
+            return None
+        # Compare-and-set claim: on SQLite (no row locks) two workers may read the
+        # same row; only the one whose UPDATE still sees the old status wins.
+        now = utcnow()
+        claimed = session.execute(
+            update(Command)
+            .where(Command.id == cmd.id, Command.status == cmd.status, Command.attempts == cmd.attempts)
+            .values(status="sent", sent_at=now, attempts=Command.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed == 1:
+            session.refresh(cmd)
+            session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
+            return cmd
+        session.expire(cmd)
+    return None
 
 
 def record_response(session: Session, hooks: Hooks, device: Device, response: CommandResponse) -> Command | None:
@@ -87,6 +106,14 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
         log.info("duplicate %s answer for command %s ignored", response.status, cmd.uuid)
         return cmd
     new_status = _STATUS_OF_RESPONSE[response.status]
+    # Compare-and-set: of two concurrent copies of one answer, only one is applied.
+    claimed = session.execute(
+        update(Command).where(Command.id == cmd.id, Command.status == cmd.status)
+        .values(status=new_status).execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        log.info("concurrent %s answer for command %s ignored", response.status, cmd.uuid)
+        return cmd
     cmd.status = new_status
     detail = None
     if new_status == "notnow":

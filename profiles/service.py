@@ -18,12 +18,14 @@ import base64
 import binascii
 import hashlib
 import logging
+import plistlib
 import uuid as uuidlib
 from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from ipad_mdm.crypto import cms
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 from ipad_mdm.plists import to_json
@@ -539,6 +541,59 @@ def _reported(profile_list) -> dict[str, dict]:
     return out
 
 
+# command uuid -> (PayloadIdentifier, PayloadUUID) of an InstallProfile; commands never change.
+_SENT_CACHE: dict[str, tuple[str, str] | None] = {}
+_SENT_CACHE_MAX = 20000
+
+
+def _sent_profile(cmd: Command) -> tuple[str, str] | None:
+    if cmd.uuid in _SENT_CACHE:
+        return _SENT_CACHE[cmd.uuid]
+    ref = None
+    try:
+        payload = plistlib.loads(cmd.command_plist)["Command"]["Payload"]
+        try:
+            # Our own stored command: the content is what we signed, no need to re-verify.
+            content = cms.parse_signed_data(payload)["encap_content_info"]["content"].native
+        except cms.CMSError:
+            content = payload  # sent unsigned
+        profile = plistlib.loads(content)
+        ref = (profile["PayloadIdentifier"], str(profile["PayloadUUID"]).upper())
+    except Exception:  # a malformed historic command must not break reconciliation
+        log.warning("cannot read the profile of InstallProfile %s", cmd.uuid)
+    if len(_SENT_CACHE) >= _SENT_CACHE_MAX:
+        _SENT_CACHE.clear()
+    _SENT_CACHE[cmd.uuid] = ref
+    return ref
+
+
+def server_sent_profiles(session: Session, device: Device) -> dict[str, str]:
+    """identifier -> PayloadUUID of every profile this server installed on the
+    device (acknowledged InstallProfile not followed by an acknowledged
+    RemoveProfile), whichever package sent it (VPN, identity renewal, ...).
+    Packages need not register anything for their profiles to count as expected."""
+    cmds = session.scalars(select(Command).where(
+        Command.device_id == device.id, Command.request_type.in_(("InstallProfile", "RemoveProfile")),
+        Command.status == "acknowledged").order_by(Command.completed_at, Command.id))
+    state: dict[str, str] = {}
+    for cmd in cmds:
+        if cmd.request_type == "RemoveProfile":
+            ident = _removed_identifier(cmd)
+            state.pop(ident, None)
+            continue
+        ref = _sent_profile(cmd)
+        if ref is not None:
+            state[ref[0]] = ref[1]
+    return state
+
+
+def _removed_identifier(cmd: Command) -> str | None:
+    try:
+        return plistlib.loads(cmd.command_plist)["Command"]["Identifier"]
+    except Exception:
+        return None
+
+
 def reconcile(session: Session, settings, device: Device) -> list[ProfileDrift]:
     """Compare the device's ProfileList with the server's belief; returns open drift."""
     reported = _reported(device.profile_list)
@@ -561,6 +616,18 @@ def reconcile(session: Session, settings, device: Device) -> list[ProfileDrift]:
             found[(ident, "unexpected")] = {"reported_uuid": ",".join(sorted(rep["uuids"]))[:64]}
         # pending rows are in flight and failed rows are already reported as
         # failed installations: neither is drift until the command settles.
+
+    # Profiles other packages installed through the command queue are expected too.
+    for ident, sent_uuid in server_sent_profiles(session, device).items():
+        if ident in known or is_enrollment_identifier(ident):
+            continue
+        known[ident] = None
+        rep = reported.get(ident)
+        if rep is None:
+            found[(ident, "missing")] = {"expected_uuid": sent_uuid}
+        elif sent_uuid not in rep["uuids"]:
+            found[(ident, "outdated")] = {"expected_uuid": sent_uuid,
+                                          "reported_uuid": ",".join(sorted(rep["uuids"]))[:64]}
 
     enrollment_seen = False
     for ident, rep in reported.items():
