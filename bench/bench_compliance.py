@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, insert, select, text  # noqa: E402
 from compliance import clock, engine  # noqa: E402
 from compliance.models import DeviceVerdict, Policy, PolicyUnit  # noqa: E402
 from compliance.notify import set_notifier  # noqa: E402
+from compliance.rules import validate_actions, validate_rules  # noqa: E402
 from ipad_mdm.db import Base, Database, import_all_models, utcnow  # noqa: E402
 from ipad_mdm.hooks import Hooks  # noqa: E402
 from ipad_mdm.models import Unit  # noqa: E402
@@ -55,9 +56,11 @@ def populate(db: Database, n: int) -> None:
         units = [Unit(code=f"U{i}", name_vi=f"Đơn vị {i}") for i in range(10)]
         s.add_all(units)
         s.flush()
-        s.add(Policy(name="office", rules=RULES, actions=["notify", "cut_vpn", "block_gateway"], grace_hours=24,
+        s.add(Policy(name="office", rules=validate_rules(RULES),
+                     actions=validate_actions(["notify", "cut_vpn", "block_gateway"]), grace_hours=24,
                      escalation_hours=48, assign_all=True))
-        pilot = Policy(name="pilot", rules=[{"kind": "min_os_version", "version": "18.0"}], actions=["lock_device"],
+        pilot = Policy(name="pilot", rules=validate_rules([{"kind": "min_os_version", "version": "18.0"}]),
+                       actions=validate_actions(["lock_device"]),
                        grace_hours=12, escalation_hours=24)
         s.add(pilot)
         s.flush()

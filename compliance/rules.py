@@ -448,6 +448,8 @@ def merge_actions(action_lists: list[list[dict]]) -> dict[str, dict]:
     merged: dict[str, dict] = {}
     for actions in action_lists:
         for a in actions:
+            if isinstance(a, str):  # tolerate the shorthand if a row was written without validation
+                a = {"type": a}
             cur = merged.setdefault(a["type"], {"type": a["type"]})
             for k, v in a.items():
                 if k == "recipients":
