@@ -81,8 +81,21 @@ def _safe(fn, device) -> None:
         from sqlalchemy.orm import object_session
 
         session = object_session(device)
-        with session.begin_nested():
+        session.flush()
+        if _savepoint_safe(session):
+            with session.begin_nested():
+                fn()
+        else:
             fn()
     except Exception:
         log.exception("compliance evaluation of device %s failed; the scheduled run will retry",
                       getattr(device, "udid", "?"))
+
+
+def _savepoint_safe(session) -> bool:
+    """pysqlite issues BEGIN lazily before the first write; a SAVEPOINT opened before
+    that would start (and its RELEASE would commit) the transaction on its own."""
+    if session.get_bind().dialect.name != "sqlite":
+        return True
+    dbapi = session.connection().connection.dbapi_connection
+    return bool(getattr(dbapi, "in_transaction", False))

@@ -78,8 +78,10 @@ def serve(ctx, host, port, instance_dir, base_url, no_tls):
         from mdm import service
 
         first = service.create_enrollment(s, inst.settings, created_by="serve")
-    scheduler = EmbeddedScheduler(app)
-    scheduler.start()
+    if inst.settings.celery_broker_url:
+        click.echo("periodic jobs: Celery beat (CELERY_BROKER_URL is set)")
+    else:
+        EmbeddedScheduler(app).start()
     ssl_context = None
     if not no_tls:
         ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

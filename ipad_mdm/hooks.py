@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 #   command.completed(session, device, command)  Acknowledged / Error / CommandFormatError
 #   device.detail(session, device, detail)       contribute keys to the device detail dict
 #   device.retired(session, device)              IT staff retired the device (wipe, revoke)
+#   identity.issued(session, identity, token)    SCEP issued an identity certificate for an enrollment token
 #   verdict.changed(session, device, previous, verdict)
 #                                                compliance state transition; `verdict` is the
 #                                                new compliance verdict object (state, reasons…)
 EVENTS = (
     "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated",
-    "command.completed", "device.detail", "device.retired", "verdict.changed",
+    "command.completed", "device.detail", "device.retired", "verdict.changed", "identity.issued",
 )
 
 
@@ -41,8 +42,17 @@ class Hooks:
             self._handlers[event].append(handler)
 
     def emit(self, event: str, **kwargs) -> None:
+        """Run every handler; one failing handler is logged and does not stop the others
+        (a VPN or report bug must not block a device's MDM session) — unless it broke
+        the shared database session, which then has to fail as a whole."""
+        session = kwargs.get("session")
         for handler in list(self._handlers.get(event, ())):
-            handler(**kwargs)
+            try:
+                handler(**kwargs)
+            except Exception:
+                if session is not None and not session.is_active:
+                    raise
+                log.exception("handler %s for %s failed", getattr(handler, "__qualname__", handler), event)
 
     def clear(self) -> None:
         self._handlers.clear()

@@ -13,10 +13,9 @@ payload carrying a new one-time challenge. The challenge lives in a fresh
 token itself is never disclosed), so the only way to use it is SCEP.
 
 The new certificate must be bound to the device before the iPad uses it,
-otherwise /mdm/connect refuses it ("not bound to a device"). mdm's SCEP code
-has no hook for "identity issued", so a mapper event on IdentityCertificate
-binds a certificate issued for a renewal token to the renewing device (see
-`_bind_renewed_identity`). The old identity is revoked as "superseded" once
+otherwise /mdm/connect refuses it ("not bound to a device"). The SCEP
+endpoint emits `identity.issued`; `on_identity_issued` binds a certificate
+issued for a renewal token to the renewing device. The old identity is revoked as "superseded" once
 a CertificateList shows the device holds the new one and no longer the old.
 
 Revocation
@@ -36,7 +35,7 @@ import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -180,7 +179,8 @@ def check_certificates(session: Session, ca, device: Device) -> dict:
     seen_current: list[IdentityCertificate] = []
     seen_fps: set[str] = set()
     others = 0
-    for index, entry in enumerate(device.certificate_list or []):
+    entries = device.certificate_list if isinstance(device.certificate_list, list) else []
+    for index, entry in enumerate(entries):
         entry = entry if isinstance(entry, dict) else {}
         name = entry.get("CommonName")
         der = json_data(entry.get("Data"))
@@ -368,28 +368,19 @@ def device_detail(session: Session, settings, device: Device, detail: dict) -> N
 # --------------------------------------------------------------------------
 
 
-@event.listens_for(IdentityCertificate, "before_insert")
-def _bind_renewed_identity(mapper, connection, target: IdentityCertificate) -> None:
-    if target.device_id is not None or target.enrollment_token_id is None:
+def on_identity_issued(session: Session, identity: IdentityCertificate, token) -> None:
+    """SCEP issued an identity: if its challenge came from a renewal, bind it to that device."""
+    if identity.device_id is not None or token is None:
         return
     IdentityRenewal = _renewal_model()
-    device_id = connection.execute(
-        select(IdentityRenewal.device_id).where(
-            IdentityRenewal.enrollment_token_id == target.enrollment_token_id,
-            IdentityRenewal.status.in_(("pending", "acknowledged")))
-    ).scalar()
-    if device_id is not None:
-        target.device_id = device_id
-
-
-@event.listens_for(IdentityCertificate, "after_insert")
-def _record_renewed_identity(mapper, connection, target: IdentityCertificate) -> None:
-    if target.enrollment_token_id is None or target.device_id is None:
-        return
-    IdentityRenewal = _renewal_model()
-    connection.execute(
-        update(IdentityRenewal.__table__)
-        .where(IdentityRenewal.__table__.c.enrollment_token_id == target.enrollment_token_id,
-               IdentityRenewal.__table__.c.status.in_(("pending", "acknowledged")))
-        .values(status="issued", new_identity_id=target.id, updated_at=utcnow())
+    renewal = session.scalar(
+        select(IdentityRenewal).where(IdentityRenewal.enrollment_token_id == token.id,
+                                      IdentityRenewal.status.in_(("pending", "acknowledged")))
     )
+    if renewal is None:
+        return
+    identity.device_id = renewal.device_id
+    renewal.status = "issued"
+    renewal.new_identity_id = identity.id
+    renewal.updated_at = utcnow()
+    session.flush()

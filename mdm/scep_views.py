@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy import select
 
 from ipad_mdm.db import utcnow
-from ipad_mdm.web import BodyTooLarge, error, instance, read_body, unit_of_work
+from ipad_mdm.web import BodyTooLarge, error, hooks, instance, read_body, unit_of_work
 
 from . import enrollment, scep
 from .models import IdentityCertificate
@@ -67,6 +67,7 @@ def _issue(s, req: scep.PKIRequest) -> bytes:
         subject = enrollment.identity_subject(token, settings.organization)
         cert = inst.ca.issue_device_identity(subject, req.csr.public_key(), settings.identity_cert_days)
         row = enrollment.record_identity(s, cert, token)
+        hooks().emit("identity.issued", session=s, identity=row, token=token)
         log.info("issued identity certificate %s for enrollment #%s", row.serial, token.id)
         return scep.build_cert_rep(req, inst.ca, cert)
     if req.message_type == "RenewalReq":

@@ -32,6 +32,7 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("command.completed", on_command_completed)
     hooks.subscribe("inventory.updated", on_inventory_updated)
     hooks.subscribe("device.detail", on_device_detail)
+    hooks.subscribe("identity.issued", certificates.on_identity_issued)
     hooks.subscribe("device.enrolled", lambda session, device: service.on_device_enrolled(session, instance, device))
     hooks.subscribe("device.checked_out", lambda session, device: service.on_device_gone(session, device))
     hooks.subscribe("device.retired", lambda session, device: service.on_device_gone(session, device))

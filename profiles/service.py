@@ -46,6 +46,7 @@ SECRET_KEYS = frozenset({
     "Password", "Challenge", "UserPassword", "SharedSecret", "AuthPassword", "PPK", "WgQuickConfig",
 })
 MAX_PAYLOADS = 50
+MAX_DEPTH = 32  # same bound as ipad_mdm.plists for device input
 
 
 class NotFound(LookupError):
@@ -72,8 +73,10 @@ _ISO = lambda v: v.isoformat() if v is not None else None  # noqa: E731
 # --------------------------------------------------------------------------
 
 
-def json_to_plist(value, path: str = ""):
+def json_to_plist(value, path: str = "", depth: int = 0):
     """JSON payload values -> plist values: {"$data": base64} becomes bytes."""
+    if depth > MAX_DEPTH:
+        raise pl.PayloadError(path, f"{path} is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         if set(value) == {"$data"}:
             raw = value["$data"]
@@ -83,9 +86,9 @@ def json_to_plist(value, path: str = ""):
                 return base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError):
                 raise pl.PayloadError(path or "$data", f"{path or 'value'} is not valid base64 in {{\"$data\": ...}}") from None
-        return {k: json_to_plist(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: json_to_plist(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [json_to_plist(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [json_to_plist(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     return value
 
 
@@ -531,7 +534,8 @@ def on_device_gone(session: Session, device: Device) -> None:
 def _reported(profile_list) -> dict[str, dict]:
     """identifier -> {"uuids": set, "managed": bool} from a stored ProfileList."""
     out: dict[str, dict] = {}
-    for entry in profile_list or []:
+    # Stored inventory is whatever the device sent: tolerate any shape.
+    for entry in profile_list if isinstance(profile_list, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("PayloadIdentifier"), str):
             continue
         item = out.setdefault(entry["PayloadIdentifier"], {"uuids": set(), "managed": False})

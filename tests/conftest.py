@@ -120,7 +120,7 @@ def seed_instance_dir(instance_dir: Path) -> None:
 
 
 def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = True, seed: bool = True,
-                      tls: bool = True, **overrides):
+                      tls: bool = True, dispatcher=None, **overrides):
     from werkzeug.serving import make_server
 
     from ipad_mdm.app import create_app
@@ -152,7 +152,7 @@ def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = Tru
     apns = apns_cm.__enter__()
     settings = settings.with_(apns_url=apns.url, apns_ca_file=getattr(apns, "server_ca_path", None))
     inst.settings = settings
-    app = create_app(inst=inst)
+    app = create_app(inst=inst, dispatcher=dispatcher)
     holder["app"] = app
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

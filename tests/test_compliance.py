@@ -95,6 +95,7 @@ def run_schedule(server):
     return jobs.evaluate_all(server.instance, server.dispatcher)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, freeze):
     sim = enrolled
     changes = []

@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import select
 
 from compliance.models import DeviceVerdict, VerdictTransition
-from compliance.tasks import beat_schedule, make_celery
+from ipad_mdm.tasks import beat_schedule, make_celery
 from mdm.models import Device
 from tests.conftest import REDIS_URL
 
@@ -22,10 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def redis_url():
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    # scripts/test starts Redis when it is down; an unreachable Redis is a failure, not a skip.
+    redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
     return REDIS_URL
 
 
@@ -41,7 +39,7 @@ def worker(server, redis_url, tmp_path):
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "compliance.tasks", "worker", "--pool=solo", "-Q", queue,
+            [sys.executable, "-m", "celery", "-A", "ipad_mdm.tasks", "worker", "--pool=solo", "-Q", queue,
              "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     client = make_celery(redis_url, redis_url)
@@ -85,7 +83,7 @@ def test_celery_worker_evaluates_device(server, enrolled, worker):
         assert (last.from_state, last.to_state, last.trigger) == ("compliant", "grace", "task")
 
     # The periodic-job runner beat uses works in the worker too.
-    counts = client.send_task("compliance.run_periodic_job", args=["compliance.evaluate_all"], queue=queue).get(timeout=120)
+    counts = client.send_task("ipad_mdm.run_periodic_job", args=["compliance.evaluate_all"], queue=queue).get(timeout=120)
     assert counts["evaluated"] == 1 and counts["errors"] == 0
 
 
@@ -94,4 +92,49 @@ def test_beat_schedule_covers_every_periodic_job():
     assert schedule["compliance.evaluate_all"]["schedule"] == 300.0
     assert schedule["compliance.request_inventory"]["args"] == ("compliance.request_inventory",)
     assert "mdm.retry_pushes" in schedule
-    assert all(e["task"] == "compliance.run_periodic_job" for e in schedule.values())
+    assert all(e["task"] == "ipad_mdm.run_periodic_job" for e in schedule.values())
+
+
+def test_pushes_go_through_celery_workers(tmp_path, redis_url):
+    """Production path: the web process hands pushes to a Celery worker, which talks to APNs."""
+    from ipad_mdm.tasks import CeleryDispatcher
+    from tests.conftest import start_live_server
+
+    queue = f"ipad-mdm-test-{uuid.uuid4().hex[:8]}"
+    client = make_celery(redis_url, redis_url)
+    server = start_live_server(tmp_path, f"sqlite:///{tmp_path / 'shared.sqlite3'}",
+                               dispatcher=CeleryDispatcher(client, queue))
+    settings = server.instance.settings
+    env = dict(os.environ, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url,
+               IPAD_MDM_CELERY_QUEUE=queue, DATABASE_URL=settings.database_url,
+               IPAD_MDM_INSTANCE=str(settings.instance_dir), IPAD_MDM_BASE_URL=settings.base_url,
+               IPAD_MDM_APNS_URL=settings.apns_url, IPAD_MDM_APNS_CA=settings.apns_ca_file or "",
+               PYTHONPATH=str(ROOT))
+    log_path = tmp_path / "push-worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "ipad_mdm.tasks", "worker", "--pool=solo", "-Q", queue,
+             "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sim = server.simulator()
+        sim.enroll(server.enrollment_url())  # TokenUpdate -> push task -> worker -> APNs stand-in
+        try:
+            push = server.apns.wait_for(1, timeout=120)[0]  # upper bound for a stuck worker, not a timing check
+        except TimeoutError:
+            print(log_path.read_text(errors="replace"))
+            raise
+        assert push.token == sim.push_token.hex() and push.magic == sim.push_magic
+        assert "mdm.send_pushes" in log_path.read_text(errors="replace")
+        handled = sim.process_commands()
+        assert handled[0]["Command"]["RequestType"] == "DeviceInformation"
+        sim.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server.stop()
+        client.close()

@@ -1,7 +1,6 @@
 """The whole MDM loop through real HTTPS: enroll -> SCEP -> check-in -> push -> command -> inventory."""
 from __future__ import annotations
 
-import plistlib
 
 import pytest
 from sqlalchemy import select

@@ -66,7 +66,8 @@ def server_private_key(secrets_dir: Path) -> str:
         if path in _cache:
             return _cache[path]
         secrets_dir.mkdir(parents=True, exist_ok=True)
-        with open(secrets_dir / ".wireguard-key.lock", "a+") as lock:
+        # Every file in secrets/ is 0600, the lock file included.
+        with os.fdopen(os.open(secrets_dir / ".wireguard-key.lock", os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not path.exists():
                 private, _public = generate_keypair()

@@ -1,0 +1,296 @@
+"""The gate every /docs/ request passes: device identity, device state, leader, compliance.
+
+Decision (first failing check wins):
+  1. a client certificate: from the embedded TLS server (environ SSL_CLIENT_CERT) or, behind
+     a TLS proxy, from the configured header — only when the proxy also proves the shared
+     secret (X-Proxy-Secret, compared in constant time). Unlike the MDM endpoints, the gateway
+     refuses the header when no proxy secret is configured: it fails closed.
+  2. issued by this server's CA, currently valid, a stored device identity, not revoked
+     (mdm.checkin.trusted_identity), bound to a device.
+  3. the device is enrolled (not retired / checked out) and not in Lost Mode.
+  4. the device is assigned to an active leader.
+  5. the device's current compliance verdict (compliance.current_verdict):
+       compliant      allowed
+       grace          allowed until the grace deadline, with a warning banner on every page.
+                      Why: grace is the time the policy gives a leader to fix a problem (e.g.
+                      update iOS); cutting them off at once would push them back to paper for
+                      an issue IT has judged tolerable for a few hours. After the deadline the
+                      gate denies even if the scheduler has not yet moved the verdict on.
+       non_compliant, blocked, unknown, no verdict   denied (stricter than
+                      VerdictView.allows_document_access, which lets a policy without
+                      block_gateway through: for documents the office wants fail-closed).
+  Then, per document: classification matrix and unit scope (policy.py).
+
+Caching: a decision is cached per certificate fingerprint for a short TTL (default 30 s,
+IPAD_MDM_GATEWAY_CACHE_SECONDS). Every request still runs ONE indexed query that reads the
+certificate's revocation and expiry, the device's enrollment state and Lost Mode, and the
+device's epoch (gateway_device_epochs). Every event that can change a decision bumps the epoch
+in the same transaction as the change (verdict.changed, device.retired, device.checked_out,
+assignment and leader changes, and — through a SQLAlchemy flush listener — certificate
+revocation, Lost Mode and enrollment-state changes made by any code path). A cached decision
+is used only if its epoch equals the current one, so a device that turns non-compliant is
+denied on its very next request, in any process. The epoch is read before the decision is
+re-evaluated, so a change committed in between only causes one extra evaluation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from mdm import checkin
+from mdm.models import Device, IdentityCertificate
+
+from . import i18n
+from .models import DeviceEpoch, Leader
+from .service import current_assignment
+
+log = logging.getLogger("document_gateway.gate")
+
+
+def compliance_now() -> dt.datetime:
+    """Deadlines are compared on compliance's clock (tests and replays move that one)."""
+    try:
+        from compliance import clock
+
+        return clock.now()
+    except ImportError:  # pragma: no cover
+        return utcnow()
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    code: str
+    status: int = 403
+    cert_sha256: str | None = None
+    device_id: int | None = None
+    udid: str | None = None
+    leader_id: int | None = None
+    leader_name: str | None = None
+    leader_title: str | None = None
+    leader_role: str | None = None
+    leader_unit_id: int | None = None
+    verdict_state: str | None = None
+    verdict_reasons_vi: tuple = ()
+    verdict_reasons_en: tuple = ()
+    grace_deadline: dt.datetime | None = None
+    via_proxy: bool = False
+
+    def reason(self, lang: str) -> str:
+        vi, _, en, _ = i18n.texts(self.code)
+        return en if lang == "en" else vi
+
+    def fix(self, lang: str) -> str:
+        _, fix_vi, _, fix_en = i18n.texts(self.code)
+        return fix_en if lang == "en" else fix_vi
+
+    def problems(self, lang: str) -> tuple:
+        return self.verdict_reasons_en if lang == "en" else self.verdict_reasons_vi
+
+
+@dataclass
+class _Entry:
+    decision: Decision
+    epoch: int
+    live: tuple  # (revoked_at, enrollment_state, lost_mode) seen when decided
+    expires: float  # time.monotonic()
+    not_after: dt.datetime
+    device_id: int
+
+
+class DecisionCache:
+    """Per-process cache; see the module docstring for why it is safe."""
+
+    def __init__(self, ttl: float, max_entries: int = 10000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        _CACHES.add(self)
+
+    def get(self, fp: str) -> _Entry | None:
+        with self._lock:
+            entry = self._data.get(fp)
+            if entry is not None:
+                self._data.move_to_end(fp)
+            return entry
+
+    def put(self, fp: str, entry: _Entry) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._data[fp] = entry
+            self._data.move_to_end(fp)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def drop(self, fp: str) -> None:
+        with self._lock:
+            self._data.pop(fp, None)
+
+    def invalidate_device(self, device_id: int) -> None:
+        with self._lock:
+            for fp in [fp for fp, e in self._data.items() if e.device_id == device_id]:
+                del self._data[fp]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_CACHES: "weakref.WeakSet[DecisionCache]" = weakref.WeakSet()
+
+
+def invalidate_everywhere_in_process(device_id: int) -> None:
+    for cache in list(_CACHES):
+        cache.invalidate_device(device_id)
+
+
+def cache_ttl(settings) -> float:
+    raw = settings.extra.get("gateway_cache_seconds", os.environ.get("IPAD_MDM_GATEWAY_CACHE_SECONDS", "30"))
+    return float(raw)
+
+
+# ------------------------------------------------------------------ identity
+@dataclass
+class Presented:
+    cert: x509.Certificate | None = None
+    fingerprint: str | None = None
+    via_proxy: bool = False
+    error: str | None = None  # a reason code when the certificate cannot even be read
+
+
+def presented_certificate(request, settings) -> Presented:
+    header = settings.client_cert_header
+    value = request.headers.get(header) if header else None
+    if value:
+        secret = settings.proxy_secret
+        sent = request.headers.get("X-Proxy-Secret", "")
+        if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
+            return Presented(via_proxy=True, error="untrusted_proxy")
+        pem, via_proxy = value, True
+    else:
+        pem, via_proxy = request.environ.get("SSL_CLIENT_CERT"), False
+    if not pem:
+        return Presented(via_proxy=via_proxy, error="no_client_certificate")
+    try:
+        cert = checkin.certificate_from_proxy_header(pem)
+    except checkin.DeviceAuthError:
+        return Presented(via_proxy=via_proxy, error="certificate_invalid")
+    return Presented(cert=cert, fingerprint=cert.fingerprint(hashes.SHA256()).hex(), via_proxy=via_proxy)
+
+
+def client_ip(request, presented: Presented) -> str | None:
+    if presented.via_proxy and presented.error is None:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            # The trusted proxy appends the address it saw: the right-most entry.
+            return forwarded.split(",")[-1].strip()[:64]
+    return (request.remote_addr or "")[:64] or None
+
+
+# ------------------------------------------------------------------ live state
+def _live_row(session: Session, fp: str):
+    """One indexed query: what can change under a cached decision without a hook."""
+    stmt = (
+        select(IdentityCertificate.device_id, IdentityCertificate.revoked_at, IdentityCertificate.not_after,
+               Device.enrollment_state, Device.lost_mode_enabled, DeviceEpoch.epoch)
+        .outerjoin(Device, Device.id == IdentityCertificate.device_id)
+        .outerjoin(DeviceEpoch, DeviceEpoch.device_id == IdentityCertificate.device_id)
+        .where(IdentityCertificate.sha256_fingerprint == fp)
+    )
+    return session.execute(stmt).first()
+
+
+# ------------------------------------------------------------------ the decision
+def decide(session: Session, ca, cache: DecisionCache, presented: Presented) -> Decision:
+    if presented.error:
+        return Decision(False, presented.error, status=401, via_proxy=presented.via_proxy)
+    fp = presented.fingerprint
+    live = _live_row(session, fp)
+    now = utcnow()
+    entry = cache.get(fp)
+    if entry is not None and live is not None:
+        device_id, revoked_at, not_after, state, lost, epoch = live
+        if (entry.epoch == (epoch or 0) and entry.live == (revoked_at, state, bool(lost))
+                and entry.device_id == device_id and time.monotonic() < entry.expires and now < entry.not_after):
+            d = entry.decision
+            if d.code != "allowed_grace" or (d.grace_deadline is not None and compliance_now() < d.grace_deadline):
+                return replace(d, via_proxy=presented.via_proxy)
+        cache.drop(fp)
+    decision = _evaluate(session, ca, presented, now)
+    if live is not None and decision.device_id is not None and decision.device_id == live[0]:
+        device_id, revoked_at, not_after, state, lost, epoch = live
+        cache.put(fp, _Entry(decision, epoch or 0, (revoked_at, state, bool(lost)), time.monotonic() + cache.ttl,
+                             presented.cert.not_valid_after_utc, device_id))
+    return decision
+
+
+def _evaluate(session: Session, ca, presented: Presented, now: dt.datetime) -> Decision:
+    cert, fp = presented.cert, presented.fingerprint
+    base = Decision(False, "certificate_untrusted", cert_sha256=fp, via_proxy=presented.via_proxy)
+    # Distinct reason codes for the audit; trusted_identity below stays the authority.
+    if not ca.issued_this(cert):
+        return base
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return replace(base, code="certificate_expired")
+    try:
+        identity = checkin.trusted_identity(session, ca, cert)
+    except checkin.DeviceAuthError as exc:
+        code = ("certificate_revoked" if "revoked" in exc.reason else
+                "certificate_unknown" if "not a device identity" in exc.reason else
+                "certificate_expired" if "expired" in exc.reason else "certificate_untrusted")
+        return replace(base, code=code)
+    if identity.device_id is None:
+        return replace(base, code="certificate_unbound")
+    device = session.get(Device, identity.device_id)
+    d = replace(base, device_id=device.id, udid=device.udid)
+    assignment = current_assignment(session, device.id)
+    leader = session.get(Leader, assignment.leader_id) if assignment is not None else None
+    if leader is not None:
+        d = replace(d, leader_id=leader.id, leader_name=leader.full_name, leader_title=leader.title,
+                    leader_role=leader.role, leader_unit_id=leader.unit_id)
+    if device.enrollment_state == "retired":
+        return replace(d, code="device_retired")
+    if device.enrollment_state == "checked_out":
+        return replace(d, code="device_checked_out")
+    if device.enrollment_state != "enrolled":
+        return replace(d, code="device_not_enrolled")
+    if device.lost_mode_enabled:
+        return replace(d, code="lost_mode")
+    if leader is None:
+        return replace(d, code="not_assigned")
+    if not leader.active:
+        return replace(d, code="leader_inactive")
+    from compliance import current_verdict
+
+    verdict = current_verdict(session, device.id)
+    if verdict is None:
+        return replace(d, code="verdict_unknown", verdict_state=None)
+    d = replace(d, verdict_state=verdict.state, verdict_reasons_vi=tuple(verdict.reasons_vi),
+                verdict_reasons_en=tuple(verdict.reasons_en))
+    if verdict.state == "compliant":
+        return replace(d, allowed=True, code="allowed", status=200)
+    if verdict.state == "grace":
+        deadline = getattr(verdict, "grace_deadline", None) or verdict.deadline
+        if deadline is not None and compliance_now() < deadline:
+            return replace(d, allowed=True, code="allowed_grace", status=200, grace_deadline=deadline)
+        return replace(d, code="grace_expired")
+    if verdict.state == "blocked":
+        return replace(d, code="verdict_blocked")
+    if verdict.state == "non_compliant":
+        return replace(d, code="verdict_non_compliant")
+    return replace(d, code="verdict_unknown")

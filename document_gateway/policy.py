@@ -1,0 +1,53 @@
+"""Who may see which document on an iPad: the classification matrix and unit scope.
+
+Classification (mức độ mật) × leader role. Documents with secret content stay on paper
+(the office's rule): `secret` is in no role's set, so a secret document is never listed and
+never served to a mobile device, whatever the device's state or the leader's rank.
+
+    role              public  internal  confidential  secret
+    minister            ✓        ✓           ✓           ✗
+    vice_minister       ✓        ✓           ✓           ✗
+    director            ✓        ✓           ✓           ✗
+    deputy_director     ✓        ✓           ✗           ✗
+
+Unit scope: the office's leadership (minister, vice ministers) oversee every unit and see the
+documents of all units; a director or deputy director sees the documents owned by their unit,
+shared with their unit (gateway_document_units) or marked all_units. A document may further
+restrict the roles that see it (visible_roles; empty = no further restriction).
+"""
+from __future__ import annotations
+
+from .models import CLASSIFICATIONS, LEADER_ROLES
+
+NEVER_ON_MOBILE = frozenset({"secret"})
+
+ROLE_CLEARANCE: dict[str, frozenset[str]] = {
+    "minister": frozenset({"public", "internal", "confidential"}),
+    "vice_minister": frozenset({"public", "internal", "confidential"}),
+    "director": frozenset({"public", "internal", "confidential"}),
+    "deputy_director": frozenset({"public", "internal"}),
+}
+
+OFFICE_WIDE_ROLES = frozenset({"minister", "vice_minister"})
+
+assert set(ROLE_CLEARANCE) == set(LEADER_ROLES)
+assert all(not (c & NEVER_ON_MOBILE) for c in ROLE_CLEARANCE.values())
+assert NEVER_ON_MOBILE <= set(CLASSIFICATIONS)
+
+
+def classification_allowed(role: str, classification: str) -> bool:
+    return classification not in NEVER_ON_MOBILE and classification in ROLE_CLEARANCE.get(role, frozenset())
+
+
+def in_scope(leader_role: str, leader_unit_id: int, doc) -> bool:
+    """Unit and role scope only (classification is checked separately, so the audit can say which)."""
+    if doc.visible_roles and leader_role not in doc.visible_roles:
+        return False
+    if leader_role in OFFICE_WIDE_ROLES or doc.all_units:
+        return True
+    return doc.unit_id == leader_unit_id or leader_unit_id in doc.visible_unit_ids
+
+
+def visible(leader_role: str, leader_unit_id: int, doc) -> bool:
+    return (doc.withdrawn_at is None and classification_allowed(leader_role, doc.classification)
+            and in_scope(leader_role, leader_unit_id, doc))

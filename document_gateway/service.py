@@ -1,0 +1,249 @@
+"""Service functions: leaders, device assignment, epochs, documents.
+
+All run inside the caller's transaction (the caller commits). Anything that can change a
+gateway decision bumps the device's epoch in the same transaction (see gate.py).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import unicodedata
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from ipad_mdm.models import Unit
+from mdm.models import Device
+
+from . import filetypes, signatures
+from .models import CLASSIFICATIONS, LEADER_ROLES, DeviceAssignment, DeviceEpoch, Document, DocumentUnit, Leader
+from .storage import DocumentStore
+
+log = logging.getLogger("document_gateway")
+
+
+class GatewayError(ValueError):
+    """Bad input to a service function; `status` is the HTTP status the API answers."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------ epochs
+def bump_epoch(session: Session, device_id: int | None) -> None:
+    """Invalidate every process's cached decision for this device (in the caller's transaction).
+
+    An upsert, so it never fails on a concurrent first insert (which would abort a PostgreSQL
+    transaction) and works inside the savepoint compliance runs its hooks in."""
+    if device_id is None:
+        return
+    dialect = session.get_bind().dialect.name
+    values = {"device_id": device_id, "epoch": 1, "updated_at": utcnow()}
+    table = DeviceEpoch.__table__
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values)
+    else:  # pragma: no cover - the project supports SQLite and PostgreSQL
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
+                                      set_={"epoch": table.c.epoch + 1, "updated_at": values["updated_at"]})
+    session.connection().execute(stmt)
+
+
+# ------------------------------------------------------------------ leaders
+def _unit(session: Session, unit) -> Unit:
+    if isinstance(unit, Unit):
+        return unit
+    row = None
+    if isinstance(unit, int) and not isinstance(unit, bool):
+        row = session.get(Unit, unit)
+    elif isinstance(unit, str) and unit:
+        row = session.scalar(select(Unit).where(Unit.code == unit))
+    if row is None:
+        raise GatewayError(f"unknown unit {unit!r}")
+    return row
+
+
+def create_leader(session: Session, full_name: str, unit, role: str, *, title: str = "", active: bool = True,
+                  created_by: str = "") -> Leader:
+    full_name = (full_name or "").strip()
+    if not full_name or len(full_name) > 255:
+        raise GatewayError("full_name is required (at most 255 characters)")
+    if role not in LEADER_ROLES:
+        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}")
+    if not isinstance(title, str) or len(title) > 255:
+        raise GatewayError("title must be a string of at most 255 characters")
+    leader = Leader(full_name=full_name, title=title.strip(), unit_id=_unit(session, unit).id, role=role,
+                    active=bool(active), created_by=created_by[:128])
+    session.add(leader)
+    session.flush()
+    return leader
+
+
+def _assigned_device_ids(session: Session, leader_id: int) -> list[int]:
+    return list(session.scalars(select(DeviceAssignment.device_id).where(
+        DeviceAssignment.leader_id == leader_id, DeviceAssignment.returned_at.is_(None))))
+
+
+def update_leader(session: Session, leader: Leader, **changes) -> Leader:
+    """Change active / role / unit_id / title / full_name; devices of the leader re-decide at once."""
+    if "role" in changes and changes["role"] not in LEADER_ROLES:
+        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}")
+    if "unit" in changes:
+        changes["unit_id"] = _unit(session, changes.pop("unit")).id
+    for key in ("full_name", "title", "role", "unit_id", "active"):
+        if key in changes:
+            setattr(leader, key, changes[key])
+    leader.updated_at = utcnow()
+    for device_id in _assigned_device_ids(session, leader.id):
+        bump_epoch(session, device_id)
+    return leader
+
+
+def current_assignment(session: Session, device_id: int) -> DeviceAssignment | None:
+    return session.scalar(select(DeviceAssignment).where(
+        DeviceAssignment.device_id == device_id, DeviceAssignment.returned_at.is_(None)))
+
+
+def _lock_device(session: Session, device: Device) -> None:
+    # Two admins assigning the same iPad at once: serialise on the device row (PostgreSQL);
+    # SQLite serialises writers anyway, and the partial unique index is the last guard.
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Device.id).where(Device.id == device.id).with_for_update())
+
+
+def assign_device(session: Session, device: Device, leader: Leader, *, by: str = "") -> DeviceAssignment:
+    """Hand `device` to `leader`, closing any previous open assignment of the device."""
+    if not leader.active:
+        raise GatewayError("leader is not active", 409)
+    if device.enrollment_state in ("retired", "checked_out"):
+        raise GatewayError(f"device is {device.enrollment_state}", 409)
+    _lock_device(session, device)
+    now = utcnow()
+    previous = current_assignment(session, device.id)
+    if previous is not None:
+        if previous.leader_id == leader.id:
+            return previous
+        previous.returned_at, previous.returned_by = now, by[:128]
+        session.flush()  # the partial unique index allows one open row per device
+    row = DeviceAssignment(device_id=device.id, leader_id=leader.id, assigned_at=now, assigned_by=by[:128])
+    session.add(row)
+    session.flush()
+    bump_epoch(session, device.id)
+    return row
+
+
+def unassign_device(session: Session, device: Device, *, by: str = "") -> DeviceAssignment | None:
+    """The device was returned (or lost): it reads nothing from its next request on."""
+    _lock_device(session, device)
+    row = current_assignment(session, device.id)
+    if row is None:
+        return None
+    row.returned_at, row.returned_by = utcnow(), by[:128]
+    session.flush()
+    bump_epoch(session, device.id)
+    return row
+
+
+def leader_dict(leader: Leader, device_udids: list[str] | None = None) -> dict:
+    return {
+        "id": leader.id, "full_name": leader.full_name, "title": leader.title, "unit_id": leader.unit_id,
+        "role": leader.role, "active": leader.active, "created_at": leader.created_at.isoformat(),
+        **({"devices": device_udids} if device_udids is not None else {}),
+    }
+
+
+def assignment_dict(row: DeviceAssignment, udid: str) -> dict:
+    return {
+        "device": udid, "leader_id": row.leader_id, "assigned_at": row.assigned_at.isoformat(),
+        "assigned_by": row.assigned_by,
+        "returned_at": row.returned_at.isoformat() if row.returned_at else None,
+    }
+
+
+# ------------------------------------------------------------------ documents
+def new_public_id() -> str:
+    """128 random bits, URL-safe: neither guessable nor sequential."""
+    return secrets.token_urlsafe(16)
+
+
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,43}$")
+
+
+def safe_filename(name: str) -> str:
+    """The name shown in Content-Disposition: basename only, no controls, no separators.
+    It is display text; storage never uses it."""
+    name = unicodedata.normalize("NFC", (name or "").replace("\\", "/").rsplit("/", 1)[-1])
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in '"<>|:*?')
+    name = name.strip(" .")[:200]
+    return name or "document"
+
+
+def store_document(session: Session, store: DocumentStore, instance_dir: Path, *, stream: BinaryIO,
+                   filename: str, title: str, unit, classification: str, uploaded_by: str,
+                   max_bytes: int, shared_units=(), all_units: bool = False, visible_roles=()) -> Document:
+    """Check, store and register one upload. Raises GatewayError (400/413/415) naming the problem."""
+    from .storage import TooLarge
+
+    title = (title or "").strip()
+    if not title or len(title) > 500:
+        raise GatewayError("title is required (at most 500 characters)")
+    if classification not in CLASSIFICATIONS:
+        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
+    roles = sorted(set(visible_roles or ()))
+    bad = [r for r in roles if r not in LEADER_ROLES]
+    if bad:
+        raise GatewayError(f"unknown role(s) {', '.join(bad)}")
+    owner = _unit(session, unit)
+    shared = sorted({_unit(session, u).id for u in shared_units or ()} - {owner.id})
+    filename = safe_filename(filename)
+    try:
+        tmp, digest, size = store.spool(stream, max_bytes)
+    except TooLarge as exc:
+        raise GatewayError(str(exc), 413) from None
+    try:
+        if size == 0:
+            raise GatewayError("empty file")
+        try:
+            ftype = filetypes.check(tmp, size, filename)
+        except filetypes.Rejected as exc:
+            raise GatewayError(str(exc), 415) from None
+        report = signatures.verify_pdf(tmp, instance_dir) if ftype is filetypes.PDF else signatures.SignatureReport()
+        store.commit(tmp, digest)
+    except BaseException:
+        store.discard(tmp)
+        raise
+    doc = Document(
+        public_id=new_public_id(), title=title, filename=filename, unit_id=owner.id, all_units=bool(all_units),
+        visible_roles=roles, classification=classification, mime_type=ftype.mime, size=size, sha256=digest,
+        uploaded_by=uploaded_by[:128], uploaded_at=utcnow(), signature_status=report.status,
+        signature_signer=(report.signer or None) and report.signer[:1000], signature_signed_at=report.signed_at,
+        signature_details=report.details, units=[DocumentUnit(unit_id=u) for u in shared],
+    )
+    session.add(doc)
+    session.flush()
+    log.info("document %s stored (%s, %d bytes, %s, signature %s) by %s", doc.public_id, ftype.key, size,
+             classification, report.status, uploaded_by)
+    return doc
+
+
+def document_dict(doc: Document, *, admin: bool = False) -> dict:
+    out = {
+        "id": doc.public_id, "title": doc.title, "filename": doc.filename, "classification": doc.classification,
+        "mime_type": doc.mime_type, "size": doc.size, "uploaded_at": doc.uploaded_at.isoformat(),
+        "signature": {"status": doc.signature_status, "signer": doc.signature_signer,
+                      "signed_at": doc.signature_signed_at.isoformat() if doc.signature_signed_at else None},
+    }
+    if admin:
+        out.update(unit_id=doc.unit_id, shared_unit_ids=doc.visible_unit_ids, all_units=doc.all_units,
+                   visible_roles=list(doc.visible_roles or ()), sha256=doc.sha256, uploaded_by=doc.uploaded_by,
+                   withdrawn_at=doc.withdrawn_at.isoformat() if doc.withdrawn_at else None)
+        out["signature"]["details"] = doc.signature_details
+    return out

@@ -1,0 +1,358 @@
+"""The gateway the leaders' iPads use: GET /docs/ (list) and GET /docs/<public_id> (read).
+
+Every request: gate decision (gate.py) → per-document checks → one audit row (audit.py) →
+answer. Nothing is served unless its audit row is committed first. Unknown ids, ids of
+documents the leader may not see, secret documents and malformed ids (path traversal
+attempts included: the route takes any path) all get the same 404 body; the audit row keeps
+the true reason for security officers.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
+from sqlalchemy import or_, select
+
+from ipad_mdm.web import instance
+
+from . import audit, gate, i18n, policy
+from .models import Document, DocumentUnit
+from .service import PUBLIC_ID, document_dict
+
+log = logging.getLogger("document_gateway.views")
+bp = Blueprint("document_gateway", __name__)
+
+VN_TZ = dt.timezone(dt.timedelta(hours=7))  # Viet Nam has no daylight saving time
+CHUNK = 256 * 1024
+LIST_LIMIT = 1000
+
+
+def _lang() -> str:
+    return "en" if request.args.get("lang") == "en" else "vi"
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes["application/json"] > request.accept_mimetypes["text/html"]
+
+
+def _fmt_time(value: dt.datetime | None, lang: str) -> str:
+    if value is None:
+        return ""
+    local = value.astimezone(VN_TZ)
+    if lang == "en":
+        return local.strftime("%H:%M, %d %b %Y (Viet Nam time)")
+    return local.strftime("%H:%M ngày %d/%m/%Y (giờ Việt Nam)")
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@bp.after_request
+def _headers(resp: Response) -> Response:
+    # Documents and lists must not linger in the iPad's cache or any proxy (a lost device).
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers.setdefault("Content-Security-Policy",
+                            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'")
+    return resp
+
+
+# ------------------------------------------------------------------ pages
+_BASE = """<!doctype html><html lang="{{ ui.html_lang }}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ page_title }}</title>
+<style>body{font-family:-apple-system,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#f5f5f7}
+header{background:#a50e0e;color:#fff;padding:14px 20px}header small{display:block;opacity:.85}
+main{padding:16px 20px;max-width:1100px;margin:auto}a{color:#0b57d0}
+.lang{float:right;color:#fff}.banner{background:#fff4ce;border:1px solid #e0b000;padding:12px;border-radius:8px;margin-bottom:14px}
+.deny{background:#fff;border-left:6px solid #a50e0e;padding:14px 18px;border-radius:8px}
+table{width:100%;border-collapse:collapse;background:#fff;border-radius:8px}
+th,td{padding:10px;border-bottom:1px solid #e5e5ea;text-align:left;vertical-align:top}
+.tag{font-size:.85em;padding:2px 8px;border-radius:10px;background:#e5e5ea;white-space:nowrap}
+.sig-valid{background:#d7f5dd}.sig-invalid{background:#ffd9d9}.muted{color:#6e6e73;font-size:.9em}</style></head>
+<body><header><a class="lang" href="?lang={{ ui.switch_lang }}">{{ ui.switch }}</a>{{ ui.office }}
+<small>{{ page_title }}</small></header><main>{{ body|safe }}</main></body></html>"""
+
+_LIST = """{% if banner %}<div class="banner" role="alert">{{ banner }}{% if problems %}<ul>{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul>{% endif %}</div>{% endif %}
+<p>{{ ui.leader }}: <b>{{ d.leader_name }}</b>{% if d.leader_title %} — {{ d.leader_title }}{% endif %}</p>
+{% if docs %}<table><tr><th>{{ ui.col_title }}</th><th>{{ ui.col_class }}</th><th>{{ ui.col_sig }}</th><th>{{ ui.col_date }}</th><th>{{ ui.col_size }}</th></tr>
+{% for doc in docs %}<tr><td><a href="{{ doc.href }}">{{ doc.title }}</a><div class="muted">{{ doc.filename }}</div></td>
+<td><span class="tag">{{ ui[doc.classification] }}</span></td>
+<td><span class="tag sig-{{ doc.signature_status }}">{{ ui['sig_' + doc.signature_status] }}</span>
+{% if doc.signature_signer %}<div class="muted">{{ ui.signer }}: {{ doc.signature_signer }}{% if doc.signed_at %}<br>{{ ui.signed_at }}: {{ doc.signed_at }}{% endif %}</div>{% endif %}</td>
+<td>{{ doc.uploaded }}</td><td>{{ doc.size }}</td></tr>{% endfor %}</table>
+{% else %}<p>{{ ui.empty }}</p>{% endif %}"""
+
+_DENIED = """<div class="deny"><h2>{{ heading }}</h2><p>{{ reason }}</p>
+{% if problems %}<h3>{{ ui.problems }}</h3><ul>{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul>{% endif %}
+{% if fix %}<h3>{{ ui.what_to_do }}</h3><p>{{ fix }}</p>{% endif %}
+{% if back %}<p><a href="{{ back }}">{{ ui.back }}</a></p>{% endif %}
+<p class="muted">{{ ui.code }}: {{ code }}</p></div>"""
+
+
+def _page(title: str, body: str, status: int, lang: str) -> Response:
+    ui = i18n.UI[lang]
+    html = render_template_string(_BASE, ui=ui, page_title=title, body=body)
+    return Response(html, status=status, mimetype="text/html")
+
+
+def _denied(decision: gate.Decision, lang: str) -> Response:
+    if _wants_json():
+        resp = jsonify({"error": decision.code, "reason": decision.reason(lang), "fix": decision.fix(lang),
+                        "problems": list(decision.problems(lang)), "status": decision.status})
+        resp.status_code = decision.status
+        return resp
+    ui = i18n.UI[lang]
+    body = render_template_string(_DENIED, ui=ui, heading=ui["denied_title"], reason=decision.reason(lang),
+                                  problems=decision.problems(lang), fix=decision.fix(lang), code=decision.code,
+                                  back=None)
+    return _page(ui["denied_title"], body, decision.status, lang)
+
+
+def _not_found(lang: str) -> Response:
+    # Identical for every "not found" cause: nothing tells an unknown id from a hidden one.
+    vi, fix_vi, en, fix_en = i18n.texts("document_unknown")
+    if _wants_json():
+        resp = jsonify({"error": "not_found", "reason": en if lang == "en" else vi, "status": 404})
+        resp.status_code = 404
+        return resp
+    ui = i18n.UI[lang]
+    body = render_template_string(_DENIED, ui=ui, heading=ui["not_found_title"], reason=en if lang == "en" else vi,
+                                  problems=(), fix=fix_en if lang == "en" else fix_vi, code="not_found",
+                                  back="/docs/" + ("?lang=en" if lang == "en" else ""))
+    return _page(ui["not_found_title"], body, 404, lang)
+
+
+def _internal_error(lang: str) -> Response:
+    d = gate.Decision(False, "internal_error", status=500)
+    return _denied(d, lang)
+
+
+# ------------------------------------------------------------------ audit glue
+def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, http_status: int, code: str | None = None,
+           public_id: str | None = None, doc: Document | None = None, allowed: bool | None = None) -> None:
+    code = code or decision.code
+    vi, _, en, _ = i18n.texts(code)
+    if code in i18n.AUDIT_DETAIL_EN:
+        vi, en = i18n.AUDIT_DETAIL_VI[code], i18n.AUDIT_DETAIL_EN[code]
+    problems_vi, problems_en = "; ".join(decision.verdict_reasons_vi), "; ".join(decision.verdict_reasons_en)
+    if problems_en and not decision.allowed:
+        vi, en = f"{vi} {problems_vi}", f"{en} {problems_en}"
+    audit.record(
+        instance().database, action=action, decision="allow" if (decision.allowed if allowed is None else allowed) else "deny",
+        reason_code=code, reason_vi=vi, reason_en=en, http_status=http_status, device_udid=decision.udid,
+        device_id=decision.device_id, cert_sha256=decision.cert_sha256 or presented.fingerprint,
+        leader_id=decision.leader_id, leader_name=decision.leader_name, leader_role=decision.leader_role,
+        leader_unit_id=decision.leader_unit_id, verdict_state=decision.verdict_state,
+        document_public_id=public_id[:64] if public_id is not None else None,
+        document_id=doc.id if doc is not None else None, classification=doc.classification if doc is not None else None,
+        client_ip=gate.client_ip(request, presented),
+    )
+
+
+def _gate(session):
+    inst = instance()
+    presented = gate.presented_certificate(request, inst.settings)
+    decision = gate.decide(session, inst.ca, current_app.extensions["document_gateway.cache"], presented)
+    return presented, decision
+
+
+def _banner(decision: gate.Decision, lang: str) -> str | None:
+    if decision.code != "allowed_grace":
+        return None
+    return i18n.UI[lang]["grace_banner"].format(deadline=_fmt_time(decision.grace_deadline, lang))
+
+
+# ------------------------------------------------------------------ list
+def _visible_documents(session, decision: gate.Decision) -> list[Document]:
+    allowed = sorted(policy.ROLE_CLEARANCE.get(decision.leader_role, ()))
+    stmt = select(Document).where(Document.withdrawn_at.is_(None), Document.classification.in_(allowed))
+    if decision.leader_role not in policy.OFFICE_WIDE_ROLES:
+        shared = select(DocumentUnit.document_id).where(DocumentUnit.unit_id == decision.leader_unit_id)
+        stmt = stmt.where(or_(Document.unit_id == decision.leader_unit_id, Document.all_units.is_(True),
+                              Document.id.in_(shared)))
+    rows = session.scalars(stmt.order_by(Document.uploaded_at.desc(), Document.id.desc()).limit(LIST_LIMIT)).all()
+    # The SQL narrows; policy.visible is the single rule (role lists, secret) applied to each row.
+    return [d for d in rows if policy.visible(decision.leader_role, decision.leader_unit_id, d)]
+
+
+@bp.get("/docs/")
+def list_documents():
+    lang = _lang()
+    presented = None
+    try:
+        with instance().database.session() as s:
+            presented, decision = _gate(s)
+            docs = _visible_documents(s, decision) if decision.allowed else []
+    except Exception:
+        log.exception("gateway list failed")
+        if presented is not None:
+            _audit(gate.Decision(False, "internal_error", status=500), presented, "list", http_status=500)
+        return _internal_error(lang)
+    if not decision.allowed:
+        _audit(decision, presented, "list", http_status=decision.status)
+        return _denied(decision, lang)
+    _audit(decision, presented, "list", http_status=200)
+    banner = _banner(decision, lang)
+    if _wants_json():
+        return jsonify({
+            "leader": {"id": decision.leader_id, "full_name": decision.leader_name, "title": decision.leader_title,
+                       "role": decision.leader_role, "unit_id": decision.leader_unit_id},
+            "device": decision.udid,
+            "verdict": {"state": decision.verdict_state,
+                        "grace_deadline": decision.grace_deadline.isoformat() if decision.grace_deadline else None},
+            "warning": banner, "problems": list(decision.problems(lang)) if banner else [],
+            "documents": [document_dict(d) for d in docs],
+        })
+    ui = i18n.UI[lang]
+    suffix = "?lang=en" if lang == "en" else ""
+    rows = [{
+        "href": f"/docs/{d.public_id}{suffix}", "title": d.title, "filename": d.filename,
+        "classification": d.classification, "signature_status": d.signature_status,
+        "signature_signer": d.signature_signer, "signed_at": _fmt_time(d.signature_signed_at, lang),
+        "uploaded": _fmt_time(d.uploaded_at, lang), "size": _fmt_size(d.size),
+    } for d in docs]
+    body = render_template_string(_LIST, ui=ui, d=decision, docs=rows, banner=banner,
+                                  problems=decision.problems(lang) if banner else ())
+    return _page(ui["title"], body, 200, lang)
+
+
+# ------------------------------------------------------------------ read
+def _content_disposition(doc: Document, inline: bool) -> str:
+    name = doc.filename
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name) or "document"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _parse_range(header: str | None, size: int):
+    """None: serve everything. (start, end) inclusive. "bad": 416.
+    Limits: exactly one byte range per request (multi-range requests are a known
+    amplification vector and no iPad viewer needs them), within the file."""
+    if not header:
+        return None
+    header = header.strip()
+    if not header.startswith("bytes=") or len(header) > 100:
+        return "bad"
+    spec = header[6:].strip()
+    if "," in spec:
+        return "bad"
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return "bad"
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "bad"
+            start, end = max(0, size - n), size - 1
+        else:
+            start = int(first)
+            end = int(last) if last else size - 1
+            end = min(end, size - 1)
+    except ValueError:
+        return "bad"
+    if start < 0 or start >= size or end < start:
+        return "bad"
+    return start, end
+
+
+def _stream(path, start: int, length: int):
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+
+
+@bp.get("/docs/<path:public_id>")
+def read_document(public_id: str):
+    lang = _lang()
+    presented = None
+    doc = None
+    try:
+        with instance().database.session() as s:
+            presented, decision = _gate(s)
+            code = None
+            if decision.allowed:
+                if PUBLIC_ID.match(public_id):
+                    doc = s.scalar(select(Document).where(Document.public_id == public_id))
+                if doc is None:
+                    code = "document_unknown"
+                elif doc.classification in policy.NEVER_ON_MOBILE:
+                    code = "classification_secret"
+                elif not policy.classification_allowed(decision.leader_role, doc.classification):
+                    code = "classification_not_allowed"
+                elif doc.withdrawn_at is not None or not policy.in_scope(decision.leader_role, decision.leader_unit_id, doc):
+                    code = "document_not_visible"
+            if doc is not None:
+                s.expunge(doc)
+    except Exception:
+        log.exception("gateway read failed")
+        if presented is not None:
+            _audit(gate.Decision(False, "internal_error", status=500), presented, "view", http_status=500,
+                   public_id=public_id)
+        return _internal_error(lang)
+    if not decision.allowed:
+        _audit(decision, presented, "view", http_status=decision.status, public_id=public_id)
+        return _denied(decision, lang)
+    if code is not None:
+        _audit(decision, presented, "view", http_status=404, code=code, public_id=public_id, doc=doc, allowed=False)
+        return _not_found(lang)
+
+    store = current_app.extensions["document_gateway.store"]
+    path = store.path_for(doc.sha256)
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        log.error("document %s: stored file %s is missing", doc.public_id, doc.sha256)
+        _audit(gate.Decision(False, "internal_error", status=500), presented, "view", http_status=500,
+               public_id=public_id, doc=doc)
+        return _internal_error(lang)
+    etag = f'"{doc.sha256}"'
+    rng = _parse_range(request.headers.get("Range"), size)
+    if_range = request.headers.get("If-Range")
+    if rng is not None and if_range is not None and if_range.strip() != etag:
+        rng = None  # the client's partial copy is of another version: send it all
+    from .filetypes import ALLOWED
+
+    ftype = next((t for t in ALLOWED if t.mime == doc.mime_type), None)
+    inline = bool(ftype and ftype.inline) and request.args.get("download") != "1"
+    headers = {
+        "Content-Disposition": _content_disposition(doc, inline),
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+    }
+    if doc.mime_type != "application/pdf":
+        # Text and images cannot run anything; the sandbox makes sure of it.
+        headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+    else:
+        headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    if rng == "bad":
+        _audit(decision, presented, "view", http_status=416, public_id=public_id, doc=doc)
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(b"", status=416, headers=headers)
+    status = 200 if rng is None else 206
+    start, end = (0, size - 1) if rng is None else rng
+    length = end - start + 1 if size else 0
+    _audit(decision, presented, "view", http_status=status, public_id=public_id, doc=doc)
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
+    return Response(_stream(path, start, length), status=status, headers=headers, content_type=doc.mime_type,
+                    direct_passthrough=True)
