@@ -28,6 +28,9 @@ _WATCHED = {
     "Device": ("enrollment_state", "lost_mode_enabled", "unit_id"),
     "Leader": ("active", "role", "unit_id"),
     "DeviceAssignment": ("returned_at", "leader_id", "device_id"),
+    # compliance's verdict row: a second path besides the verdict.changed hook, because
+    # Hooks.emit now logs and swallows a failing handler instead of failing the transaction.
+    "DeviceVerdict": ("state", "grace_deadline"),
 }
 _listener_installed = False
 
@@ -55,14 +58,14 @@ def _after_flush(session: Session, flush_context) -> None:
             device_ids.add(obj.device_id)
         elif isinstance(obj, Device):
             device_ids.add(obj.id)
-        elif isinstance(obj, DeviceAssignment):
+        elif isinstance(obj, DeviceAssignment) or name == "DeviceVerdict":
             device_ids.add(obj.device_id)
         elif isinstance(obj, Leader):
             device_ids.update(session.connection().execute(
                 select(DeviceAssignment.device_id).where(DeviceAssignment.leader_id == obj.id,
                                                          DeviceAssignment.returned_at.is_(None))).scalars())
     for obj in session.new:
-        if isinstance(obj, DeviceAssignment):
+        if isinstance(obj, DeviceAssignment) or type(obj).__name__ == "DeviceVerdict":
             device_ids.add(obj.device_id)
     if not device_ids:
         return

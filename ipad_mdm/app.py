@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from .config import Settings, load_settings
@@ -66,6 +67,14 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         log.warning("%s %s -> %d: %s", request.method, request.path, exc.code, exc.name)
         resp = jsonify({"error": exc.description or exc.name, "status": exc.code})
         resp.status_code = exc.code or 500
+        return resp
+
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(exc: DBAPIError):
+        log.error("database error on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
+        resp = jsonify({"error": "database temporarily unavailable; retry later", "status": 503})
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "30"
         return resp
 
     @app.errorhandler(Exception)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -62,17 +63,14 @@ def _lock(stmt, session: Session):
 
 # A command handed out but never answered is offered again only after this long:
 # the answer may still be on its way through another worker.
-RESEND_AFTER = dt.timedelta(seconds=60)
+RESEND_AFTER = dt.timedelta(seconds=int(os.environ.get("IPAD_MDM_COMMAND_RESEND_SECONDS", "60")))
 
 
 def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> Command | None:
-    if after_idle:
-        wanted = or_(
-            Command.status.in_(("queued", "notnow")),
-            and_(Command.status == "sent", Command.sent_at < utcnow() - RESEND_AFTER),
-        )
-    else:
-        wanted = Command.status == "queued"
+    # NotNow commands wait for the next Idle; unanswered ones come back once stale.
+    fresh = ("queued", "notnow") if after_idle else ("queued",)
+    wanted = or_(Command.status.in_(fresh),
+                 and_(Command.status == "sent", Command.sent_at < utcnow() - RESEND_AFTER))
     stmt = select(Command).where(Command.device_id == device.id, wanted).order_by(Command.id).limit(1)
     for _ in range(20):
         cmd = session.scalar(_lock(stmt, session))

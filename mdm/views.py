@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, request
+from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
 from profiles.payloads import PayloadError
@@ -91,6 +92,12 @@ def _device_endpoint(handler):
         return error(exc.status, exc.reason)
     except protocol.ProtocolError as exc:
         return error(400, str(exc))
+    except DBAPIError as exc:
+        # Database briefly unreachable: nothing was committed; the device retries.
+        log.error("database unavailable during %s: %s", request.path, type(exc.orig).__name__)
+        resp = error(503, "database temporarily unavailable; retry later")
+        resp.headers["Retry-After"] = "30"
+        return resp
     except Exception:
         log.exception("device request failed")
         return error(500, "internal error", log_level=logging.ERROR)

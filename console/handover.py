@@ -1,0 +1,393 @@
+"""The IT Center's handover workflow (bàn giao thiết bị) as a state machine.
+
+    registered ──enroll_token──▶ enrollment_pending ──(device enrolls)──▶ enrolled ──assign──▶ assigned
+    assigned ──hand_over──▶ handed_over ──training──▶ trained ──in_service──▶ in_service
+    assigned | handed_over | trained | in_service ──return──▶ returned ──assign──▶ assigned
+    enrolled | assigned | handed_over | trained | in_service | returned ──retire──▶ retiring
+    retiring ──(EraseDevice acknowledged) or force_retire──▶ retired
+    registered | enrollment_pending ──cancel──▶ retired          (never enrolled: nothing to wipe)
+
+Retirement is two-phase on purpose: the wipe has to reach the device, and the device can only fetch
+it while its identity certificate is valid. So `retire` queues EraseDevice and cuts document access
+at once (the leader assignment is closed), and the identity certificate is revoked and
+`device.retired` emitted (VPN peer removed, verdict, gateway) when the device acknowledges the wipe —
+or at once with `force_retire` for a device that will never come back (lost, broken).
+
+Every change writes a HandoverEvent; an action not allowed from the current state raises
+TransitionRefused with a message naming the state and the allowed actions.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import utcnow
+from ipad_mdm.hooks import Hooks
+from ipad_mdm.models import Unit
+from mdm.models import Command, Device, EnrollmentToken, IdentityCertificate
+
+from .models import DeviceRecord, HandoverEvent
+
+log = logging.getLogger("console.handover")
+
+STATES = ("registered", "enrollment_pending", "enrolled", "assigned", "handed_over", "trained", "in_service",
+          "returned", "retiring", "retired")
+
+# action -> states it may start from -> state it leads to
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "enroll_token": (("registered", "enrollment_pending"), "enrollment_pending"),
+    "enrolled": (("enrollment_pending",), "enrolled"),
+    "assign": (("enrolled", "returned"), "assigned"),
+    "hand_over": (("assigned",), "handed_over"),
+    "training": (("handed_over",), "trained"),
+    "in_service": (("trained",), "in_service"),
+    "return": (("assigned", "handed_over", "trained", "in_service"), "returned"),
+    "retire": (("enrolled", "assigned", "handed_over", "trained", "in_service", "returned"), "retiring"),
+    "retired": (("retiring",), "retired"),
+    "force_retire": (("retiring", "enrolled", "assigned", "handed_over", "trained", "in_service", "returned"), "retired"),
+    "cancel": (("registered", "enrollment_pending"), "retired"),
+}
+
+STATE_LABELS = {
+    "registered": ("Đã đăng ký thiết bị", "Registered"),
+    "enrollment_pending": ("Chờ cài đặt quản lý (MDM)", "Waiting for MDM enrollment"),
+    "enrolled": ("Đã cài đặt quản lý (MDM)", "Enrolled in MDM"),
+    "assigned": ("Đã gán cho lãnh đạo", "Assigned to a leader"),
+    "handed_over": ("Đã bàn giao", "Handed over"),
+    "trained": ("Đã hướng dẫn sử dụng", "Training done"),
+    "in_service": ("Đang sử dụng", "In service"),
+    "returned": ("Đã thu hồi", "Returned"),
+    "retiring": ("Đang xoá dữ liệu để loại bỏ", "Retiring (erase pending)"),
+    "retired": ("Đã loại bỏ", "Retired"),
+}
+
+ACTION_LABELS = {
+    "register": ("Đăng ký thiết bị", "Register device"),
+    "enroll_token": ("Tạo mã cài đặt MDM", "Create enrollment token"),
+    "enrolled": ("Thiết bị đã cài đặt MDM", "Device enrolled"),
+    "assign": ("Gán cho lãnh đạo", "Assign to leader"),
+    "hand_over": ("Lập biên bản bàn giao", "Hand over (minute)"),
+    "training": ("Xác nhận đã hướng dẫn", "Training done"),
+    "in_service": ("Đưa vào sử dụng", "Put in service"),
+    "return": ("Thu hồi (bàn giao lại)", "Return (hand back)"),
+    "retire": ("Loại bỏ (xoá dữ liệu)", "Retire (erase)"),
+    "retired": ("Đã xoá dữ liệu, hoàn tất loại bỏ", "Erased, retirement complete"),
+    "force_retire": ("Loại bỏ ngay (không chờ xoá)", "Retire now (without erase)"),
+    "cancel": ("Huỷ đăng ký", "Cancel registration"),
+}
+
+SERIAL_RE = re.compile(r"^[A-Z0-9]{8,20}$")
+
+
+class TransitionRefused(ValueError):
+    """An action that the current state does not allow, or bad input; the message is for the user."""
+
+    def __init__(self, message_vi: str, message_en: str):
+        super().__init__(message_en)
+        self.message_vi, self.message_en = message_vi, message_en
+
+    def message(self, lang: str) -> str:
+        return self.message_vi if lang == "vi" else self.message_en
+
+
+def allowed_actions(state: str) -> list[str]:
+    return [a for a, (sources, _) in TRANSITIONS.items() if state in sources and a not in ("enrolled", "retired")]
+
+
+def _transition(session: Session, record: DeviceRecord, action: str, *, by: str, note: str = "",
+                data: dict | None = None) -> HandoverEvent:
+    sources, target = TRANSITIONS[action]
+    if record.state not in sources:
+        vi_state, en_state = STATE_LABELS.get(record.state, (record.state, record.state))
+        vi_act, en_act = ACTION_LABELS.get(action, (action, action))
+        nxt = allowed_actions(record.state)
+        raise TransitionRefused(
+            f"Không thể thực hiện “{vi_act}” khi thiết bị ở trạng thái “{vi_state}”. "
+            f"Các bước được phép: {', '.join(ACTION_LABELS[a][0] for a in nxt) or 'không có'}.",
+            f"Cannot “{en_act}” while the device is “{en_state}”. "
+            f"Allowed: {', '.join(ACTION_LABELS[a][1] for a in nxt) or 'none'}.",
+        )
+    event = HandoverEvent(record_id=record.id, action=action, from_state=record.state, to_state=target,
+                          at=utcnow(), by=by[:128], note=(note or "")[:4000], data=data)
+    record.state = target
+    record.updated_at = event.at
+    session.add(event)
+    session.flush()
+    log.info("handover record %s (%s): %s %s -> %s by %s", record.id, record.serial_number, action,
+             event.from_state, target, by)
+    return event
+
+
+# ------------------------------------------------------------------ registration and enrollment
+def normalise_serial(serial: str) -> str:
+    return (serial or "").strip().upper().replace(" ", "")
+
+
+def register_device(session: Session, *, serial_number: str, model: str, unit, by: str, note: str = "") -> DeviceRecord:
+    serial = normalise_serial(serial_number)
+    if not SERIAL_RE.match(serial):
+        raise TransitionRefused("Số sê-ri phải gồm 8–20 chữ cái in hoa hoặc chữ số.",
+                                "The serial number must be 8-20 capital letters or digits.")
+    unit_row = unit if isinstance(unit, Unit) else session.get(Unit, unit) if isinstance(unit, int) else \
+        session.scalar(select(Unit).where(Unit.code == unit))
+    if unit_row is None:
+        raise TransitionRefused("Đơn vị không tồn tại.", "Unknown unit.")
+    model = (model or "").strip()[:128]
+    if not model:
+        raise TransitionRefused("Hãy nhập kiểu máy (ví dụ iPad Pro 11 inch).", "Enter the model (e.g. iPad Pro 11-inch).")
+    open_record = session.scalar(select(DeviceRecord).where(DeviceRecord.serial_number == serial,
+                                                            DeviceRecord.state != "retired"))
+    if open_record is not None:
+        raise TransitionRefused(f"Thiết bị sê-ri {serial} đã được đăng ký (hồ sơ #{open_record.id}).",
+                                f"Serial {serial} is already registered (record #{open_record.id}).")
+    record = DeviceRecord(serial_number=serial, model=model, unit_id=unit_row.id, state="registered",
+                          note=(note or "")[:4000], created_by=by[:128], created_at=utcnow(), updated_at=utcnow())
+    session.add(record)
+    session.flush()
+    session.add(HandoverEvent(record_id=record.id, action="register", from_state=None, to_state="registered",
+                              at=record.created_at, by=by[:128], note=record.note))
+    session.flush()
+    return record
+
+
+def create_enrollment_token(session: Session, settings, fernet, record: DeviceRecord, *, by: str) -> str:
+    """A one-time enrollment URL bound to this serial and unit; returns the URL (for the QR code).
+    A previous unused token of the record is revoked so only one QR code is valid at a time."""
+    from mdm import service as mdm_service
+
+    if record.state not in TRANSITIONS["enroll_token"][0]:
+        _transition(session, record, "enroll_token", by=by)  # raises with the clear message
+    if record.enrollment_token_id is not None:
+        old = session.get(EnrollmentToken, record.enrollment_token_id)
+        if old is not None and old.revoked_at is None and old.challenge_used_at is None:
+            old.revoked_at = utcnow()
+    unit = session.get(Unit, record.unit_id)
+    result = mdm_service.create_enrollment(session, settings, serial_number=record.serial_number,
+                                           unit_code=unit.code, created_by=f"console:{by}")
+    token = session.scalar(select(EnrollmentToken).where(
+        EnrollmentToken.token_sha256 == hashlib.sha256(result["token"].encode()).hexdigest()))
+    record.enrollment_token_id = token.id
+    record.enrollment_url_enc = fernet.encrypt(result["url"].encode())
+    _transition(session, record, "enroll_token", by=by, note=f"expires {result['expires_at']}")
+    return result["url"]
+
+
+def enrollment_url(fernet, record: DeviceRecord) -> str | None:
+    if record.enrollment_url_enc is None or record.state != "enrollment_pending":
+        return None
+    return fernet.decrypt(record.enrollment_url_enc).decode()
+
+
+def on_device_enrolled(session: Session, device: Device) -> None:
+    """Hook (device.enrolled): link the waiting record by its enrollment token, else by serial."""
+    record = None
+    if device.enrollment_token_id is not None:
+        record = session.scalar(select(DeviceRecord).where(DeviceRecord.enrollment_token_id == device.enrollment_token_id,
+                                                           DeviceRecord.state == "enrollment_pending"))
+    if record is None and device.serial_number:
+        record = session.scalar(select(DeviceRecord).where(DeviceRecord.serial_number == device.serial_number,
+                                                           DeviceRecord.state == "enrollment_pending"))
+    if record is None:
+        return
+    record.device_id = device.id
+    record.enrollment_url_enc = None  # used: nothing left to show
+    _transition(session, record, "enrolled", by="mdm", note=f"UDID {device.udid}")
+
+
+def device_of(session: Session, record: DeviceRecord) -> Device | None:
+    return session.get(Device, record.device_id) if record.device_id is not None else None
+
+
+# ------------------------------------------------------------------ handing over
+def assign(session: Session, record: DeviceRecord, leader, *, by: str) -> HandoverEvent:
+    from document_gateway import service as gw
+
+    device = device_of(session, record)
+    if record.state not in TRANSITIONS["assign"][0]:
+        return _transition(session, record, "assign", by=by)  # raises
+    if device is None:
+        raise TransitionRefused("Thiết bị chưa cài đặt MDM.", "The device has not enrolled yet.")
+    try:
+        gw.assign_device(session, device, leader, by=f"console:{by}")
+    except gw.GatewayError as exc:
+        raise TransitionRefused(f"Không gán được: {exc}", f"Cannot assign: {exc}") from None
+    record.leader_id = leader.id
+    return _transition(session, record, "assign", by=by, note=f"{leader.full_name} (#{leader.id})")
+
+
+def minute_snapshot(session: Session, record: DeviceRecord, hooks: Hooks | None = None) -> dict:
+    """What a handover/return minute prints, frozen at that moment."""
+    from document_gateway.models import Leader
+
+    device = device_of(session, record)
+    leader = session.get(Leader, record.leader_id) if record.leader_id else None
+    unit = session.get(Unit, record.unit_id)
+    leader_unit = session.get(Unit, leader.unit_id) if leader else None
+    profiles = []
+    for entry in (device.profile_list or []) if device else []:
+        profiles.append({"name": entry.get("PayloadDisplayName") or entry.get("PayloadIdentifier", ""),
+                         "identifier": entry.get("PayloadIdentifier", "")})
+    cert = None
+    if device is not None:
+        current = [c for c in device.certificates if c.revoked_at is None]
+        newest = max(current, key=lambda c: c.not_after, default=None)
+        if newest is not None:
+            cert = {"serial": newest.serial, "not_after": newest.not_after.isoformat(), "subject": newest.subject}
+    return {
+        "record_id": record.id,
+        "serial_number": record.serial_number,
+        "model": (device.model_name if device and device.model_name else record.model),
+        "model_number": device.model if device else None,
+        "udid": device.udid if device else None,
+        "os_version": device.os_version if device else None,
+        "device_name": device.device_name if device else None,
+        "unit": {"code": unit.code, "name_vi": unit.name_vi, "name_en": unit.name_en} if unit else None,
+        "leader": {"id": leader.id, "full_name": leader.full_name, "title": leader.title,
+                   "unit_vi": leader_unit.name_vi if leader_unit else ""} if leader else None,
+        "profiles": profiles,
+        "certificate": cert,
+        "at": utcnow().isoformat(),
+    }
+
+
+def hand_over(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "") -> HandoverEvent:
+    if record.state not in TRANSITIONS["hand_over"][0]:
+        return _transition(session, record, "hand_over", by=by)  # raises
+    data = minute_snapshot(session, record)
+    data["kind"] = "handover"
+    data["it_officer"] = by_name or by
+    return _transition(session, record, "hand_over", by=by, note=note, data=data)
+
+
+def training_done(session: Session, record: DeviceRecord, *, by: str, note: str = "") -> HandoverEvent:
+    return _transition(session, record, "training", by=by, note=note)
+
+
+def put_in_service(session: Session, record: DeviceRecord, *, by: str, note: str = "") -> HandoverEvent:
+    return _transition(session, record, "in_service", by=by, note=note)
+
+
+def return_device(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "") -> HandoverEvent:
+    """The leader hands the iPad back: document access ends at once (assignment closed)."""
+    from document_gateway import service as gw
+
+    if record.state not in TRANSITIONS["return"][0]:
+        return _transition(session, record, "return", by=by)  # raises
+    data = minute_snapshot(session, record)
+    data["kind"] = "return"
+    data["it_officer"] = by_name or by
+    device = device_of(session, record)
+    if device is not None:
+        gw.unassign_device(session, device, by=f"console:{by}")
+    record.leader_id = None
+    return _transition(session, record, "return", by=by, note=note, data=data)
+
+
+# ------------------------------------------------------------------ retirement
+def retire(session: Session, record: DeviceRecord, *, by: str, confirm_serial: str, note: str = "") -> HandoverEvent:
+    """Phase one: queue EraseDevice (typed serial must match) and close the leader assignment."""
+    from document_gateway import service as gw
+    from mdm import commands as mdm_commands
+
+    if record.state not in TRANSITIONS["retire"][0]:
+        return _transition(session, record, "retire", by=by)  # raises
+    _check_confirmation(record, confirm_serial)
+    device = device_of(session, record)
+    if device is None:  # pragma: no cover - every state that may retire has a device
+        raise TransitionRefused("Hồ sơ chưa gắn với thiết bị.", "The record has no device.")
+    try:
+        cmd = mdm_commands.enqueue(session, device, "EraseDevice", {}, requested_by=f"console:{by}:retire")
+    except mdm_commands.CommandRefused as exc:
+        raise TransitionRefused(f"Không gửi được lệnh xoá: {exc}. Dùng “Loại bỏ ngay”.",
+                                f"Cannot queue the erase: {exc}. Use “Retire now”.") from None
+    record.erase_command_uuid = cmd.uuid
+    gw.unassign_device(session, device, by=f"console:{by}")
+    record.leader_id = None
+    return _transition(session, record, "retire", by=by, note=note, data={"erase_command_uuid": cmd.uuid})
+
+
+def _check_confirmation(record: DeviceRecord, confirm_serial: str) -> None:
+    import hmac
+
+    if not hmac.compare_digest(normalise_serial(confirm_serial).encode(), record.serial_number.encode()):
+        raise TransitionRefused("Số sê-ri nhập để xác nhận không khớp; chưa thực hiện.",
+                                "The serial number typed to confirm does not match; nothing was done.")
+
+
+def finalize_retirement(session: Session, hooks: Hooks, device: Device, *, by: str, reason_note: str = "") -> None:
+    """Revoke the identity certificate(s), mark the device retired and tell the other packages
+    (VPN removes the peer, compliance and the gateway re-decide, profiles stop)."""
+    from document_gateway import service as gw
+    from mdm.certificates import revoke_identity
+
+    for cert in session.scalars(select(IdentityCertificate).where(IdentityCertificate.device_id == device.id,
+                                                                  IdentityCertificate.revoked_at.is_(None))):
+        revoke_identity(session, cert, "cessationOfOperation")
+    gw.unassign_device(session, device, by=f"console:{by}")
+    device.enrollment_state = "retired"
+    device.push_token = None
+    device.push_magic = None
+    device.push_pending = False
+    session.flush()
+    hooks.emit("device.retired", session=session, device=device)
+    log.warning("device %s (%s) retired by %s %s", device.udid, device.serial_number, by, reason_note)
+
+
+def force_retire(session: Session, hooks: Hooks, record: DeviceRecord, *, by: str, confirm_serial: str,
+                 note: str = "") -> HandoverEvent:
+    if record.state not in TRANSITIONS["force_retire"][0]:
+        return _transition(session, record, "force_retire", by=by)  # raises
+    _check_confirmation(record, confirm_serial)
+    if not (note or "").strip():
+        raise TransitionRefused("Hãy ghi lý do loại bỏ ngay (ví dụ: thiết bị bị mất).",
+                                "Give the reason for retiring without erase (e.g. device lost).")
+    device = device_of(session, record)
+    if device is not None and device.enrollment_state != "retired":
+        finalize_retirement(session, hooks, device, by=by, reason_note=note)
+    record.leader_id = None
+    return _transition(session, record, "force_retire", by=by, note=note)
+
+
+def cancel(session: Session, record: DeviceRecord, *, by: str, note: str = "") -> HandoverEvent:
+    if record.state not in TRANSITIONS["cancel"][0]:
+        return _transition(session, record, "cancel", by=by)  # raises
+    if record.enrollment_token_id is not None:
+        token = session.get(EnrollmentToken, record.enrollment_token_id)
+        if token is not None and token.revoked_at is None:
+            token.revoked_at = utcnow()
+    record.enrollment_url_enc = None
+    return _transition(session, record, "cancel", by=by, note=note)
+
+
+def on_command_completed(session: Session, hooks: Hooks, device: Device, command: Command) -> None:
+    """Hook (command.completed): an acknowledged EraseDevice completes a retirement."""
+    if command.request_type != "EraseDevice" or command.status != "acknowledged":
+        return
+    record = session.scalar(select(DeviceRecord).where(DeviceRecord.device_id == device.id,
+                                                       DeviceRecord.state == "retiring"))
+    if record is None and not (command.requested_by or "").endswith(":retire"):
+        return  # an erase not started by a retirement: the device stays as it is
+    if device.enrollment_state != "retired":
+        finalize_retirement(session, hooks, device, by=f"mdm:{command.uuid}", reason_note="erase acknowledged")
+    if record is not None:
+        _transition(session, record, "retired", by="mdm", note=f"EraseDevice {command.uuid} acknowledged")
+
+
+def retire_unrecorded(session: Session, device: Device, *, by: str) -> Command:
+    """EraseDevice from the command page for a device that has no handover record (enrolled outside the
+    console): still a retirement, finalised on acknowledgement like the workflow's."""
+    from document_gateway import service as gw
+    from mdm import commands as mdm_commands
+
+    cmd = mdm_commands.enqueue(session, device, "EraseDevice", {}, requested_by=f"console:{by}:retire")
+    gw.unassign_device(session, device, by=f"console:{by}")
+    return cmd
+
+
+def active_record_for_device(session: Session, device_id: int) -> DeviceRecord | None:
+    return session.scalar(select(DeviceRecord).where(DeviceRecord.device_id == device_id)
+                          .order_by(DeviceRecord.id.desc()).limit(1))
