@@ -14,7 +14,7 @@ from .instance import Instance, open_instance
 log = logging.getLogger("ipad_mdm.app")
 
 # Packages that plug into the app: each exposes register(app, hooks, instance).
-PACKAGES = ("mdm", "profiles", "vpn", "compliance", "document_gateway", "reports")
+PACKAGES = ("mdm", "profiles", "vpn", "compliance", "document_gateway", "reports", "console")
 
 
 def make_dispatcher(inst: Instance):

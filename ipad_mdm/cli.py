@@ -282,5 +282,15 @@ def db_upgrade(ctx):
     click.echo("database is at the newest revision")
 
 
+def _mount_package_commands() -> None:
+    """Each package owns its CLI group; the core only mounts them."""
+    from document_gateway.cli import gateway
+
+    main.add_command(gateway)
+
+
+_mount_package_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

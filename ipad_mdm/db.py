@@ -104,6 +104,7 @@ def alembic_config(database: Database):
 def import_all_models() -> None:
     """Import every package's models so Base.metadata is complete."""
     import compliance.models  # noqa: F401
+    import console.models  # noqa: F401
     import document_gateway.models  # noqa: F401
     import ipad_mdm.models  # noqa: F401
     import mdm.models  # noqa: F401

@@ -10,14 +10,17 @@ has passed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
+import plistlib
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
+from ipad_mdm.plists import dumps as dumps_plist
 from ipad_mdm.plists import to_json
 
 from .models import Command, CommandEvent, Device
@@ -118,6 +121,7 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
         session.add(CommandEvent(command_id=cmd.id, status=new_status))
         return cmd
     cmd.completed_at = utcnow()
+    forget_secrets(cmd)
     if new_status == "acknowledged":
         cmd.result = to_json(response.result())
         apply_inventory(session, hooks, device, cmd, response.raw)
@@ -173,6 +177,40 @@ def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command
     hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
 
 
+# Command keys that carry secrets (profiles with VPN keys / PKCS#12, the UnlockToken):
+# needed until the device has answered, then replaced by their SHA-256.
+_SECRET_KEYS = {"InstallProfile": "Payload", "ClearPasscode": "UnlockToken"}
+
+
+def forget_secrets(cmd: Command) -> None:
+    key = _SECRET_KEYS.get(cmd.request_type)
+    if key is None:
+        return
+    body = plistlib.loads(cmd.command_plist)
+    value = body["Command"].get(key)
+    if isinstance(value, bytes) and value:
+        if cmd.request_type == "InstallProfile":
+            body["Command"].update(_profile_reference(value))
+        body["Command"][key] = b""
+        body["Command"][f"{key}SHA256"] = hashlib.sha256(value).hexdigest()
+        cmd.command_plist = dumps_plist(body)
+
+
+def _profile_reference(payload: bytes) -> dict:
+    """Which profile an InstallProfile carried (kept after its payload is forgotten)."""
+    from ipad_mdm.crypto import cms
+
+    try:
+        try:
+            content = cms.parse_signed_data(payload)["encap_content_info"]["content"].native
+        except cms.CMSError:
+            content = payload
+        profile = plistlib.loads(content)
+        return {"ProfileIdentifier": str(profile["PayloadIdentifier"]), "ProfileUUID": str(profile["PayloadUUID"]).upper()}
+    except Exception:  # not a readable profile: nothing to keep
+        return {}
+
+
 def find(session: Session, command_uuid: str) -> Command | None:
     return session.scalar(select(Command).where(Command.uuid == command_uuid))
 
@@ -182,4 +220,5 @@ def cancel(session: Session, cmd: Command, by: str = "") -> None:
         raise CommandRefused(f"command is already {cmd.status}")
     cmd.status = "cancelled"
     cmd.completed_at = utcnow()
+    forget_secrets(cmd)
     session.add(CommandEvent(command_id=cmd.id, status="cancelled", detail=by or None))

@@ -555,7 +555,13 @@ def _sent_profile(cmd: Command) -> tuple[str, str] | None:
         return _SENT_CACHE[cmd.uuid]
     ref = None
     try:
-        payload = plistlib.loads(cmd.command_plist)["Command"]["Payload"]
+        command = plistlib.loads(cmd.command_plist)["Command"]
+        if command.get("ProfileIdentifier"):
+            # The payload (it may hold keys) is forgotten once answered; mdm keeps the reference.
+            ref = (command["ProfileIdentifier"], command["ProfileUUID"])
+            _SENT_CACHE[cmd.uuid] = ref
+            return ref
+        payload = command["Payload"]
         try:
             # Our own stored command: the content is what we signed, no need to re-verify.
             content = cms.parse_signed_data(payload)["encap_content_info"]["content"].native

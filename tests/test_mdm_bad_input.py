@@ -320,3 +320,24 @@ def test_checkout_revokes_and_stops_commands(enrolled, server):
     assert r.status_code in (400, 403)
     r = enrolled.connect("Idle")
     assert r.status_code == 403
+
+
+def test_install_profile_payload_forgotten_after_answer(enrolled, server):
+    """A profile may carry private keys: once the device answered, only its digest stays."""
+    import hashlib
+
+    from mdm import commands
+
+    payload = b"secret-profile-bytes" * 10
+    with server.session() as s:
+        device = s.scalar(select(Device).where(Device.udid == enrolled.udid))
+        cmd = commands.enqueue(s, device, "InstallProfile", {"Payload": payload}, requested_by="test")
+        uuid = cmd.uuid
+    enrolled.state.errors = {"InstallProfile": [{"ErrorCode": 4001, "ErrorDomain": "MCProfileErrorDomain"}]}
+    enrolled.process_commands()
+    with server.session() as s:
+        stored = s.scalar(select(Command).where(Command.uuid == uuid))
+        assert stored.status == "error"
+        assert payload not in stored.command_plist
+        body = plistlib.loads(stored.command_plist)["Command"]
+        assert body["Payload"] == b"" and body["PayloadSHA256"] == hashlib.sha256(payload).hexdigest()

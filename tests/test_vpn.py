@@ -217,6 +217,11 @@ def test_verdict_changes_cut_and_restore_the_peer(server, enrolled):
     public = peer_row(server, enrolled.udid).public_key
     assert public in config_peers(server)
 
+    # A policy without the cut_vpn action leaves the peer alone.
+    emit(server, "verdict.changed", enrolled.udid, previous=None,
+         verdict=SimpleNamespace(state="non_compliant", cut_vpn=False))
+    assert public in config_peers(server)
+
     emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="non_compliant"))
     assert public not in config_peers(server)  # cut at once, after commit
     assert peer_row(server, enrolled.udid).state == "cut"

@@ -68,7 +68,8 @@ def register(app, hooks, instance) -> None:
     def on_verdict(session, device, previous, verdict):
         state = getattr(verdict, "state", None)
         try:
-            if state in CUT_VERDICTS:
+            # The policy decides: only verdicts whose actions include cut_vpn cut the peer.
+            if state in CUT_VERDICTS and getattr(verdict, "cut_vpn", True):
                 cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
                          requested_by="compliance")
             elif state in RESTORE_VERDICTS:

@@ -1,0 +1,235 @@
+"""Console request plumbing: the blueprint, sign-in state, CSRF, permissions, language, headers.
+
+Sessions are Flask's signed cookies (Secure when the base URL is https, HttpOnly, SameSite=Lax; set
+by the app factory). A signed cookie cannot be revoked by itself, so each session carries the user's
+`session_version`: logging out, a password change, a lockout or deactivation bumps it and every
+outstanding cookie of that user stops working at its next request. Sessions also end after
+IDLE_TIMEOUT without activity and ABSOLUTE_TIMEOUT after sign-in.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+import time
+
+from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from markupsafe import Markup
+
+from ipad_mdm.web import instance
+
+from . import accounts
+from .handover import ACTION_LABELS, STATE_LABELS
+from .models import User
+
+log = logging.getLogger("console.web")
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+IDLE_TIMEOUT = 30 * 60
+ABSOLUTE_TIMEOUT = 10 * 3600
+PENDING_TOTP_TIMEOUT = 5 * 60
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+LANGS = ("vi", "en")
+
+ROLE_LABELS = {
+    "it_admin": ("Quản trị CNTT", "IT administrator"),
+    "security_officer": ("Cán bộ an ninh", "Security officer"),
+    "auditor": ("Kiểm toán", "Auditor"),
+    "leader": ("Lãnh đạo", "Leader"),
+}
+VERDICT_LABELS = {
+    "compliant": ("Tuân thủ", "Compliant"),
+    "grace": ("Trong thời gian ân hạn", "Grace period"),
+    "non_compliant": ("Không tuân thủ", "Non-compliant"),
+    "blocked": ("Bị chặn", "Blocked"),
+    "unknown": ("Chưa xác định", "Unknown"),
+}
+MDM_STATE_LABELS = {
+    "authenticated": ("Đang đăng ký", "Authenticating"),
+    "enrolled": ("Đang được quản lý", "Managed"),
+    "checked_out": ("Đã gỡ quản lý", "Checked out"),
+    "retired": ("Đã loại bỏ", "Retired"),
+}
+STAGE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "general": ("Triển khai chung", "General rollout")}
+
+
+# ------------------------------------------------------------------ language
+def lang() -> str:
+    value = session.get("lang")
+    return value if value in LANGS else "vi"  # Vietnamese by default
+
+
+def tr(vi: str, en: str) -> str:
+    return vi if lang() == "vi" else en
+
+
+def label(table: dict, key) -> str:
+    pair = table.get(key)
+    if pair is None:
+        return "" if key is None else str(key)
+    return pair[0] if lang() == "vi" else pair[1]
+
+
+# ------------------------------------------------------------------ CSRF
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_field() -> Markup:
+    return Markup('<input type="hidden" name="csrf_token" value="%s">') % csrf_token()
+
+
+@bp.before_request
+def _check_csrf():
+    if request.method not in UNSAFE_METHODS:
+        return None
+    expected = session.get("csrf")
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    # Constant-time comparison: the token must not leak byte by byte through timing.
+    if not expected or not hmac.compare_digest(expected.encode(), sent.encode()):
+        log.warning("CSRF check failed on %s %s", request.method, request.path)
+        return render_page("error.html", status=400, code=400,
+                           message=tr("Phiên làm việc đã hết hạn hoặc yêu cầu không hợp lệ (CSRF). Hãy tải lại trang và thử lại.",
+                                      "Your session expired or the request is not valid (CSRF). Reload the page and try again.")), 400
+    return None
+
+
+# ------------------------------------------------------------------ who is signed in
+@bp.before_request
+def _load_user():
+    g.user = None
+    uid = session.get("uid")
+    if uid is None:
+        return None
+    now = time.time()
+    if now - session.get("seen", 0) > IDLE_TIMEOUT or now - session.get("auth_at", 0) > ABSOLUTE_TIMEOUT:
+        _end_session()
+        return None
+    with instance().database.session() as s:
+        user = s.get(User, uid)
+        if user is None or not user.active or user.session_version != session.get("sv") or accounts.is_locked(user):
+            _end_session()
+            return None
+        s.expunge(user)
+    g.user = user
+    session["seen"] = now
+    return None
+
+
+def _end_session() -> None:
+    keep_lang = session.get("lang")
+    session.clear()
+    if keep_lang:
+        session["lang"] = keep_lang
+
+
+def start_session(user: User) -> None:
+    """After full authentication: a fresh session (no fixation) with a fresh CSRF token."""
+    keep_lang = session.get("lang")
+    session.clear()
+    session.update(uid=user.id, sv=user.session_version, auth_at=time.time(), seen=time.time(),
+                   csrf=secrets.token_urlsafe(32))
+    if keep_lang:
+        session["lang"] = keep_lang
+
+
+def principal() -> str:
+    return f"user:{g.user.username}" if g.get("user") else "anonymous"
+
+
+def can(permission: str) -> bool:
+    user = g.get("user")
+    return user is not None and accounts.allowed(user.role, permission)
+
+
+def requires(permission: str | None = None):
+    """Signed in, and (if given) a role that grants `permission`; else login redirect or 403."""
+
+    def wrap(view):
+        @functools.wraps(view)
+        def inner(*args, **kwargs):
+            if g.get("user") is None:
+                if request.method == "GET" and not request.path.endswith(".json"):
+                    return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+                abort(401)
+            if permission is not None and not can(permission):
+                log.warning("%s (%s) refused %s on %s", g.user.username, g.user.role, permission, request.path)
+                abort(403)
+            return view(*args, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+# ------------------------------------------------------------------ rendering
+def render_page(template: str, status: int = 200, **ctx):
+    return render_template(f"console/{template}", **ctx)
+
+
+@bp.app_template_filter("dt")
+def _format_dt(value) -> str:
+    if value is None or value == "":
+        return ""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    # Staff read local time (Hà Nội), the database keeps UTC.
+    return value.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y %H:%M")
+
+
+@bp.context_processor
+def _context():
+    return {
+        "tr": tr, "lang": lang(), "current_user": g.get("user"), "csrf_field": csrf_field, "csrf_token": csrf_token,
+        "can": can, "state_label": lambda s: label(STATE_LABELS, s), "action_label": lambda a: label(ACTION_LABELS, a),
+        "role_label": lambda r: label(ROLE_LABELS, r), "verdict_label": lambda v: label(VERDICT_LABELS, v),
+        "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
+    }
+
+
+def _error_page(code: int, vi: str, en: str):
+    return render_page("error.html", code=code, message=tr(vi, en)), code
+
+
+@bp.errorhandler(401)
+def _unauthorized(_exc):
+    return _error_page(401, "Bạn cần đăng nhập.", "You need to sign in.")
+
+
+@bp.errorhandler(403)
+def _forbidden(_exc):
+    return _error_page(403, "Bạn không có quyền thực hiện thao tác này.", "You are not allowed to do this.")
+
+
+@bp.errorhandler(404)
+def _not_found(_exc):
+    return _error_page(404, "Không tìm thấy.", "Not found.")
+
+
+@bp.after_request
+def _headers(resp):
+    # No external assets, no framing, no inline scripts: the console works on a closed network and a
+    # stored XSS could not load anything or run inline code.
+    resp.headers.setdefault("Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                            "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    if "Cache-Control" not in resp.headers:
+        resp.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return resp
