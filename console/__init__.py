@@ -1,0 +1,28 @@
+"""Web console (issue #7): accounts and roles, units, the iPad handover workflow, fleet pages.
+
+Public surface
+  register(app, hooks, instance)        mount /console/, subscribe to device.enrolled and command.completed
+  accounts.create_user(session, username, password, role, full_name=, unit=, leader_id=, created_by=)
+  accounts.PERMISSIONS / accounts.allowed(role, permission)
+  handover.register_device / create_enrollment_token / assign / hand_over / training_done /
+      put_in_service / return_device / retire / force_retire / cancel   (the state machine; TRANSITIONS)
+  pdf.minute_pdf(snapshot, event_id=)   the handover / return minute (biên bản) as PDF bytes
+  cli.user                              click group: `ipad-mdm user create|list|unlock|set-password`
+"""
+from __future__ import annotations
+
+
+def register(app, hooks, instance) -> None:
+    from . import handover, views, views_admin, views_handover  # noqa: F401  (routes register on bp)
+    from .web import bp
+
+    app.register_blueprint(bp)
+
+    def on_enrolled(session, device):
+        handover.on_device_enrolled(session, device)
+
+    def on_command_completed(session, device, command):
+        handover.on_command_completed(session, hooks, device, command)
+
+    hooks.subscribe("device.enrolled", on_enrolled)
+    hooks.subscribe("command.completed", on_command_completed)

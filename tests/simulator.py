@@ -59,7 +59,7 @@ class DeviceState:
 
 class SimulatedIPad:
     def __init__(self, base_url: str, *, verify=True, udid: str | None = None, serial: str | None = None,
-                 client: httpx.Client | None = None, state: DeviceState | None = None):
+                 client: httpx.Client | None = None, state: DeviceState | None = None, key=None):
         self.base_url = base_url.rstrip("/")
         self.udid = udid or str(uuid.uuid4()).upper()
         self.serial = serial or ("F" + secrets.token_hex(5).upper())
@@ -71,7 +71,7 @@ class SimulatedIPad:
         self.profile: dict | None = None
         self.profile_signer: x509.Certificate | None = None
         self.ca_cert: x509.Certificate | None = None
-        self.key = None
+        self.key = key  # benchmarks share one RSA key between thousands of simulated devices
         self.identity: x509.Certificate | None = None
         self.mdm_payload: dict | None = None
         self.handled: list[dict] = []
@@ -120,7 +120,8 @@ class SimulatedIPad:
         ca = x509.load_der_x509_certificate(cacert.content)
         if ca != self.ca_cert:
             raise SimulatorError("SCEP CA differs from the profile's CA")
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=self.scep_payload.get("Keysize", 2048))
+        if self.key is None:
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=self.scep_payload.get("Keysize", 2048))
         subject = x509.Name([
             x509.NameAttribute(_SHORT_NAMES[rdn[0][0]], rdn[0][1]) for rdn in self.scep_payload["Subject"]
         ])

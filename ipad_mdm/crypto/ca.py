@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asn1crypto import crl as acrl
 from asn1crypto import x509 as ax509
@@ -118,6 +118,7 @@ def random_serial() -> int:
 class CertificateAuthority:
     certificate: x509.Certificate
     key: KeyHandle
+    _verified: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def certificate_der(self) -> bytes:
@@ -216,14 +217,25 @@ class CertificateAuthority:
         return sign_crl(builder, self.key)
 
     def issued_this(self, cert: x509.Certificate) -> bool:
-        """True when `cert` carries a valid signature by this CA."""
-        if cert.issuer != self.certificate.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self.certificate)
-        except Exception:
-            return False
-        return True
+        """True when `cert` carries a valid signature by this CA.
+
+        Devices present the same certificate on every check-in: a verified
+        result is remembered (bounded), keyed by the certificate's full DER.
+        """
+        der = cert.public_bytes(serialization.Encoding.DER)
+        cached = self._verified.get(der)
+        if cached is not None:
+            return cached
+        ok = cert.issuer == self.certificate.subject
+        if ok:
+            try:
+                cert.verify_directly_issued_by(self.certificate)
+            except Exception:
+                ok = False
+        if len(self._verified) >= 4096:
+            self._verified.clear()
+        self._verified[der] = ok
+        return ok
 
 
 def create_ca(common_name: str, organization: str, days: int = 3650, key_size: int = 3072):

@@ -1,0 +1,171 @@
+"""Handover workflow pages: register → enrollment QR → enrolled → assign → minute → training → in service,
+and back: return, retire."""
+from __future__ import annotations
+
+import math
+
+from flask import Response, abort, flash, g, jsonify, redirect, request, url_for
+from sqlalchemy import func, select
+
+from ipad_mdm.models import Unit
+from ipad_mdm.web import hooks, instance, push_after_commit, unit_of_work
+
+from . import handover, pdf
+from .models import DeviceRecord, HandoverEvent
+from .views import PAGE_SIZE, _page_args
+from .web import bp, can, lang, render_page, requires, tr
+
+
+def _record_or_404(s, record_id: int) -> DeviceRecord:
+    record = s.get(DeviceRecord, record_id)
+    if record is None:
+        abort(404)
+    return record
+
+
+@bp.get("/handover")
+@requires("handover.read")
+def handover_list():
+    page, offset = _page_args()
+    state = request.args.get("state", "")
+    unit = request.args.get("unit", type=int)
+    q = request.args.get("q", "").strip().upper()
+    with unit_of_work() as s:
+        stmt = select(DeviceRecord)
+        if state in handover.STATES:
+            stmt = stmt.where(DeviceRecord.state == state)
+        if unit:
+            stmt = stmt.where(DeviceRecord.unit_id == unit)
+        if q:
+            stmt = stmt.where(DeviceRecord.serial_number.contains(q, autoescape=True))
+        total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = list(s.scalars(stmt.order_by(DeviceRecord.id.desc()).limit(PAGE_SIZE).offset(offset)))
+        units = {u.id: u for u in s.scalars(select(Unit).order_by(Unit.name_vi))}
+        return render_page("handover_list.html", rows=rows, total=total, page=page,
+                           pages=max(1, math.ceil(total / PAGE_SIZE)), units=units, states=handover.STATES,
+                           f={"state": state, "unit": unit or "", "q": q})
+
+
+@bp.route("/handover/new", methods=["GET", "POST"])
+@requires("handover.write")
+def handover_new():
+    error = None
+    if request.method == "POST":
+        with unit_of_work() as s:
+            try:
+                record = handover.register_device(s, serial_number=request.form.get("serial_number", ""),
+                                                  model=request.form.get("model", ""),
+                                                  unit=request.form.get("unit_id", type=int),
+                                                  by=g.user.username, note=request.form.get("note", ""))
+                record_id = record.id
+            except handover.TransitionRefused as exc:
+                error = exc.message(lang())
+        if error is None:
+            flash(tr("Đã đăng ký thiết bị.", "Device registered."))
+            return redirect(url_for("console.handover_record", record_id=record_id))
+    with unit_of_work() as s:
+        units = list(s.scalars(select(Unit).order_by((Unit.stage != "pilot"), Unit.name_vi)))
+        return render_page("handover_new.html", units=units, error=error, form=request.form), (400 if error else 200)
+
+
+@bp.get("/handover/<int:record_id>")
+@requires("handover.read")
+def handover_record(record_id):
+    return _render_record(record_id)
+
+
+def _render_record(record_id: int, error: str | None = None):
+    from document_gateway.models import Leader
+
+    with unit_of_work() as s:
+        record = _record_or_404(s, record_id)
+        device = handover.device_of(s, record)
+        leader = s.get(Leader, record.leader_id) if record.leader_id else None
+        leaders = list(s.scalars(select(Leader).where(Leader.active.is_(True)).order_by(Leader.full_name)))
+        url = handover.enrollment_url(instance().fernet(), record) if can("handover.write") else None
+        return render_page("handover_record.html", record=record, device=device, leader=leader, leaders=leaders,
+                           unit=s.get(Unit, record.unit_id), events=list(record.events), enrollment_url=url,
+                           actions=handover.allowed_actions(record.state), error=error)
+
+
+@bp.get("/handover/<int:record_id>/status.json")
+@requires("handover.read")
+def handover_status(record_id):
+    """Polled by the record page while it waits for the iPad to enroll (or to acknowledge the erase)."""
+    with unit_of_work() as s:
+        record = _record_or_404(s, record_id)
+        device = handover.device_of(s, record)
+        return jsonify({"state": record.state, "label": handover.STATE_LABELS[record.state][0 if lang() == "vi" else 1],
+                        "device": {"udid": device.udid, "enrollment_state": device.enrollment_state} if device else None})
+
+
+@bp.get("/handover/<int:record_id>/qr.svg")
+@requires("handover.write")
+def handover_qr(record_id):
+    import segno
+
+    with unit_of_work() as s:
+        record = _record_or_404(s, record_id)
+        url = handover.enrollment_url(instance().fernet(), record)
+    if url is None:
+        abort(404)
+    import io
+
+    buf = io.BytesIO()
+    segno.make(url, error="m").save(buf, kind="svg", scale=5, border=2, xmldecl=True)
+    return Response(buf.getvalue(), mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/handover/<int:record_id>/minute/<int:event_id>.pdf")
+@requires("handover.read")
+def handover_minute(record_id, event_id):
+    with unit_of_work() as s:
+        event = s.get(HandoverEvent, event_id)
+        if event is None or event.record_id != record_id or not event.data or event.data.get("kind") not in ("handover", "return"):
+            abort(404)
+        data = dict(event.data)
+    body = pdf.minute_pdf(data, event_id=event_id)
+    name = f"bien-ban-{'ban-giao' if data['kind'] == 'handover' else 'thu-hoi'}-{data['serial_number']}-{event_id}.pdf"
+    return Response(body, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+@bp.post("/handover/<int:record_id>/<action>")
+@requires("handover.write")
+def handover_action(record_id, action):
+    from document_gateway.models import Leader
+
+    by, note = g.user.username, request.form.get("note", "")
+    try:
+        with unit_of_work() as s:
+            record = _record_or_404(s, record_id)
+            if action == "enroll_token":
+                handover.create_enrollment_token(s, instance().settings, instance().fernet(), record, by=by)
+            elif action == "assign":
+                leader = s.get(Leader, request.form.get("leader_id", type=int) or 0)
+                if leader is None:
+                    raise handover.TransitionRefused("Hãy chọn lãnh đạo.", "Choose a leader.")
+                handover.assign(s, record, leader, by=by)
+            elif action == "hand_over":
+                handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note)
+            elif action == "training":
+                handover.training_done(s, record, by=by, note=note)
+            elif action == "in_service":
+                handover.put_in_service(s, record, by=by, note=note)
+            elif action == "return":
+                handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note)
+            elif action == "retire":
+                handover.retire(s, record, by=by, confirm_serial=request.form.get("confirm_serial", ""), note=note)
+                push_after_commit(record.device_id)
+            elif action == "force_retire":
+                handover.force_retire(s, hooks(), record, by=by, confirm_serial=request.form.get("confirm_serial", ""),
+                                      note=note)
+            elif action == "cancel":
+                handover.cancel(s, record, by=by, note=note)
+            else:
+                abort(404)
+    except handover.TransitionRefused as exc:
+        # The transaction was rolled back; show the record as it is, with the reason (409 Conflict).
+        return _render_record(record_id, error=exc.message(lang())), 409
+    flash(tr("Đã cập nhật: ", "Updated: ") + handover.ACTION_LABELS[action][0 if lang() == "vi" else 1])
+    return redirect(url_for("console.handover_record", record_id=record_id)), 303

@@ -1,0 +1,243 @@
+"""Generating, storing and tracking reports.
+
+Files live under <instance>/reports/<kind>/<period>/<lang>/ and the Report row records
+their relative paths and SHA-256. Generation is claimed with a compare-and-set on the
+row (status and attempt), so two processes never both write the same report, and a run
+whose process died (status "running" for longer than STALE_AFTER) can be taken over.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ipad_mdm.db import Database, utcnow
+
+from . import render
+from .metrics import MetricOptions, compute_month, month_over_month
+from .models import FORMATS, KINDS, LANGS, Report
+from .periods import Month, parse_year
+from .yearly import Thresholds, compute_year
+
+log = logging.getLogger("reports")
+STALE_AFTER = dt.timedelta(minutes=30)
+Progress = Callable[[str], None] | None
+
+
+class ReportInputError(ValueError):
+    """Bad kind / period / lang / formats; the message names the field."""
+
+
+def normalise(kind: str, period: str, lang: str = "vi", formats: Iterable[str] | str | None = None) -> tuple[str, str, str, list[str]]:
+    if kind not in KINDS:
+        raise ReportInputError(f"kind must be one of {', '.join(KINDS)}")
+    try:
+        period = str(Month.parse(period)) if kind == "monthly" else str(parse_year(period))
+    except ValueError as exc:
+        raise ReportInputError(f"period: {exc}") from None
+    if lang not in LANGS:
+        raise ReportInputError(f"lang must be one of {', '.join(LANGS)}")
+    if formats is None or formats == "":
+        formats = list(FORMATS)
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    if not isinstance(formats, (list, tuple)) or not formats or any(f not in FORMATS for f in formats):
+        raise ReportInputError(f"formats must be a non-empty subset of {', '.join(FORMATS)}")
+    return kind, period, lang, [f for f in FORMATS if f in formats]  # canonical order, no duplicates
+
+
+def _snapshot(db: Database):
+    """One connection for the whole computation; on PostgreSQL a REPEATABLE READ snapshot so
+    every table is read as of the same instant while devices keep checking in."""
+    conn = db.engine.connect()
+    if db.is_postgres:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn
+
+
+def build(db: Database, kind: str, period: str, lang: str, formats: list[str], progress: Progress = None,
+          thresholds: Thresholds | None = None) -> dict[str, bytes]:
+    """Compute and render; returns {format: bytes}. Pure function of the data and the arguments."""
+    step = progress or (lambda _name: None)
+    thresholds = thresholds or Thresholds.from_env()
+    with _snapshot(db) as conn:
+        if kind == "monthly":
+            month = Month.parse(period)
+            opts = MetricOptions(late_renewal_days=thresholds.late_renewal_days)
+            current = compute_month(conn, month, opts)
+            step("month")
+            previous = compute_month(conn, month.previous, opts)
+            step("previous month")
+            doc = render.monthly_document(current, previous, month_over_month(current, previous), lang, opts)
+        else:
+            year = compute_year(conn, parse_year(period), thresholds, progress=step)
+            doc = render.yearly_document(year, lang, thresholds)
+    step("document")
+    out = {}
+    for fmt in formats:
+        out[fmt] = render.RENDERERS[fmt](doc)
+        step(fmt)
+    return out
+
+
+def progress_steps(kind: str, formats: list[str]) -> int:
+    return (2 if kind == "monthly" else 12) + 1 + len(formats)
+
+
+def file_name(kind: str, period: str, lang: str, fmt: str) -> str:
+    stem = "bao-cao-thang" if kind == "monthly" else "bao-cao-nam"
+    if lang == "en":
+        stem = "monthly-report" if kind == "monthly" else "yearly-assessment"
+    return f"{stem}-{period}-{lang}.{render.EXTENSIONS[fmt]}"
+
+
+def write_files(directory: Path, kind: str, period: str, lang: str, outputs: dict[str, bytes], relative_to: Path | None = None) -> dict:
+    """Write atomically (temp file + rename: a reader never sees half a PDF); returns the files dict."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for fmt, data in outputs.items():
+        path = directory / file_name(kind, period, lang, fmt)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        shown = path.relative_to(relative_to) if relative_to else path
+        files[fmt] = {"path": str(shown), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return files
+
+
+# ------------------------------------------------------------------ rows
+def report_dict(r: Report) -> dict:
+    iso = lambda v: v.isoformat() if v else None  # noqa: E731
+    return {"id": r.id, "kind": r.kind, "period": r.period, "lang": r.lang, "formats": list(r.formats or []),
+            "status": r.status, "created_at": iso(r.created_at), "created_by": r.created_by,
+            "started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "error": r.error,
+            "files": {fmt: {"sha256": f["sha256"], "size": f["size"], "url": f"/api/v1/reports/{r.id}/{fmt}"}
+                      for fmt, f in sorted((r.files or {}).items())}}
+
+
+def request_report(session: Session, kind: str, period: str, lang: str, formats: list[str], created_by: str,
+                   regenerate: bool = False) -> tuple[Report, bool]:
+    """The row for (kind, period, lang), created if missing. Returns (row, must_run).
+
+    An existing finished report is reused unless formats are missing or regenerate is asked;
+    then it is reset to pending (the formats become the union, so nothing offered before
+    disappears). The unique constraint arbitrates concurrent first requests.
+    """
+    row = session.scalar(select(Report).where(Report.kind == kind, Report.period == period, Report.lang == lang))
+    if row is None:
+        row = Report(kind=kind, period=period, lang=lang, formats=formats, status="pending", created_by=created_by,
+                     files={}, created_at=utcnow())
+        try:
+            with session.begin_nested():
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            row = session.scalar(select(Report).where(Report.kind == kind, Report.period == period, Report.lang == lang))
+    missing = [f for f in formats if f not in (row.formats or [])]
+    if row.status in ("pending", "running"):
+        return row, False
+    if regenerate or missing or row.status == "failed":
+        union = [f for f in FORMATS if f in set(row.formats or []) | set(formats)]
+        changed = session.execute(update(Report).where(Report.id == row.id, Report.status == row.status)
+                                  .values(status="pending", formats=union, error=None, created_by=created_by)
+                                  .execution_options(synchronize_session=False)).rowcount
+        session.refresh(row)
+        return row, changed == 1
+    return row, False
+
+
+def claim(db: Database, report_id: int, now: dt.datetime | None = None) -> int | None:
+    """Compare-and-set pending/failed/stale-running → running; returns the new attempt or None."""
+    now = now or utcnow()
+    with db.session() as s:
+        row = s.get(Report, report_id)
+        if row is None:
+            return None
+        attempt = (row.attempt or 0) + 1
+        claimable = or_(Report.status.in_(("pending", "failed")),
+                        (Report.status == "running") & (Report.started_at < now - STALE_AFTER))
+        ok = s.execute(update(Report).where(Report.id == report_id, Report.attempt == row.attempt, claimable)
+                       .values(status="running", attempt=attempt, started_at=now, error=None)
+                       .execution_options(synchronize_session=False)).rowcount
+    return attempt if ok == 1 else None
+
+
+def run_report(instance, report_id: int, progress: Progress = None) -> dict | None:
+    """Claim and generate one report; safe to call from any process (a second caller steps back)."""
+    db: Database = instance.database
+    attempt = claim(db, report_id)
+    if attempt is None:
+        log.info("report %s is already being generated or done", report_id)
+        return None
+    with db.session() as s:
+        row = s.get(Report, report_id)
+        kind, period, lang, formats = row.kind, row.period, row.lang, list(row.formats)
+    base = Path(instance.settings.instance_dir)
+    try:
+        outputs = build(db, kind, period, lang, formats, progress)
+        files = write_files(base / "reports" / kind / period / lang, kind, period, lang, outputs, relative_to=base)
+        values = {"status": "done", "files": files, "finished_at": utcnow(), "error": None}
+    except Exception as exc:  # recorded on the row: the API shows why, the job may retry
+        log.exception("report %s (%s %s %s) failed", report_id, kind, period, lang)
+        values = {"status": "failed", "finished_at": utcnow(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    with db.session() as s:
+        s.execute(update(Report).where(Report.id == report_id, Report.attempt == attempt).values(**values)
+                  .execution_options(synchronize_session=False))
+        row = s.get(Report, report_id)
+        return report_dict(row)
+
+
+def start_background(instance, report_id: int) -> str:
+    """Celery when a broker is configured (generation can take minutes), else a thread."""
+    if instance.settings.celery_broker_url:
+        from .tasks import GENERATE_TASK, enqueue
+
+        enqueue(report_id)
+        return GENERATE_TASK
+    threading.Thread(target=_run_logged, args=(instance, report_id), name=f"report-{report_id}", daemon=True).start()
+    return "thread"
+
+
+def _run_logged(instance, report_id: int) -> None:
+    try:
+        run_report(instance, report_id)
+    except Exception:  # pragma: no cover - run_report records its own failures
+        log.exception("background report %s crashed", report_id)
+
+
+# ------------------------------------------------------------------ the monthly schedule
+def auto_langs() -> list[str]:
+    langs = [x.strip() for x in os.environ.get("IPAD_MDM_REPORT_AUTO_LANGS", "vi").split(",") if x.strip()]
+    return [x for x in langs if x in LANGS] or ["vi"]
+
+
+def auto_delay() -> dt.timedelta:
+    """Wait this long after local midnight on the 1st, so the last scheduled compliance
+    evaluations of the month (every 5 minutes) have landed before the month is frozen."""
+    return dt.timedelta(hours=float(os.environ.get("IPAD_MDM_REPORT_AUTO_DELAY_HOURS", "1")))
+
+
+def ensure_previous_month(instance, now: dt.datetime) -> list[dict]:
+    """Create (once, across processes) and generate last month's report(s). Returns what ran."""
+    month = Month.containing(now).previous
+    if now < month.end + auto_delay():
+        return []
+    ran = []
+    for lang in auto_langs():
+        with instance.database.session() as s:
+            row, must_run = request_report(s, "monthly", str(month), lang, list(FORMATS), "schedule")
+            report_id, status, started = row.id, row.status, row.started_at
+        stale = status == "running" and started is not None and started < now - STALE_AFTER
+        if must_run or status == "pending" or stale:
+            result = run_report(instance, report_id)
+            if result:
+                ran.append(result)
+    return ran
