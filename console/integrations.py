@@ -54,23 +54,22 @@ def report_info(session: Session, report_id: int) -> dict | None:
             "finished_at": report.finished_at.isoformat() if report.finished_at else None}
 
 
-def start_generation(instance, *, kind: str, period: str, lang: str, formats: list[str], by: str) -> int:
-    """Ask the reports package for a report; returns the Report id to poll. The generation itself runs
-    in the reports package (worker or thread); the console only polls the row's status."""
-    if kind not in KINDS:
-        raise ReportRequestError(f"kind must be one of {', '.join(KINDS)}")
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ReportRequestError(f"unknown format(s) {', '.join(bad)}")
+def start_generation(instance, *, kind: str, period: str, lang: str, formats: list[str], by: str,
+                     regenerate: bool = False) -> int:
+    """Ask the reports package for a report and start it in the background (its Celery task or thread);
+    returns the Report id whose status the browser polls. Same calls as POST /api/v1/reports."""
+    from reports import service as rservice
+
     try:
-        from reports import service as rservice
-    except ImportError as exc:  # pragma: no cover - the reports package always ships its service
-        raise ReportRequestError("report generation is not available") from exc
-    try:
-        report = rservice.request_report(instance, kind=kind, period=period, lang=lang, formats=formats, by=by)
-    except ValueError as exc:
+        kind, period, lang, formats = rservice.normalise(kind, period, lang, formats)
+    except rservice.ReportInputError as exc:
         raise ReportRequestError(str(exc)) from None
-    return report if isinstance(report, int) else report.id
+    with instance.database.session() as s:
+        row, must_run = rservice.request_report(s, kind, period, lang, formats, by, regenerate=regenerate)
+        report_id = row.id
+    if must_run:
+        rservice.start_background(instance, report_id)
+    return report_id
 
 
 def report_file(session: Session, instance, report_id: int, fmt: str) -> tuple[Path, str, str] | None:
@@ -82,7 +81,7 @@ def report_file(session: Session, instance, report_id: int, fmt: str) -> tuple[P
     path = (root / rel).resolve()
     if root not in path.parents or not path.is_file():  # never serve outside the instance folder
         return None
-    name = f"bao-cao-{report.kind}-{report.period}-{report.lang}.{fmt}"
+    name = path.name
     return path, MIMETYPES.get(fmt, "application/octet-stream"), name
 
 

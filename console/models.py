@@ -7,8 +7,6 @@ Tables
                            once it enrolls
   console_handover_events  the append-only history of every state change of a record (who, when, from → to),
                            with a JSON snapshot for handover/return minutes so a reprint is identical
-  console_jobs             long-running console operations (report generation) and their progress, polled
-                           by the browser
 """
 from __future__ import annotations
 
@@ -100,22 +98,3 @@ class HandoverEvent(Base):
     data: Mapped[dict | None] = mapped_column(default=None)
 
     record: Mapped[DeviceRecord] = relationship(back_populates="events")
-
-
-class ConsoleJob(Base):
-    """A long operation started from the console (report generation). The browser polls its status."""
-
-    __tablename__ = "console_jobs"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    params: Mapped[dict] = mapped_column(default=dict)
-    # queued -> running -> done | failed
-    status: Mapped[str] = mapped_column(String(16), default="queued")
-    progress: Mapped[int] = mapped_column(Integer, default=0)  # percent
-    message: Mapped[str] = mapped_column(Text, default="")
-    result_id: Mapped[int | None] = mapped_column(Integer, default=None)  # e.g. the report's id
-    created_by: Mapped[str] = mapped_column(String(128), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)

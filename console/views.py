@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import secrets
+import time
 from urllib.parse import urlsplit
 
 from flask import abort, flash, g, jsonify, redirect, request, session, url_for
@@ -82,8 +84,9 @@ def login():
         if result.needs_totp:
             keep_lang = session.get("lang")
             session.clear()
-            session.update(pending_uid=user.id, pending_sv=user.session_version, pending_at=__import__("time").time(),
-                           next=request.form.get("next", ""))
+            # New anonymous session for the second step (fresh CSRF token; nothing of the old one).
+            session.update(pending_uid=user.id, pending_sv=user.session_version, pending_at=time.time(),
+                           next=request.form.get("next", ""), csrf=secrets.token_urlsafe(32))
             if keep_lang:
                 session["lang"] = keep_lang
             return redirect(url_for("console.login_totp"))
@@ -95,8 +98,6 @@ def login():
 
 @bp.route("/login/totp", methods=["GET", "POST"])
 def login_totp():
-    import time
-
     from .web import PENDING_TOTP_TIMEOUT
 
     uid = session.get("pending_uid")

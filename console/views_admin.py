@@ -19,7 +19,7 @@ from .web import bp, can, lang, principal, render_page, requires, tr
 POLICY_FIELDS = ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign")
 NEW_POLICY_TEMPLATE = {
     "name": "", "description": "", "enabled": True,
-    "rules": [{"kind": "os_version_min", "value": "17.0"}],
+    "rules": [{"kind": "min_os_version", "version": "17.0"}],
     "actions": [], "grace_hours": 72, "escalation_hours": None, "assign": {"all": True, "units": []},
 }
 

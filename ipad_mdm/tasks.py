@@ -140,3 +140,4 @@ def run_periodic_job(name: str):
 
 # Register every package's tasks on this app (the worker imports only this module).
 import compliance.tasks  # noqa: E402,F401
+import reports.tasks  # noqa: E402,F401

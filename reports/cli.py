@@ -24,7 +24,7 @@ def _instance(ctx, instance_dir):
     return open_instance(load_settings(instance_dir or (root or {}).get("instance")))
 
 
-def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir):
+def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, quiet=False):
     from tqdm import tqdm
 
     from . import service
@@ -35,7 +35,7 @@ def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir):
         raise click.BadParameter(str(exc)) from None
     inst = _instance(ctx, instance_dir)
     bar = tqdm(total=service.progress_steps(kind, formats), file=sys.stderr, desc=f"{kind} {period} {lang}",
-               unit="step", disable=None)
+               unit="step", disable=quiet)
 
     def step(name):
         bar.set_postfix_str(name)
@@ -82,6 +82,7 @@ _common = [
     click.option("--output", type=click.Path(file_okay=False), default=None, help="Write files here instead of the instance"),
     click.option("--json", "as_json", is_flag=True),
     click.option("--instance", "instance_dir", default=None, help="Instance folder (default: the ipad-mdm --instance)"),
+    click.option("--quiet", is_flag=True, help="No progress bar on stderr"),
 ]
 
 
@@ -100,18 +101,18 @@ def report():
 @click.option("--month", required=True, help="YYYY-MM (local calendar month, Asia/Ho_Chi_Minh)")
 @_with_common
 @click.pass_context
-def monthly(ctx, month, formats, lang, output, as_json, instance_dir):
+def monthly(ctx, month, formats, lang, output, as_json, instance_dir, quiet):
     """Generate the monthly report for MONTH."""
-    _generate(ctx, "monthly", month, formats, lang, output, as_json, instance_dir)
+    _generate(ctx, "monthly", month, formats, lang, output, as_json, instance_dir, quiet)
 
 
 @report.command("yearly")
 @click.option("--year", required=True, help="YYYY")
 @_with_common
 @click.pass_context
-def yearly(ctx, year, formats, lang, output, as_json, instance_dir):
+def yearly(ctx, year, formats, lang, output, as_json, instance_dir, quiet):
     """Generate the year-end assessment with proposals for next year's IT-service plan."""
-    _generate(ctx, "yearly", year, formats, lang, output, as_json, instance_dir)
+    _generate(ctx, "yearly", year, formats, lang, output, as_json, instance_dir, quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ log = logging.getLogger("reports.jobs")
 
 # Importing the tasks module here registers the Celery task on the worker: ipad_mdm.tasks
 # loads every job module while it builds the beat schedule.
-from . import tasks  # noqa: E402,F401
+from . import tasks  # noqa: F401
 
 
 @periodic("reports.monthly_previous", 900)

@@ -17,7 +17,13 @@ from sqlalchemy.engine import Connection
 from compliance.models import VerdictTransition
 from document_gateway.models import DeviceAssignment, GatewayAuditEvent
 from ipad_mdm.models import Unit
-from mdm.models import CheckinEvent, Command, Device, EnrollmentToken, IdentityCertificate
+from mdm.models import (
+    CheckinEvent,
+    Command,
+    Device,
+    EnrollmentToken,
+    IdentityCertificate,
+)
 from vpn.models import VpnEvent
 
 # Commands the report counts as protective actions on a device.

@@ -236,24 +236,31 @@ def remediation_episodes(history: pd.DataFrame, month: Month) -> tuple[pd.DataFr
     start, end = pd.Timestamp(month.start), pd.Timestamp(month.end)
     done, open_ = [], []
     h = history.sort_values(["device_id", "at", "id"], kind="mergesort")
-    for device_id, rows in h.groupby("device_id", sort=True):
-        prev_state, ep_start, failing, unit = None, None, False, NO_UNIT
-        for r in rows.itertuples(index=False):
-            unit = NO_UNIT if pd.isna(r.unit_id) else int(r.unit_id)
-            if r.trigger in LEAVE_TRIGGERS:
-                prev_state, ep_start, failing = None, None, False
-                continue
-            if r.to_state == "compliant":
-                if ep_start is not None and failing and start <= r.at < end:
-                    done.append((device_id, unit, ep_start, r.at))
-                ep_start, failing = None, False
-            else:
-                if ep_start is None and (prev_state == "compliant" or r.to_state in FAILING_STATES):
-                    ep_start = r.at
-                failing = failing or r.to_state in FAILING_STATES
-            prev_state = r.to_state
-        if ep_start is not None and failing:
-            open_.append((device_id, unit, ep_start, end))
+    # One pass over plain lists: a per-device pandas groupby costs ~50x more at 10,000 devices.
+    devs = h["device_id"].tolist()
+    units_l = h["unit_id"].fillna(NO_UNIT).astype(int).tolist()
+    states, triggers, ats = h["to_state"].tolist(), h["trigger"].tolist(), list(h["at"])
+    current, prev_state, ep_start, failing, unit = None, None, None, False, NO_UNIT
+    for i in range(len(devs) + 1):
+        if i == len(devs) or devs[i] != current:
+            if current is not None and ep_start is not None and failing:
+                open_.append((current, unit, ep_start, end))
+            if i == len(devs):
+                break
+            current, prev_state, ep_start, failing = devs[i], None, None, False
+        unit, state, at = units_l[i], states[i], ats[i]
+        if triggers[i] in LEAVE_TRIGGERS:
+            prev_state, ep_start, failing = None, None, False
+            continue
+        if state == "compliant":
+            if ep_start is not None and failing and start <= at < end:
+                done.append((current, unit, ep_start, at))
+            ep_start, failing = None, False
+        else:
+            if ep_start is None and (prev_state == "compliant" or state in FAILING_STATES):
+                ep_start = at
+            failing = failing or state in FAILING_STATES
+        prev_state = state
     cols = ["device_id", "unit_id", "started_at", "ended_at"]
     done_df, open_df = pd.DataFrame(done, columns=cols), pd.DataFrame(open_, columns=cols)
     for df in (done_df, open_df):
@@ -272,8 +279,8 @@ def remediation_tables(done, open_, udids, units) -> tuple[dict[str, pd.DataFram
     per_unit = pd.DataFrame(rows, columns=["unit_id", "episodes", "mean_hours", "p90_hours"])
     per_unit = _with_units(per_unit, units).sort_values("unit_code", kind="mergesort").reset_index(drop=True)
     per_unit = per_unit[["unit_code", "unit_name_vi", "unit_name_en", "episodes", "mean_hours", "p90_hours"]]
-    kpis = {"remediation_episodes": int(len(done)), "remediation_mean_hours": _mean(done["hours"]),
-            "remediation_p90_hours": nearest_rank(done["hours"], 0.9), "open_episodes": int(len(open_))}
+    kpis = {"remediation_episodes": len(done), "remediation_mean_hours": _mean(done["hours"]),
+            "remediation_p90_hours": nearest_rank(done["hours"], 0.9), "open_episodes": len(open_)}
     return {"remediation_episodes": episodes, "remediation_units": per_unit}, kpis
 
 
@@ -310,14 +317,14 @@ def os_figures(reports: pd.DataFrame, devices: pd.DataFrame, fleet_ids: pd.Serie
         if seen < start and in_month.empty and behind == 0:
             continue  # an old release, fully rolled out before this month: nothing to report
         label = rep.loc[rep["key"] == key, "os_version"].sort_values().iloc[0]
-        rows.append({"os_version": label, "first_seen": seen, "eligible": int(len(eligible)), "updated": int(len(upd)),
-                     "updated_in_month": int(len(in_month)), "mean_days": _mean(lat), "p90_days": nearest_rank(lat, 0.9),
+        rows.append({"os_version": label, "first_seen": seen, "eligible": len(eligible), "updated": len(upd),
+                     "updated_in_month": len(in_month), "mean_days": _mean(lat), "p90_days": nearest_rank(lat, 0.9),
                      "still_behind": behind})
     latency = pd.DataFrame(rows, columns=["os_version", "first_seen", "eligible", "updated", "updated_in_month",
                                           "mean_days", "p90_days", "still_behind"])
     latency = latency.iloc[::-1].reset_index(drop=True)  # newest first
     newest = latency.iloc[0] if len(latency) else None
-    kpis = {"os_versions": int(len(spread)), "patch_latency_mean_days": _mean(month_lat),
+    kpis = {"os_versions": len(spread), "patch_latency_mean_days": _mean(month_lat),
             "patch_latency_p90_days": nearest_rank(month_lat, 0.9),
             "devices_behind_newest_os": int(newest["still_behind"]) if newest is not None else 0}
     return {"os_spread": spread.reset_index(drop=True), "patch_latency": latency}, kpis
@@ -346,7 +353,7 @@ def certificate_figures(certs: pd.DataFrame, fleet_ids, month: Month, opts: Metr
     ren = _with_units(ren.merge(devices[["device_id", "unit_id"]], on="device_id", how="left"), units)
     ren = ren.sort_values(["issued_at", "udid"], kind="mergesort").reset_index(drop=True)
     renewals = ren[["udid", "unit_code", "issued_at", "prev_not_after", "days_before_expiry", "late"]]
-    kpis["cert_renewals"] = int(len(ren))
+    kpis["cert_renewals"] = len(ren)
     kpis["cert_late_renewals"] = int(ren["late"].sum())
     return {"certs_expiring": expiring, "cert_renewals": renewals}, kpis
 
@@ -383,7 +390,7 @@ def action_figures(commands: pd.DataFrame, udids, devices, units):
                                                devices=("device_id", "nunique")).reset_index())
     summary = summary.set_index("request_type").reindex(list(loaders.PROTECTIVE_COMMANDS), fill_value=0).reset_index()
     events = c.sort_values(["created_at", "id"], kind="mergesort")[["created_at", "udid", "unit_code", "request_type", "status", "requested_by"]]
-    count = lambda t: int((c["request_type"] == t).sum())  # noqa: E731
+    count = lambda t: int((c["request_type"] == t).sum())
     kpis = {"device_locks": count("DeviceLock"), "lost_mode_enabled": count("EnableLostMode"), "erasures": count("EraseDevice")}
     return {"protective_actions": summary, "protective_events": events.reset_index(drop=True)}, kpis
 
@@ -398,7 +405,7 @@ def vpn_figures(events: pd.DataFrame, month: Month, udids):
     cuts, restores = inm[inm["event"] == "cut"], inm[inm["event"] == "restored"]
     paired = restores[restores["prev_event"] == "cut"]
     dur = ((paired["at"] - paired["prev_at"]) / pd.Timedelta(hours=1)).astype(float)
-    kpis = {"vpn_cuts": int(len(cuts)), "vpn_restores": int(len(restores)), "vpn_devices_cut": int(cuts["device_id"].nunique()),
+    kpis = {"vpn_cuts": len(cuts), "vpn_restores": len(restores), "vpn_devices_cut": int(cuts["device_id"].nunique()),
             "vpn_mean_cut_hours": _mean(dur)}
     by_reason = (inm[inm["event"].isin(["cut", "restored"])].assign(reason=lambda f: f["reason"].fillna(""))
                  .groupby(["event", "reason"]).agg(count=("id", "size"), devices=("device_id", "nunique")).reset_index()
@@ -429,7 +436,7 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     daily = comp["compliance_daily"]
     dd = float(daily["device_days"].sum())
     kpis.update({"device_days": dd, "compliance_rate": float(daily["compliant"].sum()) / dd if dd else None,
-                 "never_compliant": int(len(comp["never_compliant"]))})
+                 "never_compliant": len(comp["never_compliant"])})
 
     done, open_ = remediation_episodes(loaders.load_transition_history(conn, since, end), month)
     t, k = remediation_tables(done, open_, udids, units)

@@ -22,7 +22,7 @@ try:
 except Exception:  # pragma: no cover - tzdata missing: the zone is a fixed +07:00 anyway
     LOCAL_TZ = dt.timezone(dt.timedelta(hours=7), "ICT")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -32,14 +32,14 @@ class Month:
     month: int
 
     @classmethod
-    def parse(cls, value: str) -> "Month":
+    def parse(cls, value: str) -> Month:
         m = _MONTH_RE.match(str(value).strip())
         if not m or not 1 <= int(m.group(2)) <= 12 or not 2000 <= int(m.group(1)) <= 2999:
             raise ValueError(f"month must look like 2026-10, got {value!r}")
         return cls(int(m.group(1)), int(m.group(2)))
 
     @classmethod
-    def containing(cls, instant: dt.datetime) -> "Month":
+    def containing(cls, instant: dt.datetime) -> Month:
         local = instant.astimezone(LOCAL_TZ)
         return cls(local.year, local.month)
 
@@ -47,11 +47,11 @@ class Month:
         return f"{self.year:04d}-{self.month:02d}"
 
     @property
-    def previous(self) -> "Month":
+    def previous(self) -> Month:
         return Month(self.year - 1, 12) if self.month == 1 else Month(self.year, self.month - 1)
 
     @property
-    def next(self) -> "Month":
+    def next(self) -> Month:
         return Month(self.year + 1, 1) if self.month == 12 else Month(self.year, self.month + 1)
 
     @cached_property

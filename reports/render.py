@@ -21,12 +21,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: workers and the web process have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from . import i18n  # noqa: E402
-from .i18n import COLUMNS, COMMANDS, GATEWAY_REASONS, KPI, RULES, SHEETS, STATE, VPN_EVENTS, pick, text  # noqa: E402
-from .periods import LOCAL_TZ, Month  # noqa: E402
+from . import i18n
+from .i18n import (
+    COLUMNS,
+    COMMANDS,
+    GATEWAY_REASONS,
+    KPI,
+    RULES,
+    SHEETS,
+    STATE,
+    VPN_EVENTS,
+    pick,
+    text,
+)
+from .periods import LOCAL_TZ, Month
 
 MAX_DISPLAY_ROWS = 40  # long lists are cut in HTML/PDF; XLSX/CSV always hold every row
 FONT_DIR = Path(os.environ.get("IPAD_MDM_REPORT_FONT_DIR", "/usr/share/fonts/truetype/dejavu"))
@@ -102,7 +113,8 @@ def _fmt_cell(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
-        return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
+        # Counts arrive as floats when a column mixes them with rates: show them as counts.
+        return f"{v:,.0f}" if v.is_integer() or abs(v) >= 1e6 else f"{v:,.2f}"
     if isinstance(v, (int,)) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
@@ -390,7 +402,15 @@ def to_pdf(doc: Document) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import cm
-    from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import (
+        Image,
+        KeepTogether,
+        Paragraph,
+        SimpleDocTemplate,
+        Spacer,
+        Table,
+        TableStyle,
+    )
 
     regular, bold = _register_fonts()
     body = ParagraphStyle("body", fontName=regular, fontSize=9.5, leading=12.5, spaceAfter=4)

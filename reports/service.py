@@ -12,8 +12,8 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -115,7 +115,7 @@ def write_files(directory: Path, kind: str, period: str, lang: str, outputs: dic
 
 # ------------------------------------------------------------------ rows
 def report_dict(r: Report) -> dict:
-    iso = lambda v: v.isoformat() if v else None  # noqa: E731
+    iso = lambda v: v.isoformat() if v else None
     return {"id": r.id, "kind": r.kind, "period": r.period, "lang": r.lang, "formats": list(r.formats or []),
             "status": r.status, "created_at": iso(r.created_at), "created_by": r.created_by,
             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "error": r.error,

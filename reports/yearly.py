@@ -39,7 +39,7 @@ class Thresholds:
     patch_latency_days: float = 14.0
 
     @classmethod
-    def from_env(cls, env=None) -> "Thresholds":
+    def from_env(cls, env=None) -> Thresholds:
         env = os.environ if env is None else env
         values = {}
         for f in fields(cls):

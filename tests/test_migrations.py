@@ -22,6 +22,8 @@ def test_migrations_match_models(database_url):
             heads = set(ctx.get_current_heads())
         assert diff == [], diff
         script = ScriptDirectory.from_config(alembic_config(db))
-        assert heads == set(script.get_heads())
+        # Nothing left to apply on any branch (a head that another branch depends on
+        # is recorded through its dependant, so compare pending work, not head lists).
+        assert list(script.iterate_revisions("heads", tuple(heads))) == []
     finally:
         db.dispose()

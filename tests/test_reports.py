@@ -36,8 +36,14 @@ from compliance.models import VerdictTransition
 from document_gateway.models import DeviceAssignment, GatewayAuditEvent, Leader
 from ipad_mdm.db import Database, import_all_models
 from ipad_mdm.models import Unit
-from mdm.models import CheckinEvent, Command, Device, EnrollmentToken, IdentityCertificate
-from reports import render, service
+from mdm.models import (
+    CheckinEvent,
+    Command,
+    Device,
+    EnrollmentToken,
+    IdentityCertificate,
+)
+from reports import service
 from reports.metrics import compute_month, month_over_month
 from reports.periods import LOCAL_TZ, Month
 from reports.yearly import Thresholds, compute_year
@@ -50,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def L(month: int, day: int, hour: float = 0) -> dt.datetime:
     """Local (Asia/Ho_Chi_Minh) wall time → UTC instant."""
     h, m = int(hour), int(round((hour % 1) * 60))
-    return dt.datetime(2026, month, day, h, m, tzinfo=LOCAL_TZ).astimezone(dt.timezone.utc)
+    return dt.datetime(2026, month, day, h, m, tzinfo=LOCAL_TZ).astimezone(dt.UTC)
 
 
 # ------------------------------------------------------------------ dataset
@@ -179,8 +185,8 @@ def figures(db, month=OCT):
 
 # ------------------------------------------------------------------ figures
 def test_month_boundaries_are_local_midnight():
-    assert OCT.start == dt.datetime(2026, 9, 30, 17, tzinfo=dt.timezone.utc)
-    assert OCT.end == dt.datetime(2026, 10, 31, 17, tzinfo=dt.timezone.utc)
+    assert OCT.start == dt.datetime(2026, 9, 30, 17, tzinfo=dt.UTC)
+    assert OCT.end == dt.datetime(2026, 10, 31, 17, tzinfo=dt.UTC)
     assert len(OCT.days) == 31 and len(OCT.day_edges) == 32
     assert Month.parse("2026-01").previous == Month(2025, 12)
 
@@ -351,11 +357,14 @@ def test_yearly_trends_and_recommendations(db, tmp_path):
     assert tr.loc["2026-10", "compliance_rate"] == pytest.approx(126.5 / 164)
     assert tr.loc["2026-09", "compliance_rate"] == pytest.approx(80.5 / 88)
     assert pd.isna(tr.loc["2026-03", "compliance_rate"])
-    assert y.kpis["compliance_rate"] == pytest.approx((126.5 + 80.5) / (164 + 88))
+    # States hold until the next transition: November (5 devices × 30 days, D4 failing) and
+    # December (5 × 31) continue October's end state.
+    assert tr.loc["2026-11", "compliance_rate"] == pytest.approx(120 / 150)
+    assert y.kpis["compliance_rate"] == pytest.approx((126.5 + 80.5 + 120 + 124) / (164 + 88 + 150 + 155))
     codes = [(r["code"], r["subject"]) for r in y.recommendations]
     assert ("compliance_target", "") in codes
     assert ("rule_share", "min_os_version") in codes and ("rule_share", "passcode_present") in codes
-    assert ("rule_share", "passcode_compliant") not in codes  # 3 / 252 device-days ≈ 1.2 %
+    assert ("rule_share", "passcode_compliant") not in codes  # 3 / 557 device-days ≈ 0.5 %
     assert ("slow_remediation", "TCCB") in codes  # 72 h > 60 h
     assert ("late_renewals", "") in codes
     assert ("deny_reason", "verdict_non_compliant") in codes

@@ -479,3 +479,33 @@ def test_render_is_fast_enough_for_a_large_office(server):
     path.write_text(text_)
     path.chmod(0o600)
     assert len(peers_in_config_text(wg_quick_strip(path))) == 10_000
+
+
+def test_vpn_cli(server, enrolled):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, IPAD_MDM_INSTANCE=str(server.instance.settings.instance_dir),
+               DATABASE_URL=server.instance.settings.database_url, IPAD_MDM_BASE_URL=server.url)
+    cli = str(Path(sys.executable).with_name("ipad-mdm"))
+
+    def run(*args, check=True):
+        p = subprocess.run([cli, "vpn", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert not check or p.returncode == 0, p.stderr
+        return p
+
+    peers = json.loads(run("list").stdout)
+    assert peers["total"] == 1 and peers["peers"][0]["udid"] == enrolled.udid
+    assert "private" not in run("show", enrolled.udid).stdout.lower()
+    run("cut", enrolled.udid, "--reason", "điều tra sự cố")
+    assert json.loads(run("list", "--state", "cut").stdout)["total"] == 1
+    assert peer_row(server, enrolled.udid).public_key not in config_peers(server)
+    run("restore", enrolled.udid, "--reason", "đã xử lý")
+    assert peer_row(server, enrolled.udid).public_key in config_peers(server)
+    synced = json.loads(run("sync").stdout)
+    assert synced["ok"] is True and synced["active_peers"] == 1
+    missing = run("show", "NOPE", check=False)
+    assert missing.returncode == 1 and "unknown device" in missing.stderr

@@ -1,4 +1,4 @@
-"""web console: users, handover records and their history, console jobs
+"""web console: users, handover records and their history
 
 Revision ID: 0007_console
 Revises: 0001_core
@@ -90,24 +90,8 @@ def upgrade() -> None:
     with op.batch_alter_table('console_handover_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_console_handover_events_record_id'), ['record_id'], unique=False)
 
-    op.create_table('console_jobs',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('params', sa.JSON(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('progress', sa.Integer(), nullable=False),
-    sa.Column('message', sa.Text(), nullable=False),
-    sa.Column('result_id', sa.Integer(), nullable=True),
-    sa.Column('created_by', sa.String(length=128), nullable=False),
-    sa.Column('created_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id')
-    )
-
 
 def downgrade() -> None:
-    op.drop_table('console_jobs')
     with op.batch_alter_table('console_handover_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_console_handover_events_record_id'))
     op.drop_table('console_handover_events')

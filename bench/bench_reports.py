@@ -1,0 +1,170 @@
+"""Monthly report time and peak memory for a large synthetic fleet.
+
+    .venv/bin/python bench/bench_reports.py --devices 10000 --days 30 [--db /tmp/reports-bench.sqlite3] [--regen]
+
+Generates (once; reused unless --regen) a SQLite file with N devices in 30 units over the
+month 2026-10 and the month before: verdict transitions (1–3 failure episodes per device
+and month), weekly DeviceInformation answers with an OS release mid-month, one identity
+certificate per device, one gateway decision per device-day, VPN cuts/restores and lock
+commands for escalated episodes — bulk-inserted with executemany. Then it builds the
+monthly report (current + previous month, HTML, PDF, XLSX, CSV) in a fresh process and
+prints wall time, peak RSS (getrusage) and, with --tracemalloc, the Python heap peak.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RULES = ["min_os_version", "passcode_compliant", "required_profiles", "last_checkin_within_hours", "identity_certificate_valid"]
+REASONS = ["verdict_non_compliant", "certificate_expired", "not_assigned", "grace_expired", "lost_mode"]
+
+
+def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
+    from sqlalchemy import insert
+
+    from compliance.models import VerdictTransition
+    from document_gateway.models import GatewayAuditEvent
+    from ipad_mdm.db import Database, import_all_models
+    from ipad_mdm.models import Unit
+    from mdm.models import Command, Device, IdentityCertificate
+    from reports.periods import Month
+    from vpn.models import VpnEvent
+
+    import_all_models()
+    if path.exists():
+        path.unlink()
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    rng = random.Random(seed)
+    month = Month(2026, 10)
+    start = month.previous.start  # history covers the previous month too
+    span = (month.start - start) + dt.timedelta(days=days)
+    t0 = time.perf_counter()
+    with db.engine.begin() as conn:
+        conn.execute(insert(Unit.__table__), [{"id": i + 1, "code": f"U{i:02d}", "name_vi": f"Đơn vị {i}", "name_en": f"Unit {i}",
+                                               "stage": "general", "created_at": start} for i in range(30)])
+        devs, trs, cmds, certs, vpn = [], [], [], [], []
+        for d in range(1, devices + 1):
+            unit = rng.randint(1, 30)
+            enrolled = start - dt.timedelta(days=rng.randint(1, 60))
+            devs.append({"id": d, "udid": f"UDID-{d:06d}", "unit_id": unit, "enrollment_state": "enrolled", "enrolled_at": enrolled,
+                         "os_version": "18.1", "lost_mode_enabled": False, "awaiting_configuration": False, "push_pending": False,
+                         "push_failures": 0})
+            trs.append({"device_id": d, "udid": f"UDID-{d:06d}", "unit_id": unit, "from_state": None, "to_state": "compliant",
+                        "at": enrolled, "trigger": "enrolled", "policy_versions": [], "failing_rules": [], "reasons_vi": [],
+                        "reasons_en": [], "actions": []})
+            t = start
+            while True:
+                t += dt.timedelta(hours=rng.expovariate(1 / (24 * 14)))
+                if t >= start + span:
+                    break
+                rules = [{"rule": r} for r in rng.sample(RULES, rng.randint(1, 2))]
+                base = {"device_id": d, "udid": f"UDID-{d:06d}", "unit_id": unit, "policy_versions": [], "reasons_vi": [],
+                        "reasons_en": [], "actions": [], "trigger": "schedule"}
+                trs.append({**base, "from_state": "compliant", "to_state": "grace", "at": t, "failing_rules": rules})
+                fix = t + dt.timedelta(hours=rng.expovariate(1 / 40))
+                if fix - t > dt.timedelta(hours=24):
+                    nc = t + dt.timedelta(hours=24)
+                    trs.append({**base, "from_state": "grace", "to_state": "non_compliant", "at": nc, "failing_rules": rules})
+                    vpn.append({"device_id": d, "kind": "wireguard", "event": "cut", "reason": "compliance", "at": nc})
+                    vpn.append({"device_id": d, "kind": "wireguard", "event": "restored", "reason": "compliance", "at": fix})
+                    if fix - t > dt.timedelta(hours=96):
+                        cmds.append({"uuid": f"L{d}-{len(cmds)}", "device_id": d, "request_type": "DeviceLock", "command_plist": b"",
+                                     "status": "acknowledged", "requested_by": "compliance", "created_at": nc, "completed_at": nc,
+                                     "attempts": 1})
+                trs.append({**base, "from_state": "grace", "to_state": "compliant", "at": fix, "failing_rules": []})
+                t = fix
+            release = month.start + dt.timedelta(days=12)
+            upgrade = release + dt.timedelta(days=rng.expovariate(1 / 6))
+            for w in range((span.days // 7) + 1):
+                at = start + dt.timedelta(days=7 * w, hours=rng.random() * 24)
+                version = "18.1" if at >= upgrade else "18.0"
+                cmds.append({"uuid": f"I{d}-{w}", "device_id": d, "request_type": "DeviceInformation", "command_plist": b"",
+                             "status": "acknowledged", "requested_by": "inventory", "created_at": at, "completed_at": at,
+                             "attempts": 1, "result": {"QueryResponses": {"OSVersion": version}}})
+            issued = enrolled
+            certs.append({"serial": f"{d:032x}", "sha256_fingerprint": f"{d:064x}", "subject": f"CN={d}", "not_before": issued,
+                          "not_after": issued + dt.timedelta(days=rng.randint(90, 400)), "der": b"x", "device_id": d,
+                          "issued_at": issued})
+        conn.execute(insert(Device.__table__), devs)
+        conn.execute(insert(VerdictTransition.__table__), trs)
+        conn.execute(insert(Command.__table__), cmds)
+        conn.execute(insert(IdentityCertificate.__table__), certs)
+        conn.execute(insert(VpnEvent.__table__), vpn)
+        gw, seq = [], 0
+        for day in range(span.days):
+            for d in range(1, devices + 1):
+                seq += 1
+                deny = rng.random() < 0.05
+                gw.append({"id": seq, "at": start + dt.timedelta(days=day, seconds=rng.randint(0, 86399)), "action": "view",
+                           "decision": "deny" if deny else "allow", "reason_code": rng.choice(REASONS) if deny else "allowed",
+                           "reason_vi": "", "reason_en": "", "http_status": 403 if deny else 200, "device_id": d,
+                           "leader_unit_id": devs[d - 1]["unit_id"], "prev_hash": "0" * 64, "row_hash": f"{seq:064x}"})
+            if len(gw) >= 50_000:
+                conn.execute(insert(GatewayAuditEvent.__table__), gw)
+                gw = []
+        if gw:
+            conn.execute(insert(GatewayAuditEvent.__table__), gw)
+    db.dispose()
+    print(json.dumps({"generated": str(path), "devices": devices, "transitions": len(trs), "commands": len(cmds),
+                      "gateway_events": seq, "vpn_events": len(vpn), "seconds": round(time.perf_counter() - t0, 1)}))
+
+
+def measure(path: Path, use_tracemalloc: bool) -> None:
+    from ipad_mdm.db import Database, import_all_models
+    from reports import service
+
+    import_all_models()
+    db = Database(f"sqlite:///{path}")
+    if use_tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    steps = []
+    out = service.build(db, "monthly", "2026-10", "vi", ["html", "pdf", "xlsx", "csv"],
+                        progress=lambda name: steps.append((name, round(time.perf_counter() - t0, 2))))
+    elapsed = time.perf_counter() - t0
+    result = {"report_seconds": round(elapsed, 2), "steps": steps,
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "sizes_kib": {k: round(len(v) / 1024, 1) for k, v in out.items()}}
+    if use_tracemalloc:
+        result["tracemalloc_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+    print(json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--db", type=Path, default=Path("/tmp/ipad-mdm-reports-bench.sqlite3"))
+    ap.add_argument("--regen", action="store_true")
+    ap.add_argument("--tracemalloc", action="store_true", help="also report the Python heap peak (slower)")
+    ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        measure(args.db, args.tracemalloc)
+        return
+    marker = args.db.with_suffix(".json")
+    want = {"devices": args.devices, "days": args.days}
+    if args.regen or not args.db.exists() or not marker.exists() or json.loads(marker.read_text()) != want:
+        generate(args.db, args.devices, args.days)
+        marker.write_text(json.dumps(want))
+    # A fresh process, so peak RSS is the report's own and not the generator's.
+    cmd = [sys.executable, __file__, "--measure", "--db", str(args.db)] + (["--tracemalloc"] if args.tracemalloc else [])
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+if __name__ == "__main__":
+    main()
