@@ -78,7 +78,7 @@ class DeviceRecord(Base):
     created_by: Mapped[str] = mapped_column(String(128), default="")
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    events: Mapped[list["HandoverEvent"]] = relationship(back_populates="record", order_by="HandoverEvent.id")
+    events: Mapped[list[HandoverEvent]] = relationship(back_populates="record", order_by="HandoverEvent.id")
 
 
 class HandoverEvent(Base):

@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import os
 from pathlib import Path
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from reportlab.lib import colors
@@ -20,7 +21,6 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-from xml.sax.saxutils import escape
 
 FONT_DIRS = [os.environ.get("IPAD_MDM_PDF_FONT_DIR", ""), "/usr/share/fonts/truetype/dejavu"]
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")  # the minute shows the office's local date
@@ -49,7 +49,7 @@ def _register_fonts() -> None:
 
 
 def _local(iso: str | None) -> dt.datetime:
-    value = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.timezone.utc)
+    value = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.UTC)
     return value.astimezone(LOCAL_TZ)
 
 
@@ -69,7 +69,7 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
                             bottomMargin=18 * mm, title="Biên bản bàn giao thiết bị" if handover else
                             "Biên bản thu hồi thiết bị", author="Trung tâm Tin học - Văn phòng Chính phủ",
                             invariant=1)
-    p = lambda text, style=base: Paragraph(escape(str(text)), style)  # noqa: E731
+    p = lambda text, style=base: Paragraph(escape(str(text)), style)
     header = Table([
         [p(ORGANISATION, center), p("CỘNG HOÀ XÃ HỘI CHỦ NGHĨA VIỆT NAM", ParagraphStyle("h", parent=center, fontName="VN-Bold"))],
         [p(ISSUER, ParagraphStyle("h2", parent=center, fontName="VN-Bold")), p("Độc lập - Tự do - Hạnh phúc", center)],

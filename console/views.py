@@ -13,11 +13,22 @@ from ipad_mdm.models import Unit
 from ipad_mdm.web import hooks, instance, push_after_commit, unit_of_work
 from mdm import protocol
 from mdm import service as mdm_service
-from mdm.models import Command, Device
+from mdm.models import Device
 
 from . import accounts, handover
 from .models import DeviceRecord, User
-from .web import (LANGS, bp, can, lang, principal, render_page, requires, start_session, tr, _end_session)
+from .web import (
+    LANGS,
+    _end_session,
+    bp,
+    can,
+    lang,
+    principal,
+    render_page,
+    requires,
+    start_session,
+    tr,
+)
 
 PAGE_SIZE = 25
 

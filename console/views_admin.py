@@ -5,7 +5,7 @@ import datetime as dt
 import json
 import math
 
-from flask import abort, flash, g, jsonify, redirect, request, send_file, url_for
+from flask import abort, flash, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import func, select
 
 from ipad_mdm.models import Unit
@@ -164,7 +164,7 @@ def _parse_when(raw: str | None, *, end: bool = False) -> dt.datetime | None:
         return None
     if len(raw) == 10 and end:  # a date alone in "until" includes that whole day
         value += dt.timedelta(days=1)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 @bp.get("/audit")

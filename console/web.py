@@ -14,7 +14,16 @@ import logging
 import secrets
 import time
 
-from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from markupsafe import Markup
 
 from ipad_mdm.web import instance
@@ -106,20 +115,20 @@ def _load_user():
     g.user = None
     uid = session.get("uid")
     if uid is None:
-        return None
+        return
     now = time.time()
     if now - session.get("seen", 0) > IDLE_TIMEOUT or now - session.get("auth_at", 0) > ABSOLUTE_TIMEOUT:
         _end_session()
-        return None
+        return
     with instance().database.session() as s:
         user = s.get(User, uid)
         if user is None or not user.active or user.session_version != session.get("sv") or accounts.is_locked(user):
             _end_session()
-            return None
+            return
         s.expunge(user)
     g.user = user
     session["seen"] = now
-    return None
+    return
 
 
 def _end_session() -> None:

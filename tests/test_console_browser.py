@@ -1,0 +1,177 @@
+"""The console in a real browser: headless Debian Chromium driven by Selenium through Debian's chromedriver.
+
+The live server keeps its real TLS (instance CA). Chromium is told to accept exactly that server key
+(--ignore-certificate-errors-spki-list with the SHA-256 of its SubjectPublicKeyInfo), so the session
+cookie keeps its Secure flag and nothing else about TLS is relaxed.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tests.test_console_support import PASSWORD, seed
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                                reason="Debian's chromium and chromium-driver are not installed")
+
+
+def _spki_hash(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture
+def browser(server, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                 f"--ignore-certificate-errors-spki-list={_spki_hash(server.instance.server_cert_path)}"):
+        opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False, "intl.accept_languages": "vi"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.implicitly_wait(0)
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(predicate, timeout=30, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _login(driver, server, username):
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.url + "/console/login")
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    _wait(lambda: "/console/login" not in driver.current_url, what="sign-in")
+
+
+def _text(driver, element_id):
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.ID, element_id).text
+    except (NoSuchElementException, StaleElementReferenceException):  # the page is reloading
+        return ""
+
+
+def _click(driver, element_id):
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, element_id).click()
+
+
+def _download(driver, pattern, timeout=60) -> Path:
+    def done():
+        files = [p for p in driver.downloads.glob(pattern) if not p.name.endswith(".crdownload")]
+        return files[0] if files and files[0].stat().st_size > 0 else None
+
+    return _wait(done, timeout, what=f"download {pattern}")
+
+
+def test_handover_from_registration_to_in_service(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    world = seed(server)
+    sim = server.simulator()
+    _login(browser, server, "admin")
+    # 1. Register the iPad.
+    _click(browser, "nav-handover")
+    _click(browser, "register-device")
+    browser.find_element(By.ID, "serial_number").send_keys(sim.serial)
+    browser.find_element(By.ID, "model").send_keys("iPad Pro 11 inch (M4)")
+    Select(browser.find_element(By.ID, "unit_id")).select_by_value(str(world["units"]["TCCB"]))
+    _click(browser, "register-submit")
+    assert _text(browser, "record-state") == "Đã đăng ký thiết bị"
+    # 2. Enrollment token and its QR code.
+    _click(browser, "action-enroll_token")
+    assert _text(browser, "record-state") == "Chờ cài đặt quản lý (MDM)"
+    qr = browser.find_element(By.ID, "qr")
+    _wait(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", qr), what="QR image")
+    url = _text(browser, "enrollment-url")
+    assert url.startswith(server.url + "/mdm/enroll?token=")
+    # 3. The iPad (simulator) enrolls against the same server; the page notices by polling.
+    sim.enroll(url)
+    server.wait_pushes()
+    sim.process_commands()
+    _wait(lambda: _text(browser, "record-state") == "Đã cài đặt quản lý (MDM)", 30, "enrolled state")
+    _wait(lambda: browser.find_elements(By.ID, "action-assign"), 10, "assign button after reload")
+    assert _text(browser, "device-link") == sim.udid
+    # 4. Assign to a leader, 5. hand over with the minute, 6. training, 7. in service.
+    Select(browser.find_element(By.ID, "leader_id")).select_by_value(str(world["leader_a"]))
+    _click(browser, "action-assign")
+    assert _text(browser, "leader") == "Nguyễn Văn An"
+    _click(browser, "action-hand_over")
+    assert _text(browser, "record-state") == "Đã bàn giao"
+    browser.find_element(By.CSS_SELECTOR, "a.minute").click()
+    minute = _download(browser, "bien-ban-ban-giao-*.pdf")
+    assert minute.read_bytes().startswith(b"%PDF")
+    _click(browser, "action-training")
+    assert _text(browser, "record-state") == "Đã hướng dẫn sử dụng"
+    _click(browser, "action-in_service")
+    assert _text(browser, "record-state") == "Đang sử dụng"
+    history = _text(browser, "history")
+    for step in ("Đăng ký thiết bị", "Tạo mã cài đặt MDM", "Thiết bị đã cài đặt MDM", "Gán cho lãnh đạo",
+                 "Lập biên bản bàn giao", "Xác nhận đã hướng dẫn", "Đưa vào sử dụng"):
+        assert step in history, step
+    # The overview counts it, and the English switch works.
+    browser.get(server.url + "/console/")
+    assert _text(browser, "count-in_service") == "1"
+    _click(browser, "lang-en")
+    assert "Fleet overview" in browser.page_source
+    browser.save_screenshot(str(tmp_path / "overview.png"))
+    sim.close()
+
+
+def test_security_officer_downloads_a_report(server, browser):
+    from selenium.webdriver.common.by import By
+
+    seed(server)
+    _login(browser, server, "security")
+    _click(browser, "nav-reports")
+    period = browser.find_element(By.ID, "report-period")
+    period.clear()
+    period.send_keys("2026-10")
+    _click(browser, "report-generate")
+    # The status cell is polled by console.js until the report is done, then the links appear.
+    link = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "a.download[id$='-pdf']"), 180, "report link")[0]
+    link.click()
+    report = _download(browser, "*.pdf")
+    assert report.read_bytes().startswith(b"%PDF")
