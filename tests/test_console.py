@@ -258,7 +258,7 @@ def test_commands_roles_and_confirmation(server, world):
     from mdm.models import Command
 
     admin = client_for(server, "admin")
-    sim, rec = enroll_recorded(server, admin, world["units"]["TTTH"])
+    sim, _ = enroll_recorded(server, admin, world["units"]["TTTH"])
     page = admin.get(f"/console/devices/{sim.udid}")
     assert page.status_code == 200 and sim.udid in page.text
     auditor = client_for(server, "auditor")
@@ -298,7 +298,7 @@ def _pdf_png_not_blank(pdf: bytes, tmp_path) -> None:
     (tmp_path / "m.pdf").write_bytes(pdf)
     subprocess.run(["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", str(tmp_path / "m.pdf"), str(tmp_path / "page")],
                    check=True)
-    png = sorted(tmp_path.glob("page*.png"))[0]
+    png = min(tmp_path.glob("page*.png"))
     img = Image.open(png).convert("L")
     lo, hi = img.getextrema()
     dark = sum(1 for px in img.get_flattened_data() if px < 128)
@@ -332,7 +332,9 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
         url = enrollment_url(server.instance.fernet(), s.get(DeviceRecord, record_id))
     # Another iPad (wrong serial) cannot use the token bound to this serial.
     other = server.simulator()
-    with pytest.raises(Exception):
+    from tests.simulator import SimulatorError
+
+    with pytest.raises(SimulatorError):
         other.enroll(url)
     other.close()
     # Token consumed by the failed attempt? The profile download consumed it: issue a new one.
@@ -376,7 +378,7 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
         assert current_assignment(s, device.id) is None
         ret = s.scalar(select(HandoverEvent).where(HandoverEvent.record_id == record_id, HandoverEvent.action == "return"))
     minute = admin.get(f"/console/handover/{record_id}/minute/{ret.id}.pdf")
-    assert "BIÊN BẢN THU HỒI" in subprocess.run(["pdftotext", "-", "-"], input=minute.content, capture_output=True).stdout.decode()
+    assert "BIÊN BẢN THU HỒI" in subprocess.run(["pdftotext", "-", "-"], input=minute.content, capture_output=True, check=True).stdout.decode()
     # Retire: the typed serial must match.
     resp = admin.post(f"/console/handover/{record_id}/retire", {"confirm_serial": "NOTTHESERIAL"})
     assert resp.status_code == 409 and "không khớp" in resp.text
