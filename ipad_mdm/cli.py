@@ -211,7 +211,11 @@ def command_send(ctx, udid, request_type, params, as_json):
     dispatcher.request_push([device_id])
     if hasattr(dispatcher, "wait_idle"):
         dispatcher.wait_idle(timeout=30)
-    _emit({"command_uuid": command_uuid}, as_json) if as_json else click.echo(command_uuid)
+    if as_json:
+        _emit({"command_uuid": command_uuid, "uuid": command_uuid, "udid": udid, "request_type": request_type,
+               "status": "queued"}, True)
+    else:
+        click.echo(command_uuid)
 
 
 @command.command("show")

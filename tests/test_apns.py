@@ -305,3 +305,19 @@ def test_push_magic_and_key_never_logged(pki, standin, caplog):
     text = caplog.text
     assert MAGIC not in text and TOKEN not in text and "PRIVATE KEY" not in text
     assert TOKEN[:8] in text
+
+
+def test_loopback_standin_with_self_signed_certificate_is_accepted(pki, caplog):
+    """IPAD_MDM_APNS_URL pointing at a local stand-in (interface contract) works without its CA."""
+    with start_apns_standin(tls=True, expected_topic=TOPIC) as s:  # self-signed server cert
+        with APNsClient(s.url, pki["creds"], verify=True, sleep=FakeSleep(), timeout=5.0) as client:
+            assert client.push(TOKEN, MAGIC).ok
+        assert s.pushes[0].magic == MAGIC
+    assert "loopback stand-in" in caplog.text
+
+
+def test_public_endpoint_still_verifies(pki):
+    from mdm.apns import _is_loopback
+
+    assert _is_loopback("https://127.0.0.1:8443") and _is_loopback("http://localhost:1") and _is_loopback("https://[::1]:5")
+    assert not _is_loopback("https://api.push.apple.com") and not _is_loopback("https://10.0.0.5")
