@@ -234,6 +234,19 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
     return doc
 
 
+def set_classification(session: Session, doc: Document, classification: str, *, by: str) -> Document:
+    """Reclassify a document. Takes effect on the next request: the gate reads the
+    classification from the database on every request (secret is never served)."""
+    if classification not in CLASSIFICATIONS:
+        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
+    old = doc.classification
+    if old != classification:
+        doc.classification = classification
+        session.flush()
+        log.info("document %s reclassified %s -> %s by %s", doc.public_id, old, classification, by)
+    return doc
+
+
 def document_dict(doc: Document, *, admin: bool = False) -> dict:
     out = {
         "id": doc.public_id, "title": doc.title, "filename": doc.filename, "classification": doc.classification,

@@ -288,12 +288,14 @@ def db_upgrade(ctx):
 
 def _mount_package_commands() -> None:
     """Each package owns its CLI group; the core only mounts them."""
+    from console.cli import user
     from document_gateway.cli import gateway
     from reports.cli import report
     from vpn.cli import vpn
 
     main.add_command(gateway)
     main.add_command(report)
+    main.add_command(user, "user")
     main.add_command(vpn)
 
 

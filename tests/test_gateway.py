@@ -382,6 +382,18 @@ def test_secret_never_listed_or_served_and_confidential_by_role(world, tmp_path)
             GatewayAuditEvent.document_public_id == secret["id"]))]
     assert codes and set(codes) == {"classification_secret"}
 
+    # Reclassifying a readable document as secret takes effect on the very next request.
+    from document_gateway.models import Document
+    from document_gateway.service import GatewayError, set_classification
+
+    assert world.ipad.get(f"/docs/{conf['id']}").status_code == 200
+    with world.server.session() as s:
+        doc = s.scalar(select(Document).where(Document.public_id == conf["id"]))
+        with pytest.raises(GatewayError):
+            set_classification(s, doc, "top-secret", by="test")
+        set_classification(s, doc, "secret", by="test")
+    assert world.ipad.get(f"/docs/{conf['id']}").status_code == 404
+
 
 def test_unit_scope(world):
     other = upload(world.officer, "vhc.txt", b"cua vu hanh chinh\n", unit="VHC", title="Của Vụ Hành chính").json()
