@@ -168,14 +168,24 @@ def seed(db: Database) -> dict:
     return {"units": u}
 
 
-@pytest.fixture
-def db(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The hand-checked month, on SQLite (embedded default) and PostgreSQL (production)."""
+    import contextlib
+
+    from tests.conftest import fresh_postgres_database
+
     import_all_models()
-    database = Database(f"sqlite:///{tmp_path / 'reports.sqlite3'}")
-    database.migrate()
-    seed(database)
-    yield database
-    database.dispose()
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        else:
+            url = f"sqlite:///{tmp_path / 'reports.sqlite3'}"
+        database = Database(url)
+        database.migrate()
+        seed(database)
+        yield database
+        database.dispose()
 
 
 def figures(db, month=OCT):
