@@ -1,6 +1,7 @@
 """HTTP endpoints devices talk to: enrollment profile, SCEP, check-in, connect."""
 from __future__ import annotations
 
+import hmac
 import logging
 
 from flask import Blueprint, Response, request
@@ -70,7 +71,9 @@ def _proxy_certificate():
     if settings.client_cert_header:
         value = request.headers.get(settings.client_cert_header)
         if value:
-            if settings.proxy_secret and request.headers.get("X-Proxy-Secret") != settings.proxy_secret:
+            # Without a shared secret anyone who reaches this port could forge the header.
+            sent = request.headers.get("X-Proxy-Secret", "")
+            if not settings.proxy_secret or not hmac.compare_digest(sent.encode(), settings.proxy_secret.encode()):
                 raise checkin.DeviceAuthError(401, "client certificate header from an untrusted proxy")
             return checkin.certificate_from_proxy_header(value)
     pem = request.environ.get("SSL_CLIENT_CERT")  # TLS terminated by the embedded server

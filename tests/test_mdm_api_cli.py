@@ -159,3 +159,19 @@ def test_client_certificate_from_trusted_proxy_header(tmp_path, database_url):
         sim.close()
     finally:
         srv.stop()
+
+
+def test_proxy_header_refused_without_configured_secret(tmp_path, database_url):
+    from tests.conftest import start_live_server
+
+    srv = start_live_server(tmp_path, database_url, client_cert_header="X-SSL-Client-Cert")
+    try:
+        sim = srv.simulator()
+        sim.enroll(srv.enrollment_url())
+        pem = quote(sim.identity.public_bytes(Encoding.PEM).decode())
+        r = sim.put(sim.mdm_payload["ServerURL"], {"UDID": sim.udid, "Status": "Idle"}, sign=False,
+                    headers={"X-SSL-Client-Cert": pem})
+        assert r.status_code == 401 and "untrusted proxy" in r.json()["error"]
+        sim.close()
+    finally:
+        srv.stop()
