@@ -91,6 +91,15 @@ def _text(driver, element_id):
         return ""
 
 
+def _expect_text(driver, element_id, expected, timeout=30):
+    """After a click the page reloads: wait for the new page, then compare (the wait is a
+    bound for a stuck page, not a timing assertion)."""
+    try:
+        _wait(lambda: _text(driver, element_id) == expected, timeout, what=f"#{element_id} = {expected!r}")
+    except AssertionError:
+        assert _text(driver, element_id) == expected
+
+
 def _click(driver, element_id):
     from selenium.webdriver.common.by import By
 
@@ -119,10 +128,10 @@ def test_handover_from_registration_to_in_service(server, browser, tmp_path):
     browser.find_element(By.ID, "model").send_keys("iPad Pro 11 inch (M4)")
     Select(browser.find_element(By.ID, "unit_id")).select_by_value(str(world["units"]["TCCB"]))
     _click(browser, "register-submit")
-    assert _text(browser, "record-state") == "Đã đăng ký thiết bị"
+    _expect_text(browser, "record-state", "Đã đăng ký thiết bị")
     # 2. Enrollment token and its QR code.
     _click(browser, "action-enroll_token")
-    assert _text(browser, "record-state") == "Chờ cài đặt quản lý (MDM)"
+    _expect_text(browser, "record-state", "Chờ cài đặt quản lý (MDM)")
     qr = browser.find_element(By.ID, "qr")
     _wait(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", qr), what="QR image")
     url = _text(browser, "enrollment-url")
@@ -133,27 +142,27 @@ def test_handover_from_registration_to_in_service(server, browser, tmp_path):
     sim.process_commands()
     _wait(lambda: _text(browser, "record-state") == "Đã cài đặt quản lý (MDM)", 30, "enrolled state")
     _wait(lambda: browser.find_elements(By.ID, "action-assign"), 10, "assign button after reload")
-    assert _text(browser, "device-link") == sim.udid
+    _expect_text(browser, "device-link", sim.udid)
     # 4. Assign to a leader, 5. hand over with the minute, 6. training, 7. in service.
     Select(browser.find_element(By.ID, "leader_id")).select_by_value(str(world["leader_a"]))
     _click(browser, "action-assign")
-    assert _text(browser, "leader") == "Nguyễn Văn An"
+    _expect_text(browser, "leader", "Nguyễn Văn An")
     _click(browser, "action-hand_over")
-    assert _text(browser, "record-state") == "Đã bàn giao"
+    _expect_text(browser, "record-state", "Đã bàn giao")
     browser.find_element(By.CSS_SELECTOR, "a.minute").click()
     minute = _download(browser, "bien-ban-ban-giao-*.pdf")
     assert minute.read_bytes().startswith(b"%PDF")
     _click(browser, "action-training")
-    assert _text(browser, "record-state") == "Đã hướng dẫn sử dụng"
+    _expect_text(browser, "record-state", "Đã hướng dẫn sử dụng")
     _click(browser, "action-in_service")
-    assert _text(browser, "record-state") == "Đang sử dụng"
+    _expect_text(browser, "record-state", "Đang sử dụng")
     history = _text(browser, "history")
     for step in ("Đăng ký thiết bị", "Tạo mã cài đặt MDM", "Thiết bị đã cài đặt MDM", "Gán cho lãnh đạo",
                  "Lập biên bản bàn giao", "Xác nhận đã hướng dẫn", "Đưa vào sử dụng"):
         assert step in history, step
     # The overview counts it, and the English switch works.
     browser.get(server.url + "/console/")
-    assert _text(browser, "count-in_service") == "1"
+    _expect_text(browser, "count-in_service", "1")
     _click(browser, "lang-en")
     assert "Fleet overview" in browser.page_source
     browser.save_screenshot(str(tmp_path / "overview.png"))
