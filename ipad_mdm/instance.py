@@ -176,6 +176,21 @@ def _ensure_push_cert(settings: Settings) -> tuple[Path, Path, str]:
     return cert_path, key_path, settings.push_topic or _topic_of(cert)
 
 
+def _protect_sqlite_file(url: str) -> None:
+    """The embedded database holds UnlockTokens and encrypted keys: 0600 from the start
+    (SQLite gives its -wal and -shm files the database file's permissions)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
     """Create whatever is missing in the instance folder, then open it."""
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +206,7 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
         push_cert, push_key, topic = _ensure_push_cert(settings)
         app_secret = _secret_bytes(settings.secrets_dir / "app.key", lambda: secrets.token_hex(32).encode())
         data_key = _secret_bytes(settings.secrets_dir / "data.key", Fernet.generate_key)
+        _protect_sqlite_file(settings.database_url)
         database = Database(settings.database_url, echo=bool(settings.extra.get("echo_sql")))
         if migrate:
             database.migrate()

@@ -46,7 +46,7 @@ def test_serve_initialises_instance_and_enrolls(tmp_path):
         assert url.startswith(f"https://127.0.0.1:{port}/mdm/enroll?token=")
 
         # Instance initialised: SQLite database, demo CA, secrets 0600 in a 0700 folder.
-        assert (inst / "ipad-mdm.sqlite3").exists()
+        assert stat.S_IMODE((inst / "ipad-mdm.sqlite3").stat().st_mode) == 0o600  # UnlockTokens live there
         assert stat.S_IMODE((inst / "secrets").stat().st_mode) == 0o700
         for key in (inst / "secrets").iterdir():
             assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
