@@ -81,7 +81,9 @@ def _device_for(session: Session, identity: IdentityCertificate, udid: str, *, a
     return device
 
 
-def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: CheckinMessage) -> None:
+def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: CheckinMessage,
+                   *, seal=None) -> None:
+    """Apply one check-in message. `seal` encrypts secrets at rest (the UnlockToken)."""
     now = utcnow()
     if isinstance(msg, Authenticate):
         device = _device_for(session, identity, msg.udid, allow_bind=True)
@@ -122,7 +124,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         device.push_magic = msg.push_magic
         device.topic = msg.topic
         if msg.unlock_token is not None:
-            device.unlock_token = msg.unlock_token
+            device.unlock_token = seal(msg.unlock_token) if seal else msg.unlock_token
         device.awaiting_configuration = msg.awaiting_configuration
         device.enrollment_state = "enrolled"
         device.token_updated_at = now

@@ -48,7 +48,7 @@ class Device(Base):
     topic: Mapped[str | None] = mapped_column(String(255), default=None)
     push_token: Mapped[str | None] = mapped_column(String(200), default=None)  # hex
     push_magic: Mapped[str | None] = mapped_column(String(200), default=None)
-    # UnlockToken can clear the passcode: kept, never returned by the API.
+    # UnlockToken can clear the passcode: kept Fernet-encrypted (instance data key), never returned by the API.
     unlock_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     awaiting_configuration: Mapped[bool] = mapped_column(Boolean, default=False)
     is_supervised: Mapped[bool | None] = mapped_column(Boolean, default=None)

@@ -110,7 +110,7 @@ def _device_endpoint(handler):
 def checkin_endpoint():
     def handle(s, identity, body):
         msg = protocol.parse_checkin(body, max_bytes=instance().settings.max_body_bytes)
-        checkin.handle_checkin(s, hooks(), identity, msg)
+        checkin.handle_checkin(s, hooks(), identity, msg, seal=instance().fernet().encrypt)
         if isinstance(msg, protocol.TokenUpdate) and identity.device_id is not None:
             push_after_commit(identity.device_id)
         log.info("check-in %s from %s", msg.message_type, msg.udid)

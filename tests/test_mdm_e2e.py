@@ -41,7 +41,8 @@ def test_full_enrollment_and_inventory_loop(server):
         assert device.os_version == "18.1"
         assert device.is_supervised is True
         assert device.push_token == sim.push_token.hex()
-        assert device.unlock_token == sim.unlock_token
+        assert sim.unlock_token not in device.unlock_token  # encrypted at rest
+        assert server.instance.fernet().decrypt(device.unlock_token) == sim.unlock_token
         assert device.security_info["PasscodePresent"] is True
         assert device.profile_list[0]["PayloadIdentifier"] == sim.profile["PayloadIdentifier"]
         assert device.installed_applications[1]["Identifier"] == "com.wireguard.ios"
