@@ -184,7 +184,9 @@ def identity_subject(token: EnrollmentToken, organization: str) -> x509.Name:
     )
 
 
-def record_identity(session: Session, cert: x509.Certificate, token: EnrollmentToken) -> IdentityCertificate:
+def record_identity(session: Session, cert: x509.Certificate, token_id: int | None,
+                    device_id: int | None = None) -> IdentityCertificate:
+    """Store an issued identity (a renewal passes the device it is already bound to)."""
     from cryptography.hazmat.primitives import hashes
 
     row = IdentityCertificate(
@@ -194,7 +196,8 @@ def record_identity(session: Session, cert: x509.Certificate, token: EnrollmentT
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         der=cert.public_bytes(serialization.Encoding.DER),
-        enrollment_token_id=token.id,
+        enrollment_token_id=token_id,
+        device_id=device_id,
     )
     session.add(row)
     session.flush()

@@ -66,33 +66,17 @@ def _issue(s, req: scep.PKIRequest) -> bytes:
         token = enrollment.consume_challenge(s, req.challenge)
         subject = enrollment.identity_subject(token, settings.organization)
         cert = inst.ca.issue_device_identity(subject, req.csr.public_key(), settings.identity_cert_days)
-        row = enrollment.record_identity(s, cert, token)
+        row = enrollment.record_identity(s, cert, token.id)
         hooks().emit("identity.issued", session=s, identity=row, token=token)
         log.info("issued identity certificate %s for enrollment #%s", row.serial, token.id)
         return scep.build_cert_rep(req, inst.ca, cert)
     if req.message_type == "RenewalReq":
         old = _renewable_identity(s, req)
         cert = inst.ca.issue_device_identity(req.signer_cert.subject, req.csr.public_key(), settings.identity_cert_days)
-        row = IdentityCertificate(
-            serial=format(cert.serial_number, "x"),
-            sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
-            subject=cert.subject.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            der=cert.public_bytes(_der()),
-            enrollment_token_id=old.enrollment_token_id,
-            device_id=old.device_id,
-        )
-        s.add(row)
+        row = enrollment.record_identity(s, cert, old.enrollment_token_id, old.device_id)
         log.info("renewed identity certificate %s -> %s", old.serial, row.serial)
         return scep.build_cert_rep(req, inst.ca, cert)
     raise enrollment.ScepRefused(f"unsupported messageType {req.message_type}")
-
-
-def _der():
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
 
 
 def _renewable_identity(s, req: scep.PKIRequest) -> IdentityCertificate:

@@ -70,3 +70,36 @@ def test_scepclient_enrolls_against_the_server(plain_server, tmp_path):
         assert [int(r.serial, 16) for r in rows] == [cert.serial_number]
         token = s.scalar(select(EnrollmentToken))
         assert token.challenge_used_at is not None
+
+
+def test_renewal_request_signed_by_current_identity(server):
+    """RenewalReq: signed with the device's current identity, answered with a new one bound to the same device."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests import sim_scep
+
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    message, _tid, _signer = sim_scep.build_pkcs_req(
+        sim.ca_cert, new_key, sim.identity.subject, None, message_type="17", signer=(sim.identity, sim.key))
+    with server.http() as http:
+        r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
+    assert r.status_code == 200
+    renewed = sim_scep.parse_cert_rep(r.content, sim.ca_cert, sim.key, sim.identity, csr_key=new_key.public_key())
+    assert renewed.serial_number != sim.identity.serial_number
+    with server.session() as s:
+        rows = {int(c.serial, 16): c for c in s.scalars(select(IdentityCertificate))}
+        assert rows[renewed.serial_number].device_id == rows[sim.identity.serial_number].device_id is not None
+
+    # A renewal signed by a certificate that is not a current identity of ours is refused.
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    self_signed = sim_scep.self_signed_cert(stranger, sim.identity.subject)
+    message, _tid, _ = sim_scep.build_pkcs_req(sim.ca_cert, new_key, sim.identity.subject, None, message_type="17",
+                                               signer=(self_signed, stranger))
+    with server.http() as http:
+        r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
+    assert r.status_code == 200
+    with pytest.raises(sim_scep.SCEPFailure):
+        sim_scep.parse_cert_rep(r.content, sim.ca_cert, stranger, self_signed)
+    sim.close()
