@@ -3,8 +3,8 @@
 Decision (first failing check wins):
   1. a client certificate: from the embedded TLS server (environ SSL_CLIENT_CERT) or, behind
      a TLS proxy, from the configured header — only when the proxy also proves the shared
-     secret (X-Proxy-Secret, compared in constant time). Unlike the MDM endpoints, the gateway
-     refuses the header when no proxy secret is configured: it fails closed.
+     secret (X-Proxy-Secret, compared in constant time; mdm.checkin.presented_certificate, shared
+     with the MDM endpoints): the header is refused when no proxy secret is configured.
   2. issued by this server's CA, currently valid, a stored device identity, not revoked
      (mdm.checkin.trusted_identity), bound to a device.
   3. the device is enrolled (not retired / checked out) and not in Lost Mode.
@@ -35,7 +35,6 @@ re-evaluated, so a change committed in between only causes one extra evaluation.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
 import os
 import threading
@@ -174,22 +173,15 @@ class Presented:
 
 
 def presented_certificate(request, settings) -> Presented:
-    header = settings.client_cert_header
-    value = request.headers.get(header) if header else None
-    if value:
-        secret = settings.proxy_secret
-        sent = request.headers.get("X-Proxy-Secret", "")
-        if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
-            return Presented(via_proxy=True, error="untrusted_proxy")
-        pem, via_proxy = value, True
-    else:
-        pem, via_proxy = request.environ.get("SSL_CLIENT_CERT"), False
-    if not pem:
-        return Presented(via_proxy=via_proxy, error="no_client_certificate")
     try:
-        cert = checkin.certificate_from_proxy_header(pem)
+        cert, via_proxy = checkin.presented_certificate(request.headers, request.environ, settings)
+    except checkin.UntrustedProxy:
+        return Presented(via_proxy=True, error="untrusted_proxy")
     except checkin.DeviceAuthError:
+        via_proxy = bool(settings.client_cert_header and request.headers.get(settings.client_cert_header))
         return Presented(via_proxy=via_proxy, error="certificate_invalid")
+    if cert is None:
+        return Presented(via_proxy=via_proxy, error="no_client_certificate")
     return Presented(cert=cert, fingerprint=cert.fingerprint(hashes.SHA256()).hex(), via_proxy=via_proxy)
 
 

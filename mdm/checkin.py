@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 from urllib.parse import unquote
 
@@ -51,6 +52,30 @@ def certificate_from_proxy_header(value: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem)
     except Exception:
         raise DeviceAuthError(401, "client certificate header is not a PEM certificate") from None
+
+
+class UntrustedProxy(DeviceAuthError):
+    """The client-certificate header came without the proxy's shared secret."""
+
+    def __init__(self):
+        super().__init__(401, "client certificate header from an untrusted proxy")
+
+
+def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate | None, bool]:
+    """The TLS client certificate of a request and whether a proxy forwarded it.
+
+    Behind a TLS proxy: the configured header, accepted only with the shared secret
+    (without one anyone who reaches the port could forge the header). Otherwise the
+    embedded TLS server's own SSL_CLIENT_CERT. Raises UntrustedProxy / DeviceAuthError.
+    """
+    value = headers.get(settings.client_cert_header) if settings.client_cert_header else None
+    if value:
+        sent = headers.get("X-Proxy-Secret", "")
+        if not settings.proxy_secret or not hmac.compare_digest(sent.encode(), settings.proxy_secret.encode()):
+            raise UntrustedProxy()
+        return certificate_from_proxy_header(value), True
+    pem = environ.get("SSL_CLIENT_CERT")
+    return (certificate_from_proxy_header(pem) if pem else None), False
 
 
 def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Certificate) -> IdentityCertificate:

@@ -1,7 +1,6 @@
 """HTTP endpoints devices talk to: enrollment profile, SCEP, check-in, connect."""
 from __future__ import annotations
 
-import hmac
 import logging
 
 from flask import Blueprint, Response, request
@@ -60,26 +59,10 @@ def _identity(s, body: bytes):
     if signature:
         cert = checkin.certificate_from_signature(body, signature)
     else:
-        cert = _proxy_certificate()
+        cert, _via_proxy = checkin.presented_certificate(request.headers, request.environ, inst.settings)
         if cert is None:
             raise checkin.DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")
     return checkin.trusted_identity(s, inst.ca, cert)
-
-
-def _proxy_certificate():
-    settings = instance().settings
-    if settings.client_cert_header:
-        value = request.headers.get(settings.client_cert_header)
-        if value:
-            # Without a shared secret anyone who reaches this port could forge the header.
-            sent = request.headers.get("X-Proxy-Secret", "")
-            if not settings.proxy_secret or not hmac.compare_digest(sent.encode(), settings.proxy_secret.encode()):
-                raise checkin.DeviceAuthError(401, "client certificate header from an untrusted proxy")
-            return checkin.certificate_from_proxy_header(value)
-    pem = request.environ.get("SSL_CLIENT_CERT")  # TLS terminated by the embedded server
-    if pem:
-        return checkin.certificate_from_proxy_header(pem)
-    return None
 
 
 def _device_endpoint(handler):
