@@ -15,7 +15,6 @@ import argparse
 import os
 import plistlib
 import re
-import socket
 import ssl
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from tests.conftest import free_port  # noqa: E402
 from tests.simulator import SimulatedIPad  # noqa: E402
 
 IPAD_MDM = str(Path(sys.executable).with_name("ipad-mdm"))
@@ -50,12 +50,6 @@ ctx.load_verify_locations(sys.argv[4])
 print("ready", flush=True)
 run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True, ssl_context=ctx)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(instance: Path, port: int):

@@ -36,9 +36,9 @@ BIN = Path(sys.executable).parent
 import httpx  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
-from bench.bench_checkin import free_port, hammer, pct  # noqa: E402
+from bench.bench_checkin import hammer, pct  # noqa: E402
 from tests.apns_standin import start_apns_standin  # noqa: E402
-from tests.conftest import REDIS_URL, fresh_postgres_database  # noqa: E402
+from tests.conftest import REDIS_URL, free_port, fresh_postgres_database  # noqa: E402
 from tests.simulator import SimulatedIPad  # noqa: E402
 
 BARE = ROOT / "bench" / "bare_app.py"

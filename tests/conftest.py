@@ -18,6 +18,15 @@ PG_ADMIN_URL = os.environ.get("IPAD_MDM_TEST_PG", "postgresql+psycopg://postgres
 REDIS_URL = os.environ.get("IPAD_MDM_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def fresh_postgres_database():
     """A new, empty PostgreSQL database on the real server; dropped afterwards."""

@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import plistlib
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,17 +27,11 @@ from sqlalchemy import create_engine, select, text, update
 from mdm import service
 from mdm.models import Command, CommandEvent
 from tests.apns_standin import start_apns_standin
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, fresh_postgres_database, seed_instance_dir
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, free_port, fresh_postgres_database, seed_instance_dir
 from tests.simulator import SimulatedIPad
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -60,7 +53,7 @@ class Stack:
         self.tmp = tmp_path
         self.instance_dir = tmp_path / "instance"
         seed_instance_dir(self.instance_dir)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.queue = f"ipad-mdm-stack-{uuid.uuid4().hex[:8]}"
         self.apns = apns

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import ssl
 import stat
 import subprocess
@@ -13,19 +12,14 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import free_port
 from tests.simulator import SimulatedIPad
 
 IPAD_MDM = str(Path(sys.executable).with_name("ipad-mdm"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_initialises_instance_and_enrolls(tmp_path):
-    port = _free_port()
+    port = free_port()
     inst = tmp_path / "inst"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IPAD_MDM_", "DATABASE_URL"))}
     proc = subprocess.Popen([IPAD_MDM, "serve", "--host", "127.0.0.1", "--port", str(port), "--instance", str(inst)],
