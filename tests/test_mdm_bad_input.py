@@ -158,8 +158,7 @@ def test_unsigned_forged_tampered_and_foreign_messages(enrolled, server, caplog)
     other_before = _counts(server)
     r = other.checkin(msg)
     assert r.status_code == 403 and "UDID does not match" in r.json()["error"]
-    r = other.connect("Idle", UDID=enrolled.udid) if False else other.put(
-        other.mdm_payload["ServerURL"], {"UDID": enrolled.udid, "Status": "Idle"})
+    r = other.put(other.mdm_payload["ServerURL"], {"UDID": enrolled.udid, "Status": "Idle"})
     assert r.status_code == 403
 
     assert _snapshot(server, enrolled.udid) == snap
