@@ -1,6 +1,7 @@
 """Bearer-token authentication for /api/v1, scoped to roles."""
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import secrets
@@ -53,7 +54,10 @@ def require(permission: str):
                     return error(401, "invalid or revoked token")
                 if permission not in PERMISSIONS.get(token.role, set()):
                     return error(403, f"role {token.role} may not {permission}")
-                token.last_used_at = utcnow()
+                now = utcnow()
+                # A write per API call would serialise readers on SQLite: once a minute is enough.
+                if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
+                    token.last_used_at = now
                 g.api_principal = f"token:{token.name}"
                 g.api_role = token.role
                 g.api_unit_id = token.unit_id
