@@ -7,8 +7,8 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, unit_of_work
-from mdm.models import Device
+from ipad_mdm.web import error, paging, unit_of_work
+from mdm.scope import device_for_request
 
 from . import policies as svc
 from .engine import current_verdict
@@ -88,19 +88,12 @@ def delete_policy(policy_id):
     return _policy_call(lambda s: svc.delete_policy(s, policy_id, by=g.api_principal), versions=True)
 
 
-def _device(s, udid):
-    device = s.scalar(select(Device).where(Device.udid == udid))
-    # Unit-scoped tokens only see their unit's devices (same rule as the mdm API).
-    if device is None or (g.api_unit_id is not None and device.unit_id != g.api_unit_id):
-        return None
-    return device
-
 
 @bp.get("/devices/<udid>/verdict")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def device_verdict(udid):
     with unit_of_work() as s:
-        device = _device(s, udid)
+        device = device_for_request(s, udid)
         if device is None:
             return error(404, f"unknown device {udid}")
         view = current_verdict(s, device.id)
@@ -128,15 +121,15 @@ def transition_dict(t: VerdictTransition) -> dict:
 
 
 @bp.get("/devices/<udid>/verdict-history")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def verdict_history(udid):
     try:
         since, until = _parse_time("since"), _parse_time("until")
-        limit = min(max(int(request.args.get("limit", 200)), 1), 1000)
     except ValueError:
-        return error(400, "since/until must be ISO 8601 timestamps and limit an integer")
+        return error(400, "since/until must be ISO 8601 timestamps")
+    limit, _offset = paging(default_limit=200)
     with unit_of_work() as s:
-        device = _device(s, udid)
+        device = device_for_request(s, udid)
         if device is None:
             return error(404, f"unknown device {udid}")
         stmt = select(VerdictTransition).where(VerdictTransition.device_id == device.id)

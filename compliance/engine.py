@@ -55,7 +55,7 @@ from mdm.models import Command, Device, IdentityCertificate
 
 from . import clock
 from .models import DeviceVerdict, Policy, VerdictTransition
-from .notify import Notification, queue_after_commit
+from ipad_mdm.notify import Notification, send_after_commit
 from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_actions, merge_rules
 
 log = logging.getLogger("compliance")
@@ -67,6 +67,10 @@ LOCK_MESSAGE_VI = ("Thiết bị đã bị khoá do không tuân thủ chính s�
                    "Vui lòng liên hệ bộ phận Công nghệ thông tin.")
 LOST_MODE_MESSAGE_VI = ("Thiết bị đã được chuyển sang Chế độ mất do vi phạm chính sách bảo mật quá thời hạn. "
                         "Vui lòng liên hệ bộ phận Công nghệ thông tin để được hỗ trợ.")
+
+
+NO_POLICY = Failure("no_policy", False, "Chưa có chính sách bảo mật nào áp dụng cho thiết bị",
+                    "No security policy applies to this device", {}, [])
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -265,6 +269,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     facts = facts_of(device, identity, inventory_since)
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown
+    if not eff.policy_versions:
+        # Nothing judged this device: it is not known to be safe (never "compliant" by default).
+        unknown = unknown + [NO_POLICY]
     immediate = outcome.immediate
     if device.enrollment_state in ("checked_out", "retired"):
         failures = failures + [Failure(
@@ -442,7 +449,7 @@ def _notify(session, device, from_state, to_state, view: VerdictView, option: di
     lines += [f"- {vi} / {en}" for vi, en in zip(view.reasons_vi, view.reasons_en)]
     recipients = tuple(option.get("recipients", ()))
     log.warning("compliance notify: %s | %s", subject, " | ".join(view.reasons_en) or "-")
-    queue_after_commit(session, Notification(subject, "\n".join(lines), recipients, device.udid, to_state))
+    send_after_commit(session, Notification(subject, "\n".join(lines), recipients, device.udid, to_state))
     return {"action": "notify", "status": "queued", "recipients": list(recipients)}
 
 
@@ -512,18 +519,19 @@ def _evaluate_batch(database, hooks, now, last_id, batch_size, broken):
 
 
 def inventory_interval_hours(instance=None) -> float:
-    """IPAD_MDM_INVENTORY_INTERVAL_HOURS (default 24); settings.extra may override (tests)."""
+    """IPAD_MDM_INVENTORY_INTERVAL_HOURS (default 12: twice inside the baseline policy's 24-hour
+    check-in window, so a device that answers is never judged silent); settings.extra may override."""
     extra = getattr(getattr(instance, "settings", None), "extra", None) or {}
     raw = extra.get("inventory_interval_hours", os.environ.get("IPAD_MDM_INVENTORY_INTERVAL_HOURS"))
     try:
-        value = float(raw) if raw not in (None, "") else 24.0
+        value = float(raw) if raw not in (None, "") else 12.0
     except ValueError:
-        log.error("IPAD_MDM_INVENTORY_INTERVAL_HOURS=%r is not a number; using 24", raw)
-        return 24.0
-    return value if value > 0 else 24.0
+        log.error("IPAD_MDM_INVENTORY_INTERVAL_HOURS=%r is not a number; using 12", raw)
+        return 12.0
+    return value if value > 0 else 12.0
 
 
-def request_stale_inventory(database, now: dt.datetime | None = None, *, interval_hours: float = 24.0,
+def request_stale_inventory(database, now: dt.datetime | None = None, *, interval_hours: float = 12.0,
                             limit: int = 2000) -> list[int]:
     """Queue the five inventory queries for devices whose oldest inventory is too old.
 

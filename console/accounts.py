@@ -6,6 +6,7 @@ and the tests use the same functions.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 
@@ -13,13 +14,13 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 
-from .models import CONSOLE_ROLES, User
+from .models import CONSOLE_ROLES, LoginThrottle, User
 
 log = logging.getLogger("console.accounts")
 
@@ -42,16 +43,16 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "it_admin": frozenset({
         "dashboard", "devices.read", "devices.write", "handover.read", "handover.write", "commands.send",
         "commands.lock", "commands.erase", "commands.power", "units.read", "units.write", "leaders.write",
-        "policies.read", "reports.read", "documents.read",
+        "policies.read", "reports.read", "documents.read", "devices.reenroll",
     }),
     "security_officer": frozenset({
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",
         "policies.read", "policies.write", "reports.read", "reports.write", "audit.read",
-        "documents.read", "documents.admin",
+        "documents.read", "documents.admin", "security.read", "security.write",
     }),
     "auditor": frozenset({
         "dashboard", "devices.read", "handover.read", "units.read", "policies.read", "reports.read",
-        "audit.read", "documents.read",
+        "audit.read", "documents.read", "security.read",
     }),
     "leader": frozenset({"own_device.read"}),
 }
@@ -162,7 +163,7 @@ def check_password(session: Session, username: str, password: str, now: dt.datet
             _hasher.verify(_DUMMY_HASH, password or "")
         except VerificationError:
             pass
-        return LoginResult(None, False)
+        return LoginResult(None, False, _throttle_unknown(session, username, now))
     if is_locked(user, now):
         return LoginResult(user, False, user.locked_until)
     try:
@@ -175,6 +176,26 @@ def check_password(session: Session, username: str, password: str, now: dt.datet
     if not user.totp_enabled:
         login_succeeded(user, now)
     return LoginResult(user, True)
+
+
+def _throttle_unknown(session: Session, username: str, now: dt.datetime) -> dt.datetime | None:
+    """Count a failure for a name without an active account exactly as for a real one; returns
+    the lock's end when the name is (now) locked."""
+    key = hashlib.sha256((username or "").strip().lower().encode()).hexdigest()
+    session.execute(delete(LoginThrottle).where(LoginThrottle.updated_at < now - 2 * LOCKOUT))
+    row = session.get(LoginThrottle, key)
+    if row is None:
+        row = LoginThrottle(name_sha256=key, failed_logins=0, updated_at=now)
+        session.add(row)
+    if row.locked_until is not None and row.locked_until > now:
+        return row.locked_until
+    row.failed_logins += 1
+    row.updated_at = now
+    if row.failed_logins >= MAX_FAILURES:
+        row.locked_until = now + LOCKOUT
+        row.failed_logins = 0
+        return row.locked_until
+    return None
 
 
 def login_succeeded(user: User, now: dt.datetime | None = None) -> None:

@@ -54,6 +54,19 @@ class User(Base):
     password_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class LoginThrottle(Base):
+    """Failed sign-ins for names that are not (active) accounts, counted like a real account's, so
+    the answers for a real and an unknown name are the same: a lockout reveals nothing.
+    Keyed by the SHA-256 of the lower-cased name; rows are removed once their lock has passed."""
+
+    __tablename__ = "console_login_throttle"
+
+    name_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 class DeviceRecord(Base):
     """One iPad in the handover workflow (see console.handover for the state machine)."""
 

@@ -1,6 +1,7 @@
 """Console pages: sign-in, TOTP, language, fleet overview, devices, commands, units, leaders, own device."""
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
@@ -10,7 +11,7 @@ from flask import abort, flash, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import func, or_, select
 
 from ipad_mdm.models import Unit
-from ipad_mdm.web import hooks, instance, push_after_commit, unit_of_work
+from ipad_mdm.web import hooks, instance, int_arg, paging, push_after_commit, unit_of_work
 from mdm import protocol
 from mdm import service as mdm_service
 from mdm.models import Device
@@ -31,6 +32,7 @@ from .web import (
 )
 
 PAGE_SIZE = 25
+log = logging.getLogger("console.views")
 
 # Commands offered on the device page, and the permission each needs. InstallProfile and ClearPasscode
 # are sent by the server itself (profiles package, unlock flow), never typed in here.
@@ -62,8 +64,9 @@ CONFIRM_COMMANDS = tuple(c for c in protocol.DESTRUCTIVE_COMMANDS if c in CONSOL
 
 
 def _page_args() -> tuple[int, int]:
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
-    return page, (page - 1) * PAGE_SIZE
+    """(page, offset); an out-of-range page is a 400 (ipad_mdm.web.paging)."""
+    _limit, offset = paging(default_limit=PAGE_SIZE, max_limit=PAGE_SIZE)
+    return offset // PAGE_SIZE + 1, offset
 
 
 def _safe_next(target: str | None) -> str:
@@ -236,7 +239,7 @@ def devices():
         stmt = (select(Device, DeviceRecord, DeviceVerdict.state)
                 .outerjoin(DeviceRecord, DeviceRecord.device_id == Device.id)
                 .outerjoin(DeviceVerdict, DeviceVerdict.device_id == Device.id))
-        if f["unit"].isdigit():
+        if f["unit"].isdigit() and len(f["unit"]) <= 9:
             stmt = stmt.where(Device.unit_id == int(f["unit"]))
         if f["state"] in handover.STATES:
             stmt = stmt.where(DeviceRecord.state == f["state"])
@@ -293,6 +296,17 @@ def device_page(udid):
         offered = [c for c, perm in CONSOLE_COMMANDS.items() if can(perm)]
         return render_page("device.html", device=device, d=detail, commands=commands, record=record, unit=unit,
                            offered=offered, labels=COMMAND_LABELS, confirm=CONFIRM_COMMANDS)
+
+
+@bp.post("/devices/<udid>/re-enroll")
+@requires("devices.reenroll")
+def device_reenroll(udid):
+    """IT authorises an erased or replaced iPad to enroll again: the one-time URL is shown once."""
+    with unit_of_work() as s:
+        device = _device_or_404(s, udid)
+        result = mdm_service.create_reenrollment(s, instance().settings, device.udid, created_by=principal())
+    log.warning("re-enrollment of %s authorised by %s (token #%s)", udid, principal(), result["id"])
+    return render_page("reenroll.html", udid=udid, result=result)
 
 
 @bp.get("/commands/<command_uuid>.json")
@@ -400,7 +414,7 @@ def units():
                 ensure_pilot_units(s)
                 flash(tr("Đã tạo các đơn vị thí điểm.", "Pilot units created."))
             elif action == "stage":
-                unit = s.get(Unit, request.form.get("unit_id", type=int) or 0)
+                unit = s.get(Unit, int_arg("unit_id", args=request.form) or 0)
                 if unit is None:
                     abort(404)
                 stage = request.form.get("stage")
@@ -446,7 +460,7 @@ def leaders():
             abort(403)
         with unit_of_work() as s:
             try:
-                gw.create_leader(s, request.form.get("full_name", ""), request.form.get("unit_id", type=int),
+                gw.create_leader(s, request.form.get("full_name", ""), int_arg("unit_id", args=request.form),
                                  request.form.get("role", ""), title=request.form.get("title", ""),
                                  created_by=principal())
             except gw.GatewayError as exc:

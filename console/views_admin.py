@@ -198,7 +198,7 @@ def audit():
         if request.args.get("verify") == "1":
             from document_gateway import audit as gw_audit
 
-            chain = gw_audit.chain_status(s)
+            chain = gw_audit.chain_status(s, instance())
         return render_page("audit.html", rows=rows, total=total, page=page, pages=max(1, math.ceil(total / PAGE_SIZE)),
                            f=f, reasons=reasons, chain=chain)
 
@@ -250,3 +250,38 @@ def report_download(report_id, fmt):
         abort(404)
     path, mimetype, name = found
     return send_file(path, mimetype=mimetype, as_attachment=True, download_name=name, max_age=0)
+
+
+# ------------------------------------------------------------------ security events
+SEVERITY_LABELS = {"critical": ("Nghiêm trọng", "Critical"), "high": ("Cao", "High"),
+                   "warning": ("Cảnh báo", "Warning"), "info": ("Thông tin", "Information")}
+
+
+@bp.get("/security-events")
+@requires("security.read")
+def security_events_page():
+    from ipad_mdm import security_events as sev
+
+    page, offset = _page_args()
+    open_only = request.args.get("open") == "1"
+    with unit_of_work() as s:
+        total, rows = sev.query(s, limit=PAGE_SIZE, offset=offset, open_only=open_only)
+        events = [sev.to_dict(e) for e in rows]
+    return render_page("security_events.html", events=events, total=total, page=page,
+                       pages=max(1, math.ceil(total / PAGE_SIZE)), f={"open": "1" if open_only else ""},
+                       severity=lambda v: SEVERITY_LABELS.get(v, (v, v))[0 if lang() == "vi" else 1])
+
+
+@bp.post("/security-events/<int:event_id>/acknowledge")
+@requires("security.write")
+def security_event_acknowledge(event_id: int):
+    from ipad_mdm import security_events as sev
+
+    note = request.form.get("note", "").strip()[:2000]
+    with unit_of_work() as s:
+        try:
+            sev.acknowledge(s, event_id, by=principal(), note=note)
+        except sev.EventNotFound:
+            abort(404)
+    flash(tr(f"Đã xác nhận xử lý sự kiện số {event_id}.", f"Event {event_id} acknowledged."), "ok")
+    return redirect(url_for("console.security_events_page"))

@@ -8,7 +8,7 @@ from flask import Response, abort, flash, g, jsonify, redirect, request, url_for
 from sqlalchemy import func, select
 
 from ipad_mdm.models import Unit
-from ipad_mdm.web import hooks, instance, push_after_commit, unit_of_work
+from ipad_mdm.web import hooks, instance, int_arg, push_after_commit, unit_of_work
 
 from . import handover, pdf
 from .models import DeviceRecord, HandoverEvent
@@ -28,7 +28,7 @@ def _record_or_404(s, record_id: int) -> DeviceRecord:
 def handover_list():
     page, offset = _page_args()
     state = request.args.get("state", "")
-    unit = request.args.get("unit", type=int)
+    unit = int_arg("unit")
     q = request.args.get("q", "").strip().upper()
     with unit_of_work() as s:
         stmt = select(DeviceRecord)
@@ -55,7 +55,7 @@ def handover_new():
             try:
                 record = handover.register_device(s, serial_number=request.form.get("serial_number", ""),
                                                   model=request.form.get("model", ""),
-                                                  unit=request.form.get("unit_id", type=int),
+                                                  unit=int_arg("unit_id", args=request.form),
                                                   by=g.user.username, note=request.form.get("note", ""))
                 record_id = record.id
             except handover.TransitionRefused as exc:
@@ -142,7 +142,7 @@ def handover_action(record_id, action):
             if action == "enroll_token":
                 handover.create_enrollment_token(s, instance().settings, instance().fernet(), record, by=by)
             elif action == "assign":
-                leader = s.get(Leader, request.form.get("leader_id", type=int) or 0)
+                leader = s.get(Leader, int_arg("leader_id", args=request.form) or 0)
                 if leader is None:
                     raise handover.TransitionRefused("Hãy chọn lãnh đạo.", "Choose a leader.")
                 handover.assign(s, record, leader, by=by)

@@ -26,7 +26,7 @@ from flask import (
 )
 from markupsafe import Markup
 
-from ipad_mdm.web import instance
+from ipad_mdm.web import BadPaging, instance
 
 from . import accounts
 from .handover import ACTION_LABELS, STATE_LABELS
@@ -220,6 +220,12 @@ def _unauthorized(_exc):
 @bp.errorhandler(403)
 def _forbidden(_exc):
     return _error_page(403, "Bạn không có quyền thực hiện thao tác này.", "You are not allowed to do this.")
+
+
+@bp.errorhandler(BadPaging)
+def _bad_paging(exc):
+    log.warning("%s %s -> 400: %s", request.method, request.path, exc)
+    return _error_page(400, "Số trang hoặc tham số lọc không hợp lệ.", "The page number or filter is not valid.")
 
 
 @bp.errorhandler(404)

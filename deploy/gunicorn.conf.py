@@ -21,7 +21,9 @@ max_requests = 5000          # recycle workers now and then (leaks in third-part
 max_requests_jitter = 500
 limit_request_line = 8190
 limit_request_fields = 100
-accesslog = "-"
+accesslog = "-"  # query strings with secrets (the enrollment token) are redacted: ipad_mdm.logs
+# Files the workers create (reports, documents, VPN config) are the server user's alone.
+umask = 0o077
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("IPAD_MDM_FORWARDED_ALLOW_IPS", "127.0.0.1")
 if os.environ.get("IPAD_MDM_TLS_CERT"):

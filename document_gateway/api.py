@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 
 from ipad_mdm.auth import require
 from ipad_mdm.models import Unit
-from ipad_mdm.web import error, instance, unit_of_work
+from ipad_mdm.web import error, instance, int_arg, paging, unit_of_work
 from mdm.models import Device
+from mdm.scope import caller_unit_id, device_for_request
 
 from . import audit, service
 from .models import DeviceAssignment, Document, GatewayAuditEvent, Leader
@@ -50,9 +51,6 @@ def _json() -> dict:
 def _by() -> str:
     return getattr(g, "api_principal", "") or ""
 
-
-def _device(s, udid: str) -> Device | None:
-    return s.scalar(select(Device).where(Device.udid == udid))
 
 
 # ------------------------------------------------------------------ leaders
@@ -115,7 +113,7 @@ def update_leader(leader_id: int):
 
 # ------------------------------------------------------------------ assignment
 @bp.put("/devices/<udid>/assignment")
-@require("devices.write")
+@require("devices.write", unit_scoped=True)
 def assign(udid: str):
     try:
         body = _json()
@@ -123,11 +121,11 @@ def assign(udid: str):
         if not isinstance(leader_id, int) or isinstance(leader_id, bool):
             raise service.GatewayError("leader_id (integer) is required")
         with unit_of_work() as s:
-            device = _device(s, udid)
+            device = device_for_request(s, udid)
             if device is None:
                 return error(404, "no such device")
             leader = s.get(Leader, leader_id)
-            if leader is None:
+            if leader is None or (caller_unit_id() is not None and leader.unit_id != caller_unit_id()):
                 return error(404, "no such leader")
             row = service.assign_device(s, device, leader, by=_by())
             out = service.assignment_dict(row, udid)
@@ -137,10 +135,10 @@ def assign(udid: str):
 
 
 @bp.get("/devices/<udid>/assignment")
-@require("devices.write")
+@require("devices.write", unit_scoped=True)
 def show_assignment(udid: str):
     with unit_of_work() as s:
-        device = _device(s, udid)
+        device = device_for_request(s, udid)
         if device is None:
             return error(404, "no such device")
         row = service.current_assignment(s, device.id)
@@ -150,10 +148,10 @@ def show_assignment(udid: str):
 
 
 @bp.delete("/devices/<udid>/assignment")
-@require("devices.write")
+@require("devices.write", unit_scoped=True)
 def unassign(udid: str):
     with unit_of_work() as s:
-        device = _device(s, udid)
+        device = device_for_request(s, udid)
         if device is None:
             return error(404, "no such device")
         row = service.unassign_device(s, device, by=_by())
@@ -209,8 +207,7 @@ def upload_document():
 @bp.get("/documents")
 @require("documents.admin")
 def list_documents():
-    limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 500)
-    offset = max(request.args.get("offset", 0, type=int) or 0, 0)
+    limit, offset = paging(max_limit=500)
     with unit_of_work() as s:
         stmt = select(Document)
         if request.args.get("classification"):
@@ -271,16 +268,13 @@ def audit_events():
         since, until = _when("since"), _when("until")
     except ValueError:
         return error(400, "since/until must be ISO 8601 dates or times")
-    limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 500)
-    offset = max(request.args.get("offset", 0, type=int) or 0, 0)
+    limit, offset = paging(max_limit=500)
     with unit_of_work() as s:
         stmt = select(GatewayAuditEvent)
         if request.args.get("device"):
             stmt = stmt.where(GatewayAuditEvent.device_udid == request.args["device"])
         if request.args.get("leader"):
-            leader = request.args.get("leader", type=int)
-            if leader is None:
-                return error(400, "leader must be an integer id")
+            leader = int_arg("leader")
             stmt = stmt.where(GatewayAuditEvent.leader_id == leader)
         if request.args.get("decision"):
             if request.args["decision"] not in ("allow", "deny"):
@@ -293,7 +287,7 @@ def audit_events():
         if until:
             stmt = stmt.where(GatewayAuditEvent.at < until)
         total = s.scalar(select(func.count()).select_from(stmt.subquery()))
-        after_id = request.args.get("after_id", type=int)
+        after_id = int_arg("after_id")
         if after_id is not None:
             rows = s.scalars(stmt.where(GatewayAuditEvent.id > after_id).order_by(GatewayAuditEvent.id).limit(limit)).all()
         else:
@@ -305,4 +299,4 @@ def audit_events():
 @require("audit.read")
 def audit_verify():
     with unit_of_work() as s:
-        return jsonify(audit.chain_status(s))
+        return jsonify(audit.chain_status(s, instance()))

@@ -1,7 +1,9 @@
 """`gateway` click group (mounted in the main CLI as `ipad-mdm gateway …`).
 
-  ipad-mdm gateway audit-verify [--json]   recompute the audit hash chain; exit 0 if intact,
-                                            2 if a row was altered, removed or re-ordered
+  ipad-mdm gateway audit-verify [--json]   verify the keyed audit chain and its signed checkpoints;
+                                            exit 0 if intact, 2 if not (first bad row named)
+  ipad-mdm gateway audit-checkpoint        verify since the last checkpoint and sign a new one
+  ipad-mdm gateway audit-quarantine --confirm   move rows past the chain head aside
 """
 from __future__ import annotations
 
@@ -35,19 +37,59 @@ def gateway(ctx, instance_dir):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
 @click.pass_context
 def audit_verify(ctx, as_json):
-    """Verify the gateway audit log's hash chain."""
-    from .audit import verify_chain
+    """Verify the whole audit chain (keyed hashes, head, signed checkpoints). Exit 0 if intact,
+    2 if a row was altered, removed, re-ordered, cut off or added outside the gateway (the
+    first bad row is named and a security event is raised)."""
+    from . import audit
 
     inst = _open_instance(ctx)
     try:
         with inst.database.session() as s:
-            ok, bad, checked = verify_chain(s)
+            status = audit.full_check(s, inst)
+            if not status.ok:
+                audit.raise_alarm(s, status, source="audit-verify")
     finally:
         inst.database.dispose()
     if as_json:
-        click.echo(json.dumps({"ok": ok, "first_bad_id": bad, "checked": checked}))
-    elif ok:
-        click.echo(f"audit chain intact: {checked} rows checked")
+        click.echo(json.dumps({**status.as_dict(), "description": audit.describe(status)}))
+    elif status.ok:
+        click.echo(f"{audit.describe(status)}; newest signed checkpoint at row {status.last_checkpoint_seq or '-'}")
     else:
-        click.echo(f"audit chain BROKEN at row {bad} ({checked} rows verified before it)", err=True)
-    sys.exit(0 if ok else 2)
+        click.echo(f"audit chain BROKEN at row {status.first_bad_id}: {audit.describe(status)} "
+                   f"({status.checked} rows verified before it)", err=True)
+    sys.exit(0 if status.ok else 2)
+
+
+@gateway.command("audit-checkpoint")
+@click.pass_context
+def audit_checkpoint(ctx):
+    """Verify the chain since the last checkpoint and sign a new one (the periodic job, by hand)."""
+    from . import audit
+
+    inst = _open_instance(ctx)
+    try:
+        status = audit.check_and_checkpoint(inst.database, inst)
+    finally:
+        inst.database.dispose()
+    click.echo(audit.describe(status) if status.ok else f"audit chain BROKEN: {audit.describe(status)}")
+    sys.exit(0 if status.ok else 2)
+
+
+@gateway.command("audit-quarantine")
+@click.option("--confirm", is_flag=True, help="Really move the rows past the chain head")
+@click.pass_context
+def audit_quarantine(ctx, confirm):
+    """Move rows found past the chain head (they stop the gateway) into gateway_audit_quarantine."""
+    from . import audit
+
+    if not confirm:
+        click.echo("nothing done: add --confirm after the rows have been examined (ipad-mdm gateway audit-verify)",
+                   err=True)
+        sys.exit(1)
+    inst = _open_instance(ctx)
+    try:
+        with inst.database.session() as s:
+            moved = audit.quarantine_beyond_head(s)
+    finally:
+        inst.database.dispose()
+    click.echo(f"{moved} row(s) moved to gateway_audit_quarantine")

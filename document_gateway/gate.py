@@ -242,10 +242,7 @@ def _evaluate(session: Session, ca, presented: Presented, now: dt.datetime) -> D
     try:
         identity = checkin.trusted_identity(session, ca, cert)
     except checkin.DeviceAuthError as exc:
-        code = ("certificate_revoked" if "revoked" in exc.reason else
-                "certificate_unknown" if "not a device identity" in exc.reason else
-                "certificate_expired" if "expired" in exc.reason else "certificate_untrusted")
-        return replace(base, code=code)
+        return replace(base, code=exc.code if exc.code in i18n.REASONS else "certificate_untrusted")
     if identity.device_id is None:
         return replace(base, code="certificate_unbound")
     device = session.get(Device, identity.device_id)
@@ -285,4 +282,6 @@ def _evaluate(session: Session, ca, presented: Presented, now: dt.datetime) -> D
         return replace(d, code="verdict_blocked")
     if verdict.state == "non_compliant":
         return replace(d, code="verdict_non_compliant")
+    if any(r.get("rule") == "no_policy" for r in verdict.failing_rules if isinstance(r, dict)):
+        return replace(d, code="verdict_unassessed")
     return replace(d, code="verdict_unknown")

@@ -112,6 +112,17 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
     "classification_not_allowed": (
         "Không tìm thấy tài liệu.", "Hãy mở tài liệu từ danh sách.",
         "Document not found.", "Open documents from the list."),
+    "audit_unavailable": (
+        "Tạm dừng cung cấp tài liệu: nhật ký truy cập tài liệu đang có lỗi toàn vẹn, không thể ghi nhận lượt truy cập.",
+        "Cán bộ phụ trách an toàn thông tin đã được thông báo. Vui lòng thử lại sau hoặc liên hệ "
+        f"{IT_CONTACT_VI}.",
+        "Documents are withheld: the document access log has an integrity fault and cannot record this access.",
+        f"The security officers have been alerted. Please retry later or contact {IT_CONTACT_EN}."),
+    "verdict_unassessed": (
+        "Thiết bị chưa được áp dụng chính sách bảo mật nào nên chưa thể đánh giá tuân thủ.",
+        f"Đề nghị {IT_CONTACT_VI} gán chính sách bảo mật cho đơn vị của thiết bị.",
+        "No security policy applies to this device, so its compliance cannot be assessed.",
+        f"Ask {IT_CONTACT_EN} to assign a security policy to the device's unit."),
     "internal_error": (
         "Hệ thống tạm thời gặp sự cố.", f"Vui lòng thử lại sau ít phút hoặc liên hệ {IT_CONTACT_VI}.",
         "The system has a temporary problem.", f"Please retry in a few minutes or contact {IT_CONTACT_EN}."),

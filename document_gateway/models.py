@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -155,7 +155,8 @@ class GatewayAuditEvent(Base):
                      untrusted_proxy, certificate_invalid, certificate_untrusted, certificate_expired,
                      certificate_unknown, certificate_revoked, certificate_unbound, device_retired,
                      device_checked_out, device_not_enrolled, lost_mode, not_assigned, leader_inactive,
-                     verdict_unknown, verdict_non_compliant, verdict_blocked, grace_expired,
+                     verdict_unknown, verdict_unassessed, verdict_non_compliant, verdict_blocked, grace_expired,
+                     audit_unavailable,
                      document_unknown, document_not_visible, classification_secret,
                      classification_not_allowed, internal_error
       reason_vi / reason_en   the human reason shown to the leader (Vietnamese / English)
@@ -168,7 +169,8 @@ class GatewayAuditEvent(Base):
       document_id, classification   the document, when it exists
       client_ip      the client's IP (the proxy's X-Forwarded-For entry when the proxy is trusted)
       prev_hash      row_hash of the previous row ("0" * 64 for the first)
-      row_hash       sha256(prev_hash + canonical JSON of every other column), hex
+      row_hash       HMAC-SHA256(audit key, prev_hash + canonical JSON of every other column), hex
+      chain_version  2 (keyed); 1 for rows written before the audit key existed (plain SHA-256)
     """
 
     __tablename__ = "gateway_audit_events"
@@ -199,3 +201,29 @@ class GatewayAuditEvent(Base):
     client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))
+    # 1: plain SHA-256 (rows from before the audit key); 2: HMAC-SHA256 with the audit key.
+    chain_version: Mapped[int] = mapped_column(Integer, default=2, server_default="1")
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the chain had `seq` rows ending in `head_hash` at `at`" (audit.py)."""
+
+    __tablename__ = "gateway_audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column()
+    # CMS SignedData (DER, detached) over the canonical JSON of (seq, head_hash, at).
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditQuarantine(Base):
+    """Rows found past the chain head (written outside the gateway), kept as evidence."""
+
+    __tablename__ = "gateway_audit_quarantine"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    original_id: Mapped[int] = mapped_column(Integer)
+    row: Mapped[dict] = mapped_column()
+    quarantined_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

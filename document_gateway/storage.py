@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ipad_mdm.files import private_dir
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1024 * 1024
 
@@ -32,7 +34,7 @@ class DocumentStore:
         self.root = Path(root)
 
     def _ensure(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path)
 
     def path_for(self, sha256: str) -> Path:
         # Defence in depth: the argument always comes from our database, but refuse anything

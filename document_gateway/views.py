@@ -134,6 +134,21 @@ def _not_found(lang: str) -> Response:
     return _page(ui["not_found_title"], body, 404, lang)
 
 
+@bp.errorhandler(audit.AuditUnavailable)
+def _audit_unavailable(exc):
+    """Fail closed: without its audit row no decision is answered with content (see audit.py)."""
+    log.error("gateway refuses %s %s: %s", request.method, request.path, exc)
+    try:
+        with instance().database.session() as s:
+            audit.raise_alarm(s, audit.ChainStatus(False, audit.first_row_beyond_head(s), 0, "row_beyond_head",
+                                                   str(exc)), source="gateway append")
+    except Exception:
+        log.exception("recording the audit alarm failed")
+    resp = _denied(gate.Decision(False, "audit_unavailable", status=503), _lang())
+    resp.headers["Retry-After"] = "300"
+    return resp
+
+
 def _internal_error(lang: str) -> Response:
     d = gate.Decision(False, "internal_error", status=500)
     return _denied(d, lang)
@@ -150,7 +165,7 @@ def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, h
     if problems_en and not decision.allowed:
         vi, en = f"{vi} {problems_vi}", f"{en} {problems_en}"
     audit.record(
-        instance().database, action=action, decision="allow" if (decision.allowed if allowed is None else allowed) else "deny",
+        instance().database, instance().audit_key, action=action, decision="allow" if (decision.allowed if allowed is None else allowed) else "deny",
         reason_code=code, reason_vi=vi, reason_en=en, http_status=http_status, device_udid=decision.udid,
         device_id=decision.device_id, cert_sha256=decision.cert_sha256 or presented.fingerprint,
         leader_id=decision.leader_id, leader_name=decision.leader_name, leader_role=decision.leader_role,

@@ -38,6 +38,9 @@ def make_apns_client(inst: Instance):
 
 
 def create_app(settings: Settings | None = None, *, inst: Instance | None = None, dispatcher=None) -> Flask:
+    from .logs import install_redaction
+
+    install_redaction()
     settings = settings or (inst.settings if inst else load_settings())
     inst = inst or open_instance(settings)
     app = Flask("ipad_mdm")
@@ -49,6 +52,9 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
         JSON_SORT_KEYS=False,
     )
+    from .web import BadPaging, bounded_int_converter
+
+    app.url_map.converters["int"] = bounded_int_converter()
     hooks = Hooks()
     app.extensions["ipad_mdm.instance"] = inst
     app.extensions["ipad_mdm.hooks"] = hooks
@@ -56,6 +62,9 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
 
     import importlib
 
+    from . import core_api
+
+    app.register_blueprint(core_api.bp)
     for name in PACKAGES:
         module = importlib.import_module(name)
         register = getattr(module, "register", None)
@@ -67,6 +76,13 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         log.warning("%s %s -> %d: %s", request.method, request.path, exc.code, exc.name)
         resp = jsonify({"error": exc.description or exc.name, "status": exc.code})
         resp.status_code = exc.code or 500
+        return resp
+
+    @app.errorhandler(BadPaging)
+    def bad_paging(exc: BadPaging):
+        log.warning("%s %s -> 400: %s", request.method, request.path, exc)
+        resp = jsonify({"error": str(exc), "status": 400})
+        resp.status_code = 400
         return resp
 
     @app.errorhandler(DBAPIError)

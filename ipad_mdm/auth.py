@@ -16,9 +16,12 @@ from .web import error, instance
 
 # What each role may do through the API.
 PERMISSIONS = {
-    "it_admin": {"devices.read", "devices.write", "commands.send", "commands.destructive", "enroll.create", "profiles.write", "policies.read", "reports.read"},
-    "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write", "reports.read", "reports.write", "audit.read", "documents.admin"},
-    "auditor": {"devices.read", "policies.read", "reports.read", "audit.read"},
+    "it_admin": {"devices.read", "devices.write", "commands.send", "commands.destructive", "enroll.create",
+                 "profiles.write", "policies.read", "reports.read", "tokens.create"},
+    "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write",
+                         "reports.read", "reports.write", "audit.read", "documents.admin", "tokens.create",
+                         "security.read", "security.write"},
+    "auditor": {"devices.read", "policies.read", "reports.read", "audit.read", "security.read"},
     "leader": set(),
 }
 
@@ -26,6 +29,8 @@ PERMISSIONS = {
 def create_api_token(session: Session, name: str, role: str, unit_id: int | None = None) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 128:
+        raise ValueError("name must be a string of 1-128 characters")
     plain = "imdm_" + secrets.token_urlsafe(32)
     session.add(ApiToken(name=name, role=role, unit_id=unit_id, token_sha256=hashlib.sha256(plain.encode()).hexdigest()))
     session.flush()
@@ -39,8 +44,13 @@ def lookup_token(session: Session, plain: str) -> ApiToken | None:
     return row
 
 
-def require(permission: str):
-    """Decorator: a valid bearer token whose role grants `permission`."""
+def require(permission: str, *, unit_scoped: bool = False):
+    """Decorator: a valid bearer token whose role grants `permission`.
+
+    A token limited to one unit is refused (403) on every route unless the route declares
+    `unit_scoped=True`, i.e. it looks its device up through mdm.scope (or filters by
+    g.api_unit_id): office-wide resources are never reachable with a unit's token.
+    """
 
     def wrap(view):
         @functools.wraps(view)
@@ -54,6 +64,8 @@ def require(permission: str):
                     return error(401, "invalid or revoked token")
                 if permission not in PERMISSIONS.get(token.role, set()):
                     return error(403, f"role {token.role} may not {permission}")
+                if token.unit_id is not None and not unit_scoped:
+                    return error(403, "this token is limited to one unit; this resource is office-wide")
                 now = utcnow()
                 # A write per API call would serialise readers on SQLite: once a minute is enough.
                 if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):

@@ -74,10 +74,7 @@ def serve(ctx, host, port, instance_dir, base_url, no_tls):
 
     inst = open_instance(_settings(ctx, base_url=base_url.rstrip("/")))
     app = create_app(inst=inst)
-    with inst.database.session() as s:
-        from mdm import service
-
-        first = service.create_enrollment(s, inst.settings, created_by="serve")
+    first = _first_enrollment(inst)
     if inst.settings.celery_broker_url:
         click.echo("periodic jobs: Celery beat (CELERY_BROKER_URL is set)")
     else:
@@ -95,9 +92,40 @@ def serve(ctx, host, port, instance_dir, base_url, no_tls):
     click.echo(f"ipad-mdm serving {scheme}://{host}:{port} (public URL {inst.settings.base_url})")
     click.echo(f"instance: {inst.settings.instance_dir}")
     click.echo(f"CA certificate: {inst.settings.base_url}/mdm/ca")
-    click.echo(f"Enrollment URL (one-time, expires {first['expires_at']}): {first['url']}")
+    # The URL carries the one-time token: it goes to a 0600 file and to an interactive terminal,
+    # never into a log (stdout of a service is a log).
+    click.echo(f"Enrollment token #{first['id']} (one-time, expires {first['expires_at']}): "
+               f"its URL is in {first['path']}")
+    if sys.stdout.isatty():
+        click.echo(f"Enrollment URL: {first['url']}")
     sys.stdout.flush()
     run_simple(host, port, app, threaded=True, ssl_context=ssl_context, use_reloader=False)
+
+
+def _first_enrollment(inst) -> dict:
+    """The enrollment token `serve` offers: the one it made before if still unused, else a new one.
+    Its URL is kept in secrets/enrollment-url.json (0600)."""
+    from mdm import service
+    from mdm.models import EnrollmentToken
+
+    from .crypto.keys import write_secret_file
+    from .db import utcnow
+
+    path = inst.settings.secrets_dir / "enrollment-url.json"
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = None
+    with inst.database.session() as s:
+        row = s.get(EnrollmentToken, kept.get("id")) if isinstance(kept, dict) and isinstance(kept.get("id"), int) else None
+        usable = (row is not None and row.profile_fetched_at is None and row.revoked_at is None
+                  and row.expires_at > utcnow() and kept.get("url", "").startswith(inst.settings.base_url + "/"))
+        if not usable:
+            kept = service.create_enrollment(s, inst.settings, created_by="serve")
+            kept = {k: kept[k] for k in ("id", "url", "expires_at")}
+    if not usable:
+        write_secret_file(path, json.dumps(kept).encode())
+    return {**kept, "path": str(path)}
 
 
 @main.group("enroll-token")
@@ -164,6 +192,24 @@ def device_show(ctx, udid, as_json):
             _fail(str(exc))
         data = service.device_detail(s, app.extensions["ipad_mdm.hooks"], dev)
     _emit(data, as_json)
+
+
+@device.command("re-enroll")
+@click.argument("udid")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def device_reenroll(ctx, udid, as_json):
+    """Authorise an erased or replaced iPad to enroll again (a one-time URL for this device only)."""
+    from mdm import service
+
+    inst = _instance(ctx)
+    try:
+        with inst.database.session() as s:
+            result = service.create_reenrollment(s, inst.settings, udid, created_by="cli")
+    except service.NotFound as exc:
+        _fail(str(exc))
+    logging.getLogger("ipad_mdm.cli").warning("re-enrollment of %s authorised (token #%s)", udid, result["id"])
+    _emit(result, as_json)
 
 
 class _NoPush:
@@ -242,15 +288,66 @@ def api_token():
 @api_token.command("create")
 @click.option("--name", required=True)
 @click.option("--role", required=True, type=click.Choice(["it_admin", "security_officer", "leader", "auditor"]))
+@click.option("--unit", default=None, help="Limit the token to one unit's devices (unit code)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def api_token_create(ctx, name, role, as_json):
+def api_token_create(ctx, name, role, unit, as_json):
+    from sqlalchemy import select
+
     from .auth import create_api_token
+    from .models import Unit
 
     inst = _instance(ctx)
     with inst.database.session() as s:
-        token = create_api_token(s, name, role)
-    _emit({"name": name, "role": role, "token": token}, as_json)
+        unit_row = s.scalar(select(Unit).where(Unit.code == unit)) if unit else None
+        if unit and unit_row is None:
+            _fail(f"unknown unit {unit!r}; add it with `ipad-mdm unit add CODE NAME`")
+        token = create_api_token(s, name, role, unit_row.id if unit_row else None)
+    _emit({"name": name, "role": role, "unit": unit, "token": token}, as_json)
+
+
+@main.group("security-event")
+def security_event():
+    """Security events (takeover attempts, tampering): list and acknowledge."""
+
+
+@security_event.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only events not yet acknowledged")
+@click.option("--limit", default=100, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def security_event_list(ctx, open_only, limit, as_json):
+    from . import security_events
+
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        _total, rows = security_events.query(s, limit=limit, open_only=open_only)
+        data = [security_events.to_dict(e) for e in rows]
+    if as_json:
+        _emit(data, True)
+        return
+    for e in data:
+        state = "open" if e["acknowledged_at"] is None else "acknowledged"
+        click.echo(f"#{e['id']} {e['at']} {e['severity']:8} {e['kind']} {e['udid'] or '-'} [{state}]")
+        click.echo(f"    {e['summary_en']}")
+    click.echo(f"{len(data)} event(s)")
+
+
+@security_event.command("ack")
+@click.argument("event_id", type=int)
+@click.option("--note", default="")
+@click.option("--by", default="cli")
+@click.pass_context
+def security_event_ack(ctx, event_id, note, by):
+    from . import security_events
+
+    inst = _instance(ctx)
+    try:
+        with inst.database.session() as s:
+            security_events.acknowledge(s, event_id, by=by, note=note)
+    except security_events.EventNotFound as exc:
+        _fail(str(exc))
+    click.echo(f"security event #{event_id} acknowledged")
 
 
 @main.group()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, create_engine, event
@@ -45,9 +46,56 @@ def utcnow() -> dt.datetime:
 def _sqlite_pragmas(dbapi_conn, _record):
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
+    # Forgotten secrets (answered command payloads, PINs) must not linger in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+# ------------------------------------------------------------------ after commit
+_AFTER_COMMIT = "ipad_mdm.after_commit"
+
+
+def after_commit(session: Session, fn) -> None:
+    """Run `fn()` once the session's outermost transaction commits; forget it if the
+    transaction (or the savepoint it was registered in) rolls back.
+
+    The one mechanism for work that talks to the outside (pushes, e-mail, VPN sync):
+    never announce what the database did not keep."""
+    marker = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_AFTER_COMMIT, []).append((marker, fn))
+
+
+def _run_after_commit(session: Session) -> None:
+    pending = session.info.pop(_AFTER_COMMIT, None)
+    for _marker, fn in pending or ():
+        try:
+            fn()
+        except Exception:  # one failing callback must not stop the others
+            logging.getLogger("ipad_mdm.db").exception("after-commit callback %r failed", fn)
+
+
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    pending = session.info.get(_AFTER_COMMIT)
+    if not pending:
+        return
+    if previous_transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)
+        return
+
+    def inside(tx) -> bool:
+        while tx is not None:
+            if tx is previous_transaction:
+                return True
+            tx = tx.parent
+        return False
+
+    session.info[_AFTER_COMMIT] = [(m, fn) for m, fn in pending if not inside(m)]
+
+
+event.listen(Session, "after_commit", _run_after_commit)
+event.listen(Session, "after_soft_rollback", _drop_rolled_back)
 
 
 class Database:
@@ -107,6 +155,7 @@ def import_all_models() -> None:
     import console.models  # noqa: F401
     import document_gateway.models  # noqa: F401
     import ipad_mdm.models  # noqa: F401
+    import ipad_mdm.security_events  # noqa: F401
     import mdm.models  # noqa: F401
     import profiles.models  # noqa: F401
     import reports.models  # noqa: F401

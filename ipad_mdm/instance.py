@@ -8,6 +8,8 @@ Layout (secrets/ is 0700 and every file in it 0600):
   secrets/ca.key       CA key (absent when it lives on a PKCS#11 token)
   secrets/signer.key   profile-signing key (absent on PKCS#11)
   secrets/server.key, secrets/push.key, secrets/app.key, secrets/data.key
+  secrets/audit.key    HMAC key of the gateway's audit chain
+  audit/checkpoints.jsonl   signed checkpoints of that chain (document_gateway.audit)
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .config import Settings
 from .crypto.ca import CertificateAuthority, create_ca_for_key, utcnow
 from .crypto.keys import FileKey, KeyHandle, Pkcs11Key, write_private_key, write_secret_file
 from .db import Database
+from .files import private_dir, tighten_tree, write_atomic
 
 log = logging.getLogger(__name__)
 _init_lock = threading.Lock()
@@ -50,6 +53,10 @@ class Instance:
     server_key_path: Path
     app_secret: bytes
     data_key: bytes
+    # Keys the gateway's audit hash chain (HMAC-SHA256); only the server's files hold it.
+    audit_key: bytes = b""
+    # Rows of that chain written before the key existed (plain SHA-256) end here.
+    audit_unkeyed_up_to: int = 0
 
     def fernet(self) -> Fernet:
         return Fernet(self.data_key)
@@ -85,7 +92,7 @@ def _ensure_ca(settings: Settings) -> CertificateAuthority:
         key = FileKey.load(key_path)
     if not cert_path.exists():
         cert = create_ca_for_key("iPad MDM Device CA", settings.organization, key)
-        cert_path.write_bytes(CertificateAuthority(cert, key).certificate_pem)
+        write_atomic(cert_path, CertificateAuthority(cert, key).certificate_pem)
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return CertificateAuthority(cert, key)
 
@@ -108,7 +115,7 @@ def _ensure_signer(settings: Settings, ca: CertificateAuthority) -> tuple[x509.C
         cert = None
     if cert is None:
         cert = ca.issue_signer("iPad MDM Profile Signing", key.public_key())
-        cert_path.write_bytes(cert.public_bytes(_pem()))
+        write_atomic(cert_path, cert.public_bytes(_pem()))
     return cert, key
 
 
@@ -136,7 +143,7 @@ def _ensure_server_cert(settings: Settings, ca: CertificateAuthority) -> tuple[P
     if current is None:
         cert, key = ca.issue_server(names)
         write_private_key(key_path, key)
-        cert_path.write_bytes(cert.public_bytes(_pem()) + ca.certificate_pem)
+        write_atomic(cert_path, cert.public_bytes(_pem()) + ca.certificate_pem)
     return cert_path, key_path
 
 
@@ -171,7 +178,7 @@ def _ensure_push_cert(settings: Settings) -> tuple[Path, Path, str]:
             .sign(key, hashes.SHA256())
         )
         write_private_key(key_path, key)
-        cert_path.write_bytes(cert.public_bytes(_pem()))
+        write_atomic(cert_path, cert.public_bytes(_pem()))
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return cert_path, key_path, settings.push_topic or _topic_of(cert)
 
@@ -191,15 +198,48 @@ def _protect_sqlite_file(url: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _ensure_audit_key(settings: Settings, database: Database | None) -> tuple[bytes, int]:
+    """The gateway audit chain's HMAC key, and how far the chain ran unkeyed before it existed.
+    Both live in the secrets folder, out of reach of someone who can only write the database."""
+    import json
+
+    key_path, legacy_path = settings.secrets_dir / "audit.key", settings.secrets_dir / "audit-legacy.json"
+    if not key_path.exists():
+        unkeyed = 0
+        if database is not None:
+            from sqlalchemy import text
+
+            try:
+                with database.engine.connect() as conn:
+                    unkeyed = int(conn.execute(text("SELECT last_seq FROM gateway_audit_head WHERE id = 1")).scalar() or 0)
+            except Exception:  # no gateway tables (yet): nothing was written unkeyed
+                unkeyed = 0
+        write_secret_file(legacy_path, json.dumps({"unkeyed_up_to": unkeyed}).encode())
+        write_secret_file(key_path, secrets.token_hex(32).encode())
+    try:
+        unkeyed = int(json.loads(legacy_path.read_text())["unkeyed_up_to"])
+    except (OSError, ValueError, KeyError):
+        unkeyed = 0
+    return key_path.read_bytes().strip(), unkeyed
+
+
 def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
     """Create whatever is missing in the instance folder, then open it."""
-    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    # Everything under the instance is private to the server's user: 0700 folders, 0600 files.
+    private_dir(settings.instance_dir)
     # Several gunicorn workers may start at once: one initialises, the others wait.
-    with _init_lock, open(settings.instance_dir / ".init.lock", "a+") as lock_file:
+    lock_fd = os.open(settings.instance_dir / ".init.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    with _init_lock, os.fdopen(lock_fd, "r+") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
-        settings.ca_dir.mkdir(parents=True, exist_ok=True)
-        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(settings.secrets_dir, 0o700)
+        for folder in (settings.ca_dir, settings.secrets_dir):
+            tighten_tree(folder)
+            private_dir(folder)
+        for folder in ("reports", "documents"):
+            if (settings.instance_dir / folder).exists():
+                private_dir(settings.instance_dir / folder)
+        for entry in settings.instance_dir.iterdir():
+            if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
+                os.chmod(entry, 0o600)
         ca = _ensure_ca(settings)
         signer_cert, signer_key = _ensure_signer(settings, ca)
         server_cert, server_key = _ensure_server_cert(settings, ca)
@@ -210,6 +250,7 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
         database = Database(settings.database_url, echo=bool(settings.extra.get("echo_sql")))
         if migrate:
             database.migrate()
+        audit_key, unkeyed_up_to = _ensure_audit_key(settings, database if migrate else None)
     return Instance(
         settings=settings,
         database=database,
@@ -223,4 +264,6 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
         server_key_path=server_key,
         app_secret=app_secret,
         data_key=data_key,
+        audit_key=audit_key,
+        audit_unkeyed_up_to=unkeyed_up_to,
     )

@@ -32,7 +32,7 @@ def all_jobs() -> list[PeriodicJob]:
 def load_job_modules() -> None:
     import importlib
 
-    for name in ("mdm.jobs", "compliance.jobs", "reports.jobs", "profiles.jobs", "vpn.jobs"):
+    for name in ("mdm.jobs", "compliance.jobs", "reports.jobs", "profiles.jobs", "vpn.jobs", "document_gateway.jobs"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import plistlib
 from xml.parsers.expat import ExpatError
 
 MAX_DEPTH = 32
+log = logging.getLogger(__name__)
 
 
 class PlistError(ValueError):
@@ -51,12 +53,34 @@ def dumps(value: dict) -> bytes:
     return plistlib.dumps(value, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
-def to_json(value):
-    """Plist value -> JSON value: bytes become base64 strings, dates ISO 8601 UTC."""
+# Longest string kept from what a device sends (a DeviceName of 200,000 characters is not a name).
+MAX_STRING = 4096
+
+
+def to_json(value, *, max_string: int = MAX_STRING):
+    """Plist value -> JSON value: bytes become base64 strings, dates ISO 8601 UTC; strings
+    (and keys) longer than max_string are truncated, with one log line per value converted."""
+    clipped = [0]
+    out = _to_json(value, max_string, clipped)
+    if clipped[0]:
+        log.warning("%d string(s) longer than %d characters truncated before storing", clipped[0], max_string)
+    return out
+
+
+def _clip(text: str, max_string: int, clipped: list) -> str:
+    if len(text) > max_string:
+        clipped[0] += 1
+        return text[:max_string]
+    return text
+
+
+def _to_json(value, max_string: int, clipped: list):
     if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
+        return {_clip(str(k), max_string, clipped): _to_json(v, max_string, clipped) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
+        return [_to_json(v, max_string, clipped) for v in value]
+    if isinstance(value, str):
+        return _clip(value, max_string, clipped)
     if isinstance(value, (bytes, bytearray)):
         return {"$data": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, dt.datetime):

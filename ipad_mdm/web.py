@@ -70,3 +70,59 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"request body larger than {limit} bytes")
         self.limit = limit
+
+
+# ------------------------------------------------------------------ paging and ids
+# Database integer columns are 32-bit on PostgreSQL; anything larger cannot name a row.
+MAX_ID = 2**31 - 1
+MAX_OFFSET = 10**7
+
+
+class BadPaging(ValueError):
+    """Out-of-range or malformed paging parameters: answered 400."""
+
+
+def _int_arg(args, name: str, default: int, lo: int, hi: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    raw = raw.strip()
+    if not raw.lstrip("-").isdigit() or len(raw) > 12:
+        raise BadPaging(f"{name} must be an integer between {lo} and {hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise BadPaging(f"{name} must be an integer between {lo} and {hi}")
+    return value
+
+
+def paging(args=None, *, default_limit: int = 100, max_limit: int = 1000) -> tuple[int, int]:
+    """(limit, offset) from ?limit=&offset= (API), or from ?page= with a fixed page size
+    of default_limit (console). Raises BadPaging for anything out of range."""
+    args = request.args if args is None else args
+    if "page" in args and "offset" not in args:
+        page = _int_arg(args, "page", 1, 1, MAX_OFFSET // max(default_limit, 1))
+        return default_limit, (page - 1) * default_limit
+    limit = _int_arg(args, "limit", default_limit, 1, max_limit)
+    offset = _int_arg(args, "offset", 0, 0, MAX_OFFSET)
+    return limit, offset
+
+
+def int_arg(name: str, default: int | None = None, *, lo: int = 0, hi: int = MAX_ID, args=None) -> int | None:
+    """An optional integer query parameter that must name a row (BadPaging if not)."""
+    args = request.args if args is None else args
+    if args.get(name) in (None, ""):
+        return default
+    return _int_arg(args, name, default or 0, lo, hi)
+
+
+def bounded_int_converter():
+    """Flask's `<int:…>` accepts any number of digits; ids past MAX_ID would overflow the
+    database driver (a 500). This converter answers 404 for them instead."""
+    from werkzeug.routing import IntegerConverter
+
+    class BoundedInt(IntegerConverter):
+        def __init__(self, map, *args, **kwargs):
+            kwargs.setdefault("max", MAX_ID)
+            super().__init__(map, *args, **kwargs)
+
+    return BoundedInt

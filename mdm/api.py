@@ -1,13 +1,19 @@
 """JSON admin API for enrollment, devices and commands (/api/v1)."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, g, jsonify, request
 
 from ipad_mdm.auth import PERMISSIONS, require
-from ipad_mdm.web import error, hooks, instance, push_after_commit, unit_of_work
+from ipad_mdm.web import error, hooks, instance, paging, push_after_commit, unit_of_work
 
 from . import protocol, service
 from .commands import CommandRefused
+from .models import Device
+from .scope import caller_unit_id, device_for_request, in_scope
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("mdm_api", __name__, url_prefix="/api/v1")
 
@@ -22,14 +28,22 @@ def _json_body() -> dict:
 
 
 @bp.post("/enrollment-tokens")
-@require("enroll.create")
+@require("enroll.create", unit_scoped=True)
 def create_enrollment_token():
     try:
         body = _json_body()
         serial, unit = body.get("serial_number"), body.get("unit")
         if serial is not None and (not isinstance(serial, str) or not 1 <= len(serial) <= 64):
             return error(400, "serial_number must be a string of 1-64 characters")
+        if unit is not None and not isinstance(unit, str):
+            return error(400, "unit must be a unit code")
         with unit_of_work() as s:
+            if caller_unit_id() is not None:
+                # A unit's token enrolls into its own unit only.
+                own = service.unit_code_of(s, caller_unit_id())
+                if unit not in (None, own):
+                    return error(403, f"this token may only enroll devices into unit {own}")
+                unit = own
             result = service.create_enrollment(s, instance().settings, serial_number=serial,
                                                unit_code=unit, created_by=g.api_principal)
     except ValueError as exc:
@@ -40,44 +54,48 @@ def create_enrollment_token():
 
 
 @bp.get("/devices")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def list_devices():
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-        offset = max(int(request.args.get("offset", 0)), 0)
-    except ValueError:
-        return error(400, "limit and offset must be integers")
+    limit, offset = paging()
     with unit_of_work() as s:
         total, rows = service.list_devices(s, limit=limit, offset=offset, unit_id=g.api_unit_id)
         return jsonify({"total": total, "devices": [service.device_summary(d) for d in rows]})
 
 
 @bp.get("/devices/<udid>")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def show_device(udid):
     with unit_of_work() as s:
-        try:
-            device = service.get_device(s, udid)
-        except service.NotFound as exc:
-            return error(404, str(exc))
-        if g.api_unit_id is not None and device.unit_id != g.api_unit_id:
+        device = device_for_request(s, udid)
+        if device is None:
             return error(404, f"unknown device {udid}")
         return jsonify(service.device_detail(s, hooks(), device))
 
 
+@bp.post("/devices/<udid>/re-enroll")
+@require("enroll.create", unit_scoped=True)
+def reenroll_device(udid):
+    """An erased or replaced iPad: a one-time token that lets this device, and only it, enroll again."""
+    with unit_of_work() as s:
+        if device_for_request(s, udid) is None:
+            return error(404, f"unknown device {udid}")
+        result = service.create_reenrollment(s, instance().settings, udid, created_by=g.api_principal)
+    log.warning("re-enrollment of %s authorised by %s (token #%s)", udid, g.api_principal, result["id"])
+    return jsonify(result), 201
+
+
 @bp.get("/devices/<udid>/commands")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def device_commands(udid):
     with unit_of_work() as s:
-        try:
-            device = service.get_device(s, udid)
-        except service.NotFound as exc:
-            return error(404, str(exc))
+        device = device_for_request(s, udid)
+        if device is None:
+            return error(404, f"unknown device {udid}")
         return jsonify({"commands": [service.command_detail(s, c) for c in service.device_commands(s, device)]})
 
 
 @bp.post("/devices/<udid>/commands")
-@require("commands.send")
+@require("commands.send", unit_scoped=True)
 def send_command(udid):
     try:
         body = _json_body()
@@ -95,6 +113,8 @@ def send_command(udid):
         return error(400, f"{request_type} is sent by the server itself, not through this endpoint")
     try:
         with unit_of_work() as s:
+            if device_for_request(s, udid) is None:
+                return error(404, f"unknown device {udid}")
             cmd = service.send_command(s, udid, request_type, params, requested_by=g.api_principal)
             push_after_commit(cmd.device_id)
             detail = service.command_detail(s, cmd)
@@ -106,11 +126,13 @@ def send_command(udid):
 
 
 @bp.get("/commands/<command_uuid>")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def show_command(command_uuid):
     with unit_of_work() as s:
         try:
             cmd = service.get_command(s, command_uuid)
         except service.NotFound as exc:
             return error(404, str(exc))
+        if caller_unit_id() is not None and not in_scope(s.get(Device, cmd.device_id)):
+            return error(404, f"unknown command {command_uuid}")
         return jsonify(service.command_detail(s, cmd))

@@ -55,6 +55,13 @@ REVOCATION_REASONS = (
 )
 CRL_VALIDITY_HOURS = 24
 RENEWAL_REQUESTED_BY = "identity-renewal"
+# A renewal in one of these states (and younger than the enrollment token TTL) is in flight:
+# no second one starts for the device.
+RENEWAL_IN_FLIGHT = ("pending", "acknowledged", "issued")
+
+
+class RenewalInFlight(RuntimeError):
+    pass
 _ISO = lambda v: v.isoformat() if v is not None else None  # noqa: E731
 
 
@@ -254,7 +261,7 @@ def expiring_identities(session: Session, settings, now: dt.datetime | None = No
     horizon = now + dt.timedelta(days=settings.identity_renew_days)
     in_flight_since = now - dt.timedelta(hours=settings.enrollment_token_ttl_hours)
     busy = select(IdentityRenewal.device_id).where(
-        IdentityRenewal.status.in_(("pending", "acknowledged")), IdentityRenewal.created_at > in_flight_since)
+        IdentityRenewal.status.in_(RENEWAL_IN_FLIGHT), IdentityRenewal.created_at > in_flight_since)
     rows = session.execute(
         select(Device, IdentityCertificate)
         .join(IdentityCertificate, IdentityCertificate.device_id == Device.id)
@@ -280,6 +287,11 @@ def start_renewal(session: Session, instance, device: Device, old: IdentityCerti
     IdentityRenewal = _renewal_model()
     settings = instance.settings
     now = utcnow()
+    in_flight = session.scalar(select(IdentityRenewal.id).where(
+        IdentityRenewal.device_id == device.id, IdentityRenewal.status.in_(RENEWAL_IN_FLIGHT),
+        IdentityRenewal.created_at > now - dt.timedelta(hours=settings.enrollment_token_ttl_hours)).limit(1))
+    if in_flight is not None:
+        raise RenewalInFlight(f"an identity renewal of {device.udid} is already under way")
     challenge = secrets.token_urlsafe(24)
     token = EnrollmentToken(
         # Nobody ever learns this token: the row exists to carry the challenge.

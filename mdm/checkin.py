@@ -25,12 +25,34 @@ log = logging.getLogger(__name__)
 
 
 class DeviceAuthError(Exception):
-    """The request is not from an enrolled device; `status` is 401 or 403."""
+    """The request is not from an enrolled device; `status` is 401 or 403, `code` machine-readable:
+    signature_invalid, certificate_invalid, untrusted_proxy, certificate_untrusted, certificate_expired,
+    certificate_unknown, certificate_revoked, certificate_unbound, certificate_superseded,
+    identity_conflict, serial_mismatch, reenroll_wrong_device, device_retired, device_state."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, code: str = "unauthorised"):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code
+
+
+class IdentityConflict(DeviceAuthError):
+    """A check-in naming a UDID that belongs to another identity. Refused (403), with nothing
+    of the request stored; `record_conflict` then revokes the offending identity (when `revoke`)
+    and records a security event in a transaction of its own."""
+
+    def __init__(self, kind: str, reason: str, *, udid: str, identity: "IdentityCertificate",
+                 device_id: int | None, message_type: str, revoke: bool):
+        super().__init__(403, reason, "identity_conflict")
+        self.kind = kind
+        self.udid = udid
+        self.identity_id = identity.id
+        self.identity_serial = identity.serial
+        self.token_id = identity.enrollment_token_id
+        self.device_id = device_id
+        self.message_type = message_type
+        self.revoke = revoke
 
 
 def certificate_from_signature(body: bytes, signature_b64: str) -> x509.Certificate:
@@ -38,11 +60,11 @@ def certificate_from_signature(body: bytes, signature_b64: str) -> x509.Certific
     try:
         der = base64.b64decode(signature_b64.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise DeviceAuthError(401, "Mdm-Signature is not valid base64") from None
+        raise DeviceAuthError(401, "Mdm-Signature is not valid base64", "signature_invalid") from None
     try:
         return cms.verify(der, detached_content=body).signer
     except cms.CMSError as exc:
-        raise DeviceAuthError(401, f"Mdm-Signature rejected: {exc}") from None
+        raise DeviceAuthError(401, f"Mdm-Signature rejected: {exc}", "signature_invalid") from None
 
 
 def certificate_from_proxy_header(value: str) -> x509.Certificate:
@@ -51,14 +73,14 @@ def certificate_from_proxy_header(value: str) -> x509.Certificate:
         pem = unquote(value).encode()
         return x509.load_pem_x509_certificate(pem)
     except Exception:
-        raise DeviceAuthError(401, "client certificate header is not a PEM certificate") from None
+        raise DeviceAuthError(401, "client certificate header is not a PEM certificate", "certificate_invalid") from None
 
 
 class UntrustedProxy(DeviceAuthError):
     """The client-certificate header came without the proxy's shared secret."""
 
     def __init__(self):
-        super().__init__(401, "client certificate header from an untrusted proxy")
+        super().__init__(401, "client certificate header from an untrusted proxy", "untrusted_proxy")
 
 
 def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate | None, bool]:
@@ -81,29 +103,136 @@ def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate 
 def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Certificate) -> IdentityCertificate:
     """The stored identity certificate, if it is ours, current and not revoked."""
     if not ca.issued_this(cert):
-        raise DeviceAuthError(403, "certificate was not issued by this server's CA")
+        raise DeviceAuthError(403, "certificate was not issued by this server's CA", "certificate_untrusted")
     now = utcnow()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise DeviceAuthError(403, "certificate is expired or not yet valid")
+        raise DeviceAuthError(403, "certificate is expired or not yet valid", "certificate_expired")
     row = session.scalar(
         select(IdentityCertificate).where(IdentityCertificate.sha256_fingerprint == cert.fingerprint(hashes.SHA256()).hex())
     )
     if row is None:
-        raise DeviceAuthError(403, "certificate is not a device identity issued here")
+        raise DeviceAuthError(403, "certificate is not a device identity issued here", "certificate_unknown")
     if row.revoked_at is not None:
-        raise DeviceAuthError(403, "certificate has been revoked")
+        raise DeviceAuthError(403, "certificate has been revoked", "certificate_revoked")
     return row
 
 
-def _device_for(session: Session, identity: IdentityCertificate, udid: str, *, allow_bind: bool) -> Device | None:
+REENROLL_HINT_EN = ("if this iPad was erased or replaced, an IT administrator must authorise its re-enrollment "
+                    "(`ipad-mdm device re-enroll {udid}`, POST /api/v1/devices/{udid}/re-enroll, or the console's "
+                    "re-enroll button) and enroll it with the URL that gives")
+
+
+def _device_for(session: Session, identity: IdentityCertificate, udid: str, message_type: str) -> Device | None:
+    """The device a check-in may act on, or a refusal.
+
+    A UDID that has ever been bound to an identity stays with its identities: another
+    identity naming it is an IdentityConflict (a takeover attempt when the UDID still has an
+    unrevoked identity), unless this is the Authenticate of an explicit re-enrollment of that
+    very device."""
     device = session.scalar(select(Device).where(Device.udid == udid))
     if identity.device_id is not None:
         if device is None or identity.device_id != device.id:
-            raise DeviceAuthError(403, "UDID does not match the device certificate")
+            raise IdentityConflict("identity_mismatch", "UDID does not match the device certificate", udid=udid,
+                                   identity=identity, device_id=device.id if device else None,
+                                   message_type=message_type, revoke=False)
+        _track_current_identity(session, device, identity, message_type)
         return device
-    if not allow_bind:
-        raise DeviceAuthError(403, "certificate is not bound to a device; Authenticate first")
+    token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
+    if device is not None and _has_identity_history(session, device):
+        if message_type == "Authenticate" and token is not None and token.reenroll_device_id == device.id:
+            return device
+        live = _live_identities(session, device)
+        kind = "device_takeover_attempt" if live else "unauthorised_reenrollment"
+        raise IdentityConflict(kind, "this iPad (UDID {u}) is already enrolled with another identity; ".format(u=udid)
+                               + REENROLL_HINT_EN.format(udid=udid), udid=udid, identity=identity,
+                               device_id=device.id, message_type=message_type, revoke=True)
+    if message_type != "Authenticate":
+        raise DeviceAuthError(403, "certificate is not bound to a device; Authenticate first", "certificate_unbound")
+    if token is not None and token.reenroll_device_id is not None and (device is None or device.id != token.reenroll_device_id):
+        # A re-enrollment URL used by another iPad: it was copied, or handed to the wrong device.
+        raise IdentityConflict("unauthorised_reenrollment", "this enrollment token was made to re-enroll another device",
+                               udid=udid, identity=identity, device_id=device.id if device else None,
+                               message_type=message_type, revoke=True)
     return device
+
+
+def _has_identity_history(session: Session, device: Device) -> bool:
+    return session.scalar(select(IdentityCertificate.id).where(IdentityCertificate.device_id == device.id).limit(1)) is not None
+
+
+def _live_identities(session: Session, device: Device, *, except_id: int | None = None) -> list[IdentityCertificate]:
+    stmt = select(IdentityCertificate).where(IdentityCertificate.device_id == device.id,
+                                             IdentityCertificate.revoked_at.is_(None))
+    if except_id is not None:
+        stmt = stmt.where(IdentityCertificate.id != except_id)
+    return list(session.scalars(stmt.order_by(IdentityCertificate.id)))
+
+
+def _track_current_identity(session: Session, device: Device, identity: IdentityCertificate, message_type: str) -> None:
+    """The device signs with `identity`. A newer identity of the same device (a renewal) takes over
+    on first use and the older ones are revoked as superseded; an older one is refused."""
+    current = device.current_identity_id
+    if current == identity.id:
+        return
+    if current is not None and identity.id < current:
+        raise IdentityConflict("superseded_identity_used", "certificate has been superseded by a newer identity",
+                               udid=device.udid, identity=identity, device_id=device.id,
+                               message_type=message_type, revoke=True)
+    superseded = [c for c in _live_identities(session, device, except_id=identity.id) if c.id < identity.id]
+    _revoke(superseded, "superseded")
+    device.current_identity_id = identity.id
+    if superseded:
+        log.info("device %s now uses identity %s; superseded %s revoked", device.udid, identity.serial,
+                 ", ".join(c.serial for c in superseded))
+    session.flush()
+
+
+def _revoke(certs, reason: str) -> None:
+    now = utcnow()
+    for cert in certs:
+        if cert.revoked_at is None:
+            cert.revoked_at = now
+            cert.revocation_reason = reason
+
+
+def record_conflict(session: Session, conflict: IdentityConflict, *, source_ip: str | None = None) -> None:
+    """After the refused request rolled back: revoke the offending identity (if asked) and
+    record the security event, in the caller's (new) transaction."""
+    from ipad_mdm import security_events
+
+    if conflict.revoke:
+        identity = session.get(IdentityCertificate, conflict.identity_id)
+        if identity is not None and identity.revoked_at is None:
+            identity.revoked_at = utcnow()
+            identity.revocation_reason = "privilegeWithdrawn"
+    details = {"message_type": conflict.message_type, "certificate_serial": conflict.identity_serial,
+               "enrollment_token_id": conflict.token_id, "certificate_revoked": conflict.revoke,
+               "key": conflict.identity_serial}
+    vi = {
+        "device_takeover_attempt": "Một chứng thư số định danh mới (số sê-ri {s}) đã gửi {m} nhân danh iPad UDID {u} "
+                                   "đang được quản lý. Yêu cầu đã bị từ chối, chứng thư số mới đã bị thu hồi.",
+        "unauthorised_reenrollment": "iPad UDID {u} đã từng đăng ký; yêu cầu {m} bằng chứng thư số mới (số sê-ri {s}) "
+                                     "chưa được bộ phận CNTT cho phép đăng ký lại nên đã bị từ chối và chứng thư số "
+                                     "mới đã bị thu hồi.",
+        "identity_mismatch": "Chứng thư số định danh số sê-ri {s} của một thiết bị khác đã gửi {m} nhân danh iPad "
+                             "UDID {u}. Yêu cầu đã bị từ chối.",
+        "superseded_identity_used": "Chứng thư số định danh đã được thay thế (số sê-ri {s}) vẫn được dùng để gửi {m} "
+                                    "cho iPad UDID {u}. Yêu cầu đã bị từ chối, chứng thư số đã bị thu hồi.",
+    }[conflict.kind]
+    en = {
+        "device_takeover_attempt": "A new identity certificate (serial {s}) sent {m} for the managed iPad UDID {u}. "
+                                   "The request was refused and the new certificate revoked.",
+        "unauthorised_reenrollment": "iPad UDID {u} was enrolled before; {m} with a new certificate (serial {s}) "
+                                     "had no re-enrollment authorised by IT, was refused, and the certificate revoked.",
+        "identity_mismatch": "Another device's identity certificate (serial {s}) sent {m} for iPad UDID {u}. "
+                             "The request was refused.",
+        "superseded_identity_used": "A superseded identity certificate (serial {s}) sent {m} for iPad UDID {u}. "
+                                    "The request was refused and the certificate revoked.",
+    }[conflict.kind]
+    fmt = dict(s=conflict.identity_serial, m=conflict.message_type, u=conflict.udid)
+    security_events.record(session, conflict.kind, summary_vi=vi.format(**fmt), summary_en=en.format(**fmt),
+                           udid=conflict.udid, device_id=conflict.device_id, details=details, source_ip=source_ip,
+                           dedupe=not conflict.revoke)
 
 
 def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: CheckinMessage,
@@ -111,39 +240,15 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
     """Apply one check-in message. `seal` encrypts secrets at rest (the UnlockToken)."""
     now = utcnow()
     if isinstance(msg, Authenticate):
-        device = _device_for(session, identity, msg.udid, allow_bind=True)
-        token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
-        serial = msg.raw.get("SerialNumber")
-        if token is not None and token.serial_number and serial != token.serial_number:
-            raise DeviceAuthError(403, "serial number does not match the enrollment token")
-        if device is None:
-            device = Device(udid=msg.udid, enrolled_at=now)
-            session.add(device)
-        if device.enrollment_state == "retired":
-            raise DeviceAuthError(403, "device has been retired")
-        device.serial_number = serial or device.serial_number
-        device.model = msg.raw.get("Model") or device.model
-        device.model_name = msg.raw.get("ModelName") or device.model_name
-        device.product_name = msg.raw.get("ProductName") or device.product_name
-        device.os_version = msg.raw.get("OSVersion") or device.os_version
-        device.build_version = msg.raw.get("BuildVersion") or device.build_version
-        device.device_name = msg.raw.get("DeviceName") or device.device_name
-        device.imei = msg.raw.get("IMEI") or device.imei
-        device.topic = msg.topic
-        if token is not None:
-            device.enrollment_token_id = token.id
-            device.unit_id = token.unit_id or device.unit_id
-        # A new Authenticate starts a new enrollment: no pushes until TokenUpdate.
-        device.enrollment_state = "authenticated"
-        device.push_token = None
-        device.push_magic = None
-        device.checked_out_at = None
-        device.last_seen_at = now
-        session.flush()
-        identity.device_id = device.id
-        hooks.emit("device.authenticated", session=session, device=device)
+        device = _device_for(session, identity, msg.udid, msg.message_type)
+        if device is not None and identity.device_id == device.id and device.enrollment_state == "enrolled":
+            # The same identity authenticating again (a replayed or repeated message): nothing a
+            # TokenUpdate would have to restore (state, push token, UnlockToken) is reset.
+            log.info("Authenticate from already enrolled %s with its current identity: nothing changed", msg.udid)
+            return
+        device = _authenticate(session, hooks, identity, msg, device, now)
     elif isinstance(msg, TokenUpdate):
-        device = _device_for(session, identity, msg.udid, allow_bind=False)
+        device = _device_for(session, identity, msg.udid, msg.message_type)
         first = device.enrollment_state != "enrolled"
         device.push_token = msg.token.hex()
         device.push_magic = msg.push_magic
@@ -161,7 +266,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
                 command_queue.enqueue(session, device, request_type, requested_by="enrollment")
             hooks.emit("device.enrolled", session=session, device=device)
     elif isinstance(msg, CheckOut):
-        device = _device_for(session, identity, msg.udid, allow_bind=False)
+        device = _device_for(session, identity, msg.udid, msg.message_type)
         device.enrollment_state = "checked_out"
         device.checked_out_at = now
         device.push_token = None
@@ -178,11 +283,67 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
     session.add(CheckinEvent(device_id=device.id, udid=msg.udid, message_type=msg.message_type, at=now))
 
 
+def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: Authenticate,
+                  device: Device | None, now) -> Device:
+    token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
+    serial = msg.raw.get("SerialNumber")
+    if token is not None and token.serial_number:
+        if serial != token.serial_number:
+            raise DeviceAuthError(403, "serial number does not match the enrollment token", "serial_mismatch")
+        if device is not None and device.serial_number and device.serial_number != token.serial_number:
+            raise DeviceAuthError(403, "the serial number on record for this UDID does not match the enrollment token",
+                                  "serial_mismatch")
+    reenroll = device is not None and token is not None and token.reenroll_device_id == device.id
+    if device is None:
+        device = Device(udid=msg.udid, enrolled_at=now)
+        session.add(device)
+    if device.enrollment_state == "retired" and not reenroll:
+        raise DeviceAuthError(403, "device has been retired", "device_retired")
+    device.serial_number = serial or device.serial_number
+    device.model = msg.raw.get("Model") or device.model
+    device.model_name = msg.raw.get("ModelName") or device.model_name
+    device.product_name = msg.raw.get("ProductName") or device.product_name
+    device.os_version = msg.raw.get("OSVersion") or device.os_version
+    device.build_version = msg.raw.get("BuildVersion") or device.build_version
+    device.device_name = msg.raw.get("DeviceName") or device.device_name
+    device.imei = msg.raw.get("IMEI") or device.imei
+    device.topic = msg.topic
+    if token is not None:
+        device.enrollment_token_id = token.id
+        device.unit_id = token.unit_id or device.unit_id
+    # A new Authenticate starts a new enrollment: no pushes until TokenUpdate.
+    device.enrollment_state = "authenticated"
+    device.push_token = None
+    device.push_magic = None
+    device.unlock_token = None
+    device.checked_out_at = None
+    device.last_seen_at = now
+    session.flush()
+    identity.device_id = device.id
+    if reenroll:
+        old = _live_identities(session, device, except_id=identity.id)
+        _revoke(old, "superseded")
+        from ipad_mdm import security_events
+
+        security_events.record(
+            session, "device_reenrolled", udid=device.udid, device_id=device.id,
+            summary_vi=f"iPad UDID {device.udid} đã đăng ký lại bằng mã đăng ký lại #{token.id} do {token.created_by} "
+                       f"tạo; {len(old)} chứng thư số định danh cũ đã bị thu hồi.",
+            summary_en=f"iPad UDID {device.udid} re-enrolled with re-enrollment token #{token.id} made by "
+                       f"{token.created_by}; {len(old)} old identity certificate(s) revoked.",
+            details={"enrollment_token_id": token.id, "revoked_serials": [c.serial for c in old],
+                     "new_serial": identity.serial})
+    device.current_identity_id = identity.id
+    session.flush()
+    hooks.emit("device.authenticated", session=session, device=device)
+    return device
+
+
 def handle_connect(session: Session, hooks: Hooks, identity: IdentityCertificate, response: CommandResponse) -> bytes | None:
     """Store the device's answer and return the next command plist (or None)."""
-    device = _device_for(session, identity, response.udid, allow_bind=False)
+    device = _device_for(session, identity, response.udid, "connect")
     if device.enrollment_state not in ("enrolled", "authenticated"):
-        raise DeviceAuthError(403, f"device is {device.enrollment_state}")
+        raise DeviceAuthError(403, f"device is {device.enrollment_state}", "device_state")
     device.last_seen_at = utcnow()
     if response.status != "Idle":
         command_queue.record_response(session, hooks, device, response)

@@ -24,7 +24,7 @@ from ipad_mdm.plists import dumps as dumps_plist
 from ipad_mdm.plists import to_json
 
 from .models import Command, CommandEvent, Device
-from .protocol import CommandResponse, build_command
+from .protocol import SECRET_KEYS, CommandResponse, build_command, clip
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command
                          ("ModelName", "model_name"), ("ProductName", "product_name"), ("DeviceName", "device_name"),
                          ("SerialNumber", "serial_number"), ("IMEI", "imei")):
             if isinstance(value.get(src), str):
-                setattr(device, dst, value[src])
+                setattr(device, dst, clip(src, value[src]))
         if isinstance(value.get("IsSupervised"), bool):
             device.is_supervised = value["IsSupervised"]
         if isinstance(value.get("IsMDMLostModeEnabled"), bool):
@@ -177,22 +177,27 @@ def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command
     hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
 
 
-# Command keys that carry secrets (profiles with VPN keys / PKCS#12, the UnlockToken):
-# needed until the device has answered, then replaced by their SHA-256.
-_SECRET_KEYS = {"InstallProfile": "Payload", "ClearPasscode": "UnlockToken"}
-
-
 def forget_secrets(cmd: Command) -> None:
-    key = _SECRET_KEYS.get(cmd.request_type)
-    if key is None:
+    """Drop the secret keys (protocol.SECRET_KEYS) from a command that no longer needs them."""
+    keys = SECRET_KEYS.get(cmd.request_type)
+    if not keys:
         return
     body = plistlib.loads(cmd.command_plist)
-    value = body["Command"].get(key)
-    if isinstance(value, bytes) and value:
-        if cmd.request_type == "InstallProfile":
-            body["Command"].update(_profile_reference(value))
-        body["Command"][key] = b""
-        body["Command"][f"{key}SHA256"] = hashlib.sha256(value).hexdigest()
+    command = body["Command"]
+    changed = False
+    for key in keys:
+        value = command.get(key)
+        if isinstance(value, bytes) and value:
+            if cmd.request_type == "InstallProfile":
+                command.update(_profile_reference(value))
+            command[key] = b""
+            command[f"{key}SHA256"] = hashlib.sha256(value).hexdigest()
+            changed = True
+        elif isinstance(value, str) and value:
+            command[key] = ""
+            command[f"{key}Forgotten"] = True
+            changed = True
+    if changed:
         cmd.command_plist = dumps_plist(body)
 
 

@@ -11,6 +11,7 @@ from ipad_mdm.web import error, instance, unit_of_work
 
 from . import certificates
 from .models import IdentityCertificate
+from .scope import caller_unit_id, in_scope
 from .service import identity_summary
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def crl():
 
 
 @bp.post("/api/v1/identities/<serial>/revoke")
-@require("commands.destructive")
+@require("commands.destructive", unit_scoped=True)
 def revoke(serial):
     # Revoking cuts the device off from MDM, hence the destructive-command permission.
     body = request.get_json(silent=True) or {}
@@ -38,7 +39,7 @@ def revoke(serial):
         return error(400, "reason must be a string")
     with unit_of_work() as s:
         cert = s.scalar(select(IdentityCertificate).where(IdentityCertificate.serial == serial.lower()))
-        if cert is None or (g.api_unit_id is not None and (cert.device is None or cert.device.unit_id != g.api_unit_id)):
+        if cert is None or (caller_unit_id() is not None and not in_scope(cert.device)):
             return error(404, f"unknown identity certificate {serial}")
         try:
             changed = certificates.revoke_identity(s, cert, reason)

@@ -38,7 +38,8 @@ def sha256_hex(value: str) -> str:
 
 
 def create_token(session: Session, *, ttl_hours: int, serial_number: str | None = None,
-                 unit_id: int | None = None, created_by: str = "") -> tuple[str, EnrollmentToken]:
+                 unit_id: int | None = None, created_by: str = "",
+                 reenroll_device_id: int | None = None) -> tuple[str, EnrollmentToken]:
     """Make a one-time enrollment token. Only its hash is stored."""
     plain = secrets.token_urlsafe(24)
     row = EnrollmentToken(
@@ -46,6 +47,7 @@ def create_token(session: Session, *, ttl_hours: int, serial_number: str | None 
         serial_number=(serial_number or None),
         unit_id=unit_id,
         created_by=created_by,
+        reenroll_device_id=reenroll_device_id,
         expires_at=utcnow() + dt.timedelta(hours=ttl_hours),
     )
     session.add(row)

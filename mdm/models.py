@@ -26,6 +26,10 @@ class EnrollmentToken(Base):
     challenge_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     challenge_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Set by an explicit re-enrollment (`ipad-mdm device re-enroll UDID`): only an identity
+    # from this token may take over that device's UDID, and the old identity is revoked then.
+    # (devices.id; not a foreign key: devices already points at this table.)
+    reenroll_device_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
 
 
 class Device(Base):
@@ -36,6 +40,10 @@ class Device(Base):
     serial_number: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), default=None)
     enrollment_token_id: Mapped[int | None] = mapped_column(ForeignKey("enrollment_tokens.id"), default=None)
+    # The identity certificate the device currently signs with (identity_certificates.id; not a
+    # foreign key to keep the two tables free of a cycle). A newer identity of the same device
+    # replaces it on first use and the older ones are revoked as superseded.
+    current_identity_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # enrolled -> checked_out / retired
     enrollment_state: Mapped[str] = mapped_column(String(24), default="authenticated")
     model: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -6,12 +6,14 @@ mdm/commands).
 """
 from __future__ import annotations
 
+import logging
 import re
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from ipad_mdm import plists
 
+log = logging.getLogger(__name__)
 UDID_RE = re.compile(r"^[0-9A-Fa-f-]{24,64}$")
 
 
@@ -71,6 +73,32 @@ _CHECKIN_SPEC = {
 
 CHECKIN_TYPES = tuple(_CHECKIN_SPEC)
 
+# Lengths of what a device sends, as stored (mdm.models.Device). Identity and push keys
+# that are too long are refused: a truncated serial or PushMagic would be a different one.
+# Descriptive keys are truncated with a log line.
+REFUSE_LONGER = {"Topic": 255, "PushMagic": 200, "SerialNumber": 64, "IMEI": 32, "MEID": 32}
+TRUNCATE_LONGER = {"DeviceName": 255, "Model": 64, "ModelName": 128, "ProductName": 64, "OSVersion": 32,
+                   "BuildVersion": 32}
+
+
+def clip(key: str, value: str) -> str:
+    """A device-sent descriptive string cut to what its column holds (logged)."""
+    limit = TRUNCATE_LONGER.get(key) or REFUSE_LONGER.get(key)
+    if limit is not None and len(value) > limit:
+        log.warning("device sent a %s of %d characters; stored truncated to %d", key, len(value), limit)
+        return value[:limit]
+    return value
+
+
+def _check_lengths(message_type: str, body: dict) -> None:
+    for key, limit in REFUSE_LONGER.items():
+        value = body.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            raise ProtocolError(f"{message_type}: {key} longer than {limit} characters")
+    for key in TRUNCATE_LONGER:
+        if isinstance(body.get(key), str):
+            body[key] = clip(key, body[key])
+
 
 def _check_keys(message_type: str, body: dict, spec: dict) -> None:
     for key, (kind, required) in spec.items():
@@ -98,6 +126,7 @@ def parse_checkin(body: bytes, *, max_bytes: int = 2 * 1024 * 1024) -> CheckinMe
     if message_type not in _CHECKIN_SPEC:
         raise ProtocolError(f"unsupported MessageType {message_type[:64]!r}")
     _check_keys(message_type, msg, _CHECKIN_SPEC[message_type])
+    _check_lengths(message_type, msg)
     if "UserID" in msg or "UserShortName" in msg or "EnrollmentUserID" in msg:
         # User channel (Shared iPad) is not used by this office's 1:1 iPads.
         raise ProtocolError("user-channel check-ins are not supported")
@@ -195,6 +224,17 @@ _COMMAND_SPEC: dict[str, dict[str, tuple[type, bool]]] = {
 }
 
 COMMAND_TYPES = tuple(_COMMAND_SPEC)
+
+# The one list of command keys that carry secrets: kept only until the device has answered
+# (or the command is cancelled), never shown by the API or console, never logged. Data
+# values of high entropy (profiles with keys, the UnlockToken) leave their SHA-256 behind;
+# short strings (PINs) leave nothing, since a hash of six digits is no protection.
+SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "InstallProfile": ("Payload",),
+    "ClearPasscode": ("UnlockToken",),
+    "DeviceLock": ("PIN",),
+    "EraseDevice": ("PIN",),
+}
 INVENTORY_COMMANDS = ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList", "InstalledApplicationList")
 DESTRUCTIVE_COMMANDS = ("EraseDevice", "DeviceLock", "EnableLostMode", "RestartDevice", "ShutDownDevice", "ClearPasscode")
 

@@ -11,7 +11,7 @@ from ipad_mdm.db import utcnow
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, read_body, unit_of_work
 
 from . import enrollment, scep
-from .models import IdentityCertificate
+from .models import Device, IdentityCertificate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("scep", __name__)
@@ -51,6 +51,9 @@ def scep_endpoint():
             reply = _issue(s, req)
     except enrollment.ScepRefused as exc:
         log.warning("SCEP %s refused: %s", req.message_type, exc.reason)
+        if isinstance(exc, RenewalRefused):
+            with unit_of_work() as s:
+                exc.record(s, request.remote_addr)
         return _pki(scep.build_failure(req, inst.ca, "badRequest"))
     return _pki(reply)
 
@@ -79,8 +82,30 @@ def _issue(s, req: scep.PKIRequest) -> bytes:
     raise enrollment.ScepRefused(f"unsupported messageType {req.message_type}")
 
 
+class RenewalRefused(enrollment.ScepRefused):
+    """A renewal by a device's own identity that must not happen (superseded, or one already in
+    flight): refused and recorded as a security event (a device repeating renewals to collect
+    valid certificates is what an attacker holding one identity would do)."""
+
+    def __init__(self, reason: str, old: IdentityCertificate):
+        super().__init__(reason)
+        self.serial, self.device_id, self.udid = old.serial, old.device_id, old.device.udid if old.device else None
+
+    def record(self, session, source_ip) -> None:
+        from ipad_mdm import security_events
+
+        security_events.record(
+            session, "identity_renewal_refused", udid=self.udid, device_id=self.device_id, source_ip=source_ip,
+            summary_vi=f"Yêu cầu gia hạn (SCEP RenewalReq) ký bằng chứng thư số số sê-ri {self.serial} bị từ chối: "
+                       + ("chứng thư số đã được thay thế." if "superseded" in self.reason
+                          else "đã có một chứng thư số mới chưa được thiết bị sử dụng."),
+            summary_en=f"SCEP RenewalReq signed by certificate serial {self.serial} refused: {self.reason}.",
+            details={"certificate_serial": self.serial, "reason": self.reason, "key": self.serial}, dedupe=True)
+
+
 def _renewable_identity(s, req: scep.PKIRequest) -> IdentityCertificate:
-    """A renewal is signed with the current identity: it must be ours and valid."""
+    """A renewal is signed with the device's current identity: ours, valid, not superseded, and
+    with no newer identity of the same device still waiting to be used (one renewal in flight)."""
     if not req.signer_issued_by_ca:
         raise enrollment.ScepRefused("renewal not signed by an identity from this CA")
     fp = req.signer_cert.fingerprint(hashes.SHA256()).hex()
@@ -90,4 +115,12 @@ def _renewable_identity(s, req: scep.PKIRequest) -> IdentityCertificate:
         raise enrollment.ScepRefused("renewal signer is unknown, revoked or expired")
     if old.device_id is None:
         raise enrollment.ScepRefused("identity was never bound to a device")
+    device = s.get(Device, old.device_id)
+    if device.current_identity_id is not None and old.id < device.current_identity_id:
+        raise RenewalRefused("the signing identity has been superseded", old)
+    newer = s.scalar(select(IdentityCertificate.id).where(
+        IdentityCertificate.device_id == old.device_id, IdentityCertificate.id > old.id,
+        IdentityCertificate.revoked_at.is_(None)).limit(1))
+    if newer is not None:
+        raise RenewalRefused("a renewed identity was already issued and is not in use yet", old)
     return old

@@ -1,15 +1,17 @@
 """Admin operations shared by the JSON API and the CLI (mdm's public surface)."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.models import Unit
 from ipad_mdm.plists import loads as plist_loads
 
 from . import commands, enrollment
-from .models import Command, Device, IdentityCertificate
+from .models import Command, Device, EnrollmentToken, IdentityCertificate
+from .protocol import SECRET_KEYS
 
 _ISO = lambda v: v.isoformat() if v is not None else None  # noqa: E731
 
@@ -27,6 +29,11 @@ def unit_by_code(session: Session, code: str | None) -> Unit | None:
     return unit
 
 
+def unit_code_of(session: Session, unit_id: int | None) -> str | None:
+    unit = session.get(Unit, unit_id) if unit_id is not None else None
+    return unit.code if unit else None
+
+
 def create_enrollment(session: Session, settings, *, serial_number: str | None = None,
                       unit_code: str | None = None, created_by: str = "") -> dict:
     unit = unit_by_code(session, unit_code)
@@ -34,13 +41,28 @@ def create_enrollment(session: Session, settings, *, serial_number: str | None =
         session, ttl_hours=settings.enrollment_token_ttl_hours, serial_number=serial_number,
         unit_id=unit.id if unit else None, created_by=created_by,
     )
-    return {
-        "token": plain,
-        "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),
-        "expires_at": _ISO(row.expires_at),
-        "serial_number": row.serial_number,
-        "unit": unit.code if unit else None,
-    }
+    return {**_token_dict(settings, plain, row), "unit": unit.code if unit else None}
+
+
+def _token_dict(settings, plain: str, row) -> dict:
+    """What the caller of a new token sees, once: the token and its URL."""
+    return {"id": row.id, "token": plain, "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),
+            "expires_at": _ISO(row.expires_at), "serial_number": row.serial_number}
+
+
+def create_reenrollment(session: Session, settings, udid: str, *, created_by: str = "") -> dict:
+    """An explicit re-enrollment of an erased or replaced iPad: a one-time token that only this
+    device (its UDID, its serial) may use, and whose Authenticate takes over the UDID and revokes
+    the old identity. Earlier unused re-enrollment tokens of the device are revoked."""
+    device = get_device(session, udid)
+    session.execute(update(EnrollmentToken).where(
+        EnrollmentToken.reenroll_device_id == device.id, EnrollmentToken.challenge_used_at.is_(None),
+        EnrollmentToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    plain, row = enrollment.create_token(
+        session, ttl_hours=settings.enrollment_token_ttl_hours, serial_number=device.serial_number,
+        unit_id=device.unit_id, created_by=created_by, reenroll_device_id=device.id,
+    )
+    return {**_token_dict(settings, plain, row), "udid": device.udid}
 
 
 def get_device(session: Session, udid: str) -> Device:
@@ -133,11 +155,15 @@ def send_command(session: Session, udid: str, request_type: str, params: dict | 
 def command_detail(session: Session, cmd: Command) -> dict:
     device = session.get(Device, cmd.device_id)
     shown = plist_loads(cmd.command_plist)["Command"]
-    for secret_key in ("UnlockToken", "PIN"):
-        if secret_key in shown:
+    for secret_key in SECRET_KEYS.get(cmd.request_type, ()):
+        value = shown.get(secret_key)
+        if isinstance(value, bytes) and value:
+            shown[secret_key] = f"<{len(value)} bytes>"
+        elif value:
             shown[secret_key] = "***"
-    if isinstance(shown.get("Payload"), bytes):
-        shown["Payload"] = f"<{len(shown['Payload'])} bytes>"
+    for key, value in list(shown.items()):
+        if isinstance(value, bytes):
+            shown[key] = f"<{len(value)} bytes>"
     return {
         "command_uuid": cmd.uuid,
         "udid": device.udid if device else None,

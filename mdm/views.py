@@ -74,6 +74,11 @@ def _device_endpoint(handler):
         with unit_of_work() as s:
             identity = _identity(s, body)
             return handler(s, identity, body)
+    except checkin.IdentityConflict as exc:
+        # Nothing of the request was kept (rolled back); the refusal itself is recorded.
+        with unit_of_work() as s:
+            checkin.record_conflict(s, exc, source_ip=request.remote_addr)
+        return error(exc.status, exc.reason)
     except checkin.DeviceAuthError as exc:
         return error(exc.status, exc.reason)
     except protocol.ProtocolError as exc:

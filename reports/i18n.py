@@ -27,6 +27,10 @@ T = {
         "gateway": "8. Cổng truy cập tài liệu: cho phép / từ chối",
         "actions": "9. Khoá thiết bị, Chế độ mất, xoá dữ liệu",
         "vpn": "10. Ngắt và khôi phục kết nối VPN",
+        "incidents": "11. Sự cố an toàn thông tin",
+        "incident_events": "Danh sách sự kiện trong tháng",
+        "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
+        "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
         "method": "Phương pháp tính",
         "trends": "2. Xu hướng trong năm",
         "recommendations": "3. Đề xuất tăng cường cho kế hoạch dịch vụ CNTT năm sau",
@@ -71,6 +75,10 @@ T = {
         "gateway": "8. Document gateway: allowed / denied",
         "actions": "9. Device lock, Lost Mode, erase",
         "vpn": "10. VPN cuts and restores",
+        "incidents": "11. Security incidents",
+        "incident_events": "Events in the month",
+        "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
+        "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
         "method": "Method",
         "trends": "2. Trends over the year",
         "recommendations": "3. Proposals for next year's IT-service plan",
@@ -141,7 +149,13 @@ KPI = {
     "vpn_restores": ("Lượt khôi phục VPN", "VPN restores"),
     "vpn_devices_cut": ("Thiết bị bị ngắt VPN", "Devices cut from VPN"),
     "vpn_mean_cut_hours": ("Thời gian ngắt VPN trung bình (giờ)", "Mean VPN cut duration (hours)"),
+    "security_events": ("Sự kiện an toàn thông tin", "Security events"),
+    "security_incidents": ("Sự cố mức nghiêm trọng hoặc cao", "Critical or high incidents"),
+    "takeover_attempts": ("Cố gắng chiếm quyền định danh thiết bị", "Device identity takeover attempts"),
 }
+
+SEVERITY = {"critical": ("Nghiêm trọng", "Critical"), "high": ("Cao", "High"), "warning": ("Cảnh báo", "Warning"),
+            "info": ("Thông tin", "Information")}
 
 COLUMNS = {
     "indicator": ("Chỉ số", "Indicator"), "value": ("Kỳ này", "This period"), "previous": ("Kỳ trước", "Previous"),
@@ -176,6 +190,9 @@ COLUMNS = {
     "vpn_cuts": ("Ngắt VPN", "VPN cuts"), "never_compliant": ("Không tuân thủ cả tháng", "Never compliant"),
     "fleet_enrolled": ("Đã đăng ký", "Enrolled"), "patch_latency_mean_days": ("Trễ cập nhật HĐH (ngày)", "Patch latency (days)"),
     "recommendation": ("Đề xuất", "Proposal"), "evidence": ("Căn cứ", "Evidence"), "threshold": ("Ngưỡng", "Threshold"),
+    "severity": ("Mức độ", "Severity"), "kind": ("Sự kiện", "Event"), "open": ("Chưa xử lý", "Open"),
+    "at": ("Thời điểm", "Time"), "summary": ("Nội dung", "Details"), "acknowledged_at": ("Đã xử lý lúc", "Acknowledged"),
+    "seq": ("Dòng số", "Row"), "head_hash": ("Mã băm", "Hash"),
 }
 
 STATE = {
@@ -245,6 +262,8 @@ SHEETS = {
     "trends": ("Xu hướng", "Trends"), "recommendations": ("Đề xuất", "Proposals"),
     "year_rules": ("Quy tắc cả năm", "Rules over year"), "year_units": ("Khắc phục theo đơn vị", "Remediation by unit"),
     "year_deny": ("Lý do từ chối cả năm", "Deny reasons over year"),
+    "incidents": ("Sự cố ATTT", "Security incidents"), "incident_events": ("Sự kiện ATTT", "Security events"),
+    "audit_checkpoint": ("Điểm kiểm tra nhật ký", "Audit checkpoint"),
 }
 
 

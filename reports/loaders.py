@@ -15,8 +15,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from compliance.models import VerdictTransition
-from document_gateway.models import DeviceAssignment, GatewayAuditEvent
+from document_gateway.models import AuditCheckpoint, DeviceAssignment, GatewayAuditEvent
 from ipad_mdm.models import Unit
+from ipad_mdm.security_events import SecurityEvent
 from mdm.models import (
     CheckinEvent,
     Command,
@@ -140,6 +141,21 @@ def load_checkins(conn: Connection, start: dt.datetime, end: dt.datetime) -> pd.
     e = CheckinEvent
     stmt = (select(e.id, e.device_id, e.message_type, e.at)
             .where(e.at >= start, e.at < end).order_by(e.id))
+    return _frame(conn, stmt, ("at",))
+
+
+def load_security_events(conn: Connection, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+    e = SecurityEvent
+    stmt = (select(e.id, e.at, e.severity, e.kind, e.udid, e.summary_vi, e.summary_en, e.acknowledged_at,
+                   e.acknowledged_by)
+            .where(e.at >= start, e.at < end).order_by(e.id))
+    return _frame(conn, stmt, ("at", "acknowledged_at"))
+
+
+def load_audit_checkpoint(conn: Connection, end: dt.datetime) -> pd.DataFrame:
+    """The newest signed checkpoint of the gateway audit chain before `end` (one row or none)."""
+    c = AuditCheckpoint
+    stmt = select(c.seq, c.head_hash, c.at).where(c.at < end).order_by(c.seq.desc()).limit(1)
     return _frame(conn, stmt, ("at",))
 
 

@@ -413,6 +413,21 @@ def vpn_figures(events: pd.DataFrame, month: Month, udids):
     return {"vpn_events": by_reason.reset_index(drop=True)}, kpis
 
 
+def incident_figures(events: pd.DataFrame, checkpoint: pd.DataFrame):
+    """Security events of the month (takeover attempts, tampering, …) and the audit chain's anchor."""
+    by_kind = (events.groupby(["severity", "kind"]).agg(count=("id", "size"),
+                                                        open=("acknowledged_at", lambda s: int(s.isna().sum())))
+               .reset_index() if len(events) else pd.DataFrame(columns=["severity", "kind", "count", "open"]))
+    order = {"critical": 0, "high": 1, "warning": 2, "info": 3}
+    by_kind = by_kind.sort_values(["severity", "kind"], key=lambda c: c.map(order) if c.name == "severity" else c,
+                                  kind="mergesort").reset_index(drop=True)
+    listed = events[["at", "severity", "kind", "udid", "summary_vi", "summary_en", "acknowledged_at"]].reset_index(drop=True)
+    kpis = {"security_events": len(events),
+            "security_incidents": int((events["severity"].isin(["critical", "high"])).sum()) if len(events) else 0,
+            "takeover_attempts": int((events["kind"] == "device_takeover_attempt").sum()) if len(events) else 0}
+    return {"incidents": by_kind, "incident_events": listed, "audit_checkpoint": checkpoint.reset_index(drop=True)}, kpis
+
+
 # ------------------------------------------------------------------ the month
 def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = None) -> MonthFigures:
     opts = opts or MetricOptions()
@@ -458,6 +473,9 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     t, k = vpn_figures(loaders.load_vpn_events(conn, start - dt.timedelta(days=90), end), month, udids)
     tables.update(t)
     kpis.update(k)
+    t, k = incident_figures(loaders.load_security_events(conn, start, end), loaders.load_audit_checkpoint(conn, end))
+    tables.update(t)
+    kpis.update(k)
     return MonthFigures(month=month, kpis=kpis, tables=tables)
 
 
@@ -473,6 +491,7 @@ KPI_ORDER = (
     ("gateway_allowed", "abs"), ("gateway_denied", "abs"), ("gateway_deny_rate", "pp"),
     ("device_locks", "abs"), ("lost_mode_enabled", "abs"), ("erasures", "abs"),
     ("vpn_cuts", "abs"), ("vpn_restores", "abs"), ("vpn_devices_cut", "abs"),
+    ("security_incidents", "abs"), ("takeover_attempts", "abs"),
 )
 
 

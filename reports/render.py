@@ -91,6 +91,15 @@ def _label_values(df: pd.DataFrame, lang: str) -> pd.DataFrame:
         df["event"] = df["event"].map(lambda e: pick(VPN_EVENTS, e, lang))
     if "indicator" in df.columns:
         df["indicator"] = df["indicator"].map(lambda k: pick(KPI, k, lang))
+    if "severity" in df.columns:
+        df["severity"] = df["severity"].map(lambda v: pick(i18n.SEVERITY, v, lang))
+    if "kind" in df.columns:
+        from ipad_mdm.security_events import title
+
+        df["kind"] = df["kind"].map(lambda k: title(k, lang))
+    if "summary_vi" in df.columns:
+        df["summary"] = df["summary_vi"] if lang == "vi" else df["summary_en"]
+        df = df.drop(columns=["summary_vi", "summary_en"])
     for col in df.columns:
         if pd.api.types.is_datetime64_any_dtype(df[col]):
             df[col] = df[col].map(_local)
@@ -274,6 +283,22 @@ def monthly_document(current, previous, mom: pd.DataFrame, lang: str, opts) -> D
         f"Ngắt: {k['vpn_cuts']} lượt ({k['vpn_devices_cut']} thiết bị); khôi phục: {k['vpn_restores']} lượt." if lang == "vi" else
         f"Cuts: {k['vpn_cuts']} ({k['vpn_devices_cut']} devices); restores: {k['vpn_restores']}.")
     _table_section(s, text("vpn", lang)[4:], t["vpn_events"], lang)
+    secs.append(s)
+
+    s = Section(text("incidents", lang))
+    s.paragraphs.append(
+        f"Sự cố an toàn thông tin trong tháng: {k['security_events']} sự kiện, trong đó {k['security_incidents']} ở mức "
+        f"nghiêm trọng hoặc cao; {k['takeover_attempts']} lần cố gắng chiếm quyền định danh thiết bị." if lang == "vi" else
+        f"Security events in the month: {k['security_events']}, of which {k['security_incidents']} critical or high; "
+        f"{k['takeover_attempts']} attempts to take over a device identity.")
+    _table_section(s, text("incidents", lang)[4:], t["incidents"], lang)
+    _table_section(s, text("incident_events", lang), t["incident_events"], lang)
+    cp = t["audit_checkpoint"]
+    if len(cp):
+        row = cp.iloc[0]
+        s.paragraphs.append(text("audit_checkpoint", lang, seq=int(row["seq"]), hash=row["head_hash"], at=_local(row["at"])))
+    else:
+        s.paragraphs.append(text("audit_checkpoint_none", lang))
     secs.append(s)
 
     s = Section(text("method", lang), paragraphs=[p.format(late=opts.late_renewal_days) for p in i18n.METHOD[lang]])

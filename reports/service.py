@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import Database, utcnow
+from ipad_mdm.files import private_dir, write_atomic
 
 from . import render
 from .metrics import MetricOptions, compute_month, month_over_month
@@ -101,13 +102,14 @@ def file_name(kind: str, period: str, lang: str, fmt: str) -> str:
 
 def write_files(directory: Path, kind: str, period: str, lang: str, outputs: dict[str, bytes], relative_to: Path | None = None) -> dict:
     """Write atomically (temp file + rename: a reader never sees half a PDF); returns the files dict."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if relative_to is not None:
+        for folder in (directory.parent.parent.parent, directory.parent.parent, directory.parent):
+            private_dir(folder)
     files = {}
     for fmt, data in outputs.items():
         path = directory / file_name(kind, period, lang, fmt)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        # Inside the instance: 0600 in 0700 folders. A folder the user named keeps its mode.
+        write_atomic(path, data, private_parent=relative_to is not None)
         shown = path.relative_to(relative_to) if relative_to else path
         files[fmt] = {"path": str(shown), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     return files

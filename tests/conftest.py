@@ -57,6 +57,39 @@ def database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'ipad-mdm.sqlite3'}"
 
 
+class RecordingNotifier:
+    """Stands in for e-mail where a test only needs to see what would be sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, note):
+        self.sent.append(note)
+
+
+@pytest.fixture
+def notifier():
+    from ipad_mdm.notify import set_notifier
+
+    rec = RecordingNotifier()
+    set_notifier(rec)
+    yield rec
+    set_notifier(None)
+
+
+BASELINE_POLICY = "Chính sách cơ sở / Baseline"
+
+
+def retire_baseline_policy(officer) -> None:
+    """Tests that check one policy's exact semantics first delete the shipped baseline policy
+    (as a security officer could), so only their own policy applies."""
+    r = officer.get("/api/v1/policies")
+    assert r.status_code == 200, r.text
+    for p in r.json()["policies"]:
+        if p["name"] == BASELINE_POLICY:
+            assert officer.delete(f"/api/v1/policies/{p['id']}").status_code == 200
+
+
 class LiveServer:
     """The real WSGI app behind a real TLS socket, in a background thread."""
 

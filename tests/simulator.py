@@ -33,6 +33,14 @@ class SimulatorError(AssertionError):
     pass
 
 
+class _Refused(Exception):
+    """What an iPad answers with an ErrorChain (the command reached it but it would not do it)."""
+
+    def __init__(self, code: int, domain: str, text: str):
+        super().__init__(text)
+        self.code, self.domain, self.text = code, domain, text
+
+
 @dataclass
 class DeviceState:
     """What the simulated iPad reports in its inventory; tests flip these."""
@@ -201,7 +209,11 @@ class SimulatedIPad:
         if handler is None:
             return "Error", {"ErrorChain": [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain",
                                              "LocalizedDescription": f"Unknown command {rt}", "USEnglishDescription": f"Unknown command {rt}"}]}
-        return "Acknowledged", handler(command) or {}
+        try:
+            return "Acknowledged", handler(command) or {}
+        except _Refused as exc:
+            return "Error", {"ErrorChain": [{"ErrorCode": exc.code, "ErrorDomain": exc.domain,
+                                             "LocalizedDescription": exc.text, "USEnglishDescription": exc.text}]}
 
     def _answer_DeviceInformation(self, command):
         values = {
@@ -270,6 +282,13 @@ class SimulatedIPad:
 
     def _answer_RemoveProfile(self, command):
         self.state.installed_profiles.pop(command["Identifier"], None)
+        return {}
+
+    def _answer_ClearPasscode(self, command):
+        if command.get("UnlockToken") != self.unlock_token:
+            raise _Refused(12067, "MCMDMErrorDomain", "The unlock token is not valid")
+        self.state.passcode_present = False
+        self.state.passcode_compliant = False
         return {}
 
     def _answer_DeviceLock(self, command):

@@ -13,28 +13,14 @@ from sqlalchemy import select
 import compliance
 from compliance import clock, jobs
 from compliance.models import DeviceVerdict, VerdictTransition
-from compliance.notify import set_notifier
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 from mdm.models import Command, Device
+from tests.conftest import retire_baseline_policy
 
 H = dt.timedelta(hours=1)
 
 
-class RecordingNotifier:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, note):
-        self.sent.append(note)
-
-
-@pytest.fixture
-def notifier():
-    rec = RecordingNotifier()
-    set_notifier(rec)
-    yield rec
-    set_notifier(None)
 
 
 @pytest.fixture
@@ -63,6 +49,7 @@ def freeze(monkeypatch):
 
 
 def make_policy(officer, **body):
+    retire_baseline_policy(officer)
     body.setdefault("name", "Chính sách cơ bản")
     body.setdefault("assign", {"all": True})
     r = officer.post("/api/v1/policies", json=body)
@@ -170,10 +157,11 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
     assert v.state == "compliant" and v.reasons_en == () and v.deadline is None
 
     rows = history(server, sim)
+    # Enrolled under the shipped baseline policy: unknown until its inventory arrived, then compliant.
     assert [(t.from_state, t.to_state) for t in rows] == [
-        (None, "compliant"), ("compliant", "grace"), ("grace", "non_compliant"),
+        (None, "unknown"), ("unknown", "compliant"), ("compliant", "grace"), ("grace", "non_compliant"),
         ("non_compliant", "blocked"), ("blocked", "compliant")]
-    acts = {t.to_state: {a["action"]: a for a in t.actions} for t in rows[1:]}
+    acts = {t.to_state: {a["action"]: a for a in t.actions} for t in rows[2:]}
     assert set(acts["grace"]) == {"notify", "verdict.changed"}
     assert acts["non_compliant"]["cut_vpn"]["status"] == "requested"
     assert acts["non_compliant"]["block_gateway"]["status"] == "deny"
@@ -182,11 +170,12 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
     assert acts["blocked"]["lost_mode"]["command"] == "EnableLostMode"
     assert acts["compliant"]["cut_vpn"]["status"] == "restore_requested"
     assert acts["compliant"]["block_gateway"]["status"] == "allow"
-    assert rows[0].trigger == "enrolled"  # before any policy existed
-    assert rows[1].trigger == "inventory:SecurityInfo" and rows[2].trigger == "schedule"
-    assert rows[2].at == grace_deadline + H and rows[2].at.tzinfo is not None
-    assert rows[2].reasons_vi == ["Thiết bị chưa đặt mật mã mở khoá"]
-    assert rows[2].policy_versions == [{"policy_id": policy["id"], "version": 1, "name": policy["name"]}]
+    assert rows[0].trigger == "enrolled"  # before this test's policy existed
+    assert rows[1].trigger == "inventory:ProfileList"  # the last inventory the baseline needed
+    assert rows[2].trigger == "inventory:SecurityInfo" and rows[3].trigger == "schedule"
+    assert rows[3].at == grace_deadline + H and rows[3].at.tzinfo is not None
+    assert rows[3].reasons_vi == ["Thiết bị chưa đặt mật mã mở khoá"]
+    assert rows[3].policy_versions == [{"policy_id": policy["id"], "version": 1, "name": policy["name"]}]
 
     assert changes == [("compliant", "grace", False), ("grace", "non_compliant", True),
                        ("non_compliant", "blocked", True), ("blocked", "compliant", False)]

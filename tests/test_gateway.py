@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from compliance import clock
 from document_gateway import audit, gate
@@ -27,7 +28,7 @@ from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 from mdm.certificates import revoke_identity
 from mdm.models import Device, IdentityCertificate
-from tests.conftest import start_live_server
+from tests.conftest import retire_baseline_policy, start_live_server
 
 H = dt.timedelta(hours=1)
 
@@ -173,6 +174,7 @@ def world(gw, tmp_path):
     w.admin, w.officer, w.auditor = api(gw, "it_admin"), api(gw, "security_officer"), api(gw, "auditor")
     w.unit_id = make_unit(gw, "TTTH", "Trung tâm Tin học")
     w.other_unit_id = make_unit(gw, "VHC", "Vụ Hành chính")
+    retire_baseline_policy(w.officer)  # these tests pin the gateway to one policy of their own
     r = w.officer.post("/api/v1/policies", json={"name": "Cơ bản", "rules": [{"kind": "passcode_present"}],
                                                    "grace_hours": 0, "assign": {"all": True},
                                                    "actions": ["block_gateway"]})
@@ -438,13 +440,14 @@ def test_traversal_and_guessed_ids_are_404_and_audited(world, path):
     assert last.reason_code == "document_unknown" and last.decision == "deny" and last.http_status == 404
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_audit_chain_verifies_and_detects_tampering(world, database_url):
     world.ipad.get("/docs/")
     world.ipad.get(f"/docs/{world.doc['id']}")
     world.ipad.get("/docs/nope-nope-nope-nope-nope")
     with world.server.session() as s:
-        ok, bad, checked = audit.verify_chain(s)
-        assert ok and bad is None and checked >= 3
+        status = audit.full_check(s, world.server.instance)
+        assert status.ok and status.first_bad_id is None and status.checked >= 3
         rows = s.scalars(select(GatewayAuditEvent).order_by(GatewayAuditEvent.id)).all()
     assert [r.id for r in rows] == list(range(1, len(rows) + 1))
     allow = next(r for r in rows if r.decision == "allow" and r.action == "view")
@@ -464,12 +467,15 @@ def test_audit_chain_verifies_and_detects_tampering(world, database_url):
                                            "audit-verify", "--json"], env=env)
     assert res.exit_code == 0, res.output
 
-    # The table refuses changes; someone able to drop the trigger still gets caught.
+    # The table refuses changes (the database's own trigger says so); someone able to drop the
+    # trigger still gets caught.
     target = rows[1].id
     with world.server.instance.database.engine.begin() as conn:
-        with pytest.raises(Exception):
-            with conn.begin_nested():
-                conn.execute(text("UPDATE gateway_audit_events SET decision = 'allow' WHERE id = :i"), {"i": target})
+        for statement in ("UPDATE gateway_audit_events SET decision = 'allow' WHERE id = :i",
+                          "DELETE FROM gateway_audit_events WHERE id = :i"):
+            with pytest.raises(DBAPIError, match="gateway_audit_events is append-only"):
+                with conn.begin_nested():
+                    conn.execute(text(statement), {"i": target})
     with world.server.instance.database.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("ALTER TABLE gateway_audit_events DISABLE TRIGGER gateway_audit_append_only"))
@@ -477,7 +483,9 @@ def test_audit_chain_verifies_and_detects_tampering(world, database_url):
             conn.execute(text("DROP TRIGGER gateway_audit_no_update"))
         conn.execute(text("UPDATE gateway_audit_events SET reason_en = 'nothing to see' WHERE id = :i"), {"i": target})
     with world.server.session() as s:
-        assert audit.verify_chain(s) == (False, target, target - 1)
+        status = audit.full_check(s, world.server.instance)
+        assert (status.ok, status.first_bad_id, status.checked, status.problem) == (False, target, target - 1,
+                                                                                    "row_altered")
     res = CliRunner().invoke(gateway_cli, ["--instance", str(world.server.instance.settings.instance_dir),
                                            "audit-verify"], env=env)
     assert res.exit_code == 2 and f"row {target}" in res.output
@@ -493,8 +501,8 @@ def test_audit_chain_concurrent_appends_postgres(world):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert set(pool.map(hit, range(40))) == {200}
     with world.server.session() as s:
-        ok, bad, checked = audit.verify_chain(s)
-    assert ok and checked >= 40
+        status = audit.full_check(s, world.server.instance)
+    assert status.ok and status.checked >= 40
 
 
 def test_signed_pdf_valid_tampered_invalid_unsigned(world, tmp_path):

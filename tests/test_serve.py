@@ -1,6 +1,7 @@
 """`ipad-mdm serve` as README starts it: a real process, TLS, a fresh instance, ready to enroll."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -33,10 +34,16 @@ def test_serve_initialises_instance_and_enrolls(tmp_path):
             if not line:
                 break
             lines.append(line)
-            m = re.search(r"Enrollment URL .*: (https://\S+)", line)
+            m = re.search(r"Enrollment token #(\d+) .*: its URL is in (\S+)", line)
             if m:
-                url = m.group(1)
+                # The one-time URL is not printed to a non-interactive output (a service log):
+                # it is in a 0600 file of the instance.
+                kept = Path(m.group(2))
+                assert kept.parent == inst / "secrets" and stat.S_IMODE(kept.stat().st_mode) == 0o600
+                url = json.loads(kept.read_text())["url"]
+                token_id = int(m.group(1))
         assert url, "".join(lines)
+        assert json.loads(kept.read_text())["id"] == token_id
         assert url.startswith(f"https://127.0.0.1:{port}/mdm/enroll?token=")
 
         # Instance initialised: SQLite database, demo CA, secrets 0600 in a 0700 folder.
@@ -64,7 +71,13 @@ def test_serve_initialises_instance_and_enrolls(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-    # No secret material in the server's output.
+    # No secret material in the server's output: not the enrollment token, not a key.
+    out = "".join(lines) + out
+    assert url.split("token=", 1)[1] not in out
+    # Everything under the instance is private to the server's user.
+    for path in [inst, *inst.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
     for secret in (inst / "secrets").iterdir():
         body = secret.read_text().strip().splitlines()
         inner = [l for l in body if l and not l.startswith("-----")]

@@ -5,21 +5,13 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, instance, unit_of_work
-from mdm.models import Device
+from ipad_mdm.web import error, instance, paging, unit_of_work
+from mdm.scope import device_for_request
 
 from . import service
 from .models import VpnApply
 
 bp = Blueprint("vpn_api", __name__, url_prefix="/api/v1")
-
-
-def _device(s, udid: str) -> Device | None:
-    device = s.scalar(select(Device).where(Device.udid == udid))
-    # A token scoped to a unit sees only that unit's devices (same rule as mdm's API).
-    if device is None or (g.api_unit_id is not None and device.unit_id != g.api_unit_id):
-        return None
-    return device
 
 
 def _last_apply(s) -> dict | None:
@@ -31,26 +23,22 @@ def _last_apply(s) -> dict | None:
 
 
 @bp.get("/vpn/peers")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def list_peers():
     state = request.args.get("state")
     if state is not None and state not in ("active", "cut", "removed"):
         return error(400, "state must be active, cut or removed")
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-        offset = max(int(request.args.get("offset", 0)), 0)
-    except ValueError:
-        return error(400, "limit and offset must be integers")
+    limit, offset = paging()
     with unit_of_work() as s:
         total, peers = service.list_peers(s, state=state, unit_id=g.api_unit_id, limit=limit, offset=offset)
         return jsonify({"total": total, "peers": peers, "last_apply": _last_apply(s)})
 
 
 @bp.get("/devices/<udid>/vpn")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def show(udid):
     with unit_of_work() as s:
-        device = _device(s, udid)
+        device = device_for_request(s, udid)
         if device is None:
             return error(404, f"unknown device {udid}")
         return jsonify({"udid": udid, "vpn": service.peer_status(s, device),
@@ -76,7 +64,7 @@ def _change(udid: str, operation):
         return error(400, str(exc))
     try:
         with unit_of_work() as s:
-            device = _device(s, udid)
+            device = device_for_request(s, udid)
             if device is None:
                 return error(404, f"unknown device {udid}")
             status = operation(s, instance(), device, reason, by="manual", requested_by=g.api_principal)
@@ -86,12 +74,12 @@ def _change(udid: str, operation):
 
 
 @bp.post("/devices/<udid>/vpn/cut")
-@require("commands.send")
+@require("commands.send", unit_scoped=True)
 def cut(udid):
     return _change(udid, service.cut_peer)
 
 
 @bp.post("/devices/<udid>/vpn/restore")
-@require("commands.send")
+@require("commands.send", unit_scoped=True)
 def restore(udid):
     return _change(udid, service.restore_peer)

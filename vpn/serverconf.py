@@ -30,6 +30,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from wgconfig import WGConfig
 
+from ipad_mdm import files
 from ipad_mdm.crypto.ca import sign_crl
 from ipad_mdm.db import utcnow
 from mdm.models import Device
@@ -111,31 +112,10 @@ def render_server_config(server_private: str, vs: VpnSettings, peers: Iterable[P
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write via a private temp file + rename: readers (wg-quick, syncconf) see
-    either the old or the new file, never a half-written one; 0600 from the
-    first byte because the file holds the server key and preshared keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    """Readers (wg-quick, syncconf) see either the old or the new file, never a half-written
+    one; 0600 from the first byte because the file holds the server key and preshared keys.
+    The folder may be root's /etc/wireguard: its mode is left alone there."""
+    files.write_atomic(path, data, mode)
 
 
 # ------------------------------------------------------------------ appliers
@@ -245,12 +225,9 @@ def sync_server_config(instance, *, force_apply: bool = False, record: bool = Tr
     started = time.perf_counter()
     vs = vpn_settings(instance)
     path = vs.config_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.chmod(path.parent, 0o700)
-    except PermissionError:  # a directory owned by root (e.g. /etc/wireguard) is fine as it is
-        pass
-    with _process_lock, open(path.parent / f".{path.name}.lock", "a+") as lock:
+    files.private_dir(path.parent)  # a folder owned by root (e.g. /etc/wireguard) is left as it is
+    lock_fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    with _process_lock, os.fdopen(lock_fd, "r+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with instance.database.session() as s:
             peers = _active_peers(s, instance)

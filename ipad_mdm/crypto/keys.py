@@ -499,12 +499,7 @@ def write_private_key(path: Path, key) -> None:
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """0600, in a 0700 folder, written atomically (ipad_mdm.files)."""
+    from ipad_mdm.files import write_atomic
+
+    write_atomic(path, data)

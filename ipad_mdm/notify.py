@@ -1,4 +1,6 @@
-"""Notifications for verdict transitions: a log line always, e-mail when configured.
+"""Notifications to people (security officers, IT): a log line always, e-mail when configured.
+
+Used for verdict transitions (compliance) and security events (ipad_mdm.security_events).
 
 E-mail is sent only *after* the transaction that recorded the transition commits
 (an e-mail about a transition that was rolled back would be a lie) and on a
@@ -27,10 +29,11 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-log = logging.getLogger("compliance.notify")
+from .db import after_commit
+
+log = logging.getLogger("ipad_mdm.notify")
 
 
 @dataclass(frozen=True)
@@ -130,33 +133,14 @@ def set_notifier(notifier) -> None:
         _notifier = notifier
 
 
-_PENDING_KEY = "compliance.pending_notifications"
+def send_after_commit(session: Session, note: Notification) -> None:
+    """Deliver `note` once `session` commits; drop it if the session rolls back
+    (an e-mail about something that was rolled back would be a lie)."""
+    after_commit(session, lambda: _deliver(note))
 
 
-def queue_after_commit(session: Session, note: Notification) -> None:
-    """Deliver `note` once `session` commits; drop it if the session rolls back."""
-    session.info.setdefault(_PENDING_KEY, []).append(note)
-
-
-# Class-level listeners (registered once) rather than per-session ones: they cost a
-# dict lookup per commit and never have to be removed while events are dispatched.
-@event.listens_for(Session, "after_commit")
-def _flush_pending(session: Session) -> None:
-    notes = session.info.pop(_PENDING_KEY, None)
-    if not notes:
-        return
-    notifier = get_notifier()
-    for note in notes:
-        try:
-            notifier.send(note)
-        except Exception:
-            log.exception("notifier failed for %r", note.subject)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_pending(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is not None:  # a savepoint rolled back; the outer one may still commit
-        return
-    notes = session.info.pop(_PENDING_KEY, None)
-    if notes:
-        log.info("dropping %d notification(s): transaction rolled back", len(notes))
+def _deliver(note: Notification) -> None:
+    try:
+        get_notifier().send(note)
+    except Exception:
+        log.exception("notifier failed for %r", note.subject)
