@@ -282,7 +282,7 @@ def expiring_identities(session: Session, settings, now: dt.datetime | None = No
 def start_renewal(session: Session, instance, device: Device, old: IdentityCertificate, *,
                   requested_by: str = RENEWAL_REQUESTED_BY) -> Command:
     """Queue InstallProfile of a re-issued enrollment profile with a fresh SCEP challenge."""
-    from profiles.signing import sign_profile
+    from ipad_mdm.mobileconfig import sign_profile
 
     IdentityRenewal = _renewal_model()
     settings = instance.settings

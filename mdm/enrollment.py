@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ipad_mdm import mobileconfig as payloads
 from ipad_mdm.db import utcnow
 
 from .models import EnrollmentToken, IdentityCertificate
@@ -106,8 +107,6 @@ def build_enrollment_profile(*, urls: EnrollmentURLs, topic: str, ca_cert: x509.
                              challenge: str, token: EnrollmentToken, organization: str,
                              org_identifier: str) -> bytes:
     """The enrollment profile plist: CA certificate, SCEP identity, MDM payload."""
-    from profiles import payloads
-
     scep_uuid = str(uuid.uuid4()).upper()
     ca = payloads.root_certificate_payload(
         identifier=f"{org_identifier}.enroll.ca",

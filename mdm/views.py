@@ -7,8 +7,7 @@ from flask import Blueprint, Response, request
 from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
-from profiles.payloads import PayloadError
-from profiles.signing import sign_profile
+from ipad_mdm.mobileconfig import PayloadError, sign_profile
 
 from . import checkin, enrollment, protocol
 

@@ -13,7 +13,7 @@ from ipad_mdm.web import error, instance, push_after_commit, unit_of_work
 from mdm.commands import CommandRefused
 from mdm.protocol import ProtocolError
 
-from . import payloads as pl
+from ipad_mdm import mobileconfig as pl
 from . import service
 
 bp = Blueprint("profiles_api", __name__, url_prefix="/api/v1/profiles")

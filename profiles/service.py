@@ -32,11 +32,11 @@ from ipad_mdm.plists import to_json
 from mdm import commands as command_queue
 from mdm.models import Command, Device
 
-from . import payloads as pl
+from ipad_mdm import mobileconfig as pl
 from .models import (
     ConfigurationProfile, ProfileAssignment, ProfileDrift, ProfileInstallation, ProfileVersion,
 )
-from .signing import sign_profile
+from ipad_mdm.mobileconfig import sign_profile
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests for profiles.payloads: builders, data-driven validation, Profile.
+"""Tests for ipad_mdm.mobileconfig: builders, data-driven validation, Profile.
 
 The expected keys and values are written out here on purpose (they restate
 Apple's reference); the tests never read the reference YAML.
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from profiles.payloads import (
+from ipad_mdm.mobileconfig import (
     ACCESS_RIGHTS_ALL,
     Payload,
     PayloadError,

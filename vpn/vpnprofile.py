@@ -19,8 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from wgconfig import WGConfig
 
 from ipad_mdm.crypto.ca import random_serial, sign_certificate, utcnow
-from profiles.payloads import Profile, ikev2_vpn_payload, pkcs12_payload, wireguard_vpn_payload
-from profiles.signing import sign_profile
+from ipad_mdm.mobileconfig import Profile, ikev2_vpn_payload, pkcs12_payload, sign_profile, wireguard_vpn_payload
 
 from .settings import VpnSettings
 
