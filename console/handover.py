@@ -322,7 +322,7 @@ def finalize_retirement(session: Session, hooks: Hooks, device: Device, *, by: s
     """Revoke the identity certificate(s), mark the device retired and tell the other packages
     (VPN removes the peer, compliance and the gateway re-decide, profiles stop)."""
     from document_gateway import service as gw
-    from mdm.certificates import revoke_identity
+    from mdm.identity import revoke_identity
 
     for cert in session.scalars(select(IdentityCertificate).where(IdentityCertificate.device_id == device.id,
                                                                   IdentityCertificate.revoked_at.is_(None))):

@@ -156,6 +156,7 @@ def import_all_models() -> None:
     import document_gateway.models  # noqa: F401
     import ipad_mdm.models  # noqa: F401
     import ipad_mdm.security_events  # noqa: F401
+    import mdm.identity.models  # noqa: F401
     import mdm.models  # noqa: F401
     import profiles.models  # noqa: F401
     import reports.models  # noqa: F401

@@ -6,8 +6,9 @@ Public surface: `register` (Flask wiring), `service` (admin operations),
 
 
 def register(app, hooks, instance) -> None:
-    from . import api, scep_views, views
+    from . import api, identity, scep_views, views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(scep_views.bp)
     app.register_blueprint(api.bp)
+    identity.register(app, hooks, instance)

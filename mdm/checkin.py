@@ -18,6 +18,8 @@ from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
 
 from . import commands as command_queue
+from .identity.renewal import on_identity_in_use
+from .identity.revocation import revoke_identity
 from .models import CheckinEvent, Device, EnrollmentToken, IdentityCertificate
 from .protocol import Authenticate, CheckinMessage, CheckOut, CommandResponse, TokenUpdate
 
@@ -179,20 +181,14 @@ def _track_current_identity(session: Session, device: Device, identity: Identity
                                udid=device.udid, identity=identity, device_id=device.id,
                                message_type=message_type, revoke=True)
     superseded = [c for c in _live_identities(session, device, except_id=identity.id) if c.id < identity.id]
-    _revoke(superseded, "superseded")
+    for cert in superseded:
+        revoke_identity(session, cert, "superseded")
+    on_identity_in_use(session, identity)
     device.current_identity_id = identity.id
     if superseded:
         log.info("device %s now uses identity %s; superseded %s revoked", device.udid, identity.serial,
                  ", ".join(c.serial for c in superseded))
     session.flush()
-
-
-def _revoke(certs, reason: str) -> None:
-    now = utcnow()
-    for cert in certs:
-        if cert.revoked_at is None:
-            cert.revoked_at = now
-            cert.revocation_reason = reason
 
 
 def record_conflict(session: Session, conflict: IdentityConflict, *, source_ip: str | None = None) -> None:
@@ -202,9 +198,8 @@ def record_conflict(session: Session, conflict: IdentityConflict, *, source_ip: 
 
     if conflict.revoke:
         identity = session.get(IdentityCertificate, conflict.identity_id)
-        if identity is not None and identity.revoked_at is None:
-            identity.revoked_at = utcnow()
-            identity.revocation_reason = "privilegeWithdrawn"
+        if identity is not None:
+            revoke_identity(session, identity, "privilegeWithdrawn")
     details = {"message_type": conflict.message_type, "certificate_serial": conflict.identity_serial,
                "enrollment_token_id": conflict.token_id, "certificate_revoked": conflict.revoke,
                "key": conflict.identity_serial}
@@ -274,9 +269,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         device.last_seen_at = now
         # The MDM profile (and with it the identity) is gone from the device.
         for cert in device.certificates:
-            if cert.revoked_at is None:
-                cert.revoked_at = now
-                cert.revocation_reason = "cessationOfOperation"
+            revoke_identity(session, cert, "cessationOfOperation")
         hooks.emit("device.checked_out", session=session, device=device)
     else:  # pragma: no cover - parse_checkin only returns the three types
         raise ValueError(msg.message_type)
@@ -322,7 +315,8 @@ def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate,
     identity.device_id = device.id
     if reenroll:
         old = _live_identities(session, device, except_id=identity.id)
-        _revoke(old, "superseded")
+        for cert in old:
+            revoke_identity(session, cert, "superseded")
         from ipad_mdm import security_events
 
         security_events.record(

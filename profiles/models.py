@@ -1,5 +1,4 @@
-"""Storage for versioned configuration profiles, their rollout and drift, and
-the device-identity lifecycle state kept next to them (CRL, renewals, checks).
+"""Storage for versioned configuration profiles, their rollout and drift.
 
 A profile's content is never edited in place: every change is a new
 `ProfileVersion`, so what a device received can always be reproduced and
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -128,55 +127,3 @@ class ProfileDrift(Base):
     detected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-
-
-# --------------------------------------------------------------------------
-# Device identity lifecycle (used by mdm/certificates.py; tables live in this
-# package's migration so the mdm schema stays owned by its maintainers)
-# --------------------------------------------------------------------------
-
-
-class CrlState(Base):
-    """The current signed CRL (single row). Regenerated when the revoked set
-    changes or half its validity has passed; `number` only ever grows."""
-
-    __tablename__ = "crl_state"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    number: Mapped[int] = mapped_column(Integer, default=0)
-    # sha256 over the sorted (serial, revocation time) list the CRL was built from.
-    content_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
-    der: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    this_update: Mapped[dt.datetime | None] = mapped_column(default=None)
-    next_update: Mapped[dt.datetime | None] = mapped_column(default=None)
-
-
-class IdentityRenewal(Base):
-    """One renewal of a device's identity: a one-time SCEP challenge (carried by
-    an EnrollmentToken row) pushed to the device in a re-issued enrollment profile."""
-
-    __tablename__ = "identity_renewals"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
-    old_identity_id: Mapped[int] = mapped_column(ForeignKey("identity_certificates.id"))
-    enrollment_token_id: Mapped[int] = mapped_column(ForeignKey("enrollment_tokens.id"), unique=True)
-    # pending -> acknowledged (profile installed) -> issued (new identity made) | failed
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    command_uuid: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
-    new_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity_certificates.id"), default=None)
-    error: Mapped[str | None] = mapped_column(String(500), default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-
-
-class CertificateCheck(Base):
-    """The latest comparison of a device's CertificateList with what we issued."""
-
-    __tablename__ = "certificate_checks"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), unique=True)
-    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    ok: Mapped[bool] = mapped_column(Boolean, default=True)
-    findings: Mapped[list] = mapped_column(default=list)

@@ -139,7 +139,7 @@ def test_certificate_list_check_flags_foreign_identity(server, enrolled, api):
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_identity_renewal_reissues_enrollment_profile(server, enrolled, api, tmp_path):
-    from profiles.jobs import renew_identities
+    from mdm.identity.jobs import renew_identities
 
     sim = enrolled
     old_identity = sim.identity
@@ -196,9 +196,12 @@ def test_identity_renewal_reissues_enrollment_profile(server, enrolled, api, tmp
         device = s.scalar(select(Device).where(Device.udid == sim.udid))
         new_row = s.scalar(select(IdentityCertificate).where(IdentityCertificate.serial == _serial_hex(new_identity)))
         assert new_row.device_id == device.id
-    assert _detail(api, sim.udid)["identity_lifecycle"]["last_renewal"]["status"] == "issued"
+    # First use of the new identity completes the renewal and retires the old identity at once.
+    assert _detail(api, sim.udid)["identity_lifecycle"]["last_renewal"]["status"] == "completed"
+    old_row = {c["serial"]: c for c in _detail(api, sim.udid)["certificates"]}[_serial_hex(old_identity)]
+    assert old_row["revocation_reason"] == "superseded"
 
-    # The next CertificateList shows only the new identity: the old one is retired.
+    # The next CertificateList shows only the new identity: nothing is wrong.
     api.post(f"/api/v1/devices/{sim.udid}/commands", json={"request_type": "CertificateList"})
     server.wait_pushes()
     sim.process_commands()

@@ -26,7 +26,7 @@ from document_gateway.cli import gateway as gateway_cli
 from document_gateway.models import GatewayAuditEvent
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
-from mdm.certificates import revoke_identity
+from mdm.identity import revoke_identity
 from mdm.models import Device, IdentityCertificate
 from tests.conftest import retire_baseline_policy, start_live_server
 

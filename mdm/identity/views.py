@@ -9,10 +9,10 @@ from sqlalchemy import select
 from ipad_mdm.auth import require
 from ipad_mdm.web import error, instance, unit_of_work
 
-from . import certificates
-from .models import IdentityCertificate
-from .scope import caller_unit_id, in_scope
-from .service import identity_summary
+from ..models import IdentityCertificate
+from ..scope import caller_unit_id, in_scope
+from ..service import identity_summary
+from . import revocation
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mdm_certificates", __name__)
@@ -22,7 +22,7 @@ bp = Blueprint("mdm_certificates", __name__)
 def crl():
     """DER CRL of revoked device identities (public, like any CRL distribution point)."""
     with unit_of_work() as s:
-        der = certificates.current_crl(s, instance().ca)
+        der = revocation.current_crl(s, instance().ca)
     # Relying parties may cache briefly; a revocation shows up on the next fetch.
     return Response(der, mimetype="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=300",
@@ -42,8 +42,8 @@ def revoke(serial):
         if cert is None or (caller_unit_id() is not None and not in_scope(cert.device)):
             return error(404, f"unknown identity certificate {serial}")
         try:
-            changed = certificates.revoke_identity(s, cert, reason)
-        except certificates.RevocationError as exc:
+            changed = revocation.revoke_identity(s, cert, reason)
+        except revocation.RevocationError as exc:
             return error(400, str(exc))
         if changed:
             log.warning("identity %s revoked by %s (%s)", cert.serial, g.api_principal, reason)

@@ -1,4 +1,4 @@
-"""Periodic work of the profiles package and the identity lifecycle."""
+"""Periodic work of the identity lifecycle."""
 import logging
 
 from ipad_mdm.jobs import periodic
@@ -8,11 +8,11 @@ log = logging.getLogger(__name__)
 
 @periodic("mdm.renew_identities", 6 * 3600)
 def renew_identities(instance, dispatcher) -> None:
-    """Re-issue identities expiring within identity_renew_days (see mdm.certificates)."""
-    from mdm import certificates
+    """Re-issue identities expiring within identity_renew_days (see mdm.identity.renewal)."""
+    from .renewal import renew_expiring
 
     with instance.database.session() as s:
-        device_ids = certificates.renew_expiring(s, instance)
+        device_ids = renew_expiring(s, instance)
     # Push only after commit: the device must find the command when it connects.
     if device_ids:
         dispatcher.request_push(device_ids)
@@ -21,7 +21,7 @@ def renew_identities(instance, dispatcher) -> None:
 @periodic("mdm.refresh_crl", 3600)
 def refresh_crl(instance, dispatcher) -> None:
     """Keep the stored CRL fresh even when nobody fetches it (next_update is 24 h)."""
-    from mdm import certificates
+    from .revocation import current_crl
 
     with instance.database.session() as s:
-        certificates.current_crl(s, instance.ca)
+        current_crl(s, instance.ca)
