@@ -30,7 +30,8 @@ from compliance import clock, engine  # noqa: E402
 from compliance.models import DeviceVerdict, Policy, PolicyUnit  # noqa: E402
 from ipad_mdm.notify import set_notifier  # noqa: E402
 from compliance.rules import validate_actions, validate_rules  # noqa: E402
-from ipad_mdm.db import Base, Database, import_all_models, utcnow  # noqa: E402
+from ipad_mdm.db import Base, Database, utcnow  # noqa: E402
+from ipad_mdm.packages import import_all_models  # noqa: E402
 from ipad_mdm.hooks import Hooks  # noqa: E402
 from ipad_mdm.models import Unit  # noqa: E402
 from mdm.models import Device, IdentityCertificate  # noqa: E402

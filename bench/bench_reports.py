@@ -35,7 +35,8 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
 
     from compliance.models import VerdictTransition
     from document_gateway.models import GatewayAuditEvent
-    from ipad_mdm.db import Database, import_all_models
+    from ipad_mdm.db import Database
+    from ipad_mdm.packages import import_all_models
     from ipad_mdm.models import Unit
     from mdm.models import Command, Device, IdentityCertificate
     from reports.periods import Month
@@ -122,7 +123,8 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
 
 
 def measure(path: Path, use_tracemalloc: bool) -> None:
-    from ipad_mdm.db import Database, import_all_models
+    from ipad_mdm.db import Database
+    from ipad_mdm.packages import import_all_models
     from reports import service
 
     import_all_models()

@@ -62,6 +62,7 @@ def gunicorn(app: str, env: dict, port: int, workers: int, log: Path) -> subproc
 
 def enroll_many(base: str, env: dict, verify, n: int, key, threads: int) -> list[SimulatedIPad]:
     from ipad_mdm.config import load_settings
+    from ipad_mdm.dispatch import NoDispatch
     from ipad_mdm.instance import open_instance
     from mdm import service
 
@@ -116,12 +117,8 @@ def evaluate_all_seconds(env: dict) -> tuple[float, dict]:
     from ipad_mdm.config import load_settings
     from ipad_mdm.instance import open_instance
 
-    class NoPush:
-        def request_push(self, ids):
-            pass
-
     inst = open_instance(load_settings(env["IPAD_MDM_INSTANCE"], database_url=env["DATABASE_URL"], base_url=env["IPAD_MDM_BASE_URL"]))
-    app = create_app(inst=inst, dispatcher=NoPush())
+    app = create_app(inst=inst, dispatcher=NoDispatch())
     t0 = time.perf_counter()
     counts = engine.evaluate_all(inst.database, app.extensions["ipad_mdm.hooks"], None)
     took = time.perf_counter() - t0

@@ -7,11 +7,11 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, paging, unit_of_work
-from mdm.scope import device_for_request
+from ipad_mdm.web import error, hooks, paging, unit_of_work
+from mdm import device_for_request
 
 from . import policies as svc
-from .engine import current_verdict
+from .verdicts import current_verdict
 from .models import VerdictTransition
 from .rules import PolicyInputError
 
@@ -99,7 +99,9 @@ def device_verdict(udid):
         view = current_verdict(s, device.id)
         if view is None:
             return jsonify({"udid": udid, "state": None, "detail": "not evaluated yet"})
-        return jsonify({"udid": udid, **view.to_dict(), "document_access": view.allows_document_access()})
+        access: dict = {}
+        hooks().emit("access.describe", session=s, device=device, out=access)  # the gateway decides
+        return jsonify({"udid": udid, **view.to_dict(), **access})
 
 
 def _parse_time(name: str) -> dt.datetime | None:

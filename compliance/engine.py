@@ -50,97 +50,22 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
+from mdm import Command, Device, IdentityCertificate
 from mdm import commands as command_queue
-from mdm.models import Command, Device, IdentityCertificate
 
 from . import clock
+from .actions import announce, run_actions
 from .models import DeviceVerdict, Policy, VerdictTransition
-from ipad_mdm.notify import Notification, send_after_commit
 from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_actions, merge_rules
+from .verdicts import view_of
 
 log = logging.getLogger("compliance")
 
-FAILING_STATES = ("grace", "non_compliant", "blocked")
 INVENTORY_KINDS = ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList", "InstalledApplicationList")
-
-LOCK_MESSAGE_VI = ("Thiết bị đã bị khoá do không tuân thủ chính sách bảo mật quá thời hạn cho phép. "
-                   "Vui lòng liên hệ bộ phận Công nghệ thông tin.")
-LOST_MODE_MESSAGE_VI = ("Thiết bị đã được chuyển sang Chế độ mất do vi phạm chính sách bảo mật quá thời hạn. "
-                        "Vui lòng liên hệ bộ phận Công nghệ thông tin để được hỗ trợ.")
-
 
 NO_POLICY = Failure("no_policy", False, "Chưa có chính sách bảo mật nào áp dụng cho thiết bị",
                     "No security policy applies to this device", {}, [])
 
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-# ------------------------------------------------------------------ view
-@dataclass(frozen=True)
-class VerdictView:
-    """A device's verdict as other packages see it (VPN, document gateway, reports, API)."""
-
-    device_id: int
-    state: str
-    since: dt.datetime
-    evaluated_at: dt.datetime
-    deadline: dt.datetime | None  # grace: end of grace; non_compliant: escalation deadline
-    grace_deadline: dt.datetime | None
-    escalation_deadline: dt.datetime | None
-    failing_since: dt.datetime | None
-    failing_rules: tuple = ()
-    reasons_vi: tuple = ()
-    reasons_en: tuple = ()
-    policy_versions: tuple = ()
-    actions: tuple = ()
-
-    @property
-    def cut_vpn(self) -> bool:
-        """Whether the VPN should cut this device now (non_compliant/blocked and a policy asks for it)."""
-        return self.state in ("non_compliant", "blocked") and "cut_vpn" in self.actions
-
-    def allows_document_access(self, now: dt.datetime | None = None) -> bool:
-        """The document gateway's rule: compliant, or grace before its deadline.
-
-        unknown is always denied (no evidence the device is safe); non_compliant and
-        blocked are denied unless no applicable policy asks for block_gateway.
-        """
-        now = now or clock.now()
-        if self.state == "compliant":
-            return True
-        if self.state == "grace":
-            return self.grace_deadline is not None and now < self.grace_deadline
-        if self.state in ("non_compliant", "blocked"):
-            return "block_gateway" not in self.actions
-        return False
-
-    def to_dict(self) -> dict:
-        return {
-            "state": self.state, "since": _iso(self.since), "evaluated_at": _iso(self.evaluated_at),
-            "deadline": _iso(self.deadline), "grace_deadline": _iso(self.grace_deadline),
-            "escalation_deadline": _iso(self.escalation_deadline), "failing_since": _iso(self.failing_since),
-            "failing_rules": list(self.failing_rules), "reasons_vi": list(self.reasons_vi),
-            "reasons_en": list(self.reasons_en), "policy_versions": list(self.policy_versions),
-            "actions": list(self.actions),
-        }
-
-
-def view_of(row: DeviceVerdict) -> VerdictView:
-    deadline = row.grace_deadline if row.state == "grace" else row.escalation_deadline if row.state == "non_compliant" else None
-    return VerdictView(
-        device_id=row.device_id, state=row.state, since=row.since, evaluated_at=row.evaluated_at,
-        deadline=deadline, grace_deadline=row.grace_deadline, escalation_deadline=row.escalation_deadline,
-        failing_since=row.failing_since, failing_rules=tuple(row.failing_rules or ()),
-        reasons_vi=tuple(row.reasons_vi or ()), reasons_en=tuple(row.reasons_en or ()),
-        policy_versions=tuple(row.policy_versions or ()), actions=tuple(row.actions or ()),
-    )
-
-
-def current_verdict(session: Session, device_id: int) -> VerdictView | None:
-    row = session.get(DeviceVerdict, device_id)
-    return view_of(row) if row is not None else None
 
 
 # ------------------------------------------------------------------ effective policy
@@ -349,6 +274,10 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     verdict.evaluated_at = now
 
     result = EvaluationResult(device.id, state)
+    if not steps and previous is not None and (previous.grace_deadline, previous.escalation_deadline) != (
+            verdict.grace_deadline, verdict.escalation_deadline):
+        # Same state, moved deadline (a policy's grace changed): cached decisions must see it.
+        hooks.emit("verdict.updated", session=session, device=device, verdict=view_of(verdict))
     from_state = prev_state
     before = previous
     for to_state in steps:
@@ -362,8 +291,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
             failing_rules=list(verdict.failing_rules), reasons_vi=list(verdict.reasons_vi),
             reasons_en=list(verdict.reasons_en), actions=[],
         )
-        taken = _run_actions(session, device, eff, from_state, to_state, after, result)
-        row.actions = taken + [_emit_changed(session, hooks, device, before, after)]
+        taken = run_actions(session, device, eff, from_state, to_state, after, result)
+        row.actions = announce(session, hooks, device, before, after, taken)
+        row.actions_pending = any(a.get("status") == "failed" for a in row.actions)
         session.add(row)
         result.transitions.append(row)
         log.info("compliance: device %s %s -> %s (%s) [%s]", device.udid, from_state, to_state,
@@ -379,82 +309,9 @@ def _set(row, attr: str, value) -> None:
         setattr(row, attr, value)
 
 
-def _emit_changed(session, hooks, device, before, after) -> dict:
-    try:
-        hooks.emit("verdict.changed", session=session, device=device, previous=before, verdict=after)
-        return {"action": "verdict.changed", "status": "emitted"}
-    except Exception as exc:
-        # A subscriber failed (e.g. the VPN could not cut the peer). The transition still
-        # stands; the failure is on record and the subscriber retries on the next event.
-        log.exception("verdict.changed subscriber failed for device %s", device.udid)
-        return {"action": "verdict.changed", "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]}
-
-
-def _run_actions(session: Session, device: Device, eff: Effective, from_state: str | None, to_state: str,
-                 view: VerdictView, result: EvaluationResult) -> list[dict]:
-    acts = eff.actions
-    taken: list[dict] = []
-    was_failing = from_state in FAILING_STATES
-    if "notify" in acts and (to_state in FAILING_STATES or was_failing):
-        taken.append(_notify(session, device, from_state, to_state, view, acts["notify"]))
-    if "cut_vpn" in acts:
-        if to_state in ("non_compliant", "blocked"):
-            taken.append({"action": "cut_vpn", "status": "requested"})
-        elif to_state == "compliant" and was_failing:
-            taken.append({"action": "cut_vpn", "status": "restore_requested"})
-    if "block_gateway" in acts:
-        if to_state in ("non_compliant", "blocked", "unknown"):
-            taken.append({"action": "block_gateway", "status": "deny"})
-        elif to_state == "compliant" and was_failing:
-            taken.append({"action": "block_gateway", "status": "allow"})
-    if to_state == "blocked":
-        if "lock_device" in acts:
-            opt = acts["lock_device"]
-            params = {"Message": opt.get("message", LOCK_MESSAGE_VI)}
-            if opt.get("phone_number"):
-                params["PhoneNumber"] = opt["phone_number"]
-            taken.append(_enqueue(session, device, "DeviceLock", params, result))
-        if "lost_mode" in acts:
-            opt = acts["lost_mode"]
-            params = {"Message": opt.get("message", LOST_MODE_MESSAGE_VI)}
-            for key, name in (("phone_number", "PhoneNumber"), ("footnote", "Footnote")):
-                if opt.get(key):
-                    params[name] = opt[key]
-            taken.append(_enqueue(session, device, "EnableLostMode", params, result))
-    return taken
-
-
-def _enqueue(session, device, request_type, params, result) -> dict:
-    try:
-        cmd = command_queue.enqueue(session, device, request_type, params, requested_by="compliance")
-    except command_queue.CommandRefused as exc:
-        return {"action": "lock_device" if request_type == "DeviceLock" else "lost_mode", "status": "skipped",
-                "detail": str(exc)}
-    result.push_needed = True
-    return {"action": "lock_device" if request_type == "DeviceLock" else "lost_mode", "status": "enqueued",
-            "command": request_type, "command_uuid": cmd.uuid}
-
-
-_STATE_VI = {"compliant": "tuân thủ", "grace": "trong thời hạn khắc phục", "non_compliant": "không tuân thủ",
-             "blocked": "bị chặn", "unknown": "chưa xác định", None: "mới"}
-
-
-def _notify(session, device, from_state, to_state, view: VerdictView, option: dict) -> dict:
-    name = device.device_name or device.serial_number or device.udid
-    subject = f"[iPad MDM] {name}: {_STATE_VI[from_state]} → {_STATE_VI[to_state]} / {from_state or 'new'} → {to_state}"
-    lines = [f"Thiết bị / Device: {name} (UDID {device.udid}, serial {device.serial_number or '-'})",
-             f"Trạng thái / State: {from_state or 'new'} → {to_state}"]
-    if view.deadline is not None:
-        lines.append(f"Hạn chót / Deadline: {view.deadline.strftime('%Y-%m-%d %H:%M UTC')}")
-    lines += [f"- {vi} / {en}" for vi, en in zip(view.reasons_vi, view.reasons_en)]
-    recipients = tuple(option.get("recipients", ()))
-    log.warning("compliance notify: %s | %s", subject, " | ".join(view.reasons_en) or "-")
-    send_after_commit(session, Notification(subject, "\n".join(lines), recipients, device.udid, to_state))
-    return {"action": "notify", "status": "queued", "recipients": list(recipients)}
-
-
 # ------------------------------------------------------------------ bulk
-def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, *, batch_size: int = 500) -> dict:
+def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, *, batch_size: int = 500,
+                 dispatcher=None) -> dict:
     """Evaluate every enrolled device, one transaction per batch. Returns counts and devices to push.
 
     No per-device savepoints: on SQLite (pysqlite) a savepoint opened before any write
@@ -469,7 +326,8 @@ def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, 
     broken: set[int] = set()
     last_id = 0
     while True:
-        batch_counts, batch_push, failed_id, next_last = _evaluate_batch(database, hooks, now, last_id, batch_size, broken)
+        batch_counts, batch_push, failed_id, next_last = _evaluate_batch(database, hooks, now, last_id, batch_size,
+                                                                         broken, dispatcher)
         if failed_id is not None:
             broken.add(failed_id)
             counts["errors"] += 1
@@ -484,10 +342,10 @@ def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, 
     return counts
 
 
-def _evaluate_batch(database, hooks, now, last_id, batch_size, broken):
+def _evaluate_batch(database, hooks, now, last_id, batch_size, broken, dispatcher):
     evaluated = transitions = 0
     push: list[int] = []
-    with database.session() as s:
+    with database.session(**({"dispatcher": dispatcher} if dispatcher is not None else {})) as s:
         stmt = (select(Device).where(Device.enrollment_state == "enrolled", Device.id > last_id)
                 .order_by(Device.id).limit(batch_size))
         if s.get_bind().dialect.name == "postgresql":

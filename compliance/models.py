@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -143,5 +143,8 @@ class VerdictTransition(Base):
     failing_rules: Mapped[list] = mapped_column(default=list)
     reasons_vi: Mapped[list] = mapped_column(default=list)
     reasons_en: Mapped[list] = mapped_column(default=list)
-    # [{"action": "notify"|"cut_vpn"|"block_gateway"|"lock_device"|"lost_mode", "status": ..., ...}]
+    # [{"action": "notify"|"cut_vpn"|"block_gateway"|"lock_device"|"lost_mode"|"verdict.changed",
+    #   "status": ..., ...}] — the true outcome of each; failed ones are retried (compliance.jobs)
     actions: Mapped[list] = mapped_column(default=list)
+    # Some action failed and is not yet done or superseded: compliance.retry_actions takes it up.
+    actions_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"), index=True)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.models import Unit
+from ipad_mdm.timefmt import iso
 
 from . import clock
 from .models import Policy, PolicyUnit, PolicyVersion
@@ -204,9 +205,6 @@ def list_policies(session: Session, *, include_deleted: bool = False) -> list[Po
     return list(session.scalars(stmt))
 
 
-def _iso(v):
-    return v.isoformat() if v is not None else None
-
 
 def _unit_codes(session: Session, ids: list[int]) -> list[str]:
     if not ids:
@@ -220,9 +218,9 @@ def policy_dict(session: Session, policy: Policy, *, versions: bool = False) -> 
         "version": policy.version, "rules": policy.rules, "actions": policy.actions,
         "grace_hours": policy.grace_hours, "escalation_hours": policy.escalation_hours,
         "assign": {"all": policy.assign_all, "units": _unit_codes(session, policy.unit_ids)},
-        "created_at": _iso(policy.created_at), "created_by": policy.created_by,
-        "updated_at": _iso(policy.updated_at), "updated_by": policy.updated_by,
-        "deleted_at": _iso(policy.deleted_at),
+        "created_at": iso(policy.created_at), "created_by": policy.created_by,
+        "updated_at": iso(policy.updated_at), "updated_by": policy.updated_by,
+        "deleted_at": iso(policy.deleted_at),
     }
     if versions:
         rows = session.scalars(select(PolicyVersion).where(PolicyVersion.policy_id == policy.id)
@@ -232,6 +230,6 @@ def policy_dict(session: Session, policy: Policy, *, versions: bool = False) -> 
             "enabled": v.enabled, "rules": v.rules, "actions": v.actions, "grace_hours": v.grace_hours,
             "escalation_hours": v.escalation_hours,
             "assign": {"all": v.assign_all, "units": _unit_codes(session, list(v.unit_ids or []))},
-            "created_at": _iso(v.created_at), "created_by": v.created_by,
+            "created_at": iso(v.created_at), "created_by": v.created_by,
         } for v in rows]
     return out

@@ -11,6 +11,13 @@ Public surface
 """
 from __future__ import annotations
 
+from ipad_mdm.manifest import Manifest
+
+__all__ = ["MANIFEST", "register"]
+
+MANIFEST = Manifest(name="console", register="console:register", models=("console.models",),
+                    cli=("console.cli:user",))
+
 
 def register(app, hooks, instance) -> None:
     from . import handover, views, views_admin, views_handover  # noqa: F401  (routes register on bp)

@@ -101,7 +101,7 @@ def create_user(session: Session, username: str, password: str, role: str, *, fu
         raise AccountError(f"user {username!r} already exists")
     unit_row = _unit(session, unit)
     if role == "leader":
-        from document_gateway.models import Leader
+        from document_gateway import Leader
 
         leader = session.get(Leader, leader_id) if leader_id is not None else None
         if leader is None:

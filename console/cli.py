@@ -13,16 +13,9 @@ import sys
 
 import click
 
+from ipad_mdm.cli_support import open_instance_for
+
 from .models import CONSOLE_ROLES
-
-
-def _open_instance(ctx):
-    from ipad_mdm.config import load_settings
-    from ipad_mdm.instance import open_instance
-
-    root = ctx.find_root()
-    instance_dir = root.obj.get("instance") if isinstance(root.obj, dict) else None
-    return open_instance(load_settings(instance_dir))
 
 
 def _password(from_stdin: bool) -> str:
@@ -50,7 +43,7 @@ def create(ctx, username, role, full_name, unit, leader_id, password_stdin, as_j
     """Create a console account."""
     from .accounts import AccountError, create_user
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx)
     try:
         with inst.database.session() as s:
             row = create_user(s, username, _password(password_stdin), role, full_name=full_name, unit=unit,
@@ -70,7 +63,7 @@ def list_users(ctx, as_json):
 
     from .models import User
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx)
     with inst.database.session() as s:
         rows = [{"username": u.username, "full_name": u.full_name, "role": u.role, "active": u.active,
                  "totp": u.totp_enabled, "locked_until": u.locked_until.isoformat() if u.locked_until else None}
@@ -89,7 +82,7 @@ def list_users(ctx, as_json):
 def unlock(ctx, username):
     from .accounts import find_user
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx)
     with inst.database.session() as s:
         row = find_user(s, username)
         if row is None:
@@ -106,7 +99,7 @@ def unlock(ctx, username):
 def set_password_cmd(ctx, username, password_stdin):
     from .accounts import AccountError, find_user, set_password
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx)
     try:
         with inst.database.session() as s:
             row = find_user(s, username)

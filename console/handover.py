@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.models import Unit
-from mdm.models import Command, Device, EnrollmentToken, IdentityCertificate
+from mdm import Command, Device, EnrollmentToken, IdentityCertificate
 
 from .models import DeviceRecord, HandoverEvent
 
@@ -221,7 +221,7 @@ def assign(session: Session, record: DeviceRecord, leader, *, by: str) -> Handov
 
 def minute_snapshot(session: Session, record: DeviceRecord, hooks: Hooks | None = None) -> dict:
     """What a handover/return minute prints, frozen at that moment."""
-    from document_gateway.models import Leader
+    from document_gateway import Leader
 
     device = device_of(session, record)
     leader = session.get(Leader, record.leader_id) if record.leader_id else None
@@ -322,7 +322,7 @@ def finalize_retirement(session: Session, hooks: Hooks, device: Device, *, by: s
     """Revoke the identity certificate(s), mark the device retired and tell the other packages
     (VPN removes the peer, compliance and the gateway re-decide, profiles stop)."""
     from document_gateway import service as gw
-    from mdm.identity import revoke_identity
+    from mdm import revoke_identity
 
     for cert in session.scalars(select(IdentityCertificate).where(IdentityCertificate.device_id == device.id,
                                                                   IdentityCertificate.revoked_at.is_(None))):

@@ -33,7 +33,7 @@ def previous_month() -> str:
 
 # ------------------------------------------------------------------ reports
 def _report_model():
-    from reports.models import Report
+    from reports import Report
 
     return Report
 
@@ -54,7 +54,7 @@ def report_info(session: Session, report_id: int) -> dict | None:
             "finished_at": report.finished_at.isoformat() if report.finished_at else None}
 
 
-def start_generation(instance, *, kind: str, period: str, lang: str, formats: list[str], by: str,
+def start_generation(instance, dispatcher, *, kind: str, period: str, lang: str, formats: list[str], by: str,
                      regenerate: bool = False) -> int:
     """Ask the reports package for a report and start it in the background (its Celery task or thread);
     returns the Report id whose status the browser polls. Same calls as POST /api/v1/reports."""
@@ -68,7 +68,7 @@ def start_generation(instance, *, kind: str, period: str, lang: str, formats: li
         row, must_run = rservice.request_report(s, kind, period, lang, formats, by, regenerate=regenerate)
         report_id = row.id
     if must_run:
-        rservice.start_background(instance, report_id)
+        rservice.start_background(dispatcher, report_id)
     return report_id
 
 

@@ -14,7 +14,7 @@ from ipad_mdm.models import Unit
 from ipad_mdm.web import hooks, instance, int_arg, paging, push_after_commit, unit_of_work
 from mdm import protocol
 from mdm import service as mdm_service
-from mdm.models import Device
+from mdm import Device
 
 from . import accounts, handover
 from .models import DeviceRecord, User
@@ -211,7 +211,7 @@ def home():
         return redirect(url_for("console.my_device"))
     if not can("dashboard"):
         abort(403)
-    from compliance.models import DeviceVerdict
+    from compliance import DeviceVerdict
 
     with unit_of_work() as s:
         by_state = dict(s.execute(select(DeviceRecord.state, func.count()).group_by(DeviceRecord.state)).all())
@@ -231,7 +231,7 @@ def home():
 @bp.get("/devices")
 @requires("devices.read")
 def devices():
-    from compliance.models import DeviceVerdict
+    from compliance import DeviceVerdict
 
     page, offset = _page_args()
     f = {k: request.args.get(k, "").strip() for k in ("unit", "state", "verdict", "mdm", "q")}
@@ -262,7 +262,7 @@ def devices():
 
 
 def _leader_device_ids(s, user: User) -> set[int]:
-    from document_gateway.models import DeviceAssignment
+    from document_gateway import DeviceAssignment
 
     if user.leader_id is None:
         return set()
@@ -369,7 +369,7 @@ def send_command(udid):
                 cmd = mdm_service.send_command(s, udid, request_type, _command_params(request_type),
                                                requested_by=principal())
                 cmd_uuid = cmd.uuid
-            push_after_commit(device.id)
+            push_after_commit(s, device.id)
         except handover.TransitionRefused as exc:
             flash(exc.message(lang()), "error")
             return redirect(url_for("console.device_page", udid=udid))
@@ -452,7 +452,7 @@ def units():
 @requires("handover.read")
 def leaders():
     from document_gateway import service as gw
-    from document_gateway.models import LEADER_ROLES, Leader
+    from document_gateway import LEADER_ROLES, Leader
 
     error = None
     if request.method == "POST":

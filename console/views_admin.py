@@ -9,7 +9,7 @@ from flask import abort, flash, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import func, select
 
 from ipad_mdm.models import Unit
-from ipad_mdm.web import instance, unit_of_work
+from ipad_mdm.web import dispatcher, instance, unit_of_work
 
 from . import integrations
 from .views import PAGE_SIZE, _page_args
@@ -54,7 +54,7 @@ def _parse_policy_json(text: str) -> tuple[dict | None, str | None]:
 @requires("policies.write")
 def policy_new():
     from compliance import policies as svc
-    from compliance.rules import PolicyInputError
+    from compliance import PolicyInputError
 
     text = request.form.get("body") if request.method == "POST" else json.dumps(NEW_POLICY_TEMPLATE, ensure_ascii=False, indent=2)
     error = None
@@ -75,7 +75,7 @@ def policy_new():
 @requires("policies.read")
 def policy_edit(policy_id):
     from compliance import policies as svc
-    from compliance.rules import PolicyInputError
+    from compliance import PolicyInputError
 
     error, text = None, None
     if request.method == "POST":
@@ -113,7 +113,7 @@ def policy_edit(policy_id):
 def documents():
     from document_gateway import policy as gw_policy
     from document_gateway import service as gw
-    from document_gateway.models import CLASSIFICATIONS, LEADER_ROLES, Document
+    from document_gateway import CLASSIFICATIONS, LEADER_ROLES, Document
 
     error = None
     if request.method == "POST":
@@ -170,7 +170,7 @@ def _parse_when(raw: str | None, *, end: bool = False) -> dt.datetime | None:
 @bp.get("/audit")
 @requires("audit.read")
 def audit():
-    from document_gateway.models import GatewayAuditEvent
+    from document_gateway import GatewayAuditEvent
 
     page, offset = _page_args()
     f = {k: request.args.get(k, "").strip() for k in ("device", "leader", "decision", "reason", "since", "until")}
@@ -221,7 +221,7 @@ def report_generate():
     report_lang = request.form.get("lang", lang())
     formats = request.form.getlist("formats") or ["pdf"]
     try:
-        report_id = integrations.start_generation(instance(), kind=kind, period=period, lang=report_lang,
+        report_id = integrations.start_generation(instance(), dispatcher(), kind=kind, period=period, lang=report_lang,
                                                     formats=formats, by=principal())
     except integrations.ReportRequestError as exc:
         flash(str(exc), "error")

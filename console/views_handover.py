@@ -75,7 +75,7 @@ def handover_record(record_id):
 
 
 def _render_record(record_id: int, error: str | None = None):
-    from document_gateway.models import Leader
+    from document_gateway import Leader
 
     with unit_of_work() as s:
         record = _record_or_404(s, record_id)
@@ -133,7 +133,7 @@ def handover_minute(record_id, event_id):
 @bp.post("/handover/<int:record_id>/<action>")
 @requires("handover.write")
 def handover_action(record_id, action):
-    from document_gateway.models import Leader
+    from document_gateway import Leader
 
     by, note = g.user.username, request.form.get("note", "")
     try:
@@ -156,7 +156,7 @@ def handover_action(record_id, action):
                 handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note)
             elif action == "retire":
                 handover.retire(s, record, by=by, confirm_serial=request.form.get("confirm_serial", ""), note=note)
-                push_after_commit(record.device_id)
+                push_after_commit(s, record.device_id)
             elif action == "force_retire":
                 handover.force_retire(s, hooks(), record, by=by, confirm_serial=request.form.get("confirm_serial", ""),
                                       note=note)

@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from ipad_mdm.auth import require
 from ipad_mdm.models import Unit
 from ipad_mdm.web import error, instance, int_arg, paging, unit_of_work
-from mdm.models import Device
-from mdm.scope import caller_unit_id, device_for_request
+from mdm import Device
+from mdm import caller_unit_id, device_for_request
 
 from . import audit, service
 from .models import DeviceAssignment, Document, GatewayAuditEvent, Leader

@@ -12,15 +12,7 @@ import sys
 
 import click
 
-
-def _open_instance(ctx):
-    from ipad_mdm.config import load_settings
-    from ipad_mdm.instance import open_instance
-
-    root = ctx.find_root()
-    instance_dir = (root.obj or {}).get("instance") if isinstance(root.obj, dict) else None
-    instance_dir = (ctx.obj or {}).get("gateway_instance") or instance_dir
-    return open_instance(load_settings(instance_dir))
+from ipad_mdm.cli_support import open_instance_for
 
 
 @click.group()
@@ -42,7 +34,7 @@ def audit_verify(ctx, as_json):
     first bad row is named and a security event is raised)."""
     from . import audit
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx, (ctx.obj or {}).get("gateway_instance"))
     try:
         with inst.database.session() as s:
             status = audit.full_check(s, inst)
@@ -66,7 +58,7 @@ def audit_checkpoint(ctx):
     """Verify the chain since the last checkpoint and sign a new one (the periodic job, by hand)."""
     from . import audit
 
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx, (ctx.obj or {}).get("gateway_instance"))
     try:
         status = audit.check_and_checkpoint(inst.database, inst)
     finally:
@@ -86,7 +78,7 @@ def audit_quarantine(ctx, confirm):
         click.echo("nothing done: add --confirm after the rows have been examined (ipad-mdm gateway audit-verify)",
                    err=True)
         sys.exit(1)
-    inst = _open_instance(ctx)
+    inst = open_instance_for(ctx, (ctx.obj or {}).get("gateway_instance"))
     try:
         with inst.database.session() as s:
             moved = audit.quarantine_beyond_head(s)

@@ -1,36 +1,22 @@
-"""The gate every /docs/ request passes: device identity, device state, leader, compliance.
+"""The gate every /docs/ request passes: who is this device, then may it open documents.
 
-Decision (first failing check wins):
   1. a client certificate: from the embedded TLS server (environ SSL_CLIENT_CERT) or, behind
      a TLS proxy, from the configured header — only when the proxy also proves the shared
-     secret (X-Proxy-Secret, compared in constant time; mdm.checkin.presented_certificate, shared
-     with the MDM endpoints): the header is refused when no proxy secret is configured.
+     secret (mdm.presented_certificate, shared with the MDM endpoints).
   2. issued by this server's CA, currently valid, a stored device identity, not revoked
-     (mdm.checkin.trusted_identity), bound to a device.
-  3. the device is enrolled (not retired / checked out) and not in Lost Mode.
-  4. the device is assigned to an active leader.
-  5. the device's current compliance verdict (compliance.current_verdict):
-       compliant      allowed
-       grace          allowed until the grace deadline, with a warning banner on every page.
-                      Why: grace is the time the policy gives a leader to fix a problem (e.g.
-                      update iOS); cutting them off at once would push them back to paper for
-                      an issue IT has judged tolerable for a few hours. After the deadline the
-                      gate denies even if the scheduler has not yet moved the verdict on.
-       non_compliant, blocked, unknown, no verdict   denied (stricter than
-                      VerdictView.allows_document_access, which lets a policy without
-                      block_gateway through: for documents the office wants fail-closed).
+     (mdm.trusted_identity: mdm owns who the device is), bound to a device.
+  3. the device's state, leader and verdict: access.device_access (the one owner of the
+     document-access decision; the API and console ask it too).
   Then, per document: classification matrix and unit scope (policy.py).
 
 Caching: a decision is cached per certificate fingerprint for a short TTL (default 30 s,
 IPAD_MDM_GATEWAY_CACHE_SECONDS). Every request still runs ONE indexed query that reads the
 certificate's revocation and expiry, the device's enrollment state and Lost Mode, and the
-device's epoch (gateway_device_epochs). Every event that can change a decision bumps the epoch
-in the same transaction as the change (verdict.changed, device.retired, device.checked_out,
-assignment and leader changes, and — through a SQLAlchemy flush listener — certificate
-revocation, Lost Mode and enrollment-state changes made by any code path). A cached decision
-is used only if its epoch equals the current one, so a device that turns non-compliant is
-denied on its very next request, in any process. The epoch is read before the decision is
-re-evaluated, so a change committed in between only causes one extra evaluation.
+device's epoch (gateway_device_epochs). Every other event that can change a decision bumps the
+epoch in the same transaction as the change (verdict.changed / verdict.updated, device.retired,
+device.checked_out hooks; assignment and leader changes in service.py). A cached decision is
+used only if its epoch and live state equal the current ones, so a device that turns
+non-compliant is denied on its very next request, in any process.
 """
 from __future__ import annotations
 
@@ -49,24 +35,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
-from mdm import checkin
-from mdm.models import Device, IdentityCertificate
+from compliance import clock, current_verdict
+from mdm import Device, DeviceAuthError, IdentityCertificate, UntrustedProxy, presented_certificate, trusted_identity
 
 from . import i18n
-from .models import DeviceEpoch, Leader
-from .service import current_assignment
+from .access import device_access, leader_of
+from .models import DeviceEpoch
 
 log = logging.getLogger("document_gateway.gate")
 
 
 def compliance_now() -> dt.datetime:
     """Deadlines are compared on compliance's clock (tests and replays move that one)."""
-    try:
-        from compliance import clock
-
-        return clock.now()
-    except ImportError:  # pragma: no cover
-        return utcnow()
+    return clock.now()
 
 
 @dataclass(frozen=True)
@@ -172,12 +153,12 @@ class Presented:
     error: str | None = None  # a reason code when the certificate cannot even be read
 
 
-def presented_certificate(request, settings) -> Presented:
+def presented(request, settings) -> Presented:
     try:
-        cert, via_proxy = checkin.presented_certificate(request.headers, request.environ, settings)
-    except checkin.UntrustedProxy:
+        cert, via_proxy = presented_certificate(request.headers, request.environ, settings)
+    except UntrustedProxy:
         return Presented(via_proxy=True, error="untrusted_proxy")
-    except checkin.DeviceAuthError:
+    except DeviceAuthError:
         via_proxy = bool(settings.client_cert_header and request.headers.get(settings.client_cert_header))
         return Presented(via_proxy=via_proxy, error="certificate_invalid")
     if cert is None:
@@ -240,48 +221,22 @@ def _evaluate(session: Session, ca, presented: Presented, now: dt.datetime) -> D
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         return replace(base, code="certificate_expired")
     try:
-        identity = checkin.trusted_identity(session, ca, cert)
-    except checkin.DeviceAuthError as exc:
+        identity = trusted_identity(session, ca, cert)
+    except DeviceAuthError as exc:
         return replace(base, code=exc.code if exc.code in i18n.REASONS else "certificate_untrusted")
     if identity.device_id is None:
         return replace(base, code="certificate_unbound")
     device = session.get(Device, identity.device_id)
     d = replace(base, device_id=device.id, udid=device.udid)
-    assignment = current_assignment(session, device.id)
-    leader = session.get(Leader, assignment.leader_id) if assignment is not None else None
+    leader = leader_of(session, device)
     if leader is not None:
         d = replace(d, leader_id=leader.id, leader_name=leader.full_name, leader_title=leader.title,
                     leader_role=leader.role, leader_unit_id=leader.unit_id)
-    if device.enrollment_state == "retired":
-        return replace(d, code="device_retired")
-    if device.enrollment_state == "checked_out":
-        return replace(d, code="device_checked_out")
-    if device.enrollment_state != "enrolled":
-        return replace(d, code="device_not_enrolled")
-    if device.lost_mode_enabled:
-        return replace(d, code="lost_mode")
-    if leader is None:
-        return replace(d, code="not_assigned")
-    if not leader.active:
-        return replace(d, code="leader_inactive")
-    from compliance import current_verdict
-
     verdict = current_verdict(session, device.id)
-    if verdict is None:
-        return replace(d, code="verdict_unknown", verdict_state=None)
-    d = replace(d, verdict_state=verdict.state, verdict_reasons_vi=tuple(verdict.reasons_vi),
-                verdict_reasons_en=tuple(verdict.reasons_en))
-    if verdict.state == "compliant":
-        return replace(d, allowed=True, code="allowed", status=200)
-    if verdict.state == "grace":
-        deadline = getattr(verdict, "grace_deadline", None) or verdict.deadline
-        if deadline is not None and compliance_now() < deadline:
-            return replace(d, allowed=True, code="allowed_grace", status=200, grace_deadline=deadline)
-        return replace(d, code="grace_expired")
-    if verdict.state == "blocked":
-        return replace(d, code="verdict_blocked")
-    if verdict.state == "non_compliant":
-        return replace(d, code="verdict_non_compliant")
-    if any(r.get("rule") == "no_policy" for r in verdict.failing_rules if isinstance(r, dict)):
-        return replace(d, code="verdict_unassessed")
-    return replace(d, code="verdict_unknown")
+    if verdict is not None:
+        d = replace(d, verdict_state=verdict.state, verdict_reasons_vi=tuple(verdict.reasons_vi),
+                    verdict_reasons_en=tuple(verdict.reasons_en))
+    access = device_access(device, leader, verdict, compliance_now())
+    if access.allowed:
+        return replace(d, allowed=True, code=access.code, status=200, grace_deadline=access.grace_deadline)
+    return replace(d, code=access.code)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
-from mdm.models import Device
+from mdm import Device
 
 from . import filetypes, signatures
 from .models import CLASSIFICATIONS, LEADER_ROLES, DeviceAssignment, DeviceEpoch, Document, DocumentUnit, Leader

@@ -13,7 +13,7 @@ import logging
 import os
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, render_template_string, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from sqlalchemy import or_, select
 
 from ipad_mdm.web import instance
@@ -23,7 +23,7 @@ from .models import Document, DocumentUnit
 from .service import PUBLIC_ID, document_dict
 
 log = logging.getLogger("document_gateway.views")
-bp = Blueprint("document_gateway", __name__)
+bp = Blueprint("document_gateway", __name__, template_folder="templates")
 
 VN_TZ = dt.timezone(dt.timedelta(hours=7))  # Viet Nam has no daylight saving time
 CHUNK = 256 * 1024
@@ -69,41 +69,11 @@ def _headers(resp: Response) -> Response:
     return resp
 
 
-# ------------------------------------------------------------------ pages
-_BASE = """<!doctype html><html lang="{{ ui.html_lang }}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ page_title }}</title>
-<style>body{font-family:-apple-system,Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f;background:#f5f5f7}
-header{background:#a50e0e;color:#fff;padding:14px 20px}header small{display:block;opacity:.85}
-main{padding:16px 20px;max-width:1100px;margin:auto}a{color:#0b57d0}
-.lang{float:right;color:#fff}.banner{background:#fff4ce;border:1px solid #e0b000;padding:12px;border-radius:8px;margin-bottom:14px}
-.deny{background:#fff;border-left:6px solid #a50e0e;padding:14px 18px;border-radius:8px}
-table{width:100%;border-collapse:collapse;background:#fff;border-radius:8px}
-th,td{padding:10px;border-bottom:1px solid #e5e5ea;text-align:left;vertical-align:top}
-.tag{font-size:.85em;padding:2px 8px;border-radius:10px;background:#e5e5ea;white-space:nowrap}
-.sig-valid{background:#d7f5dd}.sig-invalid{background:#ffd9d9}.muted{color:#6e6e73;font-size:.9em}</style></head>
-<body><header><a class="lang" href="?lang={{ ui.switch_lang }}">{{ ui.switch }}</a>{{ ui.office }}
-<small>{{ page_title }}</small></header><main>{{ body|safe }}</main></body></html>"""
-
-_LIST = """{% if banner %}<div class="banner" role="alert">{{ banner }}{% if problems %}<ul>{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul>{% endif %}</div>{% endif %}
-<p>{{ ui.leader }}: <b>{{ d.leader_name }}</b>{% if d.leader_title %} — {{ d.leader_title }}{% endif %}</p>
-{% if docs %}<table><tr><th>{{ ui.col_title }}</th><th>{{ ui.col_class }}</th><th>{{ ui.col_sig }}</th><th>{{ ui.col_date }}</th><th>{{ ui.col_size }}</th></tr>
-{% for doc in docs %}<tr><td><a href="{{ doc.href }}">{{ doc.title }}</a><div class="muted">{{ doc.filename }}</div></td>
-<td><span class="tag">{{ ui[doc.classification] }}</span></td>
-<td><span class="tag sig-{{ doc.signature_status }}">{{ ui['sig_' + doc.signature_status] }}</span>
-{% if doc.signature_signer %}<div class="muted">{{ ui.signer }}: {{ doc.signature_signer }}{% if doc.signed_at %}<br>{{ ui.signed_at }}: {{ doc.signed_at }}{% endif %}</div>{% endif %}</td>
-<td>{{ doc.uploaded }}</td><td>{{ doc.size }}</td></tr>{% endfor %}</table>
-{% else %}<p>{{ ui.empty }}</p>{% endif %}"""
-
-_DENIED = """<div class="deny"><h2>{{ heading }}</h2><p>{{ reason }}</p>
-{% if problems %}<h3>{{ ui.problems }}</h3><ul>{% for p in problems %}<li>{{ p }}</li>{% endfor %}</ul>{% endif %}
-{% if fix %}<h3>{{ ui.what_to_do }}</h3><p>{{ fix }}</p>{% endif %}
-{% if back %}<p><a href="{{ back }}">{{ ui.back }}</a></p>{% endif %}
-<p class="muted">{{ ui.code }}: {{ code }}</p></div>"""
+# ------------------------------------------------------------------ pages (templates/docs/)
 
 
-def _page(title: str, body: str, status: int, lang: str) -> Response:
-    ui = i18n.UI[lang]
-    html = render_template_string(_BASE, ui=ui, page_title=title, body=body)
+def _page(template: str, title: str, status: int, lang: str, **ctx) -> Response:
+    html = render_template(f"docs/{template}", ui=i18n.UI[lang], page_title=title, **ctx)
     return Response(html, status=status, mimetype="text/html")
 
 
@@ -114,10 +84,9 @@ def _denied(decision: gate.Decision, lang: str) -> Response:
         resp.status_code = decision.status
         return resp
     ui = i18n.UI[lang]
-    body = render_template_string(_DENIED, ui=ui, heading=ui["denied_title"], reason=decision.reason(lang),
-                                  problems=decision.problems(lang), fix=decision.fix(lang), code=decision.code,
-                                  back=None)
-    return _page(ui["denied_title"], body, decision.status, lang)
+    return _page("denied.html", ui["denied_title"], decision.status, lang, heading=ui["denied_title"],
+                 reason=decision.reason(lang), problems=decision.problems(lang), fix=decision.fix(lang),
+                 code=decision.code, back=None)
 
 
 def _not_found(lang: str) -> Response:
@@ -128,10 +97,9 @@ def _not_found(lang: str) -> Response:
         resp.status_code = 404
         return resp
     ui = i18n.UI[lang]
-    body = render_template_string(_DENIED, ui=ui, heading=ui["not_found_title"], reason=en if lang == "en" else vi,
-                                  problems=(), fix=fix_en if lang == "en" else fix_vi, code="not_found",
-                                  back="/docs/" + ("?lang=en" if lang == "en" else ""))
-    return _page(ui["not_found_title"], body, 404, lang)
+    return _page("denied.html", ui["not_found_title"], 404, lang, heading=ui["not_found_title"],
+                 reason=en if lang == "en" else vi, problems=(), fix=fix_en if lang == "en" else fix_vi,
+                 code="not_found", back="/docs/" + ("?lang=en" if lang == "en" else ""))
 
 
 @bp.errorhandler(audit.AuditUnavailable)
@@ -178,7 +146,7 @@ def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, h
 
 def _gate(session):
     inst = instance()
-    presented = gate.presented_certificate(request, inst.settings)
+    presented = gate.presented(request, inst.settings)
     decision = gate.decide(session, inst.ca, current_app.extensions["document_gateway.cache"], presented)
     return presented, decision
 
@@ -238,9 +206,8 @@ def list_documents():
         "signature_signer": d.signature_signer, "signed_at": _fmt_time(d.signature_signed_at, lang),
         "uploaded": _fmt_time(d.uploaded_at, lang), "size": _fmt_size(d.size),
     } for d in docs]
-    body = render_template_string(_LIST, ui=ui, d=decision, docs=rows, banner=banner,
-                                  problems=decision.problems(lang) if banner else ())
-    return _page(ui["title"], body, 200, lang)
+    return _page("list.html", ui["title"], 200, lang, d=decision, docs=rows, banner=banner,
+                 problems=decision.problems(lang) if banner else ())
 
 
 # ------------------------------------------------------------------ read

@@ -1,4 +1,4 @@
-"""The Flask application factory."""
+"""The Flask application factory (composition root: wires every package through its manifest)."""
 from __future__ import annotations
 
 import logging
@@ -13,28 +13,15 @@ from .instance import Instance, open_instance
 
 log = logging.getLogger("ipad_mdm.app")
 
-# Packages that plug into the app: each exposes register(app, hooks, instance).
-PACKAGES = ("mdm", "profiles", "vpn", "compliance", "document_gateway", "reports", "console")
-
-
-def make_dispatcher(inst: Instance):
-    """Pushes go through Celery when a broker is configured, else a local thread."""
-    from mdm.push import BackgroundPusher, PushSender
+def make_dispatcher(inst: Instance, runtime):
+    """Background work goes through Celery when a broker is configured, else local threads."""
+    from .dispatch import BackgroundDispatcher, CeleryDispatcher
 
     if inst.settings.celery_broker_url:
-        from .tasks import CeleryDispatcher
+        from .celery_app import celery_app
 
-        return CeleryDispatcher()
-    return BackgroundPusher(PushSender(inst.database, lambda: make_apns_client(inst)))
-
-
-def make_apns_client(inst: Instance):
-    from mdm.apns import APNsClient, PushCredentials
-
-    s = inst.settings
-    creds = PushCredentials.from_files(inst.push_cert_path, inst.push_key_path)
-    return APNsClient(s.apns_url, creds, timeout=s.apns_timeout_seconds, max_attempts=s.apns_max_attempts,
-                      verify=s.apns_ca_file or True)
+        return CeleryDispatcher(celery_app())
+    return BackgroundDispatcher(runtime)
 
 
 def create_app(settings: Settings | None = None, *, inst: Instance | None = None, dispatcher=None) -> Flask:
@@ -55,21 +42,18 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
     from .web import BadPaging, bounded_int_converter
 
     app.url_map.converters["int"] = bounded_int_converter()
+    from . import packages
+    from .runtime import Runtime
+
     hooks = Hooks()
+    runtime = Runtime(inst, hooks, None)
+    runtime.dispatcher = dispatcher or make_dispatcher(inst, lambda: runtime)
     app.extensions["ipad_mdm.instance"] = inst
     app.extensions["ipad_mdm.hooks"] = hooks
-    app.extensions["ipad_mdm.dispatcher"] = dispatcher or make_dispatcher(inst)
-
-    import importlib
-
-    from . import core_api
-
-    app.register_blueprint(core_api.bp)
-    for name in PACKAGES:
-        module = importlib.import_module(name)
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app, hooks, inst)
+    app.extensions["ipad_mdm.dispatcher"] = runtime.dispatcher
+    app.extensions["ipad_mdm.runtime"] = runtime
+    packages.load_jobs()
+    packages.register_all(app, hooks, inst)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

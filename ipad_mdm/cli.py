@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from .cli_support import emit, fail, open_instance_for
 from .config import load_settings
 
 
@@ -18,24 +19,17 @@ def _settings(ctx, **overrides):
 
 
 def _instance(ctx, **overrides):
-    from .instance import open_instance
-
-    return open_instance(_settings(ctx, **overrides))
+    return open_instance_for(ctx, **overrides)
 
 
-def _emit(data, as_json: bool):
-    if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-    elif isinstance(data, dict):
-        for k, v in data.items():
-            click.echo(f"{k}: {v}")
-    else:
-        click.echo(data)
+def _runtime(inst, *, dispatch: bool):
+    """For package CLIs (ctx.obj["runtime"]): every package's hooks, and a dispatcher that
+    really pushes (`command send`) or does nothing (read-only commands)."""
+    from .app import create_app
+    from .dispatch import NoDispatch
 
-
-def _fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    app = create_app(inst=inst, dispatcher=None if dispatch else NoDispatch())
+    return app.extensions["ipad_mdm.runtime"]
 
 
 @click.group()
@@ -49,6 +43,7 @@ def main(ctx, instance_dir, verbose):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
     ctx.obj["instance"] = instance_dir
+    ctx.obj["runtime"] = _runtime
 
 
 @main.command()
@@ -128,158 +123,6 @@ def _first_enrollment(inst) -> dict:
     return {**kept, "path": str(path)}
 
 
-@main.group("enroll-token")
-def enroll_token():
-    """One-time enrollment tokens."""
-
-
-@enroll_token.command("create")
-@click.option("--serial", default=None, help="Bind the token to one device serial number")
-@click.option("--unit", default=None, help="Organisational unit code")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def enroll_token_create(ctx, serial, unit, as_json):
-    from mdm import service
-
-    inst = _instance(ctx)
-    try:
-        with inst.database.session() as s:
-            result = service.create_enrollment(s, inst.settings, serial_number=serial, unit_code=unit, created_by="cli")
-    except service.NotFound as exc:
-        _fail(str(exc))
-    _emit(result, as_json)
-
-
-@main.group()
-def device():
-    """Devices and their inventory."""
-
-
-@device.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=1000, type=int)
-@click.pass_context
-def device_list(ctx, limit, as_json):
-    from mdm import service
-
-    inst = _instance(ctx)
-    with inst.database.session() as s:
-        total, rows = service.list_devices(s, limit=limit)
-        data = [service.device_summary(d) for d in rows]
-    if as_json:
-        _emit(data, True)
-    else:
-        for d in data:
-            click.echo(f"{d['udid']}  {d['serial_number'] or '-':14} {d['enrollment_state']:14} {d['os_version'] or '-'}")
-        click.echo(f"{total} device(s)")
-
-
-@device.command("show")
-@click.argument("udid")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def device_show(ctx, udid, as_json):
-    from mdm import service
-
-    from .app import create_app
-
-    inst = _instance(ctx)
-    app = create_app(inst=inst, dispatcher=_NoPush())
-    with inst.database.session() as s:
-        try:
-            dev = service.get_device(s, udid)
-        except service.NotFound as exc:
-            _fail(str(exc))
-        data = service.device_detail(s, app.extensions["ipad_mdm.hooks"], dev)
-    _emit(data, as_json)
-
-
-@device.command("re-enroll")
-@click.argument("udid")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def device_reenroll(ctx, udid, as_json):
-    """Authorise an erased or replaced iPad to enroll again (a one-time URL for this device only)."""
-    from mdm import service
-
-    inst = _instance(ctx)
-    try:
-        with inst.database.session() as s:
-            result = service.create_reenrollment(s, inst.settings, udid, created_by="cli")
-    except service.NotFound as exc:
-        _fail(str(exc))
-    logging.getLogger("ipad_mdm.cli").warning("re-enrollment of %s authorised (token #%s)", udid, result["id"])
-    _emit(result, as_json)
-
-
-class _NoPush:
-    def request_push(self, ids):
-        pass
-
-
-@main.group()
-def command():
-    """MDM commands."""
-
-
-@command.command("send")
-@click.argument("udid")
-@click.argument("request_type")
-@click.option("--param", "params", multiple=True, help="KEY=VALUE (JSON values allowed), repeatable")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def command_send(ctx, udid, request_type, params, as_json):
-    from mdm import service
-    from mdm.commands import CommandRefused
-    from mdm.protocol import ProtocolError
-
-    from .app import make_dispatcher
-
-    parsed = None
-    if params:
-        parsed = {}
-        for item in params:
-            key, _, raw = item.partition("=")
-            try:
-                parsed[key] = json.loads(raw)
-            except ValueError:
-                parsed[key] = raw
-    inst = _instance(ctx)
-    try:
-        with inst.database.session() as s:
-            cmd = service.send_command(s, udid, request_type, parsed, requested_by="cli")
-            device_id, command_uuid = cmd.device_id, cmd.uuid
-    except service.NotFound as exc:
-        _fail(str(exc))
-    except (ProtocolError, CommandRefused) as exc:
-        _fail(str(exc), 2)
-    dispatcher = make_dispatcher(inst)
-    dispatcher.request_push([device_id])
-    if hasattr(dispatcher, "wait_idle"):
-        dispatcher.wait_idle(timeout=30)
-    if as_json:
-        _emit({"command_uuid": command_uuid, "uuid": command_uuid, "udid": udid, "request_type": request_type,
-               "status": "queued"}, True)
-    else:
-        click.echo(command_uuid)
-
-
-@command.command("show")
-@click.argument("command_uuid")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def command_show(ctx, command_uuid, as_json):
-    from mdm import service
-
-    inst = _instance(ctx)
-    with inst.database.session() as s:
-        try:
-            data = service.command_detail(s, service.get_command(s, command_uuid))
-        except service.NotFound as exc:
-            _fail(str(exc))
-    _emit(data, as_json)
-
-
 @main.group("api-token")
 def api_token():
     """Bearer tokens for /api/v1."""
@@ -301,9 +144,9 @@ def api_token_create(ctx, name, role, unit, as_json):
     with inst.database.session() as s:
         unit_row = s.scalar(select(Unit).where(Unit.code == unit)) if unit else None
         if unit and unit_row is None:
-            _fail(f"unknown unit {unit!r}; add it with `ipad-mdm unit add CODE NAME`")
+            fail(f"unknown unit {unit!r}; add it with `ipad-mdm unit add CODE NAME`")
         token = create_api_token(s, name, role, unit_row.id if unit_row else None)
-    _emit({"name": name, "role": role, "unit": unit, "token": token}, as_json)
+    emit({"name": name, "role": role, "unit": unit, "token": token}, as_json)
 
 
 @main.group("security-event")
@@ -324,7 +167,7 @@ def security_event_list(ctx, open_only, limit, as_json):
         _total, rows = security_events.query(s, limit=limit, open_only=open_only)
         data = [security_events.to_dict(e) for e in rows]
     if as_json:
-        _emit(data, True)
+        emit(data, True)
         return
     for e in data:
         state = "open" if e["acknowledged_at"] is None else "acknowledged"
@@ -346,7 +189,7 @@ def security_event_ack(ctx, event_id, note, by):
         with inst.database.session() as s:
             security_events.acknowledge(s, event_id, by=by, note=note)
     except security_events.EventNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"security event #{event_id} acknowledged")
 
 
@@ -384,16 +227,11 @@ def db_upgrade(ctx):
 
 
 def _mount_package_commands() -> None:
-    """Each package owns its CLI group; the core only mounts them."""
-    from console.cli import user
-    from document_gateway.cli import gateway
-    from reports.cli import report
-    from vpn.cli import vpn
+    """Each package owns its CLI groups (its manifest lists them); the root only mounts them."""
+    from .packages import cli_commands
 
-    main.add_command(gateway)
-    main.add_command(report)
-    main.add_command(user, "user")
-    main.add_command(vpn)
+    for command in cli_commands():
+        main.add_command(command)
 
 
 _mount_package_commands()

@@ -76,3 +76,7 @@ def acknowledge_security_event(event_id: int):
         except security_events.EventNotFound as exc:
             return error(404, str(exc))
         return jsonify(security_events.to_dict(event))
+
+
+def register(app, hooks, instance) -> None:
+    app.register_blueprint(bp)

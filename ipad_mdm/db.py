@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, create_engine, event
+from sqlalchemy import JSON, DateTime, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -68,6 +68,8 @@ def after_commit(session: Session, fn) -> None:
 
 
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # SQLAlchemy fires after_commit when a SAVEPOINT is released too: wait for the real one
     pending = session.info.pop(_AFTER_COMMIT, None)
     for _marker, fn in pending or ():
         try:
@@ -98,6 +100,21 @@ event.listen(Session, "after_commit", _run_after_commit)
 event.listen(Session, "after_soft_rollback", _drop_rolled_back)
 
 
+@contextlib.contextmanager
+def savepoint(session: Session):
+    """A SAVEPOINT that confines a failure to what ran inside it, on every backend.
+
+    pysqlite opens its transaction lazily, at the first INSERT/UPDATE/DELETE; a SAVEPOINT
+    issued before that would start SQLite's transaction itself and its RELEASE would commit
+    everything. A no-op UPDATE first makes pysqlite begin the real transaction."""
+    if session.get_bind().dialect.name == "sqlite":
+        dbapi = session.connection().connection.dbapi_connection
+        if not getattr(dbapi, "in_transaction", False):
+            session.execute(text("UPDATE units SET id = id WHERE 0 = 1"))
+    with session.begin_nested():
+        yield
+
+
 class Database:
     def __init__(self, url: str, echo: bool = False):
         self.url = url
@@ -116,9 +133,11 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextlib.contextmanager
-    def session(self):
-        """A unit of work: commits on success, rolls back on any exception."""
+    def session(self, **info):
+        """A unit of work: commits on success, rolls back on any exception. `info` goes to
+        session.info (e.g. dispatcher=…, so work for the outside world leaves after commit)."""
         s: Session = self.sessionmaker()
+        s.info.update(info)
         try:
             yield s
             s.commit()
@@ -147,17 +166,3 @@ def alembic_config(database: Database):
     cfg.attributes["engine"] = database.engine
     cfg.set_main_option("sqlalchemy.url", database.url.replace("%", "%%"))
     return cfg
-
-
-def import_all_models() -> None:
-    """Import every package's models so Base.metadata is complete."""
-    import compliance.models  # noqa: F401
-    import console.models  # noqa: F401
-    import document_gateway.models  # noqa: F401
-    import ipad_mdm.models  # noqa: F401
-    import ipad_mdm.security_events  # noqa: F401
-    import mdm.identity.models  # noqa: F401
-    import mdm.models  # noqa: F401
-    import profiles.models  # noqa: F401
-    import reports.models  # noqa: F401
-    import vpn.models  # noqa: F401

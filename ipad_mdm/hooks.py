@@ -4,11 +4,21 @@ mdm emits, for example, "inventory.updated" after a command result is stored;
 compliance subscribes and evaluates. Handlers run synchronously inside the
 caller's unit of work (same session), so a verdict is stored atomically with
 the inventory that produced it.
+
+Outcomes are true, never assumed: `emit` returns one outcome per subscriber
+({"subscriber", "status": "done" | "failed", "detail", ...whatever the handler returned}).
+A non-critical handler runs inside a SAVEPOINT: if it fails, what it wrote is undone, the
+failure is logged and reported in its outcome, and the other subscribers still run (a VPN
+or report bug must not block a device's MDM session). A critical handler's failure fails
+the whole transaction (used where the change must not commit without it, e.g. the gateway's
+cache invalidation). `emit_to` re-runs chosen subscribers (retrying a failed action).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -25,34 +35,82 @@ log = logging.getLogger(__name__)
 #   verdict.changed(session, device, previous, verdict)
 #                                                compliance state transition; `verdict` is the
 #                                                new compliance verdict object (state, reasons…)
+#   verdict.updated(session, device, verdict)    the verdict changed without a transition
+#                                                (a deadline moved because a policy changed)
+#   access.describe(session, device, out)        contribute the document-access decision to `out`
 EVENTS = (
     "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated",
-    "command.completed", "device.detail", "device.retired", "verdict.changed", "identity.issued",
+    "command.completed", "device.detail", "device.retired", "verdict.changed", "verdict.updated",
+    "identity.issued", "access.describe",
 )
+
+# Events whose handlers only read: no SAVEPOINT (on SQLite one would take the write lock).
+READ_ONLY_EVENTS = ("device.detail", "access.describe")
+
+
+@dataclass(frozen=True)
+class _Subscriber:
+    name: str
+    handler: Callable
+    critical: bool
 
 
 class Hooks:
     def __init__(self) -> None:
-        self._handlers: dict[str, list[Callable]] = defaultdict(list)
+        self._subscribers: dict[str, list[_Subscriber]] = defaultdict(list)
 
-    def subscribe(self, event: str, handler: Callable) -> None:
+    def subscribe(self, event: str, handler: Callable, *, name: str | None = None, critical: bool = False) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event}")
-        if handler not in self._handlers[event]:
-            self._handlers[event].append(handler)
+        if any(s.handler is handler for s in self._subscribers[event]):
+            return
+        name = name or f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', handler)}"
+        self._subscribers[event].append(_Subscriber(name, handler, critical))
 
-    def emit(self, event: str, **kwargs) -> None:
-        """Run every handler; one failing handler is logged and does not stop the others
-        (a VPN or report bug must not block a device's MDM session) — unless it broke
-        the shared database session, which then has to fail as a whole."""
-        session = kwargs.get("session")
-        for handler in list(self._handlers.get(event, ())):
+    def subscribers(self, event: str) -> list[str]:
+        return [s.name for s in self._subscribers.get(event, ())]
+
+    def emit(self, event: str, **kwargs) -> list[dict]:
+        return self._run(event, self._subscribers.get(event, ()), kwargs)
+
+    def emit_to(self, event: str, names, **kwargs) -> list[dict]:
+        wanted = set(names)
+        return self._run(event, [s for s in self._subscribers.get(event, ()) if s.name in wanted], kwargs)
+
+    def _run(self, event: str, subscribers, kwargs) -> list[dict]:
+        session = kwargs.get("session") if event not in READ_ONLY_EVENTS else None
+        outcomes = []
+        for sub in list(subscribers):
+            if sub.critical:
+                result = sub.handler(**kwargs)
+                outcomes.append(_outcome(sub.name, "done", result))
+                continue
             try:
-                handler(**kwargs)
-            except Exception:
+                with _isolated(session):
+                    result = sub.handler(**kwargs)
+                outcomes.append(_outcome(sub.name, "done", result))
+            except Exception as exc:
                 if session is not None and not session.is_active:
-                    raise
-                log.exception("handler %s for %s failed", getattr(handler, "__qualname__", handler), event)
+                    raise  # the shared session itself is broken: the request fails as a whole
+                log.exception("handler %s for %s failed", sub.name, event)
+                outcomes.append({"subscriber": sub.name, "status": "failed",
+                                 "detail": f"{type(exc).__name__}: {exc}"[:300]})
+        return outcomes
 
     def clear(self) -> None:
-        self._handlers.clear()
+        self._subscribers.clear()
+
+
+def _outcome(name: str, status: str, result) -> dict:
+    out = {"subscriber": name, "status": status}
+    if isinstance(result, dict):
+        out.update(result)
+    return out
+
+
+def _isolated(session):
+    if session is None:
+        return contextlib.nullcontext()
+    from .db import savepoint
+
+    return savepoint(session)

@@ -1,5 +1,15 @@
-"""Periodic jobs, declared once and run either by Celery beat (production) or
-by the embedded scheduler thread (`ipad-mdm serve`, no external servers)."""
+"""Periodic jobs and background tasks, declared once by each package and run either by
+Celery (production: beat + workers) or in-process (the embedded default `ipad-mdm serve`).
+
+    @periodic("compliance.evaluate_all", 300)
+    def evaluate_all(rt): ...                 # rt: ipad_mdm.runtime.Runtime
+
+    @background_task("mdm.send_pushes")
+    def send_pushes(rt, device_ids): ...      # run through rt.dispatcher.submit(name, *args)
+
+The core keeps the registries; it never names a package. The composition root imports each
+package's job and task modules (its manifest) before reading them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +20,17 @@ from typing import Callable
 class PeriodicJob:
     name: str
     interval_seconds: int
-    run: Callable  # run(instance, dispatcher) -> None
+    run: Callable  # run(runtime) -> JSON-able result or None
+
+
+@dataclass(frozen=True)
+class BackgroundTask:
+    name: str
+    run: Callable  # run(runtime, *args) -> JSON-able result or None
 
 
 _JOBS: dict[str, PeriodicJob] = {}
+_TASKS: dict[str, BackgroundTask] = {}
 
 
 def periodic(name: str, interval_seconds: int):
@@ -24,17 +41,28 @@ def periodic(name: str, interval_seconds: int):
     return deco
 
 
-def all_jobs() -> list[PeriodicJob]:
-    load_job_modules()
+def background_task(name: str):
+    def deco(fn):
+        _TASKS[name] = BackgroundTask(name, fn)
+        return fn
+
+    return deco
+
+
+def registered_jobs() -> list[PeriodicJob]:
     return sorted(_JOBS.values(), key=lambda j: j.name)
 
 
-def load_job_modules() -> None:
-    import importlib
+def registered_tasks() -> dict[str, BackgroundTask]:
+    return dict(_TASKS)
 
-    for name in ("mdm.jobs", "compliance.jobs", "reports.jobs", "profiles.jobs", "vpn.jobs", "document_gateway.jobs"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+
+def job(name: str) -> PeriodicJob | None:
+    return _JOBS.get(name)
+
+
+def task(name: str) -> BackgroundTask:
+    found = _TASKS.get(name)
+    if found is None:
+        raise LookupError(f"no background task named {name}")
+    return found

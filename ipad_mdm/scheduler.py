@@ -1,11 +1,11 @@
-"""Embedded scheduler: runs the periodic jobs in a daemon thread."""
+"""Embedded scheduler: runs the registered periodic jobs in a daemon thread (no Celery beat)."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
 
-from .jobs import all_jobs
+from .jobs import registered_jobs
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +24,15 @@ class EmbeddedScheduler:
         self._stop.set()
 
     def _run(self) -> None:
-        inst = self._app.extensions["ipad_mdm.instance"]
-        dispatcher = self._app.extensions["ipad_mdm.dispatcher"]
+        runtime = self._app.extensions["ipad_mdm.runtime"]
         due: dict[str, float] = {}
         while not self._stop.is_set():
             now = time.monotonic()
-            for job in all_jobs():
+            for job in registered_jobs():
                 if due.get(job.name, 0) <= now:
                     due[job.name] = now + job.interval_seconds
                     try:
-                        job.run(inst, dispatcher)
+                        job.run(runtime)
                     except Exception:
                         log.exception("periodic job %s failed", job.name)
             self._stop.wait(self._tick)

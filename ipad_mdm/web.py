@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, jsonify, request
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("ipad_mdm.web")
@@ -22,26 +22,30 @@ def dispatcher():
     return current_app.extensions["ipad_mdm.dispatcher"]
 
 
+def runtime():
+    return current_app.extensions["ipad_mdm.runtime"]
+
+
 @contextlib.contextmanager
 def unit_of_work():
-    """One transaction for a request; pushes requested inside it go out after commit."""
+    """One transaction for a request. Work for the outside world requested inside it
+    (pushes, …) goes out after commit (ipad_mdm.db.after_commit), never after a rollback."""
     s: Session = instance().database.sessionmaker()
-    g.push_device_ids = set()
+    s.info["dispatcher"] = dispatcher()
     try:
         yield s
         s.commit()
     except BaseException:
         s.rollback()
-        g.push_device_ids = set()
         raise
     finally:
         s.close()
-    if g.push_device_ids:
-        dispatcher().request_push(sorted(g.push_device_ids))
 
 
-def push_after_commit(device_id: int) -> None:
-    g.setdefault("push_device_ids", set()).add(device_id)
+def push_after_commit(session: Session, device_id: int) -> None:
+    from .dispatch import push_after_commit as push
+
+    push(session, [device_id])
 
 
 def error(status: int, reason: str, *, log_level=logging.WARNING, **extra):

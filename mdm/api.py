@@ -116,7 +116,7 @@ def send_command(udid):
             if device_for_request(s, udid) is None:
                 return error(404, f"unknown device {udid}")
             cmd = service.send_command(s, udid, request_type, params, requested_by=g.api_principal)
-            push_after_commit(cmd.device_id)
+            push_after_commit(s, cmd.device_id)
             detail = service.command_detail(s, cmd)
     except service.NotFound as exc:
         return error(404, str(exc))

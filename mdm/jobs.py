@@ -5,7 +5,7 @@ from .push import due_for_retry
 
 
 @periodic("mdm.retry_pushes", 30)
-def retry_pushes(instance, dispatcher) -> None:
-    ids = due_for_retry(instance.database)
+def retry_pushes(rt) -> None:
+    ids = due_for_retry(rt.instance.database)
     if ids:
-        dispatcher.request_push(ids)
+        rt.dispatcher.request_push(ids)

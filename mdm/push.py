@@ -1,21 +1,22 @@
 """Waking devices: APNs pushes for devices with queued commands.
 
 A push only asks the device to connect; the commands themselves stay in the
-database. A failed push leaves `push_pending` set and is retried with
-backoff by `retry_due_pushes` (Celery beat in production, a timer in the
-embedded server), so an APNs outage loses nothing.
+database. Pushes run as the background task `mdm.send_pushes` (Celery in
+production, the embedded dispatcher's threads otherwise). A failed push leaves
+`push_pending` set and is retried with backoff by the `mdm.retry_pushes` job,
+so an APNs outage loses nothing.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import threading
 from typing import Callable, Iterable
 
 from sqlalchemy import select
 
 from ipad_mdm.db import Database, utcnow
+from ipad_mdm.jobs import background_task
 
 from .models import Device
 
@@ -102,47 +103,20 @@ def due_for_retry(database: Database, now: dt.datetime | None = None) -> list[in
     return [i for i, failures, last in rows if last is None or failures == 0 or last + retry_delay(failures) <= now]
 
 
-class BackgroundPusher:
-    """Embedded-default dispatcher: a daemon thread sends pushes after commit."""
+def apns_client(instance):
+    """The APNs HTTP/2 client for this instance's push certificate."""
+    from .apns import APNsClient, PushCredentials
 
-    def __init__(self, sender: PushSender):
-        self._sender = sender
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="apns-pusher", daemon=True)
-        self._started = False
-        self._start_lock = threading.Lock()
-        self._idle = threading.Condition()
-        self._pending = 0
+    s = instance.settings
+    creds = PushCredentials.from_files(instance.push_cert_path, instance.push_key_path)
+    return APNsClient(s.apns_url, creds, timeout=s.apns_timeout_seconds, max_attempts=s.apns_max_attempts,
+                      verify=s.apns_ca_file or True)
 
-    def request_push(self, device_ids: Iterable[int]) -> None:
-        ids = list(device_ids)
-        if not ids:
-            return
-        with self._start_lock:
-            if not self._started:
-                self._thread.start()
-                self._started = True
-        with self._idle:
-            self._pending += 1
-        self._queue.put(ids)
 
-    def _run(self) -> None:
-        while True:
-            ids = self._queue.get()
-            try:
-                self._sender.push(ids)
-            except Exception:
-                log.exception("push dispatch failed")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-
-    def close(self) -> None:
-        """Drop the APNs connection (shutdown, tests)."""
-        self._sender.close()
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """For tests and shutdown: wait until every requested push was attempted."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+@background_task("mdm.send_pushes")
+def send_pushes(rt, device_ids: list[int]) -> dict:
+    """Push the given devices; a failure stays `push_pending` for the retry job. One APNs
+    connection per process (a runtime resource), reused across tasks."""
+    sender = rt.resource("mdm.push_sender", lambda: PushSender(rt.instance.database, lambda: apns_client(rt.instance)))
+    outcome = sender.push(device_ids)
+    return {str(k): v for k, v in outcome.items()}

@@ -8,12 +8,12 @@ from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.models import Unit
 from ipad_mdm.plists import loads as plist_loads
+from ipad_mdm.timefmt import iso
 
 from . import commands, enrollment
 from .models import Command, Device, EnrollmentToken, IdentityCertificate
 from .protocol import SECRET_KEYS
 
-_ISO = lambda v: v.isoformat() if v is not None else None  # noqa: E731
 
 
 class NotFound(LookupError):
@@ -47,7 +47,7 @@ def create_enrollment(session: Session, settings, *, serial_number: str | None =
 def _token_dict(settings, plain: str, row) -> dict:
     """What the caller of a new token sees, once: the token and its URL."""
     return {"id": row.id, "token": plain, "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),
-            "expires_at": _ISO(row.expires_at), "serial_number": row.serial_number}
+            "expires_at": iso(row.expires_at), "serial_number": row.serial_number}
 
 
 def create_reenrollment(session: Session, settings, udid: str, *, created_by: str = "") -> dict:
@@ -84,8 +84,8 @@ def device_summary(device: Device) -> dict:
         "unit_id": device.unit_id,
         "lost_mode_enabled": device.lost_mode_enabled,
         "is_supervised": device.is_supervised,
-        "enrolled_at": _ISO(device.enrolled_at),
-        "last_seen_at": _ISO(device.last_seen_at),
+        "enrolled_at": iso(device.enrolled_at),
+        "last_seen_at": iso(device.last_seen_at),
     }
 
 
@@ -111,21 +111,21 @@ def device_detail(session: Session, hooks: Hooks, device: Device) -> dict:
             "push": {
                 "has_token": device.push_token is not None,
                 "pending": device.push_pending,
-                "last_push_at": _ISO(device.last_push_at),
+                "last_push_at": iso(device.last_push_at),
                 "last_error": device.last_push_error,
                 "failures": device.push_failures,
             },
             "inventory": {
                 "DeviceInformation": device.device_information,
-                "DeviceInformationAt": _ISO(device.device_information_at),
+                "DeviceInformationAt": iso(device.device_information_at),
                 "SecurityInfo": device.security_info,
-                "SecurityInfoAt": _ISO(device.security_info_at),
+                "SecurityInfoAt": iso(device.security_info_at),
                 "ProfileList": device.profile_list,
-                "ProfileListAt": _ISO(device.profile_list_at),
+                "ProfileListAt": iso(device.profile_list_at),
                 "CertificateList": device.certificate_list,
-                "CertificateListAt": _ISO(device.certificate_list_at),
+                "CertificateListAt": iso(device.certificate_list_at),
                 "InstalledApplicationList": device.installed_applications,
-                "InstalledApplicationListAt": _ISO(device.installed_applications_at),
+                "InstalledApplicationListAt": iso(device.installed_applications_at),
             },
             "certificates": [identity_summary(c) for c in device.certificates],
             "verdict": None,
@@ -140,9 +140,9 @@ def identity_summary(cert: IdentityCertificate) -> dict:
         "serial": cert.serial,
         "subject": cert.subject,
         "sha256": cert.sha256_fingerprint,
-        "not_before": _ISO(cert.not_before),
-        "not_after": _ISO(cert.not_after),
-        "revoked_at": _ISO(cert.revoked_at),
+        "not_before": iso(cert.not_before),
+        "not_after": iso(cert.not_after),
+        "revoked_at": iso(cert.revoked_at),
         "revocation_reason": cert.revocation_reason,
     }
 
@@ -171,13 +171,13 @@ def command_detail(session: Session, cmd: Command) -> dict:
         "command": shown,
         "status": cmd.status,
         "requested_by": cmd.requested_by,
-        "created_at": _ISO(cmd.created_at),
-        "sent_at": _ISO(cmd.sent_at),
-        "completed_at": _ISO(cmd.completed_at),
+        "created_at": iso(cmd.created_at),
+        "sent_at": iso(cmd.sent_at),
+        "completed_at": iso(cmd.completed_at),
         "attempts": cmd.attempts,
         "result": cmd.result,
         "error_chain": cmd.error_chain,
-        "history": [{"status": e.status, "at": _ISO(e.at), "detail": e.detail} for e in cmd.events],
+        "history": [{"status": e.status, "at": iso(e.at), "detail": e.detail} for e in cmd.events],
     }
 
 

@@ -99,7 +99,7 @@ def checkin_endpoint():
         msg = protocol.parse_checkin(body, max_bytes=instance().settings.max_body_bytes)
         checkin.handle_checkin(s, hooks(), identity, msg, seal=instance().fernet().encrypt)
         if isinstance(msg, protocol.TokenUpdate) and identity.device_id is not None:
-            push_after_commit(identity.device_id)
+            push_after_commit(s, identity.device_id)
         log.info("check-in %s from %s", msg.message_type, msg.udid)
         return Response(b"", status=200)
 

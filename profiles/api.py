@@ -10,11 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ipad_mdm.auth import require
 from ipad_mdm.web import error, instance, push_after_commit, unit_of_work
-from mdm.commands import CommandRefused
-from mdm.protocol import ProtocolError
+from mdm import CommandRefused
+from mdm import ProtocolError
 
 from ipad_mdm import mobileconfig as pl
-from . import service
+from . import drift, serialize, service
 
 bp = Blueprint("profiles_api", __name__, url_prefix="/api/v1/profiles")
 
@@ -57,9 +57,9 @@ def _run(fn):
         return error(409, str(exc))
 
 
-def _push(queued) -> None:
+def _push(session, queued) -> None:
     for q in queued:
-        push_after_commit(q.device.id)
+        push_after_commit(session, q.device.id)
 
 
 @bp.post("")
@@ -77,7 +77,7 @@ def create_profile():
                 description=body.get("description"), payloads=body.get("payloads"),
                 removal_disallowed=body.get("removal_disallowed", False), created_by=g.api_principal,
             )
-            return jsonify(service.profile_detail(s, profile)), 201
+            return jsonify(serialize.profile_detail(s, profile)), 201
 
     return _run(run)
 
@@ -86,7 +86,7 @@ def create_profile():
 @require("devices.read")
 def list_profiles():
     with unit_of_work() as s:
-        return jsonify({"profiles": [service.profile_summary(p) for p in service.list_profiles(s)]})
+        return jsonify({"profiles": [serialize.profile_summary(p) for p in service.list_profiles(s)]})
 
 
 @bp.get("/drift")
@@ -98,8 +98,8 @@ def list_drift():
             device = None
             if request.args.get("udid"):
                 device = service._device_by_udid(s, request.args["udid"])
-            rows = service.list_drift(s, open_only=open_only, device=device, unit_id=g.api_unit_id)
-            return jsonify({"drift": [service.drift_dict(d, dev) for d, dev in rows]})
+            rows = drift.list_drift(s, open_only=open_only, device=device, unit_id=g.api_unit_id)
+            return jsonify({"drift": [serialize.drift_dict(d, dev) for d, dev in rows]})
 
     return _run(run)
 
@@ -109,7 +109,7 @@ def list_drift():
 def show_profile(identifier):
     def run():
         with unit_of_work() as s:
-            return jsonify(service.profile_detail(s, service.get_profile(s, identifier)))
+            return jsonify(serialize.profile_detail(s, service.get_profile(s, identifier)))
 
     return _run(run)
 
@@ -130,7 +130,7 @@ def create_version(identifier):
                 display_name=body.get("display_name"), description=body.get("description"),
                 removal_disallowed=body.get("removal_disallowed"), created_by=g.api_principal,
             )
-            return jsonify(service.version_dict(version)), 201
+            return jsonify(serialize.version_dict(version)), 201
 
     return _run(run)
 
@@ -148,7 +148,7 @@ def assign(identifier):
             profile = service.get_profile(s, identifier)
             service.assign(s, profile, devices=body.get("devices", []), units=body.get("units", []),
                            all_devices=body.get("all", False), created_by=g.api_principal)
-            return jsonify({"assignments": [service.assignment_dict(s, a) for a in profile.assignments]})
+            return jsonify({"assignments": [serialize.assignment_dict(s, a) for a in profile.assignments]})
 
     return _run(run)
 
@@ -171,7 +171,7 @@ def install(identifier):
             profile = service.get_profile(s, identifier)
             queued = service.install(s, instance(), profile, version=version, force=force,
                                      requested_by=g.api_principal)
-            _push(queued)
+            _push(s, queued)
             return jsonify({"version": profile.current_version, "queued": [q.as_dict() for q in queued]}), 202
 
     return _run(run)
@@ -189,7 +189,7 @@ def remove(identifier):
         with unit_of_work() as s:
             profile = service.get_profile(s, identifier)
             queued = service.remove(s, profile, devices=body.get("devices"), requested_by=g.api_principal)
-            _push(queued)
+            _push(s, queued)
             return jsonify({"queued": [q.as_dict() for q in queued]}), 202
 
     return _run(run)
@@ -202,9 +202,9 @@ def list_installations(identifier):
         with unit_of_work() as s:
             profile = service.get_profile(s, identifier)
             rows = service.installations(s, profile=profile)
-            items = [service.installation_dict(s, r) for r in rows]
+            items = [serialize.installation_dict(s, r) for r in rows]
             if g.api_unit_id is not None:
-                from mdm.models import Device
+                from mdm import Device
 
                 allowed = {r.device_id for r in rows if (d := s.get(Device, r.device_id)) and d.unit_id == g.api_unit_id}
                 items = [i for r, i in zip(rows, items) if r.device_id in allowed]

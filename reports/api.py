@@ -8,7 +8,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, instance, unit_of_work
+from ipad_mdm.web import dispatcher, error, instance, unit_of_work
 
 from . import render, service
 from .models import Report
@@ -32,7 +32,7 @@ def create_report():
                                                regenerate=bool(body.get("regenerate")))
         report_id = row.id
     if must_run:
-        service.start_background(instance(), report_id)
+        service.start_background(dispatcher(), report_id)
     with unit_of_work() as s:
         data = service.report_dict(s.get(Report, report_id))
     return jsonify(data), 202 if must_run else 200

@@ -15,13 +15,7 @@ from pathlib import Path
 
 import click
 
-
-def _instance(ctx, instance_dir):
-    from ipad_mdm.config import load_settings
-    from ipad_mdm.instance import open_instance
-
-    root = ctx.find_root().obj if ctx.find_root().obj else {}
-    return open_instance(load_settings(instance_dir or (root or {}).get("instance")))
+from ipad_mdm.cli_support import open_instance_for
 
 
 def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, quiet=False):
@@ -33,7 +27,7 @@ def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, q
         kind, period, lang, formats = service.normalise(kind, period, lang, formats)
     except service.ReportInputError as exc:
         raise click.BadParameter(str(exc)) from None
-    inst = _instance(ctx, instance_dir)
+    inst = open_instance_for(ctx, instance_dir)
     bar = tqdm(total=service.progress_steps(kind, formats), file=sys.stderr, desc=f"{kind} {period} {lang}",
                unit="step", disable=quiet)
 

@@ -14,18 +14,18 @@ import pandas as pd
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
-from compliance.models import VerdictTransition
-from document_gateway.models import AuditCheckpoint, DeviceAssignment, GatewayAuditEvent
+from compliance import VerdictTransition
+from document_gateway import AuditCheckpoint, DeviceAssignment, GatewayAuditEvent
 from ipad_mdm.models import Unit
 from ipad_mdm.security_events import SecurityEvent
-from mdm.models import (
+from mdm import (
     CheckinEvent,
     Command,
     Device,
     EnrollmentToken,
     IdentityCertificate,
 )
-from vpn.models import VpnEvent
+from vpn import VpnEvent
 
 # Commands the report counts as protective actions on a device.
 PROTECTIVE_COMMANDS = ("DeviceLock", "EnableLostMode", "DisableLostMode", "EraseDevice")

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import Database, utcnow
 from ipad_mdm.files import private_dir, write_atomic
+from ipad_mdm.timefmt import iso
 
 from . import render
 from .metrics import MetricOptions, compute_month, month_over_month
@@ -117,7 +117,6 @@ def write_files(directory: Path, kind: str, period: str, lang: str, outputs: dic
 
 # ------------------------------------------------------------------ rows
 def report_dict(r: Report) -> dict:
-    iso = lambda v: v.isoformat() if v else None
     return {"id": r.id, "kind": r.kind, "period": r.period, "lang": r.lang, "formats": list(r.formats or []),
             "status": r.status, "created_at": iso(r.created_at), "created_by": r.created_by,
             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "error": r.error,
@@ -197,22 +196,10 @@ def run_report(instance, report_id: int, progress: Progress = None) -> dict | No
         return report_dict(row)
 
 
-def start_background(instance, report_id: int) -> str:
-    """Celery when a broker is configured (generation can take minutes), else a thread."""
-    if instance.settings.celery_broker_url:
-        from .tasks import GENERATE_TASK, enqueue
-
-        enqueue(report_id)
-        return GENERATE_TASK
-    threading.Thread(target=_run_logged, args=(instance, report_id), name=f"report-{report_id}", daemon=True).start()
-    return "thread"
-
-
-def _run_logged(instance, report_id: int) -> None:
-    try:
-        run_report(instance, report_id)
-    except Exception:  # pragma: no cover - run_report records its own failures
-        log.exception("background report %s crashed", report_id)
+def start_background(dispatcher, report_id: int) -> None:
+    """Generation can take minutes: it runs as the background task reports.generate (Celery
+    with a broker, the embedded dispatcher otherwise)."""
+    dispatcher.submit("reports.generate", int(report_id))
 
 
 # ------------------------------------------------------------------ the monthly schedule

@@ -16,6 +16,9 @@ pytest_plugins = ["tests.conftest_softhsm"]
 
 PG_ADMIN_URL = os.environ.get("IPAD_MDM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("IPAD_MDM_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# One key prefix per test run: two runs sharing this Redis (and their Celery workers, which
+# inherit the environment) never see each other's queues or results.
+os.environ.setdefault("IPAD_MDM_REDIS_KEY_PREFIX", f"ipad-mdm-test-{secrets.token_hex(4)}:")
 
 
 def free_port() -> int:
@@ -108,6 +111,10 @@ class LiveServer:
     @property
     def hooks(self):
         return self.app.extensions["ipad_mdm.hooks"]
+
+    @property
+    def runtime(self):
+        return self.app.extensions["ipad_mdm.runtime"]
 
     def session(self):
         return self.instance.database.session()

@@ -113,7 +113,7 @@ def test_checkpoints_catch_truncation(world):
     # The periodic job raises the alarm too (once).
     from document_gateway.jobs import audit_checkpoint
 
-    assert audit_checkpoint(world.server.instance, None)["ok"] is False
+    assert audit_checkpoint(world.server.runtime)["ok"] is False
     assert len(_alarms(world)) == 1
 
 

@@ -144,7 +144,7 @@ def test_identity_renewal_reissues_enrollment_profile(server, enrolled, api, tmp
     sim = enrolled
     old_identity = sim.identity
     # Nothing is due yet.
-    renew_identities(server.instance, server.dispatcher)
+    renew_identities(server.runtime)
     assert _detail(api, sim.udid)["identity_lifecycle"]["last_renewal"] is None
 
     # Make the stored identity expire within identity_renew_days (30).
@@ -153,8 +153,8 @@ def test_identity_renewal_reissues_enrollment_profile(server, enrolled, api, tmp
         row.not_after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
     assert _detail(api, sim.udid)["identity_lifecycle"]["renewal_due"] is True
 
-    renew_identities(server.instance, server.dispatcher)
-    renew_identities(server.instance, server.dispatcher)  # idempotent while one is under way
+    renew_identities(server.runtime)
+    renew_identities(server.runtime)  # idempotent while one is under way
     server.wait_pushes()
     handled = sim.process_commands()
     assert [c["Command"]["RequestType"] for c in handled] == ["InstallProfile"]

@@ -16,6 +16,7 @@ from compliance.models import DeviceVerdict, VerdictTransition
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 from mdm.models import Command, Device
+from document_gateway.access import verdict_access
 from tests.conftest import retire_baseline_policy
 
 H = dt.timedelta(hours=1)
@@ -79,7 +80,7 @@ def history(server, sim):
 
 
 def run_schedule(server):
-    return jobs.evaluate_all(server.instance, server.dispatcher)
+    return jobs.evaluate_all(server.runtime)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -108,13 +109,16 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
     assert v.failing_rules[0]["rule"] == "passcode_present"
     assert v.failing_rules[0]["policies"] == [{"policy_id": policy["id"], "version": 1}]
     assert v.policy_versions[0]["version"] == 1
-    assert v.allows_document_access(v.deadline - H) and not v.allows_document_access(v.deadline + H)
+    assert verdict_access(v, v.deadline - H).allowed and not verdict_access(v, v.deadline + H).allowed
     assert not v.cut_vpn
     grace_deadline = v.deadline
 
     # The API shows the same verdict.
     r = officer.get(f"/api/v1/devices/{sim.udid}/verdict")
-    assert r.status_code == 200 and r.json()["state"] == "grace" and r.json()["document_access"] is True
+    assert r.status_code == 200 and r.json()["state"] == "grace"
+    # The gateway's own decision, not a second opinion: a grace device may read, but this one has
+    # no leader assigned yet.
+    assert r.json()["document_access"] is False and r.json()["document_access_reason"] == "not_assigned"
     assert admin.get(f"/api/v1/devices/{sim.udid}").json()["verdict"]["state"] == "grace"
 
     # Before the deadline the schedule changes nothing.
@@ -163,12 +167,14 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
         ("non_compliant", "blocked"), ("blocked", "compliant")]
     acts = {t.to_state: {a["action"]: a for a in t.actions} for t in rows[2:]}
     assert set(acts["grace"]) == {"notify", "verdict.changed"}
-    assert acts["non_compliant"]["cut_vpn"]["status"] == "requested"
+    # The VPN package carried out the cut: its own outcome, not "requested".
+    assert (acts["non_compliant"]["cut_vpn"]["status"], acts["non_compliant"]["cut_vpn"]["result"]) == ("done", "cut")
     assert acts["non_compliant"]["block_gateway"]["status"] == "deny"
     assert "lock_device" not in acts["non_compliant"]
     assert acts["blocked"]["lock_device"]["status"] == "enqueued"
     assert acts["blocked"]["lost_mode"]["command"] == "EnableLostMode"
-    assert acts["compliant"]["cut_vpn"]["status"] == "restore_requested"
+    assert (acts["compliant"]["cut_vpn"]["status"], acts["compliant"]["cut_vpn"]["result"]) == ("done", "restored")
+    assert all(not t.actions_pending for t in rows)
     assert acts["compliant"]["block_gateway"]["status"] == "allow"
     assert rows[0].trigger == "enrolled"  # before this test's policy existed
     assert rows[1].trigger == "inventory:ProfileList"  # the last inventory the baseline needed
@@ -196,7 +202,7 @@ def test_unknown_until_security_info(server, officer):
     v = verdict(server, sim)
     assert v.state == "unknown"
     assert "No SecurityInfo inventory reported yet" in v.reasons_en
-    assert not v.allows_document_access()
+    assert not verdict_access(v).allowed
     server.wait_pushes()
     sim.process_commands()
     assert verdict(server, sim).state == "compliant"
@@ -341,15 +347,15 @@ def test_bad_policy_input_is_400_naming_the_problem(server, officer, body, needl
 def test_request_inventory_job(server, enrolled, monkeypatch, freeze):
     monkeypatch.setenv("IPAD_MDM_INVENTORY_INTERVAL_HOURS", "6")
     freeze(utcnow() + 5 * H)
-    assert jobs.request_inventory(server.instance, server.dispatcher) == []
+    assert jobs.request_inventory(server.runtime) == []
     freeze(utcnow() + 7 * H)
     pushes_before = len(server.apns.pushes)
-    ids = jobs.request_inventory(server.instance, server.dispatcher)
+    ids = jobs.request_inventory(server.runtime)
     assert len(ids) == 1
     server.wait_pushes()
     assert len(server.apns.pushes) == pushes_before + 1
     # Already queued and pushed: neither duplicate commands nor another push.
-    assert jobs.request_inventory(server.instance, server.dispatcher) == []
+    assert jobs.request_inventory(server.runtime) == []
     with server.session() as s:
         queued = [c.request_type for c in s.scalars(select(Command).where(Command.status == "queued",
                                                                            Command.requested_by == "compliance:inventory"))]

@@ -13,7 +13,8 @@ import redis
 from sqlalchemy import select
 
 from compliance.models import DeviceVerdict, VerdictTransition
-from ipad_mdm.tasks import beat_schedule, make_celery
+from ipad_mdm.celery_app import make_celery
+from ipad_mdm.tasks import beat_schedule
 from mdm.models import Device
 from tests.conftest import REDIS_URL
 
@@ -97,7 +98,7 @@ def test_beat_schedule_covers_every_periodic_job():
 
 def test_pushes_go_through_celery_workers(tmp_path, redis_url):
     """Production path: the web process hands pushes to a Celery worker, which talks to APNs."""
-    from ipad_mdm.tasks import CeleryDispatcher
+    from ipad_mdm.dispatch import CeleryDispatcher
     from tests.conftest import start_live_server
 
     queue = f"ipad-mdm-test-{uuid.uuid4().hex[:8]}"

@@ -6,7 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ipad_mdm.db import Base, Database, alembic_config, import_all_models
+from ipad_mdm.db import Base, Database, alembic_config
+from ipad_mdm.packages import import_all_models
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

@@ -183,11 +183,11 @@ def test_drift_missing_unexpected_outdated_and_enrollment_profile(server, enroll
     drift = {(d["identifier"], d["kind"], d["is_enrollment_profile"]) for d in _drift(api, sim.udid)}
     assert drift == {("vn.gov.vpcp.mdm.enroll", "missing", True), ("com.example.not-ours", "unexpected", False)}
     from mdm.models import Device
-    from profiles import service
+    from profiles import drift
     from sqlalchemy import select
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == sim.udid))
-        assert service.enrollment_profile_missing(s, device)
+        assert drift.enrollment_profile_missing(s, device)
 
 
 def test_bad_payloads_are_refused_naming_the_key(server, api):

@@ -34,7 +34,8 @@ from click.testing import CliRunner
 
 from compliance.models import VerdictTransition
 from document_gateway.models import DeviceAssignment, GatewayAuditEvent, Leader
-from ipad_mdm.db import Database, import_all_models
+from ipad_mdm.db import Database
+from ipad_mdm.packages import import_all_models
 from ipad_mdm.models import Unit
 from mdm.models import (
     CheckinEvent,
@@ -431,9 +432,8 @@ def test_cli_monthly_to_output_dir(db, tmp_path):
 def test_cli_subprocess_with_progress_and_store(db, tmp_path):
     inst_dir = tmp_path / "inst"
     env = {**os.environ, "DATABASE_URL": db.url, "IPAD_MDM_INSTANCE": str(inst_dir)}
-    exe = ROOT / ".venv" / "bin" / "ipad-mdm"
-    probe = subprocess.run([str(exe), "report", "--help"], capture_output=True, text=True, env=env)
-    cmd = [str(exe), "report"] if probe.returncode == 0 else [sys.executable, "-m", "reports.cli"]
+    exe = Path(sys.executable).parent / "ipad-mdm"  # the CLI of the interpreter running the tests
+    cmd = [str(exe), "report"]
     res = subprocess.run(cmd + ["monthly", "--month", "2026-10", "--format", "pdf,csv", "--lang", "en", "--json"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr

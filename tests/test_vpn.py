@@ -43,7 +43,9 @@ def config_path(server):
 
 
 def config_peers(server) -> dict:
-    """Peers of the gateway config as `wg-quick strip` leaves them (what `wg` would load)."""
+    """Peers of the gateway config as `wg-quick strip` leaves them (what `wg` would load),
+    once the background rewrite requested by the last committed change has run."""
+    server.dispatcher.wait_idle(timeout=30)
     return peers_in_config_text(wg_quick_strip(config_path(server)))
 
 
@@ -394,7 +396,7 @@ def test_syncconf_applier_pipes_stripped_config_to_wg(server, enrolled, tmp_path
     (tmp_path / "fail").unlink()
     from vpn.jobs import reconcile
 
-    reconcile(server.instance, None)
+    reconcile(server.runtime)
     with server.session() as s:
         last = s.scalar(select(VpnApply).order_by(VpnApply.id.desc()).limit(1))
     assert last.ok is True and public in stdin_file.read_text()

@@ -34,10 +34,16 @@ from .service import (
     remove_peer,
     restore_peer,
 )
+from .models import VpnEvent
 from .settings import VpnConfigError, vpn_settings
 
+from ipad_mdm.manifest import Manifest  # noqa: E402
+
+MANIFEST = Manifest(name="vpn", register="vpn:register", models=("vpn.models",), jobs=("vpn.jobs",),
+                    cli=("vpn.cli:vpn",))
+
 __all__ = [
-    "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "MANIFEST", "VpnEvent", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
     "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
 ]
 
@@ -51,33 +57,28 @@ def register(app, hooks, instance) -> None:
     app.register_blueprint(api.bp)
 
     def on_enrolled(session, device):
-        if not vpn_settings(instance).auto_provision:
-            return
-        # VPN trouble (pool exhausted, signing token unplugged) must not make
-        # MDM enrollment fail: a SAVEPOINT confines the damage to the VPN rows,
-        # and the device can be provisioned later.
-        from .pool import lock_for_allocation
-
-        lock_for_allocation(session)  # SQLite: open the transaction so the SAVEPOINT nests properly
-        try:
-            with session.begin_nested():
-                provision_peer(session, instance, device, rekey=True, requested_by="enrollment")
-        except Exception:
-            log.exception("VPN provisioning for newly enrolled device %s failed; enrollment continues", device.udid)
+        # VPN trouble (pool exhausted, signing token unplugged) must not make MDM enrollment
+        # fail: the hooks confine it to a SAVEPOINT, and the device can be provisioned later.
+        if vpn_settings(instance).auto_provision:
+            provision_peer(session, instance, device, rekey=True, requested_by="enrollment")
 
     def on_verdict(session, device, previous, verdict):
+        """The cut_vpn action of compliance: its outcome is written into the verdict transition
+        (a failure propagates to the hooks, is recorded as failed and retried by compliance)."""
         state = getattr(verdict, "state", None)
         try:
             # The policy decides: only verdicts whose actions include cut_vpn cut the peer.
             if state in CUT_VERDICTS and getattr(verdict, "cut_vpn", True):
                 cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
                          requested_by="compliance")
-            elif state in RESTORE_VERDICTS:
+                return {"status": "done", "result": "cut"}
+            if state in RESTORE_VERDICTS:
                 restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
                              requested_by="compliance")
+                return {"status": "done", "result": "restored"}
         except NoPeer:
-            pass  # no VPN access to change
-        # Anything else propagates: failing to cut must not be silent (fail closed).
+            return {"status": "not_applicable", "result": "no VPN access"}
+        return {"status": "not_applicable"}
 
     def on_gone(event):
         def handler(session, device):
@@ -89,8 +90,8 @@ def register(app, hooks, instance) -> None:
     def on_detail(session, device, detail):
         detail["vpn"] = peer_status(session, device)
 
-    hooks.subscribe("device.enrolled", on_enrolled)
-    hooks.subscribe("verdict.changed", on_verdict)
+    hooks.subscribe("device.enrolled", on_enrolled, name="vpn.provision")
+    hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn")
     hooks.subscribe("device.retired", on_gone("device.retired"))
     hooks.subscribe("device.checked_out", on_gone("device.checked_out"))
     hooks.subscribe("device.detail", on_detail)

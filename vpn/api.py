@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from ipad_mdm.auth import require
 from ipad_mdm.web import error, instance, paging, unit_of_work
-from mdm.scope import device_for_request
+from mdm import device_for_request
 
 from . import service
 from .models import VpnApply

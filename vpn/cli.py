@@ -6,12 +6,7 @@ import sys
 
 import click
 
-
-def _open(ctx):
-    from ipad_mdm.config import load_settings
-    from ipad_mdm.instance import open_instance
-
-    return open_instance(load_settings((ctx.find_root().obj or {}).get("instance")))
+from ipad_mdm.cli_support import open_instance_for
 
 
 def _emit(data):
@@ -30,7 +25,7 @@ def vpn():
 def list_cmd(ctx, state, limit):
     from .service import list_peers
 
-    inst = _open(ctx)
+    inst = open_instance_for(ctx)
     with inst.database.session() as s:
         total, rows = list_peers(s, state=state, limit=limit)
     _emit({"total": total, "peers": rows})
@@ -52,7 +47,7 @@ def _device(s, udid):
 def show(ctx, udid):
     from . import peer_status
 
-    inst = _open(ctx)
+    inst = open_instance_for(ctx)
     with inst.database.session() as s:
         _emit(peer_status(s, _device(s, udid)))
 
@@ -60,7 +55,7 @@ def show(ctx, udid):
 def _act(ctx, udid, action, reason):
     from . import VpnError, cut_peer, provision_peer, restore_peer
 
-    inst = _open(ctx)
+    inst = open_instance_for(ctx)
     try:
         with inst.database.session() as s:
             device = _device(s, udid)
@@ -107,7 +102,7 @@ def sync(ctx, force):
     """Rewrite the server config from the database and apply it."""
     from . import sync_server_config
 
-    result = sync_server_config(_open(ctx), force_apply=force)
+    result = sync_server_config(open_instance_for(ctx), force_apply=force)
     _emit({"path": str(result.path), "active_peers": result.active_peers, "changed": result.changed,
            "applied": result.applied, "method": result.method, "ok": result.ok, "detail": result.detail})
     if not result.ok:

@@ -10,5 +10,5 @@ from .serverconf import sync_server_config
 
 
 @periodic("vpn.reconcile", 300)
-def reconcile(instance, dispatcher) -> None:
-    sync_server_config(instance)
+def reconcile(rt) -> None:
+    sync_server_config(rt.instance)

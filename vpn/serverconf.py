@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -26,14 +27,15 @@ from typing import Callable, Iterable, Protocol
 from cryptography import x509
 from cryptography.fernet import InvalidToken
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from wgconfig import WGConfig
 
 from ipad_mdm import files
-from ipad_mdm.crypto.ca import sign_crl
+from ipad_mdm.db import after_commit
+from ipad_mdm.jobs import background_task
 from ipad_mdm.db import utcnow
-from mdm.models import Device
+from mdm import Device
 
 from .keys import server_private_key
 from .models import VpnApply, VpnCertificate, WireGuardPeer
@@ -220,7 +222,6 @@ def sync_server_config(instance, *, force_apply: bool = False, record: bool = Tr
     request would not undo anything): the failure is logged, recorded in
     vpn_applies, and the reconcile job retries.
     """
-    import time
 
     started = time.perf_counter()
     vs = vpn_settings(instance)
@@ -299,30 +300,11 @@ def sync_crl(session: Session, instance, vs: VpnSettings) -> bool:
     if fresh:
         return False
     now = utcnow()
-    ca = instance.ca
-    try:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.certificate.public_key())
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
-        .last_update(now - dt.timedelta(minutes=5))
-        .next_update(now + _CRL_VALIDITY)
-        .add_extension(x509.CRLNumber(int(now.timestamp())), False)
-        .add_extension(aki, False)
-    )
-    for serial, state, cut_at, removed_at in rows:
-        reason = x509.ReasonFlags.certificate_hold if state == "cut" else x509.ReasonFlags.cessation_of_operation
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(int(serial, 16))
-            .revocation_date((cut_at if state == "cut" else removed_at) or now)
-            .add_extension(x509.CRLReason(reason), False)
-            .build()
-        )
-    crl = sign_crl(builder, ca.key)
+    entries = [(int(serial, 16), (cut_at if state == "cut" else removed_at) or now,
+                x509.ReasonFlags.certificate_hold if state == "cut" else x509.ReasonFlags.cessation_of_operation)
+               for serial, state, cut_at, removed_at in rows]
+    crl = instance.ca.build_crl(entries, next_update_hours=_CRL_VALIDITY.total_seconds() / 3600,
+                                number=int(now.timestamp()), backdate_minutes=5)
     write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
     write_atomic(marker_path, marker.encode(), mode=0o644)
     log.info("IKEv2 CRL %s written: %d revoked/held certificates", path, len(rows))
@@ -331,29 +313,42 @@ def sync_crl(session: Session, instance, vs: VpnSettings) -> bool:
 
 # ------------------------------------------------------------------ after-commit wiring
 
-_INFO_KEY = "vpn.sync_after_commit"
+SYNC_TASK = "vpn.sync_config"
+# When this process last started a regeneration: a run that started after a commit already
+# covers it (it reads the committed state), so queued duplicates are skipped.
+_last_sync_started = 0.0
 
 
 def sync_after_commit(session: Session, instance) -> None:
-    """Ask for a regeneration once `session`'s transaction has committed.
+    """Ask for a regeneration once `session`'s transaction has committed, off the request path.
 
-    Hooks run inside the caller's transaction; writing the gateway config
-    before commit could expose a peer the transaction then rolls back. After a
-    rollback the flag is simply dropped with the session (or, if the session
-    is reused, causes one harmless idempotent regeneration).
+    Writing the gateway config before commit could expose a peer the transaction then rolls
+    back. With a dispatcher in the session (requests, jobs) the rewrite runs as the background
+    task vpn.sync_config (Celery workers, or the embedded dispatcher's threads); a script
+    without one regenerates right after its commit.
     """
-    session.info[_INFO_KEY] = instance
+    dispatcher = session.info.get("dispatcher")
+    if dispatcher is None:
+        after_commit(session, lambda: _sync_logged(instance))
+        return
+    transaction = session.get_transaction()
+    if session.info.get(SYNC_TASK) is transaction:
+        return  # already asked for in this transaction
+    session.info[SYNC_TASK] = transaction
+    after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()))
 
 
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    # SQLAlchemy also fires after_commit when a SAVEPOINT is released
-    # (begin_nested); the outer transaction may still roll back, so wait.
-    if session.in_nested_transaction():
-        return
-    instance = session.info.pop(_INFO_KEY, None)
-    if instance is None:
-        return
+@background_task(SYNC_TASK)
+def sync_task(rt, committed_at: float = 0.0) -> dict:
+    global _last_sync_started
+    if _last_sync_started > committed_at:
+        return {"skipped": True}
+    _last_sync_started = time.time()
+    result = sync_server_config(rt.instance)
+    return {"changed": result.changed, "applied": result.applied, "peers": result.active_peers}
+
+
+def _sync_logged(instance) -> None:
     try:
         sync_server_config(instance)
     except Exception:

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.timefmt import iso
 from mdm import commands
-from mdm.models import Device
+from mdm import Device
 
 from . import keys, pool, vpnprofile
 from .models import VpnCertificate, VpnEvent, WireGuardPeer
@@ -41,9 +42,6 @@ class NoPeer(VpnError):
 class WrongState(VpnError):
     status = 409
 
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _event(session: Session, device: Device, kind: str, event: str, reason: str | None, by: str | None,
@@ -255,16 +253,16 @@ def peer_status(session: Session, device: Device) -> dict | None:
         out["wireguard"] = {
             "state": peer.state, "address": peer.address_v4, "address6": peer.address_v6,
             "public_key": peer.public_key, "cut_by": peer.cut_by, "reason": peer.reason,
-            "created_at": _iso(peer.created_at), "cut_at": _iso(peer.cut_at),
-            "restored_at": _iso(peer.restored_at), "removed_at": _iso(peer.removed_at),
+            "created_at": iso(peer.created_at), "cut_at": iso(peer.cut_at),
+            "restored_at": iso(peer.restored_at), "removed_at": iso(peer.removed_at),
             "profile_command_uuid": peer.profile_command_uuid,
         }
     if cert is not None:
         out["ikev2"] = {
             "state": cert.state, "certificate_serial": cert.serial, "sha256": cert.sha256_fingerprint,
-            "local_identifier": cert.local_identifier, "not_after": _iso(cert.not_after),
-            "cut_by": cert.cut_by, "reason": cert.reason, "issued_at": _iso(cert.issued_at),
-            "cut_at": _iso(cert.cut_at), "restored_at": _iso(cert.restored_at),
+            "local_identifier": cert.local_identifier, "not_after": iso(cert.not_after),
+            "cut_by": cert.cut_by, "reason": cert.reason, "issued_at": iso(cert.issued_at),
+            "cut_at": iso(cert.cut_at), "restored_at": iso(cert.restored_at),
             "profile_command_uuid": cert.profile_command_uuid,
         }
     # Top-level summary of the kind in use (WireGuard unless only IKEv2 exists / is live).
@@ -281,7 +279,7 @@ def peer_status(session: Session, device: Device) -> dict | None:
 
 def device_events(session: Session, device: Device, limit: int = 100) -> list[dict]:
     rows = session.scalars(select(VpnEvent).where(VpnEvent.device_id == device.id).order_by(VpnEvent.id.desc()).limit(limit))
-    return [{"kind": e.kind, "event": e.event, "reason": e.reason, "by": e.by, "address": e.address, "at": _iso(e.at)}
+    return [{"kind": e.kind, "event": e.event, "reason": e.reason, "by": e.by, "address": e.address, "at": iso(e.at)}
             for e in rows]
 
 
@@ -306,7 +304,7 @@ def list_peers(session: Session, *, state: str | None = None, unit_id: int | Non
     rows = session.execute(stmt.order_by(WireGuardPeer.id).limit(limit).offset(offset))
     return total, [
         {"udid": udid, "serial_number": serial, "state": p.state, "address": p.address_v4, "address6": p.address_v6,
-         "public_key": p.public_key, "cut_by": p.cut_by, "reason": p.reason, "created_at": _iso(p.created_at),
-         "cut_at": _iso(p.cut_at), "restored_at": _iso(p.restored_at)}
+         "public_key": p.public_key, "cut_by": p.cut_by, "reason": p.reason, "created_at": iso(p.created_at),
+         "cut_at": iso(p.cut_at), "restored_at": iso(p.restored_at)}
         for p, udid, serial in rows
     ]

@@ -6,7 +6,6 @@ device as an InstallProfile command.
 """
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import uuid as uuidlib
 from io import StringIO
@@ -15,10 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from wgconfig import WGConfig
 
-from ipad_mdm.crypto.ca import random_serial, sign_certificate, utcnow
 from ipad_mdm.mobileconfig import Profile, ikev2_vpn_payload, pkcs12_payload, sign_profile, wireguard_vpn_payload
 
 from .settings import VpnSettings
@@ -94,29 +92,8 @@ def issue_vpn_certificate(instance, vs: VpnSettings, *, device_udid: str):
         x509.NameAttribute(NameOID.COMMON_NAME, local_id[:64]),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, instance.settings.organization),
     ])
-    ca = instance.ca
-    now = utcnow()
-    try:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.certificate.public_key())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(random_serial())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=vs.ikev2_cert_days))
-        .add_extension(aki, False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(local_id)]), False)
-    )
-    return sign_certificate(builder, ca.key), key, local_id
+    cert = instance.ca.issue_client(subject, key.public_key(), vs.ikev2_cert_days, dns_names=(local_id,))
+    return cert, key, local_id
 
 
 def _pkcs12(cert, key, password: str, name: str) -> bytes:

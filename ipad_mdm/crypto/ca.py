@@ -128,7 +128,7 @@ class CertificateAuthority:
     def certificate_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
+    def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
         # The AKI must repeat the CA certificate's own SKI: path builders
         # (OpenSSL, iOS) match on it. Recomputing it from the public key only
         # agrees when the CA certificate used the same SKI method, which an
@@ -149,12 +149,18 @@ class CertificateAuthority:
             .serial_number(serial or random_serial())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(self._authority_key_identifier(), False)
+            .add_extension(self.authority_key_identifier(), False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
         )
 
     def issue_device_identity(self, subject: x509.Name, public_key, days: int, serial: int | None = None) -> x509.Certificate:
         """A client-authentication certificate for one device (SCEP enrollment)."""
+        return self.issue_client(subject, public_key, days, serial=serial)
+
+    def issue_client(self, subject: x509.Name, public_key, days: int, *, serial: int | None = None,
+                     dns_names: tuple[str, ...] = ()) -> x509.Certificate:
+        """A client-authentication certificate (device identity, IKEv2 identity); `dns_names`
+        go into the SAN (an IKE gateway accepts an FQDN ID only if the certificate confirms it)."""
         builder = (
             self._base(subject, public_key, days, serial)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
@@ -163,6 +169,8 @@ class CertificateAuthority:
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
         )
+        if dns_names:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), False)
         return sign_certificate(builder, self.key)
 
     def issue_server(self, hostnames: list[str], days: int = 825) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
@@ -200,20 +208,24 @@ class CertificateAuthority:
         )
         return sign_certificate(builder, self.key)
 
-    def build_crl(self, revoked: list[tuple[int, dt.datetime]], next_update_hours: int = 24, number: int = 1) -> x509.CertificateRevocationList:
+    def build_crl(self, revoked, next_update_hours: float = 24, number: int = 1, *,
+                  backdate_minutes: int = 0) -> x509.CertificateRevocationList:
+        """A signed CRL. `revoked`: (serial, revocation time) or (serial, time, x509.ReasonFlags)."""
         now = utcnow()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.certificate.subject)
-            .last_update(now)
+            .last_update(now - dt.timedelta(minutes=backdate_minutes))
             .next_update(now + dt.timedelta(hours=next_update_hours))
             .add_extension(x509.CRLNumber(number), False)
-            .add_extension(self._authority_key_identifier(), False)
+            .add_extension(self.authority_key_identifier(), False)
         )
-        for serial, when in revoked:
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
-            )
+        for entry in revoked:
+            serial, when = entry[0], entry[1]
+            item = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+            if len(entry) > 2 and entry[2] is not None:
+                item = item.add_extension(x509.CRLReason(entry[2]), False)
+            builder = builder.add_revoked_certificate(item.build())
         return sign_crl(builder, self.key)
 
     def issued_this(self, cert: x509.Certificate) -> bool:

@@ -2,7 +2,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from ipad_mdm.db import Base, import_all_models
+from ipad_mdm.db import Base
+from ipad_mdm.packages import import_all_models
 
 import_all_models()
 config = context.config

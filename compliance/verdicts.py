@@ -1,0 +1,66 @@
+"""The verdict as other packages read it (the read model): VPN, gateway, console, API, reports.
+
+compliance.engine writes DeviceVerdict rows; everyone else reads them through current_verdict,
+which returns an immutable VerdictView. Whether a verdict lets a device open documents is not
+decided here: that is the document gateway's single access decision.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from ipad_mdm.timefmt import iso
+
+from .models import DeviceVerdict
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """A device's verdict as other packages see it (VPN, document gateway, reports, API)."""
+
+    device_id: int
+    state: str
+    since: dt.datetime
+    evaluated_at: dt.datetime
+    deadline: dt.datetime | None  # grace: end of grace; non_compliant: escalation deadline
+    grace_deadline: dt.datetime | None
+    escalation_deadline: dt.datetime | None
+    failing_since: dt.datetime | None
+    failing_rules: tuple = ()
+    reasons_vi: tuple = ()
+    reasons_en: tuple = ()
+    policy_versions: tuple = ()
+    actions: tuple = ()
+
+    @property
+    def cut_vpn(self) -> bool:
+        """Whether the VPN should cut this device now (non_compliant/blocked and a policy asks for it)."""
+        return self.state in ("non_compliant", "blocked") and "cut_vpn" in self.actions
+
+    def to_dict(self) -> dict:
+        return {
+            "state": self.state, "since": iso(self.since), "evaluated_at": iso(self.evaluated_at),
+            "deadline": iso(self.deadline), "grace_deadline": iso(self.grace_deadline),
+            "escalation_deadline": iso(self.escalation_deadline), "failing_since": iso(self.failing_since),
+            "failing_rules": list(self.failing_rules), "reasons_vi": list(self.reasons_vi),
+            "reasons_en": list(self.reasons_en), "policy_versions": list(self.policy_versions),
+            "actions": list(self.actions),
+        }
+
+
+def view_of(row: DeviceVerdict) -> VerdictView:
+    deadline = row.grace_deadline if row.state == "grace" else row.escalation_deadline if row.state == "non_compliant" else None
+    return VerdictView(
+        device_id=row.device_id, state=row.state, since=row.since, evaluated_at=row.evaluated_at,
+        deadline=deadline, grace_deadline=row.grace_deadline, escalation_deadline=row.escalation_deadline,
+        failing_since=row.failing_since, failing_rules=tuple(row.failing_rules or ()),
+        reasons_vi=tuple(row.reasons_vi or ()), reasons_en=tuple(row.reasons_en or ()),
+        policy_versions=tuple(row.policy_versions or ()), actions=tuple(row.actions or ()),
+    )
+
+
+def current_verdict(session: Session, device_id: int) -> VerdictView | None:
+    row = session.get(DeviceVerdict, device_id)
+    return view_of(row) if row is not None else None

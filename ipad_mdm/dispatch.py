@@ -1,0 +1,105 @@
+"""The one way work leaves a request or a job: `dispatcher.submit(task_name, *args)`.
+
+Anything that talks to the outside (APNs pushes, the VPN gateway, report generation) is a
+background task (ipad_mdm.jobs.background_task) submitted after the transaction that made it
+necessary has committed. With a broker (production) the dispatcher hands it to Celery; on
+the embedded default a small thread pool in the process runs it. Either way the work is also
+recorded in the database by its owner, so a lost submission is redone by a periodic job.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+from .db import after_commit
+from .jobs import task
+
+log = logging.getLogger("ipad_mdm.dispatch")
+
+PUSH_TASK = "mdm.send_pushes"
+
+
+class BackgroundDispatcher:
+    """Embedded default: registered background tasks run on a few daemon threads."""
+
+    def __init__(self, runtime: Callable[[], object], workers: int = 4):
+        self._runtime = runtime
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ipad-mdm-task")
+        self._idle = threading.Condition()
+        self._pending = 0
+
+    def submit(self, name: str, *args) -> None:
+        background = task(name)  # unknown names fail here, in the caller, not in a thread
+        with self._idle:
+            self._pending += 1
+        self._pool.submit(self._run, background, args)
+
+    def request_push(self, device_ids: Iterable[int]) -> None:
+        ids = sorted({int(i) for i in device_ids})
+        if ids:
+            self.submit(PUSH_TASK, ids)
+
+    def _run(self, background, args) -> None:
+        try:
+            background.run(self._runtime(), *args)
+        except Exception:
+            log.exception("background task %s failed", background.name)
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Tests and shutdown: wait until every submitted task has run."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        self.wait_idle(timeout=30)
+        runtime = self._runtime()
+        if runtime is not None:
+            runtime.close()
+
+
+class CeleryDispatcher:
+    """Production: tasks go to the Celery workers through the broker."""
+
+    def __init__(self, celery_app, queue: str | None = None):
+        self._app = celery_app
+        self._queue = queue
+
+    def submit(self, name: str, *args) -> None:
+        options = {"queue": self._queue} if self._queue else {}
+        self._app.send_task(name, args=list(args), **options)
+
+    def request_push(self, device_ids: Iterable[int]) -> None:
+        ids = sorted({int(i) for i in device_ids})
+        if ids:
+            self.submit(PUSH_TASK, ids)
+
+
+class NoDispatch:
+    """For read-only tools (`device show`): nothing leaves the process."""
+
+    def submit(self, name: str, *args) -> None:
+        pass
+
+    def request_push(self, device_ids) -> None:
+        pass
+
+
+def push_after_commit(session, device_ids: Iterable[int], dispatcher=None) -> None:
+    """Wake these devices once the session commits (one push request per transaction).
+    The dispatcher is the one the unit of work put in session.info unless given."""
+    dispatcher = dispatcher or session.info.get("dispatcher")
+    if dispatcher is None:
+        return  # no dispatcher (a script): push_pending stays set and the retry job pushes
+    transaction = session.get_transaction()
+    held = session.info.get("push_ids")
+    if held is None or held[0] is not transaction:  # first request in this transaction
+        ids: set[int] = set()
+        session.info["push_ids"] = held = (transaction, ids)
+        after_commit(session, lambda: dispatcher.request_push(sorted(ids)))
+    held[1].update(int(i) for i in device_ids)
