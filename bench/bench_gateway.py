@@ -89,7 +89,7 @@ def main() -> None:
 
         backend = "PostgreSQL" if db.startswith("postgresql") else "SQLite"
         print(f"document {args.size} bytes, {args.requests} sequential requests each, TLS with client "
-              f"certificate, new connection per request, {backend}")
+              f"certificate, one keep-alive connection (pooled client), {backend}")
         print(f"{'path':<22}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>12}{'added p99':>12}")
         base50, base99 = results["plain"]
         for label, (p50, p99) in results.items():

@@ -1,6 +1,6 @@
 """Monthly report time and peak memory for a large synthetic fleet.
 
-    .venv/bin/python bench/bench_reports.py --devices 10000 --days 30 [--db /tmp/reports-bench.sqlite3] [--regen]
+    .venv/bin/python bench/bench_reports.py --devices 10000 --days 30 [--db PATH] [--regen]
 
 Generates (once; reused unless --regen) a SQLite file with N devices in 30 units over the
 month 2026-10 and the month before: verdict transitions (1–3 failure episodes per device
@@ -150,7 +150,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--db", type=Path, default=Path("/tmp/ipad-mdm-reports-bench.sqlite3"))
+    ap.add_argument("--db", type=Path, default=None,
+                    help="keep the generated history here and reuse it (default: a fresh private temp folder)")
     ap.add_argument("--regen", action="store_true")
     ap.add_argument("--tracemalloc", action="store_true", help="also report the Python heap peak (slower)")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -158,6 +159,10 @@ def main() -> None:
     if args.measure:
         measure(args.db, args.tracemalloc)
         return
+    if args.db is None:
+        import tempfile
+
+        args.db = Path(tempfile.mkdtemp(prefix="ipad-mdm-reports-bench-")) / "reports.sqlite3"
     marker = args.db.with_suffix(".json")
     want = {"devices": args.devices, "days": args.days}
     if args.regen or not args.db.exists() or not marker.exists() or json.loads(marker.read_text()) != want:

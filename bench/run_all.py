@@ -62,7 +62,6 @@ def gunicorn(app: str, env: dict, port: int, workers: int, log: Path) -> subproc
 
 def enroll_many(base: str, env: dict, verify, n: int, key, threads: int) -> list[SimulatedIPad]:
     from ipad_mdm.config import load_settings
-    from ipad_mdm.dispatch import NoDispatch
     from ipad_mdm.instance import open_instance
     from mdm import service
 
@@ -108,13 +107,14 @@ def command_latency(base: str, sims: list[SimulatedIPad], token: str, apns, veri
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, targets))
-    return [x for x in lat if x == x]
+    return lat  # NaN: a command that never reached its device (counted as lost, not dropped)
 
 
 def evaluate_all_seconds(env: dict) -> tuple[float, dict]:
     from compliance import engine
     from ipad_mdm.app import create_app
     from ipad_mdm.config import load_settings
+    from ipad_mdm.dispatch import NoDispatch
     from ipad_mdm.instance import open_instance
 
     inst = open_instance(load_settings(env["IPAD_MDM_INSTANCE"], database_url=env["DATABASE_URL"], base_url=env["IPAD_MDM_BASE_URL"]))
@@ -185,10 +185,13 @@ def main() -> None:
                     mdm_rps, mdm_lat, mdm_err = hammer(f"{base}/mdm/connect", reqs, args.seconds, args.concurrency, verify)
                     bare_rps, bare_lat, _ = hammer(f"https://127.0.0.1:{bare_port}/mdm/connect", reqs, args.seconds,
                                                    args.concurrency, verify)
-                    lat = command_latency(base, sims, token, apns, verify, min(args.latency_samples, len(sims)))
+                    lat_all = command_latency(base, sims, token, apns, verify, min(args.latency_samples, len(sims)))
+                    lat = [x for x in lat_all if x == x]
+                    lost = len(lat_all) - len(lat)
                     eval_s, counts = evaluate_all_seconds(env)
                     rows.append(dict(n=n, enroll_rate=enroll_rate, mdm_rps=mdm_rps, bare_rps=bare_rps,
                                      ratio=mdm_rps / max(bare_rps, 1), mdm_p99=pct(mdm_lat, 99), errors=mdm_err,
+                                     lost=lost,
                                      cmd_p50=pct(lat, 50), cmd_p99=pct(lat, 99), eval_s=eval_s,
                                      evaluated=counts.get("evaluated")))
                     print(f"N={n} done", file=sys.stderr, flush=True)
@@ -206,16 +209,21 @@ def main() -> None:
     print(f"production stack: gunicorn x{args.workers} workers (gthread) + PostgreSQL + Redis/Celery, TLS; "
           f"{args.concurrency} client threads, {args.seconds:.0f} s per measurement; machine: {os.cpu_count()} cores")
     head = (f"{'N':>6} {'enroll/s':>9} {'check-in/s':>11} {'bare/s':>8} {'ratio':>6} {'check-in p99 ms':>16} "
-            f"{'cmd p50 ms':>11} {'cmd p99 ms':>11} {'evaluate all s':>15}")
+            f"{'errors':>7} {'cmd p50 ms':>11} {'cmd p99 ms':>11} {'lost cmds':>10} {'evaluate all s':>15}")
     print(head)
     for r in rows:
         print(f"{r['n']:6d} {r['enroll_rate']:9.1f} {r['mdm_rps']:11d} {r['bare_rps']:8d} {r['ratio']:6.2f} "
-              f"{r['mdm_p99']:16.1f} {r['cmd_p50']:11.1f} {r['cmd_p99']:11.1f} {r['eval_s']:15.2f}")
+              f"{r['mdm_p99']:16.1f} {r['errors']:7d} {r['cmd_p50']:11.1f} {r['cmd_p99']:11.1f} {r['lost']:10d} "
+              f"{r['eval_s']:15.2f}")
+    failed = [r["n"] for r in rows if r["errors"] or r["lost"]]
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         grow = last["n"] / first["n"]
         print(f"scaling {first['n']} -> {last['n']} devices (x{grow:.0f}): check-in/s x{last['mdm_rps'] / max(first['mdm_rps'], 1):.2f}, "
               f"command p99 x{last['cmd_p99'] / max(first['cmd_p99'], 1e-9):.2f}, evaluate-all time x{last['eval_s'] / max(first['eval_s'], 1e-9):.2f}")
+    if failed:
+        # Throughput measured while requests fail, or commands that never arrived, is not a result.
+        raise SystemExit(f"bench FAILED: errors or lost commands at N={failed}")
     if not args.skip_extras:
         for script, extra in (("bench_gateway.py", ["--requests", "300"]), ("bench_reports.py", [])):
             path = ROOT / "bench" / script

@@ -172,19 +172,6 @@ def _tls_config_error(exc: BaseException) -> str | None:
     return None
 
 
-def _is_loopback(base_url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = urlsplit(str(base_url)).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class APNsClient:
     """Sends MDM pushes over one HTTP/2 connection with mutual TLS.
 
@@ -239,15 +226,9 @@ class APNsClient:
     def _ssl_context(self, verify: bool | str | os.PathLike) -> ssl.SSLContext:
         if verify is False:
             raise ValueError("server certificate verification cannot be disabled")
-        if verify is True and _is_loopback(self.base_url):
-            # A loopback endpoint is a local APNs stand-in (tests, the interface
-            # contract's IPAD_MDM_APNS_URL), usually with a self-signed certificate.
-            # Nothing on 127.0.0.1 can be Apple, so there is no identity to check.
-            log.warning("APNs endpoint %s is a loopback stand-in: server certificate not verified", self.base_url)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif verify is True:
+        # Always verified: a local stand-in (IPAD_MDM_APNS_URL) is trusted through IPAD_MDM_APNS_CA,
+        # never by skipping verification.
+        if verify is True:
             import certifi  # httpx's own dependency
 
             ctx = ssl.create_default_context(cafile=certifi.where())

@@ -88,31 +88,43 @@ def _pem_bytes(obj: Any, *, is_key: bool = False) -> bytes:
         return fh.read()
 
 
-def _self_signed_localhost() -> tuple[bytes, bytes]:
-    """A throwaway server certificate for 127.0.0.1 (it is its own CA)."""
+def _test_ca_and_server_cert() -> tuple[bytes, bytes, bytes]:
+    """A throwaway test CA and a server certificate for 127.0.0.1 it issued: (ca, cert, key) PEM.
+    The server's client verifies the stand-in as it verifies Apple, against a CA it was given."""
     import ipaddress
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apns-standin")])
     now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "APNs stand-in test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apns-standin")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
             ),
             False,
         )
-        .sign(key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
-    return _pem_bytes(cert), _pem_bytes(key, is_key=True)
+    return _pem_bytes(ca), _pem_bytes(cert), _pem_bytes(key, is_key=True)
 
 
 class APNsStandIn:
@@ -150,14 +162,13 @@ class APNsStandIn:
         self.server_ca_path: str | None = None
         if tls:
             if server_cert is None:
-                cert_pem, key_pem = _self_signed_localhost()
-                self.server_ca_pem = cert_pem
+                self.server_ca_pem, cert_pem, key_pem = _test_ca_and_server_cert()
             else:
                 cert_pem, key_pem = _pem_bytes(server_cert), _pem_bytes(server_key, is_key=True)
             self.config.certfile = self._write("server.pem", cert_pem)
             self.config.keyfile = self._write("server.key", key_pem)
             if self.server_ca_pem:
-                self.server_ca_path = self.config.certfile
+                self.server_ca_path = self._write("server-ca.pem", self.server_ca_pem)
             # Real APNs negotiates nothing but h2.
             self.config.alpn_protocols = ["h2"]
             if client_ca_pem is not None:
@@ -369,8 +380,8 @@ def start_apns_standin(
 ) -> Iterator[APNsStandIn]:
     """Run an APNs stand-in on 127.0.0.1:<free port> for the duration of the block.
 
-    With tls=True and no server_cert, a self-signed certificate is made; trust
-    `.server_ca_path`. With client_ca_pem, clients must present a certificate
+    With tls=True and no server_cert, a certificate from a throwaway test CA is made; trust
+    `.server_ca_path` (that CA). With client_ca_pem, clients must present a certificate
     issued by that CA (mutual TLS, as real APNs requires).
     """
     standin = APNsStandIn(

@@ -8,6 +8,7 @@ import ssl
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -60,24 +61,101 @@ def database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'ipad-mdm.sqlite3'}"
 
 
-class RecordingNotifier:
-    """Stands in for e-mail where a test only needs to see what would be sent."""
+class SmtpInbox:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: the server's notifier delivers to it over
+    SMTP exactly as to the office's mail relay, and tests read what arrived."""
 
     def __init__(self):
-        self.sent = []
+        from email import message_from_bytes, policy
 
-    def send(self, note):
-        self.sent.append(note)
+        import threading
+
+        self.messages = []
+        self._lock = threading.Condition()
+        inbox = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                msg = message_from_bytes(envelope.content, policy=policy.default)
+                with inbox._lock:
+                    inbox.messages.append(SimpleNamespace(
+                        subject=str(msg["Subject"]), body=msg.get_content(), recipients=list(envelope.rcpt_tos),
+                        sender=envelope.mail_from, raw=envelope.content))
+                    inbox._lock.notify_all()
+                return "250 OK"
+
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    @property
+    def sent(self):
+        return list(self.messages)
+
+    def wait_for(self, count: int, timeout: float = 30):
+        """Mail is sent after commit on a background thread; wait for it (a bound, not a timing check)."""
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
 
 
 @pytest.fixture
-def notifier():
+def notifier(monkeypatch):
+    """E-mail through a real local SMTP server, as production sends it (no STARTTLS locally)."""
     from ipad_mdm.notify import set_notifier
 
-    rec = RecordingNotifier()
-    set_notifier(rec)
-    yield rec
+    inbox = SmtpInbox()
+    inbox.controller.start()
+    for name, value in {"IPAD_MDM_SMTP_HOST": "127.0.0.1", "IPAD_MDM_SMTP_PORT": str(inbox.port),
+                        "IPAD_MDM_SMTP_STARTTLS": "false", "IPAD_MDM_NOTIFY_FROM": "ipad-mdm@vpcp.gov.vn",
+                        "IPAD_MDM_NOTIFY_TO": "attt@vpcp.gov.vn"}.items():
+        monkeypatch.setenv(name, value)
+    set_notifier(None)  # re-read the environment: the SMTP notifier
+    yield inbox
     set_notifier(None)
+    monkeypatch.undo()
+    set_notifier(None)
+    inbox.controller.stop()
+
+
+@contextmanager
+def serve_process(instance_dir: Path, database_url: str, **env_overrides):
+    """A second, real `ipad-mdm serve` process on the same instance folder and database (how a
+    deployment runs several processes); yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAD_MDM_")}
+    env.update(DATABASE_URL=database_url, IPAD_MDM_BASE_URL=f"https://127.0.0.1:{port}", **env_overrides)
+    exe = Path(sys.executable).parent / "ipad-mdm"
+    proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--instance",
+                             str(instance_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=str(instance_dir / "ca" / "ca.pem"))
+    try:
+        for _ in range(300):  # a bound for a process that never comes up, not a timing check
+            if proc.poll() is not None:
+                raise RuntimeError(f"ipad-mdm serve exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", verify=verify, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("ipad-mdm serve did not answer")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 BASELINE_POLICY = "Chính sách cơ sở / Baseline"

@@ -271,12 +271,15 @@ class SimulatedIPad:
         return {"InstalledApplicationList": list(self.state.apps)}
 
     def _answer_InstallProfile(self, command):
+        """Like the office's supervised iPads: only a profile whose CMS signature verifies, by a
+        signer that chains to the CA the enrollment profile installed, is installed."""
         payload = command["Payload"]
         try:
-            content = cms.verify(payload).content
-        except cms.CMSError:
-            content = payload
-        profile = plistlib.loads(content)
+            verified = cms.verify(payload)
+            verified.signer.verify_directly_issued_by(self.ca_cert)
+        except Exception:  # not CMS, bad signature, foreign signer
+            raise _Refused(1006, "MCProfileErrorDomain", "The profile signature is not valid") from None
+        profile = plistlib.loads(verified.content)
         self.state.installed_profiles[profile["PayloadIdentifier"]] = profile
         return {}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -248,11 +247,12 @@ def test_hang_times_out_and_is_retried(pki, standin):
 
 def test_hang_until_max_attempts_fails_without_raising(pki, standin):
     standin.hang_next(3)
-    with _client(pki, standin, timeout=0.3, max_attempts=3) as client:
-        started = time.monotonic()
+    sleep = FakeSleep()
+    with _client(pki, standin, timeout=0.3, max_attempts=3, sleep=sleep) as client:
         result = client.push(TOKEN, MAGIC)
-    assert time.monotonic() - started < 5
+    # Each attempt timed out and was retried after a backoff: three attempts, two waits between.
     assert (result.ok, result.status_code, result.attempts) == (False, None, 3)
+    assert len(sleep.calls) == 2
     assert result.reason == "ReadTimeout" and not result.permanent_failure
     assert standin.pushes == []
 
@@ -291,7 +291,7 @@ def test_untrusted_push_certificate_is_refused(pki, standin):
 
 
 def test_untrusted_server_fails_permanently(pki):
-    with start_apns_standin(tls=True, expected_topic=TOPIC) as s:  # self-signed server cert
+    with start_apns_standin(tls=True, expected_topic=TOPIC) as s:  # its own throwaway CA
         with _client(pki, s) as client:  # trusts only our test CA
             result = client.push(TOKEN, MAGIC)
     assert not result.ok and result.permanent_failure and "CERTIFICATE_VERIFY_FAILED" in result.reason
@@ -307,17 +307,13 @@ def test_push_magic_and_key_never_logged(pki, standin, caplog):
     assert TOKEN[:8] in text
 
 
-def test_loopback_standin_with_self_signed_certificate_is_accepted(pki, caplog):
-    """IPAD_MDM_APNS_URL pointing at a local stand-in (interface contract) works without its CA."""
-    with start_apns_standin(tls=True, expected_topic=TOPIC) as s:  # self-signed server cert
-        with APNsClient(s.url, pki["creds"], verify=True, sleep=FakeSleep(), timeout=5.0) as client:
+def test_local_standin_is_verified_like_apple(pki):
+    """No exception for loopback: without the stand-in's CA the push fails on verification; with
+    it (IPAD_MDM_APNS_CA) the push goes through."""
+    with start_apns_standin(tls=True, expected_topic=TOPIC) as s:
+        with APNsClient(s.url, pki["creds"], verify=True, sleep=FakeSleep(), timeout=5.0, max_attempts=1) as client:
+            result = client.push(TOKEN, MAGIC)
+        assert not result.ok and "CERTIFICATE_VERIFY_FAILED" in result.reason and s.pushes == []
+        with APNsClient(s.url, pki["creds"], verify=s.server_ca_path, sleep=FakeSleep(), timeout=5.0) as client:
             assert client.push(TOKEN, MAGIC).ok
         assert s.pushes[0].magic == MAGIC
-    assert "loopback stand-in" in caplog.text
-
-
-def test_public_endpoint_still_verifies(pki):
-    from mdm.apns import _is_loopback
-
-    assert _is_loopback("https://127.0.0.1:8443") and _is_loopback("http://localhost:1") and _is_loopback("https://[::1]:5")
-    assert not _is_loopback("https://api.push.apple.com") and not _is_loopback("https://10.0.0.5")

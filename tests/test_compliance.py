@@ -5,6 +5,7 @@ against) and calling the scheduled job directly; nothing sleeps.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import pytest
@@ -185,8 +186,14 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
 
     assert changes == [("compliant", "grace", False), ("grace", "non_compliant", True),
                        ("non_compliant", "blocked", True), ("blocked", "compliant", False)]
-    assert [n.to_state for n in notifier.sent] == ["grace", "non_compliant", "blocked", "compliant"]
-    assert "Thiết bị chưa đặt mật mã mở khoá" in notifier.sent[0].body
+    # Delivered over SMTP to the security officers, one mail per transition, in Vietnamese first.
+    mails = notifier.wait_for(4)
+    assert [m.subject.rsplit("→ ", 1)[1] for m in mails] == ["grace", "non_compliant", "blocked", "compliant"]
+    assert all(m.recipients == ["attt@vpcp.gov.vn"] and m.sender == "ipad-mdm@vpcp.gov.vn" for m in mails)
+    assert "Thiết bị chưa đặt mật mã mở khoá" in mails[0].body and "tuân thủ → trong thời hạn khắc phục" in mails[0].subject
+    assert sim.udid in mails[0].body
+    unlock = sim.unlock_token
+    assert not any(unlock in m.raw or base64.b64encode(unlock) in m.raw for m in mails)
 
     r = officer.get(f"/api/v1/devices/{sim.udid}/verdict-history")
     assert [t["to"] for t in r.json()["transitions"]][-4:] == ["grace", "non_compliant", "blocked", "compliant"]

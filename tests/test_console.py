@@ -17,6 +17,10 @@ from tests.test_console_support import (
 )
 
 
+# Production runs on PostgreSQL: every test here runs on both backends.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
 def world(server):
     return seed(server)

@@ -33,6 +33,10 @@ from tests.conftest import retire_baseline_policy, start_live_server
 H = dt.timedelta(hours=1)
 
 
+# Production runs on PostgreSQL: every test here runs on both backends.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
 # ------------------------------------------------------------------ helpers
 def pem_files(tmp_path: Path, cert: x509.Certificate, key) -> tuple[str, str]:
     name = secrets.token_hex(4)
@@ -231,18 +235,20 @@ def test_compliant_assigned_ipad_reads_document(world):
     assert r.status_code == 416
 
 
-def test_non_compliant_denied_on_very_next_request_even_in_another_process(world, tmp_path, database_url, monkeypatch):
-    # A second app on the same database stands for another worker process. In-process
-    # invalidation is switched off, so only the epoch in the database can tell it.
-    monkeypatch.setattr(gate, "invalidate_everywhere_in_process", lambda device_id: None)
-    other = start_live_server(tmp_path / "other", database_url, extra={"gateway_cache_seconds": 3600})
-    share_documents(world.server, other)
-    try:
-        with ipad_client(other, tmp_path, world.sim) as ipad2:
-            assert ipad2.get(f"/docs/{world.doc['id']}").status_code == 200  # decided and cached in "other"
+def test_non_compliant_denied_on_very_next_request_even_in_another_process(world, tmp_path, database_url):
+    """A second `ipad-mdm serve` process on the same instance and database, with its own decision
+    cache (an hour long): only the epoch in the database can tell it the verdict changed."""
+    from tests.conftest import serve_process
+
+    with serve_process(world.server.instance.settings.instance_dir, database_url,
+                       IPAD_MDM_GATEWAY_CACHE_SECONDS="3600") as url:
+        ctx = ssl.create_default_context(cafile=world.server.ca_path)
+        ctx.load_cert_chain(*pem_files(tmp_path, world.sim.identity, world.sim.key))
+        with httpx.Client(verify=ctx, base_url=url, timeout=30) as ipad2:
+            assert ipad2.get(f"/docs/{world.doc['id']}").status_code == 200  # decided and cached there
             assert ipad2.get(f"/docs/{world.doc['id']}").status_code == 200  # served from its cache
             world.sim.state.passcode_present = False
-            refresh(world.admin, world.sim)  # SecurityInfo through the MDM server (first process)
+            refresh(world.admin, world.sim)  # SecurityInfo through the first server process
             assert verdict_state(world.server, world.sim) == "non_compliant"
             r = ipad2.get(f"/docs/{world.doc['id']}")
             assert r.status_code == 403
@@ -250,14 +256,13 @@ def test_non_compliant_denied_on_very_next_request_even_in_another_process(world
             assert r.headers["cache-control"] == "no-store"
             js = ipad2.get("/docs/?lang=en", headers={"Accept": "application/json"}).json()
             assert js["error"] == "verdict_non_compliant" and js["problems"]
-        r = world.ipad.get("/docs/?lang=en")
-        assert r.status_code == 403 and "does not comply" in r.text and "No passcode is set" in r.text
-        # Fixed: allowed again on the next request.
-        world.sim.state.passcode_present = True
-        refresh(world.admin, world.sim)
-        assert world.ipad.get(f"/docs/{world.doc['id']}").status_code == 200
-    finally:
-        other.stop()
+            r = world.ipad.get("/docs/?lang=en")
+            assert r.status_code == 403 and "does not comply" in r.text and "No passcode is set" in r.text
+            # Fixed: allowed again on the next request, in both processes.
+            world.sim.state.passcode_present = True
+            refresh(world.admin, world.sim)
+            assert world.ipad.get(f"/docs/{world.doc['id']}").status_code == 200
+            assert ipad2.get(f"/docs/{world.doc['id']}").status_code == 200
 
 
 def test_grace_allowed_with_banner_until_deadline(world, monkeypatch):
@@ -440,7 +445,6 @@ def test_traversal_and_guessed_ids_are_404_and_audited(world, path):
     assert last.reason_code == "document_unknown" and last.decision == "deny" and last.http_status == 404
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_audit_chain_verifies_and_detects_tampering(world, database_url):
     world.ipad.get("/docs/")
     world.ipad.get(f"/docs/{world.doc['id']}")
@@ -491,8 +495,7 @@ def test_audit_chain_verifies_and_detects_tampering(world, database_url):
     assert res.exit_code == 2 and f"row {target}" in res.output
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_audit_chain_concurrent_appends_postgres(world):
+def test_audit_chain_concurrent_appends(world):
     import concurrent.futures
 
     def hit(_):

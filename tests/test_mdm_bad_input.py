@@ -17,6 +17,8 @@ from ipad_mdm.crypto import cms
 from ipad_mdm.crypto.keys import FileKey
 from mdm.models import CheckinEvent, Command, Device, EnrollmentToken, IdentityCertificate
 
+from tests.sim_scep import SCEPFailure
+
 
 def _counts(server):
     with server.session() as s:
@@ -95,11 +97,13 @@ def test_serial_bound_token_refuses_other_device(server):
 def test_scep_challenge_is_single_use_and_must_match(server):
     sim = server.simulator()
     sim.install_enrollment_profile(server.http().get(server.enrollment_url()).content)
-    with pytest.raises(Exception, match="badRequest|FAILURE|failInfo"):
+    with pytest.raises(SCEPFailure) as refused:
         sim.scep_enroll(challenge="wrong-challenge")
+    assert (refused.value.status, refused.value.fail_info) == ("FAILURE", "badRequest")
     sim.scep_enroll()
-    with pytest.raises(Exception, match="badRequest|FAILURE|failInfo"):
+    with pytest.raises(SCEPFailure) as refused:
         sim.scep_enroll()  # same challenge again
+    assert (refused.value.status, refused.value.fail_info) == ("FAILURE", "badRequest")
     with server.session() as s:
         assert s.scalar(select(func.count()).select_from(IdentityCertificate)) == 1
 

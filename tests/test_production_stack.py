@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 import pytest
 import redis
 from sqlalchemy import create_engine, select, text, update
@@ -128,7 +130,13 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path):
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
-    with fresh_postgres_database() as url, start_apns_standin(tls=True) as apns:
+    # The stand-in checks what Apple checks: the push certificate as TLS client certificate, and
+    # the topic it carries.
+    seed_instance_dir(tmp_path / "instance")
+    push_pem = (tmp_path / "instance" / "ca" / "push.pem").read_bytes()
+    topic = x509.load_pem_x509_certificate(push_pem).subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
+    with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=topic,
+                                                              client_ca_pem=push_pem) as apns:
         st = Stack(tmp_path, url, apns)
         try:
             st.start_web()
@@ -151,36 +159,47 @@ def _queue(stack: Stack, udid: str, n: int) -> list[str]:
 
 def _drain_concurrently(sim: SimulatedIPad, verify, threads: int = 6, tolerate_errors: bool = False) -> list[str]:
     """Several connections for one device at once, like retries spread over workers."""
-    delivered, lock = [], threading.Lock()
+    delivered, failures, lock = [], [], threading.Lock()
 
     def put(client, message):
         body = plistlib.dumps(message)
         return client.put(sim.mdm_payload["ServerURL"], content=body, headers={"Mdm-Signature": sim.sign(body)})
 
     def worker():
-        with httpx.Client(verify=verify, timeout=60) as client:
-            for _attempt in range(50):
-                try:
-                    r = put(client, {"UDID": sim.udid, "Status": "Idle"})
-                    while r.status_code == 200 and r.content:
-                        cmd = plistlib.loads(r.content)
-                        with lock:
-                            delivered.append(cmd["CommandUUID"])
-                        status, payload = sim.answer(cmd["Command"])
-                        r = put(client, {"UDID": sim.udid, "Status": status, "CommandUUID": cmd["CommandUUID"], **payload})
-                    if r.status_code == 200:
-                        return
-                    assert tolerate_errors and r.status_code in (502, 503), r.text
-                except httpx.TransportError:
-                    if not tolerate_errors:
-                        raise
-                time.sleep(0.2)  # a device backs off before retrying; not a timing assertion
+        # Failures are collected and asserted in the test's own thread (an assert in a thread
+        # would only print a warning).
+        try:
+            with httpx.Client(verify=verify, timeout=60) as client:
+                for _attempt in range(50):
+                    try:
+                        r = put(client, {"UDID": sim.udid, "Status": "Idle"})
+                        while r.status_code == 200 and r.content:
+                            cmd = plistlib.loads(r.content)
+                            with lock:
+                                delivered.append(cmd["CommandUUID"])
+                            status, payload = sim.answer(cmd["Command"])
+                            r = put(client, {"UDID": sim.udid, "Status": status, "CommandUUID": cmd["CommandUUID"],
+                                             **payload})
+                        if r.status_code == 200:
+                            return
+                        if not (tolerate_errors and r.status_code in (502, 503)):
+                            raise AssertionError(f"unexpected answer {r.status_code}: {r.text[:200]}")
+                    except httpx.TransportError:
+                        if not tolerate_errors:
+                            raise
+                    time.sleep(0.2)  # a device backs off before retrying; not a timing assertion
+                raise AssertionError("the device never got an empty answer after 50 attempts")
+        except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
+            with lock:
+                failures.append(exc)
 
     ts = [threading.Thread(target=worker) for _ in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
-        t.join()
+        t.join(timeout=600)  # a bound for a hung server, not a timing check
+    assert [t for t in ts if t.is_alive()] == [], "a device connection hung"
+    assert failures == [], failures
     return delivered
 
 

@@ -261,3 +261,38 @@ def test_failed_install_is_recorded(server, enrolled, api):
     inst = _installation(api, sim.udid)
     assert inst["status"] == "failed" and "Profile installation failed" in inst["error"]
     assert _drift(api, sim.udid) == []  # a failed install is reported as such, not as drift
+
+
+def test_simulated_ipad_refuses_a_profile_whose_signature_does_not_verify(server, enrolled):
+    """The simulator behaves like the iPad: a tampered or foreign-signed profile is refused with
+    an error, never installed (so a server bug that sent one would show)."""
+    from sqlalchemy import select
+
+    from ipad_mdm.crypto import cms
+    from ipad_mdm.crypto.keys import FileKey
+    from ipad_mdm.mobileconfig import Profile, passcode_payload, sign_profile
+    from mdm import commands as command_queue
+    from mdm.models import Command, Device
+    from tests.test_gateway import issue, self_signed_ca
+
+    profile = Profile(identifier="vn.gov.vpcp.test.passcode", display_name="Mật mã", organization="VPCP",
+                      payloads=[passcode_payload(identifier="vn.gov.vpcp.test.passcode.p", display_name="Mật mã",
+                                                 min_length=6)]).to_plist_bytes()
+    inst = server.instance
+    good = sign_profile(profile, inst.signer_cert, inst.signer_key, [inst.ca.certificate])
+    tampered = good.replace("Mật mã".encode(), "Mật mÃ".encode())
+    assert tampered != good
+    rogue_ca, rogue_ca_key = self_signed_ca("Rogue")
+    rogue_cert, rogue_key = issue(rogue_ca, rogue_ca_key, "Rogue signer")
+    foreign = cms.sign(profile, rogue_cert, FileKey(rogue_key))
+    with server.session() as s:
+        device = s.scalar(select(Device).where(Device.udid == enrolled.udid))
+        uuids = [command_queue.enqueue(s, device, "InstallProfile", {"Payload": p}, requested_by="test").uuid
+                 for p in (tampered, foreign, profile, good)]
+    enrolled.process_commands()
+    with server.session() as s:
+        rows = {c.uuid: c for c in s.scalars(select(Command).where(Command.uuid.in_(uuids)))}
+        statuses = [rows[u].status for u in uuids]
+        assert statuses == ["error", "error", "error", "acknowledged"]
+        assert rows[uuids[0]].error_chain[0]["ErrorCode"] == 1006
+    assert "vn.gov.vpcp.test.passcode" in enrolled.state.installed_profiles

@@ -446,6 +446,7 @@ def test_cli_subprocess_with_progress_and_store(db, tmp_path):
 
 
 # ------------------------------------------------------------------ API
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_api_generate_list_status_download(server):
     seed(server.instance.database)
     officer = {"Authorization": f"Bearer {server.api_token('security_officer')}"}

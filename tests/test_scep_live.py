@@ -103,3 +103,52 @@ def test_renewal_request_signed_by_current_identity(server):
     with pytest.raises(sim_scep.SCEPFailure):
         sim_scep.parse_cert_rep(r.content, sim.ca_cert, stranger, self_signed)
     sim.close()
+
+
+def test_scepclient_renewal_against_the_live_server(plain_server, tmp_path):
+    """scepclient's RenewalReq (it signs with the client.pem it already holds) against the real
+    server: renewed once the identity belongs to a device, refused while that renewal is unused."""
+    import base64
+    import plistlib
+    import uuid
+
+    from cryptography.hazmat.primitives import serialization
+
+    from ipad_mdm.crypto import cms
+    from ipad_mdm.crypto.keys import FileKey
+
+    challenge = _challenge(plain_server)
+    work = tmp_path / "device"
+    first = _run(plain_server, work, challenge)
+    assert first.returncode == 0, first.stdout + first.stderr
+    identity = x509.load_pem_x509_certificate((work / "client.pem").read_bytes())
+    key = serialization.load_pem_private_key((work / "key.pem").read_bytes(), None)
+
+    def renew():
+        return subprocess.run([SCEPCLIENT, "-server-url", f"{plain_server.url}/scep", "-private-key",
+                               str(work / "key.pem"), "-cn", "ipad-scepclient", "-organization", "VPCP"],
+                              capture_output=True, text=True, timeout=120)
+
+    # Not bound to any device yet: a renewal has nothing to renew.
+    refused = renew()
+    assert refused.returncode != 0 and "badRequest" in refused.stdout + refused.stderr
+
+    # The identity authenticates as an iPad (signed check-in), and is bound to it.
+    udid = str(uuid.uuid4()).upper()
+    body = plistlib.dumps({"MessageType": "Authenticate", "Topic": plain_server.instance.push_topic, "UDID": udid,
+                           "SerialNumber": "DMPSCEPCLI01"})
+    sig = base64.b64encode(cms.sign(body, identity, FileKey(key), detached=True)).decode()
+    with plain_server.http() as http:
+        assert http.put("/mdm/checkin", content=body, headers={"Mdm-Signature": sig}).status_code == 200
+
+    renewed = renew()
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    new_cert = x509.load_pem_x509_certificate((work / "client.pem").read_bytes())
+    assert new_cert.serial_number != identity.serial_number
+    with plain_server.session() as s:
+        rows = {int(c.serial, 16): c for c in s.scalars(select(IdentityCertificate))}
+        assert rows[new_cert.serial_number].device_id == rows[identity.serial_number].device_id is not None
+    # A second renewal signed by the old identity while the new one is unused: refused.
+    (work / "client.pem").write_bytes(identity.public_bytes(serialization.Encoding.PEM))
+    again = renew()
+    assert again.returncode != 0 and "badRequest" in again.stdout + again.stderr

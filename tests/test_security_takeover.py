@@ -103,8 +103,9 @@ def test_udid_takeover_is_refused_and_reported(server, notifier, caplog, tmp_pat
     assert event.udid == victim.udid and event.severity == "critical" and event.source_ip == "127.0.0.1"
     assert event.details["certificate_serial"] == stolen.serial and event.details["certificate_revoked"] is True
     assert "iPad UDID" in event.summary_vi and "chứng thư số mới đã bị thu hồi" in event.summary_vi
-    critical = [n for n in notifier.sent if "[CRITICAL]" in n.subject]
-    assert len(critical) == 1 and victim.udid in critical[0].body
+    critical = [n for n in notifier.wait_for(1) if "[CRITICAL]" in n.subject]
+    assert len(critical) == 1 and victim.udid in critical[0].body and critical[0].recipients == ["attt@vpcp.gov.vn"]
+    assert "Cố gắng chiếm quyền định danh" in critical[0].subject
     assert any(r.levelno == logging.ERROR and "SECURITY EVENT" in r.getMessage() for r in caplog.records)
     officer = api(server, "security_officer")
     listed = officer.get("/api/v1/security-events", params={"open": "1"}).json()

@@ -10,7 +10,6 @@ import stat
 import subprocess
 import threading
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -86,6 +85,29 @@ def emit(server, event, udid, **kw):
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == udid))
         server.hooks.emit(event, session=s, device=device, **kw)
+
+
+def vpn_policy(server, *, cut: bool = True) -> None:
+    """The policy compliance judges by (instead of the baseline): no passcode -> non-compliant at once."""
+    from tests.conftest import retire_baseline_policy
+
+    officer = server.http(headers={"Authorization": f"Bearer {server.api_token('security_officer')}"})
+    retire_baseline_policy(officer)
+    r = officer.post("/api/v1/policies", json={"name": f"VPN {cut}", "rules": [{"kind": "passcode_present"}],
+                                               "grace_hours": 0, "assign": {"all": True},
+                                               "actions": ["cut_vpn"] if cut else ["notify"]})
+    assert r.status_code == 201, r.text
+    officer.close()
+
+
+def judge(server, sim, *, passcode: bool) -> str:
+    """The iPad reports its passcode state (SecurityInfo over HTTPS); the real compliance engine
+    judges it, in the same transaction, and returns the verdict state."""
+    sim.state.passcode_present = passcode
+    with server.http(headers={"Authorization": f"Bearer {server.api_token('it_admin')}"}) as admin:
+        assert admin.post(f"/api/v1/devices/{sim.udid}/commands", json={"request_type": "SecurityInfo"}).status_code == 201
+        sim.process_commands()
+        return admin.get(f"/api/v1/devices/{sim.udid}/verdict").json()["state"]
 
 
 def install_commands(sim) -> list[dict]:
@@ -220,43 +242,52 @@ def test_verdict_changes_cut_and_restore_the_peer(server, enrolled):
     assert public in config_peers(server)
 
     # A policy without the cut_vpn action leaves the peer alone.
-    emit(server, "verdict.changed", enrolled.udid, previous=None,
-         verdict=SimpleNamespace(state="non_compliant", cut_vpn=False))
+    vpn_policy(server, cut=False)
+    assert judge(server, enrolled, passcode=False) == "non_compliant"
     assert public in config_peers(server)
+    assert judge(server, enrolled, passcode=True) == "compliant"
 
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="non_compliant"))
+    vpn_policy(server, cut=True)
+    assert judge(server, enrolled, passcode=False) == "non_compliant"
     assert public not in config_peers(server)  # cut at once, after commit
     assert peer_row(server, enrolled.udid).state == "cut"
 
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="compliant"))
+    assert judge(server, enrolled, passcode=True) == "compliant"
     assert public in config_peers(server)
     assert peer_row(server, enrolled.udid).state == "active"
 
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="blocked"))
+    assert judge(server, enrolled, passcode=False) == "non_compliant"
     assert public not in config_peers(server)
     # A manual cut on top of a compliance cut is not undone by compliance.
     admin = server.http(headers={"Authorization": f"Bearer {server.api_token('it_admin')}"})
     assert admin.post(f"/api/v1/devices/{enrolled.udid}/vpn/cut", json={"reason": "investigation"}).status_code == 200
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="compliant"))
+    assert judge(server, enrolled, passcode=True) == "compliant"
     assert public not in config_peers(server)
     assert admin.post(f"/api/v1/devices/{enrolled.udid}/vpn/restore", json={}).status_code == 200
     assert public in config_peers(server)
 
-    # A rolled-back transaction never reaches the gateway.
+    # A rolled-back transaction never reaches the gateway: the engine cuts, then the transaction fails.
+    import compliance
+
+    enrolled.state.passcode_present = False
+    admin.post(f"/api/v1/devices/{enrolled.udid}/commands", json={"request_type": "SecurityInfo"})
     with pytest.raises(RuntimeError):
-        with server.session() as s:
+        with server.instance.database.session(dispatcher=server.dispatcher) as s:
             device = s.scalar(select(Device).where(Device.udid == enrolled.udid))
-            server.hooks.emit("verdict.changed", session=s, device=device, previous=None,
-                              verdict=SimpleNamespace(state="non_compliant"))
+            device.security_info = {**(device.security_info or {}), "PasscodePresent": False}
+            assert compliance.evaluate_device(s, server.hooks, device).state == "non_compliant"
             raise RuntimeError("rollback")
     assert public in config_peers(server)
+    assert peer_row(server, enrolled.udid).state == "active"
+    enrolled.process_commands()  # the real answer: now it is cut
+    assert public not in config_peers(server)
 
     import datetime as dt
 
     with server.session() as s:
         now = dt.datetime.now(dt.timezone.utc)
         counts = vpn.event_counts(s, now - dt.timedelta(days=31), now + dt.timedelta(minutes=1))
-    assert counts["cut"] == 2 and counts["restored"] == 2 and counts["created"] == 1
+    assert counts["cut"] == 3 and counts["restored"] == 2 and counts["created"] == 1
 
 
 def test_cut_and_restore_api_permissions_and_errors(server, enrolled):
@@ -371,6 +402,9 @@ def test_retire_and_checkout_remove_the_peer(server):
 # ------------------------------------------------------------------ apply step
 
 def test_syncconf_applier_pipes_stripped_config_to_wg(server, enrolled, tmp_path):
+    # `wg syncconf` needs the WireGuard kernel module, which these machines do not have: a stub in
+    # its place records the command line and what would have been applied (the config itself is
+    # checked with the real `wg-quick strip`).
     log_file, stdin_file = tmp_path / "wg.args", tmp_path / "wg.stdin"
     stub = tmp_path / "wg-stub"
     stub.write_text(f"#!/bin/sh\necho \"$@\" >> {log_file}\ncat > {stdin_file}\n"
@@ -379,14 +413,17 @@ def test_syncconf_applier_pipes_stripped_config_to_wg(server, enrolled, tmp_path
     stub.chmod(0o755)
     server.instance.settings.extra.update(wg_apply="syncconf", wg_bin=str(stub))
     public = peer_row(server, enrolled.udid).public_key
+    vpn_policy(server)
 
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="non_compliant"))
+    assert judge(server, enrolled, passcode=False) == "non_compliant"
+    server.dispatcher.wait_idle(timeout=30)
     assert log_file.read_text().splitlines()[-1] == "syncconf wg0 /dev/stdin"
     fed = stdin_file.read_text()
     assert fed == wg_quick_strip(config_path(server)) and public not in fed and "Address" not in fed
 
     (tmp_path / "fail").touch()
-    emit(server, "verdict.changed", enrolled.udid, previous=None, verdict=SimpleNamespace(state="compliant"))
+    assert judge(server, enrolled, passcode=True) == "compliant"
+    server.dispatcher.wait_idle(timeout=30)
     with server.session() as s:
         last = s.scalar(select(VpnApply).order_by(VpnApply.id.desc()).limit(1))
     assert last.method == "syncconf" and last.ok is False
@@ -435,13 +472,16 @@ def test_ikev2_profile_with_pkcs12_identity(server, tmp_path):
     # No WireGuard peer, and cut/restore work through the CRL.
     assert peer_row(server, sim.udid) is None
     crl_path = vpn_settings(server.instance).crl_path
-    emit(server, "verdict.changed", sim.udid, previous=None, verdict=SimpleNamespace(state="non_compliant"))
+    vpn_policy(server)
+    assert judge(server, sim, passcode=False) == "non_compliant"
+    server.dispatcher.wait_idle(timeout=30)
     crl = x509.load_pem_x509_crl(crl_path.read_bytes())
     entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.certificate_hold
     assert crl.is_signature_valid(server.instance.ca.certificate.public_key())
-    emit(server, "verdict.changed", sim.udid, previous=None, verdict=SimpleNamespace(state="compliant"))
+    assert judge(server, sim, passcode=True) == "compliant"
+    server.dispatcher.wait_idle(timeout=30)
     crl = x509.load_pem_x509_crl(crl_path.read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is None
     with server.session() as s:
@@ -463,7 +503,8 @@ def test_per_device_kind_override(server):
 
 # ------------------------------------------------------------------ misc
 
-def test_render_is_fast_enough_for_a_large_office(server):
+def test_render_handles_a_large_office(server):
+    """10,000 peers render into a config wg-quick accepts (the time it takes: bench/bench_vpn.py)."""
     vs = vpn_settings(server.instance)
     from vpn.serverconf import PeerLine
 
@@ -471,11 +512,7 @@ def test_render_is_fast_enough_for_a_large_office(server):
     for i in range(10_000):
         _priv, pub = vpn_keys.generate_keypair()
         peers.append(PeerLine(pub, vpn_keys.generate_psk(), str(vs.network.network_address + 2 + i), None, f"device {i}"))
-    import time
-
-    t = time.perf_counter()
     text_ = render_server_config(vpn_keys.server_private_key(server.instance.settings.secrets_dir), vs, peers)
-    assert time.perf_counter() - t < 2.0
     path = server.instance.settings.instance_dir / "big" / "wg0.conf"
     path.parent.mkdir()
     path.write_text(text_)
