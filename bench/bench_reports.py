@@ -4,9 +4,12 @@
 
 Generates (once; reused unless --regen) a SQLite file with N devices in 30 units over the
 month 2026-10 and the month before: verdict transitions (1–3 failure episodes per device
-and month), weekly DeviceInformation answers with an OS release mid-month, one identity
-certificate per device, one gateway decision per device-day, VPN cuts/restores and lock
-commands for escalated episodes — bulk-inserted with executemany. Then it builds the
+and month), the five inventory answers a real iPad gives every day (DeviceInformation with an
+OS release mid-month, SecurityInfo, InstalledApplicationList, CertificateList, ProfileList),
+one identity certificate per device, one gateway decision per device-day, VPN cuts/restores
+and lock commands for escalated episodes, takeover attempts — bulk-inserted with executemany
+(every row of one insert has the same keys: a missing key would silently store NULL).
+After the build it checks that every section of the report had data to work on. Then it builds the
 monthly report (current + previous month, HTML, PDF, XLSX, CSV) in a fresh process and
 prints wall time, peak RSS (getrusage) and, with --tracemalloc, the Python heap peak.
 """
@@ -38,6 +41,7 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
     from ipad_mdm.db import Database
     from ipad_mdm.packages import import_all_models
     from ipad_mdm.models import Unit
+    from ipad_mdm.security_events import SecurityEvent
     from mdm.models import Command, Device, IdentityCertificate
     from reports.periods import Month
     from vpn.models import VpnEvent
@@ -83,24 +87,35 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
                     if fix - t > dt.timedelta(hours=96):
                         cmds.append({"uuid": f"L{d}-{len(cmds)}", "device_id": d, "request_type": "DeviceLock", "command_plist": b"",
                                      "status": "acknowledged", "requested_by": "compliance", "created_at": nc, "completed_at": nc,
-                                     "attempts": 1})
+                                     "attempts": 1, "result": {"Status": "Acknowledged"}})
                 trs.append({**base, "from_state": "grace", "to_state": "compliant", "at": fix, "failing_rules": []})
                 t = fix
             release = month.start + dt.timedelta(days=12)
             upgrade = release + dt.timedelta(days=rng.expovariate(1 / 6))
-            for w in range((span.days // 7) + 1):
-                at = start + dt.timedelta(days=7 * w, hours=rng.random() * 24)
+            for day in range(span.days):
+                at = start + dt.timedelta(days=day, hours=rng.random() * 20)
                 version = "18.1" if at >= upgrade else "18.0"
-                cmds.append({"uuid": f"I{d}-{w}", "device_id": d, "request_type": "DeviceInformation", "command_plist": b"",
-                             "status": "acknowledged", "requested_by": "inventory", "created_at": at, "completed_at": at,
-                             "attempts": 1, "result": {"QueryResponses": {"OSVersion": version}}})
+                answers = {"DeviceInformation": {"QueryResponses": {"OSVersion": version, "ProductName": "iPad13,18"}},
+                           "SecurityInfo": {"SecurityInfo": {"PasscodePresent": True, "HardwareEncryptionCaps": 3}},
+                           "InstalledApplicationList": {"InstalledApplicationList": [{"Identifier": "vn.gov.vanban"}]},
+                           "CertificateList": {"CertificateList": [{"CommonName": f"UDID-{d:06d}"}]},
+                           "ProfileList": {"ProfileList": [{"PayloadIdentifier": "vn.gov.mdm"}]}}
+                for i, (request, answer) in enumerate(answers.items()):
+                    cmds.append({"uuid": f"I{d}-{day}-{i}", "device_id": d, "request_type": request, "command_plist": b"",
+                                 "status": "acknowledged", "requested_by": "inventory", "created_at": at, "completed_at": at,
+                                 "attempts": 1, "result": answer})
             issued = enrolled
             certs.append({"serial": f"{d:032x}", "sha256_fingerprint": f"{d:064x}", "subject": f"CN={d}", "not_before": issued,
                           "not_after": issued + dt.timedelta(days=rng.randint(90, 400)), "der": b"x", "device_id": d,
                           "issued_at": issued})
         conn.execute(insert(Device.__table__), devs)
         conn.execute(insert(VerdictTransition.__table__), trs)
-        conn.execute(insert(Command.__table__), cmds)
+        for i in range(0, len(cmds), 50_000):
+            conn.execute(insert(Command.__table__), cmds[i:i + 50_000])
+        conn.execute(insert(SecurityEvent.__table__), [
+            {"at": month.start + dt.timedelta(days=rng.randint(0, days - 1)), "severity": "critical", "kind": "device_takeover_attempt",
+             "udid": f"UDID-{rng.randint(1, devices):06d}", "summary_vi": "Cố gắng chiếm quyền", "summary_en": "Takeover attempt",
+             "details": {}} for _ in range(3)])
         conn.execute(insert(IdentityCertificate.__table__), certs)
         conn.execute(insert(VpnEvent.__table__), vpn)
         gw, seq = [], 0
@@ -138,6 +153,17 @@ def measure(path: Path, use_tracemalloc: bool) -> None:
     out = service.build(db, "monthly", "2026-10", "vi", ["html", "pdf", "xlsx", "csv"],
                         progress=lambda name: steps.append((name, round(time.perf_counter() - t0, 2))))
     elapsed = time.perf_counter() - t0
+    # The work was real: every section of the report had data (the OS section once ran on nothing).
+    from reports.month import compute_month
+    from reports.periods import Month
+
+    with db.engine.connect() as conn:
+        f = compute_month(conn, Month(2026, 10))
+    for table in ("fleet", "compliance_daily", "compliance_units", "rules", "remediation_episodes", "os_spread",
+                  "patch_latency", "certs_expiring", "gateway_reasons", "protective_events", "vpn_events", "incident_events"):
+        assert len(f.tables[table]), f"section {table} had no data"
+    assert f.kpis["patch_latency_mean_days"] is not None and len(f.tables["os_spread"]) >= 2, "OS section ran on nothing"
+    assert f.kpis["compliance_rate"] is not None and 0 < f.kpis["compliance_rate"] < 1
     result = {"report_seconds": round(elapsed, 2), "steps": steps,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "sizes_kib": {k: round(len(v) / 1024, 1) for k, v in out.items()}}

@@ -49,7 +49,8 @@ def load_devices(conn: Connection, end: dt.datetime) -> pd.DataFrame:
     """Devices that had started enrolling before `end` (current inventory columns)."""
     d = Device
     stmt = (select(d.id.label("device_id"), d.udid, d.serial_number, d.unit_id, d.enrollment_state,
-                   d.enrolled_at, d.token_updated_at, d.checked_out_at, d.os_version, d.lost_mode_enabled)
+                   d.enrolled_at, d.token_updated_at, d.checked_out_at, d.os_version, d.lost_mode_enabled,
+                   d.product_name, d.model_name)
             .where(d.enrolled_at < end).order_by(d.id))
     return _frame(conn, stmt, ("enrolled_at", "token_updated_at", "checked_out_at"))
 

@@ -34,13 +34,11 @@ Definitions (they are repeated in the report's "Phương pháp / Method" section
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Connection
 
 from . import loaders
 from .periods import Month
@@ -57,13 +55,6 @@ class MetricOptions:
     lookback_days: int = 365  # how far back episode starts / OS history are read
     late_renewal_days: int = 7
     cert_windows: tuple[int, ...] = (30, 60)
-
-
-@dataclass
-class MonthFigures:
-    month: Month
-    kpis: dict[str, float | int | None]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def nearest_rank(values, q: float) -> float | None:
@@ -169,7 +160,8 @@ def state_intervals(transitions: pd.DataFrame, month: Month) -> pd.DataFrame:
 
 
 def split_by_day(intervals: pd.DataFrame, month: Month) -> pd.DataFrame:
-    """Explode intervals into (interval, day) pieces with the fraction of the local day covered."""
+    """Explode intervals into (interval, day) pieces with the fraction of the local day covered
+    (of 24 hours: Viet Nam has no DST, and the elapsed part of today counts as a part of a day)."""
     edges = np.array([pd.Timestamp(e).value for e in month.day_edges], dtype=np.int64)
     if intervals.empty:
         return pd.DataFrame(columns=["interval", "day", "frac"])
@@ -182,7 +174,7 @@ def split_by_day(intervals: pd.DataFrame, month: Month) -> pd.DataFrame:
     day = np.repeat(first, n) + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
     lo = np.maximum(s[idx], edges[day])
     hi = np.minimum(e[idx], edges[day + 1])
-    frac = (hi - lo) / (edges[day + 1] - edges[day])
+    frac = (hi - lo) / DAY.value
     return pd.DataFrame({"interval": intervals["interval"].to_numpy()[idx], "day": day, "frac": frac})
 
 
@@ -426,81 +418,3 @@ def incident_figures(events: pd.DataFrame, checkpoint: pd.DataFrame):
             "security_incidents": int((events["severity"].isin(["critical", "high"])).sum()) if len(events) else 0,
             "takeover_attempts": int((events["kind"] == "device_takeover_attempt").sum()) if len(events) else 0}
     return {"incidents": by_kind, "incident_events": listed, "audit_checkpoint": checkpoint.reset_index(drop=True)}, kpis
-
-
-# ------------------------------------------------------------------ the month
-def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = None) -> MonthFigures:
-    opts = opts or MetricOptions()
-    start, end = month.start, month.end
-    since = start - dt.timedelta(days=opts.lookback_days)
-    units = _unit_frame(loaders.load_units(conn))
-    devices = loaders.load_devices(conn, end)
-    udids = devices[["device_id", "udid"]]
-    checkins = loaders.load_checkins(conn, start, end)
-    fleet, fleet_ids = fleet_status(devices, loaders.load_enrollment_tokens(conn, end), loaders.load_assignments(conn, end),
-                                    checkins, units, month)
-    kpis: dict = {"fleet_enrolled": int(fleet["enrolled"].sum()), "fleet_new": int(fleet["new_in_month"].sum()),
-                  "fleet_pending": int(fleet["pending"].sum()), "fleet_handed_over": int(fleet["handed_over"].sum()),
-                  "fleet_checked_out": int(fleet["checked_out_in_month"].sum())}
-    tables: dict[str, pd.DataFrame] = {"fleet": fleet}
-
-    intervals = state_intervals(loaders.load_transitions(conn, start, end), month)
-    pieces = split_by_day(intervals, month)
-    comp = compliance_figures(intervals, pieces, units, month)
-    tables.update(comp)
-    daily = comp["compliance_daily"]
-    dd = float(daily["device_days"].sum())
-    kpis.update({"device_days": dd, "compliance_rate": float(daily["compliant"].sum()) / dd if dd else None,
-                 "never_compliant": len(comp["never_compliant"])})
-
-    done, open_ = remediation_episodes(loaders.load_transition_history(conn, since, end), month)
-    t, k = remediation_tables(done, open_, udids, units)
-    tables.update(t)
-    kpis.update(k)
-
-    t, k = os_figures(loaders.load_os_reports(conn, since, end), devices, fleet_ids, month, udids, units)
-    tables.update(t)
-    kpis.update(k)
-    t, k = certificate_figures(loaders.load_certificates(conn, end), fleet_ids, month, opts, udids, devices, units)
-    tables.update(t)
-    kpis.update(k)
-    t, k = gateway_figures(loaders.load_gateway_events(conn, start, end), month, units)
-    tables.update(t)
-    kpis.update(k)
-    t, k = action_figures(loaders.load_protective_commands(conn, start, end), udids, devices, units)
-    tables.update(t)
-    kpis.update(k)
-    t, k = vpn_figures(loaders.load_vpn_events(conn, start - dt.timedelta(days=90), end), month, udids)
-    tables.update(t)
-    kpis.update(k)
-    t, k = incident_figures(loaders.load_security_events(conn, start, end), loaders.load_audit_checkpoint(conn, end))
-    tables.update(t)
-    kpis.update(k)
-    return MonthFigures(month=month, kpis=kpis, tables=tables)
-
-
-# Headline indicators compared month over month, and how their change is expressed:
-# "pp" = percentage points (rates), "abs" = plain difference.
-KPI_ORDER = (
-    ("fleet_enrolled", "abs"), ("fleet_new", "abs"), ("fleet_pending", "abs"), ("fleet_handed_over", "abs"),
-    ("compliance_rate", "pp"), ("never_compliant", "abs"), ("remediation_episodes", "abs"),
-    ("remediation_mean_hours", "abs"), ("remediation_p90_hours", "abs"), ("open_episodes", "abs"),
-    ("devices_behind_newest_os", "abs"), ("patch_latency_mean_days", "abs"),
-    ("certs_expiring_30d", "abs"), ("certs_expiring_60d", "abs"), ("certs_expired", "abs"),
-    ("cert_renewals", "abs"), ("cert_late_renewals", "abs"),
-    ("gateway_allowed", "abs"), ("gateway_denied", "abs"), ("gateway_deny_rate", "pp"),
-    ("device_locks", "abs"), ("lost_mode_enabled", "abs"), ("erasures", "abs"),
-    ("vpn_cuts", "abs"), ("vpn_restores", "abs"), ("vpn_devices_cut", "abs"),
-    ("security_incidents", "abs"), ("takeover_attempts", "abs"),
-)
-
-
-def month_over_month(current: MonthFigures, previous: MonthFigures) -> pd.DataFrame:
-    rows = []
-    for key, how in KPI_ORDER:
-        cur, prev = current.kpis.get(key), previous.kpis.get(key)
-        change = None
-        if cur is not None and prev is not None:
-            change = (cur - prev) * (100.0 if how == "pp" else 1.0)
-        rows.append({"indicator": key, "value": cur, "previous": prev, "change": change, "unit": how})
-    return pd.DataFrame(rows)

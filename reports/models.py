@@ -1,15 +1,24 @@
-"""Reports storage (migration 0006_reports).
+"""Reports storage (migrations 0006_reports, 0014_report_register).
 
 reports_reports   one row per generated (or generating) report. (kind, period, lang) is
                   unique: that constraint — not a lock — is what keeps several web/worker
                   processes from generating the same monthly report twice; whoever inserts
                   the row owns the generation, the others see the row and step back.
+                  A report over an unfinished period is marked provisional (with the instant
+                  its figures stop) and is regenerated, never reused, until the period is over.
+reports_register  the office's yearly register of issued reports: "Số: 12/BC-TTTH". One number
+                  per final report (kind, period), shared by its language versions; numbers
+                  restart at 1 each calendar year; (year, number) is unique.
+reports_month_figures
+                  the headline figures and risks of a finished month, frozen when first
+                  computed: the next month's report compares against them instead of
+                  recomputing the month.
 """
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ipad_mdm.db import Base, utcnow
@@ -44,3 +53,30 @@ class Report(Base):
     #          "sha256": "…", "size": 12345}, …}
     files: Mapped[dict] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    until: Mapped[dt.datetime | None] = mapped_column(default=None)  # figures up to this instant
+    number: Mapped[int | None] = mapped_column(Integer, default=None)  # the register's number (final only)
+
+
+class RegisterEntry(Base):
+    __tablename__ = "reports_register"
+    __table_args__ = (
+        UniqueConstraint("year", "number", name="uq_reports_register_number"),
+        UniqueConstraint("kind", "period", name="uq_reports_register_report"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    year: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    period: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MonthFiguresRecord(Base):
+    __tablename__ = "reports_month_figures"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-10"
+    kpis: Mapped[dict] = mapped_column(default=dict)
+    risks: Mapped[list] = mapped_column(default=list)
+    computed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

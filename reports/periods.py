@@ -77,6 +77,59 @@ class Month:
         return edges + [self.end]
 
 
+@dataclass(frozen=True)
+class ReportPeriod:
+    """A month as far as it has happened: all of it once it is over, else up to `until`.
+
+    A report over an unfinished month covers only the elapsed part (the last day partly) and
+    is provisional; nothing is ever counted for days that have not happened. Computations take
+    this object wherever they took a Month (same start / end / days / day_edges)."""
+
+    month: Month
+    until: dt.datetime
+
+    @property
+    def provisional(self) -> bool:
+        return self.until < self.month.end
+
+    @property
+    def start(self) -> dt.datetime:
+        return self.month.start
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.until
+
+    @property
+    def year(self) -> int:
+        return self.month.year
+
+    @property
+    def previous(self) -> Month:
+        return self.month.previous
+
+    @cached_property
+    def days(self) -> list[dt.date]:
+        edges = self.month.day_edges
+        return [d for d, edge in zip(self.month.days, edges) if edge < self.until]
+
+    @cached_property
+    def day_edges(self) -> list[dt.datetime]:
+        return self.month.day_edges[: len(self.days)] + [self.until]
+
+    def __str__(self) -> str:
+        return str(self.month)
+
+
+def period_of(month: Month, as_of: dt.datetime | None = None) -> ReportPeriod:
+    """The part of `month` that has happened by `as_of` (None: the whole month, already over)."""
+    if as_of is None or as_of >= month.end:
+        return ReportPeriod(month, month.end)
+    if as_of <= month.start:
+        raise ValueError(f"month {month} has not begun yet")
+    return ReportPeriod(month, as_of)
+
+
 def months_of_year(year: int) -> list[Month]:
     return [Month(year, m) for m in range(1, 13)]
 

@@ -12,7 +12,9 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,11 +24,15 @@ from ipad_mdm.db import Database, utcnow
 from ipad_mdm.files import private_dir, write_atomic
 from ipad_mdm.timefmt import iso
 
-from . import render
-from .metrics import MetricOptions, compute_month, month_over_month
-from .models import FORMATS, KINDS, LANGS, Report
+from . import assessment, render
+from .metrics import MetricOptions
+from .models import FORMATS, KINDS, LANGS, MonthFiguresRecord, Report
+from .month import compute_month, month_over_month
+from .monthly_doc import monthly_document
+from .official import Issuer, local_date, register_number
 from .periods import Month, parse_year
 from .yearly import Thresholds, compute_year
+from .yearly_doc import yearly_document
 
 log = logging.getLogger("reports")
 STALE_AFTER = dt.timedelta(minutes=30)
@@ -64,29 +70,95 @@ def _snapshot(db: Database):
     return conn
 
 
-def build(db: Database, kind: str, period: str, lang: str, formats: list[str], progress: Progress = None,
-          thresholds: Thresholds | None = None) -> dict[str, bytes]:
-    """Compute and render; returns {format: bytes}. Pure function of the data and the arguments."""
+@dataclass
+class Built:
+    outputs: dict[str, bytes]
+    provisional: bool
+    until: dt.datetime
+
+
+def period_end(kind: str, period: str) -> dt.datetime:
+    return Month.parse(period).end if kind == "monthly" else Month(parse_year(period), 12).end
+
+
+def _clean(kpis: dict) -> dict:
+    """JSON-safe copy of a month's headline figures (numpy scalars → Python, NaN → None)."""
+    out = {}
+    for key, value in kpis.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[key] = None if isinstance(value, float) and value != value else value
+    return out
+
+
+def _previous_month(db: Database, conn, month: Month, opts, thresholds) -> tuple[dict | None, list | None]:
+    """The previous month's figures and risks: the frozen record when there is one (a finished
+    month never changes), else computed once and frozen for the next time."""
+    row = conn.execute(select(MonthFiguresRecord.kpis, MonthFiguresRecord.risks)
+                       .where(MonthFiguresRecord.month == str(month))).first()
+    if row is not None:
+        return dict(row.kpis), list(row.risks)
+    figures = compute_month(conn, month, opts)
+    if not figures.kpis.get("device_days") and not figures.kpis.get("fleet_enrolled"):
+        return None, None  # before the first enrollment: there was no previous month to compare with
+    risks = assessment.risks(figures, thresholds)
+    freeze_month(db, month, figures.kpis, risks)
+    return _clean(figures.kpis), risks
+
+
+def freeze_month(db: Database, month: Month, kpis: dict, risks: list) -> None:
+    with db.session() as s:
+        row = s.get(MonthFiguresRecord, str(month))
+        if row is None:
+            try:
+                with s.begin_nested():
+                    s.add(MonthFiguresRecord(month=str(month), kpis=_clean(kpis), risks=risks, computed_at=utcnow()))
+            except IntegrityError:
+                pass  # another process froze it first: same data, same figures
+        else:
+            row.kpis, row.risks, row.computed_at = _clean(kpis), risks, utcnow()
+
+
+def build_report(db: Database, kind: str, period: str, lang: str, formats: list[str], progress: Progress = None,
+                 thresholds: Thresholds | None = None, as_of: dt.datetime | None = None, number: int | None = None,
+                 issued_on: dt.date | None = None, issuer: Issuer | None = None) -> Built:
+    """Compute and render. A period that has not ended by `as_of` (default: now) is covered up to
+    `as_of` only and the result is provisional; nothing is counted for time that has not happened."""
     step = progress or (lambda _name: None)
     thresholds = thresholds or Thresholds.from_env()
+    issuer = issuer or Issuer.from_env()
+    as_of = as_of or utcnow()
+    issued_on = issued_on or local_date(as_of)
+    end = period_end(kind, period)
+    if as_of <= (Month.parse(period).start if kind == "monthly" else Month(parse_year(period), 1).start):
+        raise ReportInputError(f"period: {period} has not begun yet")
+    bound = None if as_of >= end else as_of
     with _snapshot(db) as conn:
         if kind == "monthly":
             month = Month.parse(period)
             opts = MetricOptions(late_renewal_days=thresholds.late_renewal_days)
-            current = compute_month(conn, month, opts)
+            current = compute_month(conn, month, opts, bound)
             step("month")
-            previous = compute_month(conn, month.previous, opts)
+            prev_kpis, prev_risks = _previous_month(db, conn, month.previous, opts, thresholds)
             step("previous month")
-            doc = render.monthly_document(current, previous, month_over_month(current, previous), lang, opts)
+            if bound is None:
+                freeze_month(db, month, current.kpis, assessment.risks(current, thresholds))
+            mom = month_over_month(current, SimpleNamespace(kpis=prev_kpis or {}))
+            doc = monthly_document(current, prev_kpis, prev_risks, mom, lang, opts, thresholds, issuer, number, issued_on)
         else:
-            year = compute_year(conn, parse_year(period), thresholds, progress=step)
-            doc = render.yearly_document(year, lang, thresholds)
+            year = compute_year(conn, parse_year(period), thresholds, progress=step, as_of=bound)
+            doc = yearly_document(year, lang, thresholds, issuer, number, issued_on)
     step("document")
     out = {}
     for fmt in formats:
         out[fmt] = render.RENDERERS[fmt](doc)
         step(fmt)
-    return out
+    return Built(out, bound is not None, bound or end)
+
+
+def build(db: Database, kind: str, period: str, lang: str, formats: list[str], progress: Progress = None,
+          thresholds: Thresholds | None = None, as_of: dt.datetime | None = None, **kw) -> dict[str, bytes]:
+    """{format: bytes}; see build_report."""
+    return build_report(db, kind, period, lang, formats, progress, thresholds, as_of, **kw).outputs
 
 
 def progress_steps(kind: str, formats: list[str]) -> int:
@@ -120,6 +192,7 @@ def report_dict(r: Report) -> dict:
     return {"id": r.id, "kind": r.kind, "period": r.period, "lang": r.lang, "formats": list(r.formats or []),
             "status": r.status, "created_at": iso(r.created_at), "created_by": r.created_by,
             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at), "error": r.error,
+            "provisional": bool(r.provisional), "until": iso(r.until), "number": r.number,
             "files": {fmt: {"sha256": f["sha256"], "size": f["size"], "url": f"/api/v1/reports/{r.id}/{fmt}"}
                       for fmt, f in sorted((r.files or {}).items())}}
 
@@ -145,7 +218,8 @@ def request_report(session: Session, kind: str, period: str, lang: str, formats:
     missing = [f for f in formats if f not in (row.formats or [])]
     if row.status in ("pending", "running"):
         return row, False
-    if regenerate or missing or row.status == "failed":
+    # A provisional report is never reused: its figures move on until the period is over.
+    if regenerate or missing or row.status == "failed" or row.provisional:
         union = [f for f in FORMATS if f in set(row.formats or []) | set(formats)]
         changed = session.execute(update(Report).where(Report.id == row.id, Report.status == row.status)
                                   .values(status="pending", formats=union, error=None, created_by=created_by)
@@ -182,10 +256,17 @@ def run_report(instance, report_id: int, progress: Progress = None) -> dict | No
         row = s.get(Report, report_id)
         kind, period, lang, formats = row.kind, row.period, row.lang, list(row.formats)
     base = Path(instance.settings.instance_dir)
+    now = utcnow()
     try:
-        outputs = build(db, kind, period, lang, formats, progress)
-        files = write_files(base / "reports" / kind / period / lang, kind, period, lang, outputs, relative_to=base)
-        values = {"status": "done", "files": files, "finished_at": utcnow(), "error": None}
+        number, issued_on = None, None
+        if now >= period_end(kind, period):  # final: the office's register gives it its number
+            with db.session() as s:
+                number, issued_at = register_number(s, kind, period, now)
+            issued_on = local_date(issued_at)
+        built = build_report(db, kind, period, lang, formats, progress, as_of=now, number=number, issued_on=issued_on)
+        files = write_files(base / "reports" / kind / period / lang, kind, period, lang, built.outputs, relative_to=base)
+        values = {"status": "done", "files": files, "finished_at": utcnow(), "error": None,
+                  "provisional": built.provisional, "until": built.until, "number": number}
     except Exception as exc:  # recorded on the row: the API shows why, the job may retry
         log.exception("report %s (%s %s %s) failed", report_id, kind, period, lang)
         values = {"status": "failed", "finished_at": utcnow(), "error": f"{type(exc).__name__}: {exc}"[:2000]}

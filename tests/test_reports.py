@@ -45,7 +45,7 @@ from mdm.models import (
     IdentityCertificate,
 )
 from reports import service
-from reports.metrics import compute_month, month_over_month
+from reports.month import compute_month, month_over_month
 from reports.periods import LOCAL_TZ, Month
 from reports.yearly import Thresholds, compute_year
 from vpn.models import VpnEvent
@@ -317,8 +317,8 @@ def test_reproducible_tables_and_files(db):
     assert daily[0][0] == "Ngày" and daily[1][0] == "2026-10-01" and daily[1][-1] == pytest.approx(80.0)
     with zipfile.ZipFile(io.BytesIO(out1["csv"])) as z:
         names = z.namelist()
-        assert "03_compliance_daily.csv" in names
-        assert z.read("03_compliance_daily.csv").decode("utf-8-sig").startswith("Ngày,")
+        assert "05_compliance_daily.csv" in names and "03_trace.csv" in names
+        assert z.read("05_compliance_daily.csv").decode("utf-8-sig").startswith("Ngày,")
 
 
 def _pdf_pages(pdf: bytes, tmp_path: Path) -> list[Path]:
@@ -338,25 +338,26 @@ def _not_blank(png: Path) -> bool:
 def test_pdf_renders_with_vietnamese_font(db, tmp_path):
     out = service.build(db, "monthly", "2026-10", "vi", ["pdf"])
     pdf = out["pdf"]
-    assert pdf.startswith(b"%PDF") and b"DejaVuSans" in pdf
+    assert pdf.startswith(b"%PDF") and b"LiberationSerif" in pdf
     pages = _pdf_pages(pdf, tmp_path)
     assert 4 <= len(pages) <= 30
     assert all(_not_blank(p) for p in pages)
     txt = subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
     if txt:  # poppler-utils ships pdftotext next to pdftoppm
-        assert "Báo cáo đánh giá hiệu quả các biện pháp bảo đảm an toàn thông tin" in txt
-        assert "Tỷ lệ tuân thủ" in txt
+        assert "Đánh giá hiệu quả các biện pháp bảo đảm an toàn thông tin" in txt
+        assert "Tỷ lệ tuân thủ" in txt and "77,13 %" in txt
 
 
 def test_html_has_charts_and_vietnamese_headings_and_english_variant(db):
     vi = service.build(db, "monthly", "2026-10", "vi", ["html"])["html"].decode()
     assert '<html lang="vi">' in vi
-    assert "Báo cáo đánh giá hiệu quả các biện pháp bảo đảm an toàn thông tin trên thiết bị di động" in vi
+    assert "Đánh giá hiệu quả các biện pháp bảo đảm an toàn thông tin trên thiết bị di động tháng 10 năm 2026" in vi
     assert "3. Tỷ lệ tuân thủ" in vi and "Vụ Tổ chức cán bộ" in vi and "Trung tâm Tin học" in vi
     assert vi.count('src="data:image/png;base64,') >= 4
-    assert "giờ Việt Nam" in vi
+    assert "giờ Việt Nam" in vi and "77,13 %" in vi
     en = service.build(db, "monthly", "2026-10", "en", ["html"])["html"].decode()
     assert '<html lang="en">' in en and "Compliance rate" in en and "Personnel and Organisation Department" in en
+    assert "77.13%" in en and "SOCIALIST REPUBLIC OF VIET NAM" in en
     assert "Tỷ lệ tuân thủ" not in en
 
 
@@ -384,7 +385,7 @@ def test_yearly_trends_and_recommendations(db, tmp_path):
     assert rec["text_vi"].startswith("Tăng cường") and "%" in rec["evidence_vi"]
     out = service.build(db, "yearly", "2026", "vi", ["pdf", "html"], thresholds=Thresholds(deny_reason_min=3))
     html = out["html"].decode()
-    assert "Đề xuất tăng cường" in html and "Căn cứ" in html and html.count("data:image/png") >= 3
+    assert "ĐỀ XUẤT TĂNG CƯỜNG" in html and "Căn cứ" in html and html.count("data:image/png") >= 3
     assert len(_pdf_pages(out["pdf"], tmp_path)) >= 2
 
 

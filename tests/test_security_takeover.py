@@ -123,7 +123,7 @@ def test_udid_takeover_is_refused_and_reported(server, notifier, caplog, tmp_pat
 
 
 def test_takeover_shows_in_console_and_monthly_report(server, notifier):
-    from reports.metrics import compute_month
+    from reports.month import compute_month
     from reports.periods import Month
 
     seed(server)
