@@ -1,6 +1,7 @@
 """Monthly report time and peak memory for a large synthetic fleet.
 
-    .venv/bin/python bench/bench_reports.py --devices 10000 --days 30 [--db PATH] [--regen]
+    .venv/bin/python bench/bench_reports.py --devices 10000 --days 30            # PostgreSQL (production)
+    .venv/bin/python bench/bench_reports.py --sqlite [--db PATH] [--regen]       # the embedded default
 
 Generates (once; reused unless --regen) a SQLite file with N devices in 30 units over the
 month 2026-10 and the month before: verdict transitions (1–3 failure episodes per device
@@ -10,8 +11,10 @@ one identity certificate per device, one gateway decision per device-day, VPN cu
 and lock commands for escalated episodes, takeover attempts — bulk-inserted with executemany
 (every row of one insert has the same keys: a missing key would silently store NULL).
 After the build it checks that every section of the report had data to work on. Then it builds the
-monthly report (current + previous month, HTML, PDF, XLSX, CSV) in a fresh process and
-prints wall time, peak RSS (getrusage) and, with --tracemalloc, the Python heap peak.
+monthly report (current + previous month, HTML, PDF, XLSX, CSV) twice, each in a fresh process:
+"cold" (the previous month computed from its history) and "warm" (the previous month's frozen
+figures reused, as on the 1st of every month once last month's report exists); prints wall
+time, peak RSS (getrusage) and, with --tracemalloc, the Python heap peak.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ RULES = ["min_os_version", "passcode_compliant", "required_profiles", "last_chec
 REASONS = ["verdict_non_compliant", "certificate_expired", "not_assigned", "grace_expired", "lost_mode"]
 
 
-def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
+def generate(path: Path | str, devices: int, days: int, seed: int = 6) -> None:
+    """Into a SQLite file (a Path) or an empty PostgreSQL database (a URL)."""
     from sqlalchemy import insert
 
     from compliance.models import VerdictTransition
@@ -47,9 +51,9 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
     from vpn.models import VpnEvent
 
     import_all_models()
-    if path.exists():
+    if isinstance(path, Path) and path.exists():
         path.unlink()
-    db = Database(f"sqlite:///{path}")
+    db = Database(f"sqlite:///{path}" if isinstance(path, Path) else path)
     db.migrate()
     rng = random.Random(seed)
     month = Month(2026, 10)
@@ -137,13 +141,19 @@ def generate(path: Path, devices: int, days: int, seed: int = 6) -> None:
                       "gateway_events": seq, "vpn_events": len(vpn), "seconds": round(time.perf_counter() - t0, 1)}))
 
 
-def measure(path: Path, use_tracemalloc: bool) -> None:
+def measure(url: str, use_tracemalloc: bool, cold: bool) -> None:
+    from sqlalchemy import delete
+
     from ipad_mdm.db import Database
     from ipad_mdm.packages import import_all_models
     from reports import service
+    from reports.models import MonthFiguresRecord
 
     import_all_models()
-    db = Database(f"sqlite:///{path}")
+    db = Database(url)
+    if cold:
+        with db.session() as s:
+            s.execute(delete(MonthFiguresRecord))
     if use_tracemalloc:
         import tracemalloc
 
@@ -153,6 +163,7 @@ def measure(path: Path, use_tracemalloc: bool) -> None:
     out = service.build(db, "monthly", "2026-10", "vi", ["html", "pdf", "xlsx", "csv"],
                         progress=lambda name: steps.append((name, round(time.perf_counter() - t0, 2))))
     elapsed = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the checks below add their own
     # The work was real: every section of the report had data (the OS section once ran on nothing).
     from reports.month import compute_month
     from reports.periods import Month
@@ -164,9 +175,21 @@ def measure(path: Path, use_tracemalloc: bool) -> None:
         assert len(f.tables[table]), f"section {table} had no data"
     assert f.kpis["patch_latency_mean_days"] is not None and len(f.tables["os_spread"]) >= 2, "OS section ran on nothing"
     assert f.kpis["compliance_rate"] is not None and 0 < f.kpis["compliance_rate"] < 1
-    result = {"report_seconds": round(elapsed, 2), "steps": steps,
-              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "sizes_kib": {k: round(len(v) / 1024, 1) for k, v in out.items()}}
+    # Looked at as a person would: every PDF page rendered (pdftoppm) and carrying ink.
+    import tempfile
+
+    from PIL import Image, ImageStat
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "r.pdf").write_bytes(out["pdf"])
+        subprocess.run(["pdftoppm", "-r", "40", "-png", str(Path(tmp) / "r.pdf"), str(Path(tmp) / "p")], check=True)
+        pages = sorted(Path(tmp).glob("p-*.png"))
+        assert pages and all(ImageStat.Stat(Image.open(p).convert("L")).var[0] > 50 for p in pages), "blank page"
+    pages_count = len(pages)
+    result = {"run": "cold" if cold else "warm", "backend": db.engine.dialect.name, "report_seconds": round(elapsed, 2),
+              "steps": steps,
+              "peak_rss_mib": round(rss, 1),
+              "sizes_kib": {k: round(len(v) / 1024, 1) for k, v in out.items()}, "pdf_pages": pages_count}
     if use_tracemalloc:
         result["tracemalloc_peak_mib"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
     print(json.dumps(result))
@@ -176,14 +199,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--sqlite", action="store_true", help="the embedded default instead of PostgreSQL")
     ap.add_argument("--db", type=Path, default=None,
-                    help="keep the generated history here and reuse it (default: a fresh private temp folder)")
+                    help="(--sqlite) keep the generated history here and reuse it (default: a fresh private temp folder)")
     ap.add_argument("--regen", action="store_true")
     ap.add_argument("--tracemalloc", action="store_true", help="also report the Python heap peak (slower)")
-    ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        measure(args.db, args.tracemalloc)
+        measure(args.measure, args.tracemalloc, args.cold)
+        return
+
+    def run(url: str) -> None:
+        # Fresh processes, so peak RSS is the report's own and not the generator's.
+        for cold in (True, False):
+            cmd = [sys.executable, __file__, "--measure", url] + (["--tracemalloc"] if args.tracemalloc else [])
+            subprocess.run(cmd + (["--cold"] if cold else []), check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    if not args.sqlite:
+        from tests.conftest import fresh_postgres_database
+
+        subprocess.run(["bash", str(ROOT / "scripts" / "services.sh")], check=True)
+        with fresh_postgres_database() as url:
+            generate(url, args.devices, args.days)
+            run(url)
         return
     if args.db is None:
         import tempfile
@@ -194,9 +234,7 @@ def main() -> None:
     if args.regen or not args.db.exists() or not marker.exists() or json.loads(marker.read_text()) != want:
         generate(args.db, args.devices, args.days)
         marker.write_text(json.dumps(want))
-    # A fresh process, so peak RSS is the report's own and not the generator's.
-    cmd = [sys.executable, __file__, "--measure", "--db", str(args.db)] + (["--tracemalloc"] if args.tracemalloc else [])
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run(f"sqlite:///{args.db}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def report_info(session: Session, report_id: int) -> dict | None:
     if report is None:
         return None
     return {"id": report.id, "kind": report.kind, "period": report.period, "lang": report.lang,
-            "status": report.status, "error": report.error,
+            "status": report.status, "error": report.error, "provisional": bool(report.provisional),
+            "number": report.number,
             "formats": sorted((report.files or {}).keys()),
             "started_at": report.started_at.isoformat() if report.started_at else None,
             "finished_at": report.finished_at.isoformat() if report.finished_at else None}

@@ -13,7 +13,7 @@ from ipad_mdm.web import dispatcher, instance, unit_of_work
 
 from . import integrations
 from .views import PAGE_SIZE, _page_args
-from .web import bp, can, lang, principal, render_page, requires, tr
+from .web import bp, can, label, lang, principal, render_page, requires, tr
 
 # The fields of a policy that the editor shows as JSON (what compliance.policies accepts).
 POLICY_FIELDS = ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign")
@@ -210,6 +210,7 @@ def reports():
     with unit_of_work() as s:
         rows = integrations.list_reports(s)
         return render_page("reports.html", reports=rows, kinds=integrations.KINDS, formats=integrations.FORMATS,
+                           status_label=report_status_label,
                            default_month=integrations.previous_month(), default_year=dt.date.today().year - 1)
 
 
@@ -238,7 +239,19 @@ def report_status(report_id):
         info = integrations.report_info(s, report_id)
     if info is None:
         abort(404)
+    info["label"] = report_status_label(info["status"], info["provisional"])
     return jsonify(info)
+
+
+REPORT_STATUS = {"pending": ("Đang chờ", "Pending"), "running": ("Đang lập", "Generating"),
+                 "done": ("Đã lập", "Done"), "failed": ("Không lập được", "Failed")}
+
+
+def report_status_label(status: str, provisional: bool = False) -> str:
+    text = label(REPORT_STATUS, status)
+    if status == "done" and provisional:
+        text += tr(" (tạm tính: kỳ báo cáo chưa kết thúc)", " (provisional: the period has not ended)")
+    return text
 
 
 @bp.get("/reports/<int:report_id>/<fmt>")

@@ -45,7 +45,7 @@ LANGS = ("vi", "en")
 
 ROLE_LABELS = {
     "it_admin": ("Quản trị CNTT", "IT administrator"),
-    "security_officer": ("Cán bộ an ninh", "Security officer"),
+    "security_officer": ("Cán bộ an toàn thông tin", "Security officer"),
     "auditor": ("Kiểm toán", "Auditor"),
     "leader": ("Lãnh đạo", "Leader"),
 }

@@ -37,9 +37,10 @@ def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, q
 
     try:
         if output:
-            outputs = service.build(inst.database, kind, period, lang, formats, progress=step)
-            files = service.write_files(Path(output), kind, period, lang, outputs)
-            result = {"kind": kind, "period": period, "lang": lang, "status": "done", "files": files}
+            built = service.build_report(inst.database, kind, period, lang, formats, progress=step)
+            files = service.write_files(Path(output), kind, period, lang, built.outputs)
+            result = {"kind": kind, "period": period, "lang": lang, "status": "done", "files": files,
+                      "provisional": built.provisional, "until": built.until.isoformat()}
         else:
             with inst.database.session() as s:
                 row, _ = service.request_report(s, kind, period, lang, formats, "cli", regenerate=True)
@@ -64,6 +65,8 @@ def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, q
         if result.get("status") != "done":
             click.echo(f"error: {result.get('error')}", err=True)
             sys.exit(1)
+        if result.get("provisional"):
+            click.echo(f"provisional: the period has not ended; figures up to {result.get('until')}")
         for fmt, meta in sorted((result.get("paths") or {f: m["path"] for f, m in result["files"].items()}).items()):
             click.echo(f"{fmt}: {meta}")
     if result.get("status") != "done":

@@ -119,11 +119,13 @@ def label_values(df: pd.DataFrame, lang: str, keep_codes: bool = False) -> pd.Da
     df = df.copy()
     if "unit_name_vi" in df.columns:
         en = df["unit_name_en"].fillna("") if "unit_name_en" in df.columns else df["unit_name_vi"]
-        df["unit_name"] = df["unit_name_vi"] if lang == "vi" else en.where(en != "", df["unit_name_vi"])
+        names = df["unit_name_vi"] if lang == "vi" else en.where(en != "", df["unit_name_vi"])
+        at = list(df.columns).index("unit_name_vi")
         df = df.drop(columns=[c for c in ("unit_name_vi", "unit_name_en") if c in df.columns])
-        if not keep_codes and "unit_code" in df.columns:
+        if not keep_codes and "unit_code" in df.columns:  # the reader sees the unit's name where its code stood
+            at = list(df.columns).index("unit_code")
             df = df.drop(columns=["unit_code"])
-            df.insert(0, "unit_name", df.pop("unit_name"))
+        df.insert(min(at, len(df.columns)), "unit_name", names)
     mapping = {"rule": RULES, "reason_code": GATEWAY_REASONS, "state_at_end": STATE, "event": VPN_EVENTS,
                "indicator": KPI, "severity": SEVERITY}
     for col, table in mapping.items():

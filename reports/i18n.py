@@ -243,7 +243,8 @@ GATEWAY_REASONS = {
     "grace_expired": ("Hết thời hạn khắc phục", "Remediation period over"),
     "document_unknown": ("Tài liệu không tồn tại", "Unknown document"),
     "document_not_visible": ("Không có quyền xem tài liệu", "Document not visible"),
-    "classification_secret": ("Tài liệu mật (không xử lý trên thiết bị)", "Secret document"),
+    "classification_secret": ("Thông tin, tài liệu thuộc bí mật nhà nước (không xử lý trên thiết bị di động)",
+                              "State-secret information or document (never on a mobile device)"),
     "classification_not_allowed": ("Mức độ tài liệu không được phép", "Classification not allowed"),
     "internal_error": ("Lỗi nội bộ", "Internal error"),
 }

@@ -9,9 +9,11 @@ backend: SQLite hands back naive strings otherwise.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 
 import pandas as pd
-from sqlalchemy import and_, func, select
+from sqlalchemy import String, and_, func, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from compliance import VerdictTransition
@@ -31,13 +33,64 @@ from vpn import VpnEvent
 PROTECTIVE_COMMANDS = ("DeviceLock", "EnableLostMode", "DisableLostMode", "EraseDevice")
 
 
-def _frame(conn: Connection, stmt, time_cols: tuple[str, ...] = ()) -> pd.DataFrame:
-    result = conn.execute(stmt)
-    columns = list(result.keys())
-    df = pd.DataFrame(result.fetchall(), columns=columns)
-    for col in time_cols:
-        df[col] = pd.to_datetime(df[col], utc=True) if len(df) else pd.Series([], dtype="datetime64[ns, UTC]")
+def _is_key(column: str) -> bool:
+    return column == "id" or column.endswith("_id")
+
+
+def _copy_frame(conn: Connection, stmt, time_cols: tuple[str, ...], json_cols: tuple[str, ...]) -> pd.DataFrame:
+    """PostgreSQL: the rows leave the server as CSV through COPY (in the connection's own
+    transaction, so inside the report's snapshot) and pandas' C parser reads them — no Python
+    object per value. NULL is written as \\N so that an empty string stays an empty string."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    columns = [c.key for c in stmt.selected_columns]
+    raw = conn.connection.driver_connection
+    buf = io.BytesIO()
+    with raw.cursor() as cur, cur.copy(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, NULL '\\N')",
+                                       compiled.params) as copy:
+        for chunk in copy:
+            buf.write(chunk)
+    buf.seek(0)
+    df = pd.read_csv(buf, names=columns, header=None, na_values=["\\N"], keep_default_na=False,
+                     dtype={c: str for c in columns if c not in time_cols} | {c: "Int64" for c in columns if _is_key(c)})
+    for col in columns:
+        if col in time_cols:
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+        elif col in json_cols:
+            df[col] = df[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
+        elif _is_key(col):  # integer keys: int64 when complete, float64 with gaps (as the row path gives)
+            df[col] = df[col].astype("int64") if not df[col].isna().any() else df[col].astype("float64")
+        else:
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df
+
+
+def _frame(conn: Connection, stmt, time_cols: tuple[str, ...] = (), json_cols: tuple[str, ...] = (),
+           bulk: bool = False) -> pd.DataFrame:
+    """Rows straight into columns. Time columns are selected without the per-row UTCDateTime
+    processor (a Python call per value) and parsed by pandas in one vectorised pass instead:
+    SQLite hands back ISO strings, PostgreSQL aware datetimes; both become UTC timestamps."""
+    if time_cols:
+        stmt = stmt.with_only_columns(*[type_coerce(c, String()).label(c.key) if c.key in time_cols else c
+                                        for c in stmt.selected_columns], maintain_column_froms=True)
+    if bulk and conn.dialect.name == "postgresql":
+        return _copy_frame(conn, stmt, time_cols, json_cols)
+    # Streamed in slices (a server-side cursor on PostgreSQL): only one slice of rows is ever held
+    # as Python objects; each slice becomes columns at once.
+    result = conn.execute(stmt, execution_options={"stream_results": True, "yield_per": 100_000})
+    columns = list(result.keys())
+    parts = []
+    for rows in result.partitions():
+        part = pd.DataFrame(dict(zip(columns, map(list, zip(*rows)))), columns=columns)
+        for col in time_cols:
+            part[col] = pd.to_datetime(part[col], utc=True, format="ISO8601")
+        parts.append(part)
+        del rows
+    if not parts:
+        df = pd.DataFrame([], columns=columns)
+        for col in time_cols:
+            df[col] = pd.Series([], dtype="datetime64[ns, UTC]")
+        return df
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def load_units(conn: Connection) -> pd.DataFrame:
@@ -83,7 +136,8 @@ def load_transitions(conn: Connection, start: dt.datetime, end: dt.datetime) -> 
               .where(t.at < start).subquery())
     carry = select(*cols).join(ranked, and_(ranked.c.id == t.id, ranked.c.rn == 1))
     inside = select(*cols).where(t.at >= start, t.at < end)
-    df = pd.concat([_frame(conn, carry, ("at",)), _frame(conn, inside, ("at",))], ignore_index=True)
+    df = pd.concat([_frame(conn, carry, ("at",), ("failing_rules",), bulk=True),
+                    _frame(conn, inside, ("at",), ("failing_rules",), bulk=True)], ignore_index=True)
     return df.sort_values(["device_id", "at", "id"], kind="mergesort").reset_index(drop=True)
 
 
@@ -92,20 +146,32 @@ def load_transition_history(conn: Connection, since: dt.datetime, end: dt.dateti
     t = VerdictTransition
     stmt = (select(t.id, t.device_id, t.unit_id, t.from_state, t.to_state, t.at, t.trigger)
             .where(t.at >= since, t.at < end).order_by(t.device_id, t.at, t.id))
-    return _frame(conn, stmt, ("at",))
+    return _frame(conn, stmt, ("at",), bulk=True)
 
 
 def load_os_reports(conn: Connection, since: dt.datetime, end: dt.datetime) -> pd.DataFrame:
     """OS versions the devices reported: acknowledged DeviceInformation answers
-    (QueryResponses.OSVersion, extracted in SQL so the whole JSON is not shipped)."""
+    (QueryResponses.OSVersion, extracted in SQL so the whole JSON is not shipped).
+
+    An iPad answers every day, so a year is hundreds of reports per device of the same one or two
+    versions: the database groups them and each (device, version) arrives as its first and its last
+    report — every figure of the OS section depends only on those (when a version was first seen,
+    the version a device ran at a given time, the first report of a newer one), as long as a device
+    does not go back to a version it had left."""
     c = Command
     version = c.result["QueryResponses"]["OSVersion"].as_string()
-    stmt = (select(c.device_id, c.completed_at.label("at"), version.label("os_version"))
-            .where(c.request_type == "DeviceInformation", c.status == "acknowledged",
-                   c.completed_at >= since, c.completed_at < end)
-            .order_by(c.device_id, c.completed_at, c.id))
-    df = _frame(conn, stmt, ("at",))
-    return df[df["os_version"].notna() & (df["os_version"] != "")].reset_index(drop=True)
+    answers = (select(c.device_id, c.completed_at.label("at"), version.label("os_version"))
+               .where(c.request_type == "DeviceInformation", c.status == "acknowledged",
+                      c.completed_at >= since, c.completed_at < end)).subquery()
+    stmt = (select(answers.c.device_id, answers.c.os_version, func.min(answers.c.at).label("first_at"),
+                   func.max(answers.c.at).label("last_at"))
+            .where(answers.c.os_version.is_not(None), answers.c.os_version != "")
+            .group_by(answers.c.device_id, answers.c.os_version))
+    df = _frame(conn, stmt, ("first_at", "last_at"))
+    rows = pd.concat([df[["device_id", "first_at", "os_version"]].rename(columns={"first_at": "at"}),
+                      df[["device_id", "last_at", "os_version"]].rename(columns={"last_at": "at"})], ignore_index=True)
+    rows = rows.drop_duplicates()
+    return rows.sort_values(["device_id", "at", "os_version"], kind="mergesort").reset_index(drop=True)
 
 
 def load_certificates(conn: Connection, end: dt.datetime) -> pd.DataFrame:
@@ -119,7 +185,7 @@ def load_gateway_events(conn: Connection, start: dt.datetime, end: dt.datetime) 
     g = GatewayAuditEvent
     stmt = (select(g.id, g.at, g.action, g.decision, g.reason_code, g.device_id, g.leader_id, g.leader_unit_id)
             .where(g.at >= start, g.at < end).order_by(g.id))
-    return _frame(conn, stmt, ("at",))
+    return _frame(conn, stmt, ("at",), bulk=True)
 
 
 def load_protective_commands(conn: Connection, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:

@@ -43,10 +43,8 @@ def measure_figures(intervals, pieces, transitions, vpn_events, gateway_events, 
                      & ~transitions["from_state"].isin(HARD_FAILING)]
     owed = tr.groupby("device_id")["at"].min()
     cuts = vpn_events[(vpn_events["event"] == "cut") & (vpn_events["at"] >= start - DAY) & (vpn_events["at"] < end)]
-    done = 0
-    for device_id, at in owed.items():
-        mine = cuts.loc[cuts["device_id"] == device_id, "at"]
-        done += bool((mine >= at - pd.Timedelta(minutes=5)).any())
+    pairs = owed.rename("owed_at").reset_index().merge(cuts[["device_id", "at"]], on="device_id")
+    done = pairs.loc[pairs["at"] >= pairs["owed_at"] - pd.Timedelta(minutes=5), "device_id"].nunique()
     kpis.update({"vpn_cuts_owed": int(len(owed)), "vpn_cuts_made": int(done)})
 
     # Gateway: an "allow" while the device's verdict was non_compliant or blocked is a leak.

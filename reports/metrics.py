@@ -217,7 +217,7 @@ def compliance_figures(intervals, pieces, units, month: Month) -> dict[str, pd.D
     never = _with_units(never, units)
     never["failing_rules"] = never["rules"].map(lambda r: ", ".join(r))
     never = never.rename(columns={"state": "state_at_end"}).sort_values("udid", kind="mergesort").reset_index(drop=True)
-    never = never[["udid", "unit_code", "device_days", "state_at_end", "failing_rules"]]
+    never = never[["udid", "unit_code", "unit_name_vi", "unit_name_en", "device_days", "state_at_end", "failing_rules"]]
     return {"compliance_daily": daily, "compliance_units": per_unit.reset_index(drop=True), "rules": rules,
             "never_compliant": never}
 
@@ -263,7 +263,7 @@ def remediation_episodes(history: pd.DataFrame, month: Month) -> tuple[pd.DataFr
 def remediation_tables(done, open_, udids, units) -> tuple[dict[str, pd.DataFrame], dict]:
     ep = _with_units(done.merge(udids, on="device_id", how="left"), units)
     ep = ep.sort_values(["ended_at", "udid"], kind="mergesort").reset_index(drop=True)
-    episodes = ep[["udid", "unit_code", "started_at", "ended_at", "hours"]]
+    episodes = ep[["udid", "unit_code", "unit_name_vi", "unit_name_en", "started_at", "ended_at", "hours"]]
     rows = []
     for unit_id, grp in ep.groupby("unit_id", sort=True):
         rows.append({"unit_id": unit_id, "episodes": len(grp), "mean_hours": _mean(grp["hours"]),
@@ -280,7 +280,8 @@ def remediation_tables(done, open_, udids, units) -> tuple[dict[str, pd.DataFram
 def os_figures(reports: pd.DataFrame, devices: pd.DataFrame, fleet_ids: pd.Series, month: Month, udids, units):
     start, end = pd.Timestamp(month.start), pd.Timestamp(month.end)
     rep = reports.copy()
-    rep["key"] = rep["os_version"].map(version_key)
+    keys = {v: version_key(v) for v in rep["os_version"].unique()}  # a handful of versions, many reports
+    rep["key"] = rep["os_version"].map(keys)
     rep = rep.dropna(subset=["key"])
     rep["key"] = rep["key"].astype(np.int64)
     last = rep.sort_values(["device_id", "at"], kind="mergesort").groupby("device_id").tail(1).set_index("device_id")
@@ -333,7 +334,7 @@ def certificate_figures(certs: pd.DataFrame, fleet_ids, month: Month, opts: Metr
     exp = newest[newest["days_left"] < horizon].merge(udids, on="device_id", how="left")
     exp = _with_units(exp.merge(devices[["device_id", "unit_id"]], on="device_id", how="left"), units)
     exp = exp.sort_values(["not_after", "udid"], kind="mergesort").reset_index(drop=True)
-    expiring = exp[["udid", "unit_code", "serial", "not_after", "days_left"]]
+    expiring = exp[["udid", "unit_code", "unit_name_vi", "unit_name_en", "serial", "not_after", "days_left"]]
     kpis = {f"certs_expiring_{n}d": int(((newest["days_left"] >= 0) & (newest["days_left"] < n)).sum()) for n in opts.cert_windows}
     kpis["certs_expired"] = int((newest["days_left"] < 0).sum())
 
@@ -344,7 +345,7 @@ def certificate_figures(certs: pd.DataFrame, fleet_ids, month: Month, opts: Metr
     ren = ren.merge(udids, on="device_id", how="left")
     ren = _with_units(ren.merge(devices[["device_id", "unit_id"]], on="device_id", how="left"), units)
     ren = ren.sort_values(["issued_at", "udid"], kind="mergesort").reset_index(drop=True)
-    renewals = ren[["udid", "unit_code", "issued_at", "prev_not_after", "days_before_expiry", "late"]]
+    renewals = ren[["udid", "unit_code", "unit_name_vi", "unit_name_en", "issued_at", "prev_not_after", "days_before_expiry", "late"]]
     kpis["cert_renewals"] = len(ren)
     kpis["cert_late_renewals"] = int(ren["late"].sum())
     return {"certs_expiring": expiring, "cert_renewals": renewals}, kpis
@@ -381,7 +382,7 @@ def action_figures(commands: pd.DataFrame, udids, devices, units):
     summary = (c.groupby("request_type").agg(total=("id", "size"), acknowledged=("status", lambda s: int((s == "acknowledged").sum())),
                                                devices=("device_id", "nunique")).reset_index())
     summary = summary.set_index("request_type").reindex(list(loaders.PROTECTIVE_COMMANDS), fill_value=0).reset_index()
-    events = c.sort_values(["created_at", "id"], kind="mergesort")[["created_at", "udid", "unit_code", "request_type", "status", "requested_by"]]
+    events = c.sort_values(["created_at", "id"], kind="mergesort")[["created_at", "udid", "unit_code", "unit_name_vi", "unit_name_en", "request_type", "status", "requested_by"]]
     count = lambda t: int((c["request_type"] == t).sum())
     kpis = {"device_locks": count("DeviceLock"), "lost_mode_enabled": count("EnableLostMode"), "erasures": count("EraseDevice")}
     return {"protective_actions": summary, "protective_events": events.reset_index(drop=True)}, kpis

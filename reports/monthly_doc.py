@@ -222,7 +222,7 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     cp = t["audit_checkpoint"]
     if len(cp):
         row = cp.iloc[0]
-        b.append(text("audit_checkpoint", lang, seq=int(row["seq"]), hash=str(row["head_hash"])[:16] + "…",
+        b.append(text("audit_checkpoint", lang, seq=int(row["seq"]), hash=str(row["head_hash"]),
                       at=fmt.datetime(row["at"], lang)))
     else:
         b.append(text("audit_checkpoint_none", lang))

@@ -25,7 +25,7 @@
       var url = cell.getAttribute("data-poll-report");
       if (!url) { return; }
       poll(url, function (data) {
-        cell.textContent = data.status + (data.error ? " — " + data.error : "");
+        cell.textContent = (data.label || data.status) + (data.error ? " — " + data.error : "");
         if (data.status === "done") {
           var links = cell.parentNode.querySelector(".downloads"), base = links.getAttribute("data-base");
           links.textContent = "";
