@@ -76,7 +76,8 @@ def bars(labels, values, lang: str, *, horizontal=False, percent=False) -> bytes
     fig, ax = _figure(height=max(2.4, 0.32 * len(labels) + 0.9) if horizontal else 2.9)
     if horizontal:
         ax.barh(labels[::-1], [0 if v != v else v for v in values[::-1]], color=MID)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: number(v, lang, 1)))
+        unit = (" %" if lang == "vi" else "%") if percent else ""
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: number(v, lang, 1) + unit))
         ax.grid(alpha=0.35, linewidth=0.6, axis="x")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)

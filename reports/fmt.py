@@ -25,7 +25,7 @@ def number(v, lang: str, decimals: int = 2) -> str:
     """1.234,56 (vi) / 1,234.56 (en); whole numbers without decimals."""
     if missing(v):
         return NO_DATA
-    v = float(v)
+    v = round(float(v), decimals)  # 9.999,99997 device-days reads as 10.000
     if v.is_integer() and decimals:
         decimals = 0
     text = f"{v:,.{decimals}f}"

@@ -39,7 +39,10 @@ def enroll(server, **kw):
 def device_row(server, udid) -> dict:
     with server.session() as s:
         d = s.scalar(select(Device).where(Device.udid == udid))
-        return {c.name: getattr(d, c.name) for c in Device.__table__.columns if c.name != "last_seen_at"}
+        # The push sender's bookkeeping changes on its own thread after a command is queued (push
+        # after commit); everything that says who the device is must stay as it was.
+        volatile = {"last_seen_at", "push_pending", "last_push_at", "last_push_error", "push_failures"}
+        return {c.name: getattr(d, c.name) for c in Device.__table__.columns if c.name not in volatile}
 
 
 def identity_row(server, cert) -> IdentityCertificate:
