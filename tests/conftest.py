@@ -19,7 +19,9 @@ PG_ADMIN_URL = os.environ.get("IPAD_MDM_TEST_PG", "postgresql+psycopg://postgres
 REDIS_URL = os.environ.get("IPAD_MDM_TEST_REDIS", "redis://127.0.0.1:6379/15")
 # One key prefix per test run: two runs sharing this Redis (and their Celery workers, which
 # inherit the environment) never see each other's queues or results.
-os.environ.setdefault("IPAD_MDM_REDIS_KEY_PREFIX", f"ipad-mdm-test-{secrets.token_hex(4)}:")
+# Under pytest-xdist each worker gets its own prefix too (the run id is inherited, the worker id is not).
+_RUN = os.environ.setdefault("IPAD_MDM_TEST_RUN", secrets.token_hex(4))
+os.environ["IPAD_MDM_REDIS_KEY_PREFIX"] = f"ipad-mdm-test-{_RUN}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}:"
 
 
 def free_port() -> int:

@@ -52,6 +52,7 @@ def test_unfinished_month_counts_only_the_elapsed_part(db):
     assert whole.kpis["provisional"] is False and whole.kpis["device_days"] == pytest.approx(164)
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # layout only: the figures are checked on both databases
 def test_provisional_report_says_so_on_its_first_page(db, tmp_path):
     out = service.build(db, "monthly", "2026-10", "vi", ["pdf", "html"], as_of=L(10, 12, 15))
     first = _pdftotext(out["pdf"], tmp_path, "-f", "1", "-l", "1")
@@ -144,6 +145,7 @@ def test_three_headline_figures_recomputed_with_plain_sql(db):
 
 
 # ------------------------------------------------------------------ reading it
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # layout only: the figures are checked on both databases
 def test_first_page_is_the_summary_with_measures_and_risks(db, tmp_path):
     pdf = service.build(db, "monthly", "2026-10", "vi", ["pdf"], number=7)["pdf"]
     first = " ".join(_pdftotext(pdf, tmp_path, "-f", "1", "-l", "1").split())
@@ -177,6 +179,7 @@ def _browser_pdf(html: bytes, tmp_path) -> bytes:
     return out.read_bytes()
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("lang", ["vi", "en"])
 def test_browser_and_pdf_versions_agree(db, tmp_path, lang):
     out = service.build(db, "monthly", "2026-10", lang, ["pdf", "html"], number=3)
