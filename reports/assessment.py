@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import fmt
+from .document import unit_names
 from .i18n import RULES, pick
 from .thresholds import Thresholds
 
@@ -217,9 +218,7 @@ def paragraphs(figures, previous_kpis: dict | None, ms: list[Measure], th: Thres
         if unit_rows is not None and len(unit_rows):
             top = unit_rows[unit_rows["measure"] == m.key].head(2)
             if len(top):
-                col = top["unit_name_vi"] if lang == "vi" else top["unit_name_en"].where(
-                    top["unit_name_en"].fillna("") != "", top["unit_name_vi"])
-                names = ", ".join(col)
+                names = ", ".join(unit_names(top, lang))
                 cause = _v(lang, f" Vi phạm tập trung ở {names}.", f" Failures are concentrated in {names}.")
         short.append(_v(lang, f"{name}: chưa đạt ({m.value}; yêu cầu {m.target}) — {m.basis}.{cause}",
                         f"{name}: not met ({m.value}; required {m.target}) — {m.basis}.{cause}"))

@@ -8,7 +8,6 @@ the detailed tables and figures (numbered "Bảng n" / "Hình n" through the who
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -112,14 +111,21 @@ def closing(issuer: Issuer, lang: str) -> Closing:
 
 
 # ------------------------------------------------------------------ values as a reader sees them
+def unit_names(df: pd.DataFrame, lang: str) -> pd.Series:
+    """The unit's name in the reader's language (the Vietnamese one where no English name is set)."""
+    if lang == "vi":
+        return df["unit_name_vi"]
+    en = df["unit_name_en"].fillna("") if "unit_name_en" in df.columns else df["unit_name_vi"]
+    return en.where(en != "", df["unit_name_vi"])
+
+
 def label_values(df: pd.DataFrame, lang: str, keep_codes: bool = False) -> pd.DataFrame:
     """Codes (states, rules, reasons, commands, units) → the phrase of the language."""
     from ipad_mdm.security_events import title
 
     df = df.copy()
     if "unit_name_vi" in df.columns:
-        en = df["unit_name_en"].fillna("") if "unit_name_en" in df.columns else df["unit_name_vi"]
-        names = df["unit_name_vi"] if lang == "vi" else en.where(en != "", df["unit_name_vi"])
+        names = unit_names(df, lang)
         at = list(df.columns).index("unit_name_vi")
         df = df.drop(columns=[c for c in ("unit_name_vi", "unit_name_en") if c in df.columns])
         if not keep_codes and "unit_code" in df.columns:  # the reader sees the unit's name where its code stood
@@ -224,6 +230,3 @@ def sheets_of(tables: dict[str, pd.DataFrame], lang: str) -> tuple[dict, dict]:
         keys[name] = key
     return sheets, keys
 
-
-def is_nan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)

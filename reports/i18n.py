@@ -5,12 +5,6 @@ LANGS = ("vi", "en")
 
 T = {
     "vi": {
-        "org": "VĂN PHÒNG CHÍNH PHỦ",
-        "title_monthly": "Báo cáo đánh giá hiệu quả các biện pháp bảo đảm an toàn thông tin trên thiết bị di động",
-        "title_yearly": "Báo cáo đánh giá năm và đề xuất tăng cường bảo đảm an toàn thông tin trên thiết bị di động",
-        "subtitle_monthly": "Tháng {period} (so sánh với tháng {previous})",
-        "subtitle_yearly": "Năm {period} — đề xuất cho kế hoạch dịch vụ công nghệ thông tin năm {next}",
-        "generated": "Số liệu tính cho kỳ {start} – {end} (giờ Việt Nam, UTC+07:00).",
         "summary": "Các chỉ số chính so với tháng trước",
         "fleet": "Quy mô thiết bị và tiến độ đăng ký theo đơn vị",
         "compliance": "Tỷ lệ tuân thủ",
@@ -31,7 +25,6 @@ T = {
         "incident_events": "Danh sách sự kiện trong tháng",
         "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
         "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
-        "method": "Phương pháp tính",
         "trends": "Xu hướng trong năm",
         "recommendations": "Đề xuất tăng cường cho kế hoạch dịch vụ CNTT năm sau",
         "year_rules": "Quy tắc không tuân thủ cả năm",
@@ -50,15 +43,8 @@ T = {
         "chart_trend_rem": "Thời gian khắc phục trung bình theo tháng (giờ)",
         "chart_trend_deny": "Số lượt từ chối truy cập theo tháng",
         "allow": "Cho phép", "deny": "Từ chối",
-        "page": "Trang",
     },
     "en": {
-        "org": "GOVERNMENT OFFICE OF VIET NAM",
-        "title_monthly": "Assessment of the effectiveness of information security measures on mobile devices",
-        "title_yearly": "Year-end assessment and proposals to strengthen information security on mobile devices",
-        "subtitle_monthly": "Month {period} (compared with {previous})",
-        "subtitle_yearly": "Year {period} — proposals for the {next} IT-service plan",
-        "generated": "Figures for {start} – {end} (Viet Nam time, UTC+07:00).",
         "summary": "Key indicators compared with the previous month",
         "fleet": "Fleet size and enrollment progress by unit",
         "compliance": "Compliance rate",
@@ -79,7 +65,6 @@ T = {
         "incident_events": "Events in the month",
         "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
         "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
-        "method": "Method",
         "trends": "Trends over the year",
         "recommendations": "Proposals for next year's IT-service plan",
         "year_rules": "Non-compliance by rule over the year",
@@ -98,7 +83,6 @@ T = {
         "chart_trend_rem": "Mean time to remediate per month (hours)",
         "chart_trend_deny": "Gateway denials per month",
         "allow": "Allowed", "deny": "Denied",
-        "page": "Page",
     },
 }
 

@@ -112,6 +112,11 @@ KPI_ORDER = (
 )
 
 
+def has_data(kpis: dict) -> bool:
+    """False for a month before the first enrollment: nothing was measured, so nothing is 0."""
+    return bool(kpis.get("device_days") or kpis.get("fleet_enrolled"))
+
+
 def month_over_month(current: MonthFigures, previous: MonthFigures) -> pd.DataFrame:
     rows = []
     for key, how in KPI_ORDER:

@@ -15,6 +15,7 @@ from .document import (
     closing,
     heading,
     sheets_of,
+    unit_names,
 )
 from .i18n import RULES, pick, text
 from .official import Issuer
@@ -144,7 +145,7 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     if len(daily) and daily["device_days"].eq(0).any() and daily["device_days"].gt(0).any():
         b.append(_v(lang, "Những ngày chưa có thiết bị được đánh giá để trống trên biểu đồ và ghi “–” trong bảng.",
                     "Days with no device assessed are gaps in the chart and “–” in the table."))
-    names = cu["unit_name_vi"] if lang == "vi" else cu["unit_name_en"].fillna("").where(cu["unit_name_en"].fillna("") != "", cu["unit_name_vi"])
+    names = unit_names(cu, lang)
     if len(cu) > 1:
         add_figure(b, num, text("chart_units", lang), charts.bars(names.tolist(), (cu["rate"] * 100).tolist(), lang,
                                                                    horizontal=True, percent=True), "")

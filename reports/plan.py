@@ -59,12 +59,17 @@ def plan_figures(conn: Connection, year_end, months, th: Thresholds) -> dict[str
     return {"units_below": units_below, "old_devices": old_devices, "cert_due": cert_due}
 
 
-def plan_proposals(plan: dict[str, pd.DataFrame], year: int, th: Thresholds) -> list[dict]:
-    out = []
+def proposal(code, subject, value, threshold, vi, en, ev_vi, ev_en) -> dict:
+    """One proposal for the IT-service plan: what to do (vi/en) and the figures behind it (vi/en)."""
+    return {"code": code, "subject": subject, "value": value, "threshold": threshold, "text_vi": vi, "text_en": en,
+            "evidence_vi": ev_vi, "evidence_en": ev_en}
 
-    def add(code, subject, value, threshold, vi, en, ev_vi, ev_en):
-        out.append({"code": code, "subject": subject, "value": value, "threshold": threshold, "text_vi": vi, "text_en": en,
-                    "evidence_vi": ev_vi, "evidence_en": ev_en})
+
+def plan_proposals(plan: dict[str, pd.DataFrame], year: int, th: Thresholds) -> list[dict]:
+    out: list[dict] = []
+
+    def add(*args):
+        out.append(proposal(*args))
 
     ub = plan["units_below"]
     if len(ub):

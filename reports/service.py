@@ -27,7 +27,7 @@ from ipad_mdm.timefmt import iso
 from . import assessment, render
 from .metrics import MetricOptions
 from .models import FORMATS, KINDS, LANGS, MonthFiguresRecord, Report
-from .month import compute_month, month_over_month
+from .month import compute_month, has_data, month_over_month
 from .monthly_doc import monthly_document
 from .official import Issuer, local_date, register_number
 from .periods import Month, parse_year
@@ -98,7 +98,7 @@ def _previous_month(db: Database, conn, month: Month, opts, thresholds) -> tuple
     if row is not None:
         return dict(row.kpis), list(row.risks)
     figures = compute_month(conn, month, opts)
-    if not figures.kpis.get("device_days") and not figures.kpis.get("fleet_enrolled"):
+    if not has_data(figures.kpis):
         return None, None  # before the first enrollment: there was no previous month to compare with
     risks = assessment.risks(figures, thresholds)
     freeze_month(db, month, figures.kpis, risks)

@@ -14,9 +14,9 @@ from sqlalchemy.engine import Connection
 from . import fmt
 from .i18n import GATEWAY_REASONS, RULES, pick
 from .metrics import MetricOptions, _mean, nearest_rank
-from .month import MonthFigures, compute_month
+from .month import MonthFigures, compute_month, has_data
 from .periods import Month, months_of_year
-from .plan import plan_figures, plan_proposals
+from .plan import plan_figures, plan_proposals, proposal
 from .thresholds import Thresholds
 
 
@@ -49,8 +49,7 @@ def compute_year(conn: Connection, year: int, thresholds: Thresholds | None = No
         if progress:
             progress(f"{m}")
     def trend(f):  # a month before the first enrollment has no data at all: "–", never 0
-        empty = not f.kpis.get("device_days") and not f.kpis.get("fleet_enrolled")
-        return {"month": str(f.month), **{k: None if empty else f.kpis.get(k) for k in TREND_KPIS}}
+        return {"month": str(f.month), **{k: f.kpis.get(k) if has_data(f.kpis) else None for k in TREND_KPIS}}
 
     trends = pd.DataFrame([trend(f) for f in months]
                           + [{"month": str(m), **{k: None for k in TREND_KPIS}} for m in future])
@@ -114,9 +113,8 @@ def recommendations(kpis: dict, rules: pd.DataFrame, units: pd.DataFrame, deny: 
     """Rules → proposals, worded for the IT-service plan; order is fixed (deterministic)."""
     out: list[dict] = []
 
-    def add(code, subject, value, threshold, vi, en, ev_vi, ev_en):
-        out.append({"code": code, "subject": subject, "value": value, "threshold": threshold, "text_vi": vi, "text_en": en,
-                    "evidence_vi": ev_vi, "evidence_en": ev_en})
+    def add(*args):
+        out.append(proposal(*args))
 
     rate = kpis.get("compliance_rate")
     if rate is not None and rate * 100 < th.compliance_target_pct:
