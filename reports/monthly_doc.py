@@ -77,7 +77,8 @@ def monthly_document(current, previous_kpis: dict | None, previous_risks: list |
     else:
         summary.blocks += [("bullet", line) for line in assessment.follow_up(previous_risks, risks, lang)]
 
-    overall = Section(_v(lang, "II. ĐÁNH GIÁ CHUNG", "II. OVERALL ASSESSMENT"), blocks=list(text_parts["overall"]))
+    # The overall sentence already opens the summary on page 1: section II goes on from it.
+    overall = Section(_v(lang, "II. ĐÁNH GIÁ CHUNG", "II. OVERALL ASSESSMENT"), blocks=list(text_parts["overall"][1:]))
     overall.blocks += [("bullet", f"{assessment.MEASURE_NAMES[m.key][0 if lang == 'vi' else 1]}: "
                                   f"{assessment.VERDICT[m.passed][0 if lang == 'vi' else 1].lower()} — {m.basis}.") for m in ms]
     short = Section(_v(lang, "III. TỒN TẠI, HẠN CHẾ VÀ NGUYÊN NHÂN", "III. SHORTCOMINGS AND CAUSES"),
