@@ -8,7 +8,7 @@ Public surface
   policies (module), clock (module), DeviceVerdict, Policy, VerdictTransition, PolicyInputError
   VerdictView.cut_vpn                       whether the VPN should cut the peer
 
-Evaluation happens synchronously on `inventory.updated` (same session, so the
+Evaluation happens synchronously on `inventory.updated` and `status.reported` (same session, so the
 verdict is stored atomically with the inventory that produced it), on enrolment
 and check-out, and every 5 minutes for all enrolled devices (compliance.jobs),
 so a device that went silent turns non-compliant without sending anything.
@@ -61,7 +61,12 @@ def register(app, hooks, instance) -> None:
         view = current_verdict(session, device.id)
         detail["verdict"] = view.to_dict() if view is not None else None
 
+    def on_status(session, device, report, changed):
+        # A status report is evaluated like an inventory answer, in the same transaction.
+        engine.evaluate_device(session, hooks, device, trigger="status")
+
     hooks.subscribe("inventory.updated", on_inventory, name="compliance.evaluate")
+    hooks.subscribe("status.reported", on_status, name="compliance.evaluate")
     hooks.subscribe("device.enrolled", on_enrolled, name="compliance.evaluate")
     hooks.subscribe("device.checked_out", on_left("checked_out"), name="compliance.evaluate")
     hooks.subscribe("device.retired", on_left("retired"), name="compliance.evaluate")

@@ -50,7 +50,8 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
-from mdm import Command, Device, IdentityCertificate
+import declarative
+from mdm import Command, Device, IdentityCertificate, ddm
 from mdm import commands as command_queue
 
 from . import clock
@@ -124,11 +125,44 @@ def _fresh(value, at: dt.datetime | None, since: dt.datetime | None):
     return value if at is not None and at >= since else None
 
 
-def facts_of(device: Device, identity: IdentityCertificate | None, inventory_since: dt.datetime | None) -> DeviceFacts:
+def _status(device: Device, name: str, since: dt.datetime | None):
+    """(value, at) of a declarative status item, None when not reported in this enrollment."""
+    value, at = ddm.status_value(device.ddm_status, name), ddm.status_time(device.ddm_status, name)
+    if value is None or (since is not None and (at is None or at < since)):
+        return None, None
+    return value, at
+
+
+def _passcode(device: Device, si: dict | None, inventory_since) -> tuple[bool | None, bool | None]:
+    """Passcode present / compliant from the newer of SecurityInfo and the status report."""
+    present = compliant = None
+    if isinstance(si, dict):
+        present = si.get("PasscodePresent") is True
+        compliant = si.get("PasscodeCompliant") is True and si.get("PasscodeCompliantWithProfiles") is not False
+    si_at = device.security_info_at if isinstance(si, dict) else None
+    for name, slot in (("passcode.is-present", 0), ("passcode.is-compliant", 1)):
+        value, at = _status(device, name, inventory_since)
+        if isinstance(value, bool) and (si_at is None or at >= si_at):
+            if slot == 0:
+                present = value
+            else:
+                compliant = value
+    return present, compliant
+
+
+def facts_of(device: Device, identity: IdentityCertificate | None, inventory_since: dt.datetime | None,
+             declarative_facts=None) -> DeviceFacts:
     di = _fresh(device.device_information, device.device_information_at, inventory_since)
+    si = _fresh(device.security_info, device.security_info_at, inventory_since)
+    status_os, _ = _status(device, "device.operating-system.version", inventory_since)
+    present, compliant = _passcode(device, si, inventory_since)
     return DeviceFacts(
-        os_version=device.os_version if (inventory_since is None or di is not None) else None,
-        security_info=_fresh(device.security_info, device.security_info_at, inventory_since),
+        os_version=device.os_version if (inventory_since is None or di is not None or status_os) else None,
+        security_info=si,
+        passcode_present=present,
+        passcode_compliant=compliant,
+        enforcement=getattr(declarative_facts, "enforcement", None),
+        failed_declarations=list(getattr(declarative_facts, "failed", None) or []),
         device_information=di,
         is_supervised=device.is_supervised if (inventory_since is None or di is not None) else None,
         profile_list=_fresh(device.profile_list, device.profile_list_at, inventory_since),
@@ -171,7 +205,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
                     trigger: str = "api", policies: PolicySet | None = None,
                     identity: IdentityCertificate | None | bool = False,
                     verdict: DeviceVerdict | None | bool = False,
-                    new_enrollment: bool = False) -> EvaluationResult:
+                    new_enrollment: bool = False, declarative_facts=False) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
     Runs inside the caller's transaction; the caller commits. `policies`, `identity`
@@ -191,7 +225,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
 
     # The real clock, not clock.now(): compared with the mdm package's inventory timestamps.
     inventory_since = utcnow() if new_enrollment else (verdict.inventory_since if verdict else None)
-    facts = facts_of(device, identity, inventory_since)
+    if declarative_facts is False:
+        declarative_facts = declarative.compliance_facts(session, [device]).get(device.id)
+    facts = facts_of(device, identity, inventory_since, declarative_facts)
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown
     if not eff.policy_versions:
@@ -357,12 +393,14 @@ def _evaluate_batch(database, hooks, now, last_id, batch_size, broken, dispatche
         policies = PolicySet.load(s)
         verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(ids)))}
         identities = latest_identities(s, ids)
+        ddm_facts = declarative.compliance_facts(s, devices)
         for device in devices:
             if device.id in broken:
                 continue
             try:
                 res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
-                                      identity=identities.get(device.id), verdict=verdicts.get(device.id))
+                                      identity=identities.get(device.id), verdict=verdicts.get(device.id),
+                                      declarative_facts=ddm_facts.get(device.id))
                 if res.transitions:
                     s.flush()  # surface a constraint problem here, attributed to this device
             except Exception:

@@ -15,6 +15,14 @@ A rule is a JSON object {"kind": ..., <parameters>, "immediate": optional bool}:
   not_in_lost_mode           {}
   mdm_profile_present        {}          an installed profile whose identifier ends in ".enroll"
   disallowed_apps            {"bundle_ids": ["com.example.game", ...]}
+  os_update_deadline         {}          iPadOS at the target of the softwareupdate.enforcement.specific
+                                         declaration assigned to the device, once its deadline passed
+  declarations_active        {}          no declaration the device holds is reported invalid
+                                         (status item management.declarations)
+
+Passcode and OS version are read from whichever is newer: the inventory answer (SecurityInfo,
+DeviceInformation) or the declarative status report (passcode.is-present / is-compliant,
+device.operating-system.version), so a status report changes the verdict at once.
 
 Some failures skip the grace period ("immediate"): the device identity certificate
 is revoked or expired, the device is in Lost Mode, the MDM enrollment profile was
@@ -110,6 +118,8 @@ RULE_SPECS: dict[str, RuleSpec] = {s.kind: s for s in (
     RuleSpec("not_in_lost_mode", {}, immediate=True),
     RuleSpec("mdm_profile_present", {}, needs="profile_list", immediate=True),
     RuleSpec("disallowed_apps", {"bundle_ids": _ident_list("bundle ids")}, ("bundle_ids",), needs="installed_applications"),
+    RuleSpec("os_update_deadline", {}),
+    RuleSpec("declarations_active", {}),
 )}
 RULE_KINDS = tuple(RULE_SPECS)
 
@@ -222,6 +232,13 @@ class DeviceFacts:
     last_seen_at: dt.datetime | None
     identity: CertFacts | None  # the most recently issued identity certificate
     enrollment_state: str = "enrolled"
+    # Passcode from the newer of SecurityInfo and the status report (None = not reported).
+    passcode_present: bool | None = None
+    passcode_compliant: bool | None = None
+    # Declarative management (declarative.DeclarativeFacts): the enforced OS update and the
+    # declarations the device reports invalid.
+    enforcement: Any = None
+    failed_declarations: list = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +264,12 @@ _INVENTORY_NAMES = {
 }
 
 
+def _local(value: dt.datetime) -> dt.datetime:
+    from zoneinfo import ZoneInfo
+
+    return value.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))
+
+
 def _fmt_dt(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -266,22 +289,50 @@ def _check(rule: MergedRule, f: DeviceFacts, now: dt.datetime) -> tuple[bool, st
             return False, (f"Phiên bản iPadOS {f.os_version} cao hơn mức tối đa được phép {p['version']}",
                            f"iPadOS {f.os_version} is above the maximum allowed {p['version']}")
         return None
-    if k in ("passcode_present", "passcode_compliant", "hardware_encryption"):
+    if k == "passcode_present":
+        if f.passcode_present is None:
+            raise _Unknown("security_info")
+        if f.passcode_present is not True:
+            return False, ("Thiết bị chưa đặt mật mã mở khoá", "No passcode is set on the device")
+        return None
+    if k == "passcode_compliant":
+        if f.passcode_compliant is None:
+            raise _Unknown("security_info")
+        if f.passcode_compliant is not True:
+            return False, ("Mật mã mở khoá không đáp ứng yêu cầu chính sách",
+                           "The passcode does not meet the policy requirements")
+        return None
+    if k == "os_update_deadline":
+        enf = f.enforcement
+        if enf is None or now < enf.deadline:
+            return None
+        have = parse_version(f.os_version)
+        if have is None:
+            raise _Unknown("os_version")
+        if have < parse_version(enf.target_version):
+            local = _local(enf.deadline)
+            return False, (f"Chưa cập nhật iPadOS {enf.target_version} (đang dùng {f.os_version}) dù đã quá hạn "
+                           f"{local:%H:%M} ngày {local:%d/%m/%Y}",
+                           f"iPadOS {f.os_version} not updated to {enf.target_version} although the deadline "
+                           f"{local:%d/%m/%Y %H:%M} has passed")
+        return None
+    if k == "declarations_active":
+        if f.failed_declarations:
+            names = ", ".join(sorted(d["identifier"] for d in f.failed_declarations)[:5])
+            codes = sorted({str(r.get("code")) for d in f.failed_declarations for r in d.get("reasons", [])
+                            if isinstance(r, dict) and r.get("code")})
+            why = f" ({', '.join(codes[:3])})" if codes else ""
+            return False, (f"Thiết bị báo khai báo cấu hình không áp dụng được: {names}{why}",
+                           f"The device reports declaration(s) that could not be applied: {names}{why}")
+        return None
+    if k == "hardware_encryption":
         si = f.security_info
         if not isinstance(si, dict):
             raise _Unknown("security_info")
-        if k == "passcode_present":
-            if si.get("PasscodePresent") is not True:
-                return False, ("Thiết bị chưa đặt mật mã mở khoá", "No passcode is set on the device")
-        elif k == "passcode_compliant":
-            if si.get("PasscodeCompliant") is not True or si.get("PasscodeCompliantWithProfiles") is False:
-                return False, ("Mật mã mở khoá không đáp ứng yêu cầu chính sách",
-                               "The passcode does not meet the policy requirements")
-        else:
-            caps = si.get("HardwareEncryptionCaps")
-            if not isinstance(caps, int) or caps & 3 != 3:
-                return False, (f"Mã hoá phần cứng chưa đầy đủ (HardwareEncryptionCaps={caps})",
-                               f"Hardware encryption is incomplete (HardwareEncryptionCaps={caps})")
+        caps = si.get("HardwareEncryptionCaps")
+        if not isinstance(caps, int) or caps & 3 != 3:
+            return False, (f"Mã hoá phần cứng chưa đầy đủ (HardwareEncryptionCaps={caps})",
+                           f"Hardware encryption is incomplete (HardwareEncryptionCaps={caps})")
         return None
     if k == "supervised":
         if f.is_supervised is None:

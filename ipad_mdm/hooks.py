@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 #   verdict.updated(session, device, verdict)    the verdict changed without a transition
 #                                                (a deadline moved because a policy changed)
 #   access.describe(session, device, out)        contribute the document-access decision to `out`
+#   status.reported(session, device, report, changed)
+#                                                a declarative status report was stored (mdm.ddm
+#                                                StatusReport; `changed`: item names whose value changed)
 EVENTS = (
-    "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated",
+    "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated", "status.reported",
     "command.completed", "device.detail", "device.retired", "verdict.changed", "verdict.updated",
     "identity.issued", "access.describe",
 )

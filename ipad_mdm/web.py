@@ -82,6 +82,26 @@ MAX_ID = 2**31 - 1
 MAX_OFFSET = 10**7
 
 
+class BadBody(ValueError):
+    """A request body that is not the JSON object the endpoint takes: answered 400."""
+
+
+def json_object() -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadBody("request body must be a JSON object")
+    return data
+
+
+def office_wide_only(what: str):
+    """A 403 answer for a unit-scoped token on a change that can reach every unit, else None."""
+    from flask import g
+
+    if g.get("api_unit_id") is not None:
+        return error(403, f"{what} need an office-wide token (this token is limited to one unit)")
+    return None
+
+
 class BadPaging(ValueError):
     """Out-of-range or malformed paging parameters: answered 400."""
 

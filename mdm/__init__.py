@@ -4,9 +4,14 @@ device-identity lifecycle (mdm.identity).
 Public surface (every other package uses only these names):
   models      Device, Command, CommandEvent, CheckinEvent, EnrollmentToken, IdentityCertificate
   modules     protocol (pure message parsing/building), commands (the per-device queue),
-              service (admin operations shared by the API, the CLI and the console)
+              service (admin operations shared by the API, the CLI and the console),
+              ddm (declarative transport: endpoints, status reports, sync tokens; pure)
+  declarative serve_declarations(app, provider): the feature that answers tokens, declaration-items
+              and declaration/… ; status reports are stored here (Device.ddm_status,
+              StatusReportRecord) and announced with the `status.reported` hook
   identity    DeviceAuthError, UntrustedProxy, presented_certificate, trusted_identity  (who is this
-              device: the one owner of that decision), revoke_identity, REVOCATION_REASONS
+              device: the one owner of that decision), device_of_request (the same for a device's
+              GET of asset data), revoke_identity, REVOCATION_REASONS
   scope       device_for_request, caller_unit_id, in_scope  (the unit-scope rule of the API)
   errors      ProtocolError, CommandRefused, NotFound
 """
@@ -14,19 +19,21 @@ from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
-from . import commands, protocol, service
-from .checkin import DeviceAuthError, UntrustedProxy, presented_certificate, trusted_identity
+from . import commands, ddm, protocol, service
+from .checkin import DeviceAuthError, UntrustedProxy, device_of_request, presented_certificate, trusted_identity
 from .commands import CommandRefused
 from .identity import REVOCATION_REASONS, RevocationError, revoke_identity
-from .models import CheckinEvent, Command, CommandEvent, Device, EnrollmentToken, IdentityCertificate
+from .models import (CheckinEvent, Command, CommandEvent, Device, EnrollmentToken, IdentityCertificate,
+                     StatusReportRecord)
 from .protocol import DESTRUCTIVE_COMMANDS, ProtocolError
 from .scope import caller_unit_id, device_for_request, in_scope
 from .service import NotFound
 
 __all__ = [
-    "MANIFEST", "register", "commands", "protocol", "service",
+    "MANIFEST", "register", "serve_declarations", "commands", "ddm", "protocol", "service",
     "CheckinEvent", "Command", "CommandEvent", "Device", "EnrollmentToken", "IdentityCertificate",
-    "DeviceAuthError", "UntrustedProxy", "presented_certificate", "trusted_identity",
+    "StatusReportRecord",
+    "DeviceAuthError", "UntrustedProxy", "device_of_request", "presented_certificate", "trusted_identity",
     "REVOCATION_REASONS", "RevocationError", "revoke_identity",
     "DESTRUCTIVE_COMMANDS", "ProtocolError", "CommandRefused", "NotFound",
     "caller_unit_id", "device_for_request", "in_scope",
@@ -39,6 +46,14 @@ MANIFEST = Manifest(
     jobs=("mdm.jobs", "mdm.push", "mdm.identity.jobs"),
     cli=("mdm.cli:enroll_token", "mdm.cli:device", "mdm.cli:command"),
 )
+
+
+def serve_declarations(app, provider) -> None:
+    """provider(session, device, endpoint: ddm.Endpoint) -> JSON-able dict; raises
+    ddm.UnknownDeclaration for a declaration not in the device's set."""
+    from .views import DECLARATIONS
+
+    app.extensions[DECLARATIONS] = provider
 
 
 def register(app, hooks, instance) -> None:

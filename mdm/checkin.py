@@ -20,8 +20,10 @@ from ipad_mdm.hooks import Hooks
 from . import commands as command_queue
 from .identity.renewal import on_identity_in_use
 from .identity.revocation import revoke_identity
-from .models import CheckinEvent, Device, EnrollmentToken, IdentityCertificate
-from .protocol import Authenticate, CheckinMessage, CheckOut, CommandResponse, TokenUpdate
+from . import ddm
+from .protocol import clip as protocol_clip
+from .models import CheckinEvent, Device, EnrollmentToken, IdentityCertificate, StatusReportRecord
+from .protocol import Authenticate, CheckinMessage, CheckOut, CommandResponse, DeclarativeManagement, TokenUpdate
 
 log = logging.getLogger(__name__)
 
@@ -343,3 +345,61 @@ def handle_connect(session: Session, hooks: Hooks, identity: IdentityCertificate
         command_queue.record_response(session, hooks, device, response)
     nxt = command_queue.next_for_delivery(session, device, after_idle=response.status == "Idle")
     return nxt.command_plist if nxt is not None else None
+
+
+def handle_declarative(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: DeclarativeManagement,
+                       provider) -> dict | None:
+    """One DeclarativeManagement check-in: a status report is stored (and `status.reported`
+    emitted, so the verdict follows in this transaction); the other endpoints are answered by
+    `provider(session, device, endpoint)` (the declarative package), or UnknownDeclaration."""
+    endpoint = ddm.parse_endpoint(msg.endpoint)
+    device = _device_for(session, identity, msg.udid, msg.message_type)
+    if device.enrollment_state != "enrolled":
+        raise DeviceAuthError(403, f"device is {device.enrollment_state}", "device_state")
+    now = utcnow()
+    if device.ddm_enabled_at is None:
+        device.ddm_enabled_at = now
+        log.info("declarative management is on for %s", device.udid)
+    if endpoint.name != "status":
+        if provider is None:
+            raise ddm.UnknownDeclaration("declarative management is not served by this server")
+        return provider(session, device, endpoint)
+    report = ddm.parse_status_report(msg.data)
+    merged, changed = ddm.merge_status(device.ddm_status, report, now)
+    device.ddm_status = merged
+    device.ddm_status_at = now
+    device.last_seen_at = now
+    version = report.items.get("device.operating-system.version")
+    build = report.items.get("device.operating-system.build-version")
+    if isinstance(version, str) and version:
+        device.os_version = protocol_clip("OSVersion", version)
+    if isinstance(build, str) and build:
+        device.build_version = protocol_clip("BuildVersion", build)
+    session.add(StatusReportRecord(device_id=device.id, received_at=now, full_report=report.full,
+                                   items=report.items, changed=changed, errors=report.errors or None,
+                                   size_bytes=report.size))
+    session.flush()
+    hooks.emit("status.reported", session=session, device=device, report=report, changed=changed)
+    return None
+
+
+def device_of_request(session: Session, inst, headers, environ, body: bytes) -> Device:
+    """The enrolled device behind a device-side GET (declarative asset data, legacy profiles):
+    Mdm-Signature over the body, else the TLS client certificate. Only the identity the device
+    currently signs with is accepted."""
+    signature = headers.get("Mdm-Signature")
+    if signature:
+        cert = certificate_from_signature(body, signature)
+    else:
+        cert, _via_proxy = presented_certificate(headers, environ, inst.settings)
+        if cert is None:
+            raise DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")
+    identity = trusted_identity(session, inst.ca, cert)
+    device = session.get(Device, identity.device_id) if identity.device_id is not None else None
+    if device is None:
+        raise DeviceAuthError(403, "certificate is not bound to a device", "certificate_unbound")
+    if device.current_identity_id not in (None, identity.id):
+        raise DeviceAuthError(403, "certificate has been superseded by a newer identity", "certificate_superseded")
+    if device.enrollment_state != "enrolled":
+        raise DeviceAuthError(403, f"device is {device.enrollment_state}", "device_state")
+    return device

@@ -81,6 +81,11 @@ class Device(Base):
     certificate_list_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     installed_applications: Mapped[list | None] = mapped_column(default=None)
     installed_applications_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Declarative management: on since the device's first DeclarativeManagement check-in; the
+    # latest value of every status item it reported ({name: {"value", "at"}}, mdm.ddm.merge_status).
+    ddm_enabled_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    ddm_status: Mapped[dict | None] = mapped_column(default=None)
+    ddm_status_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     certificates: Mapped[list["IdentityCertificate"]] = relationship(back_populates="device")
 
@@ -154,3 +159,20 @@ class CheckinEvent(Base):
     udid: Mapped[str] = mapped_column(String(64))
     message_type: Mapped[str] = mapped_column(String(32))
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StatusReportRecord(Base):
+    """One declarative status report as received (full or incremental), for history and reports."""
+
+    __tablename__ = "ddm_status_reports"
+    __table_args__ = (Index("ix_ddm_status_reports_device_at", "device_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    full_report: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The flattened items as reported ({"passcode.is-compliant": false, ...}) and the names that changed.
+    items: Mapped[dict] = mapped_column()
+    changed: Mapped[list] = mapped_column()
+    errors: Mapped[list | None] = mapped_column(default=None)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)

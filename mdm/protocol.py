@@ -54,6 +54,15 @@ class CheckOut(CheckinMessage):
     pass
 
 
+@dataclass(frozen=True)
+class DeclarativeManagement(CheckinMessage):
+    """A declarative-management request: `endpoint` is tokens, declaration-items, status or
+    declaration/<kind>/<identifier>; `data` the JSON body (the status report)."""
+
+    endpoint: str = ""
+    data: bytes | None = None
+
+
 _STR = str
 _CHECKIN_SPEC = {
     # key: (type, required)
@@ -69,6 +78,9 @@ _CHECKIN_SPEC = {
         "AwaitingConfiguration": (bool, False),
     },
     "CheckOut": {"MessageType": (_STR, True), "Topic": (_STR, True), "UDID": (_STR, True)},
+    # No Topic here: Apple's DeclarativeManagement check-in does not carry one.
+    "DeclarativeManagement": {"MessageType": (_STR, True), "UDID": (_STR, True), "Endpoint": (_STR, True),
+                              "Data": (bytes, False)},
 }
 
 CHECKIN_TYPES = tuple(_CHECKIN_SPEC)
@@ -133,7 +145,7 @@ def parse_checkin(body: bytes, *, max_bytes: int = 2 * 1024 * 1024) -> CheckinMe
     udid = msg["UDID"]
     if not UDID_RE.match(udid):
         raise ProtocolError("UDID has an invalid format")
-    common = dict(message_type=message_type, udid=udid, topic=msg["Topic"], raw=msg)
+    common = dict(message_type=message_type, udid=udid, topic=msg.get("Topic", ""), raw=msg)
     if message_type == "Authenticate":
         return Authenticate(**common)
     if message_type == "TokenUpdate":
@@ -147,6 +159,11 @@ def parse_checkin(body: bytes, *, max_bytes: int = 2 * 1024 * 1024) -> CheckinMe
             unlock_token=msg.get("UnlockToken"),
             awaiting_configuration=bool(msg.get("AwaitingConfiguration", False)),
         )
+    if message_type == "DeclarativeManagement":
+        endpoint = msg["Endpoint"]
+        if not endpoint or len(endpoint) > 300:
+            raise ProtocolError("DeclarativeManagement: Endpoint is empty or too long")
+        return DeclarativeManagement(**common, endpoint=endpoint, data=msg.get("Data"))
     return CheckOut(**common)
 
 
@@ -221,6 +238,8 @@ _COMMAND_SPEC: dict[str, dict[str, tuple[type, bool]]] = {
     "InstallProfile": {"Payload": (bytes, True)},
     "RemoveProfile": {"Identifier": (str, True)},
     "ClearPasscode": {"UnlockToken": (bytes, True)},
+    # Turns declarative management on (first use) or makes the device sync; Data = the tokens JSON.
+    "DeclarativeManagement": {"Data": (bytes, False)},
 }
 
 COMMAND_TYPES = tuple(_COMMAND_SPEC)

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
 from ipad_mdm.mobileconfig import PayloadError, sign_profile
 
-from . import checkin, enrollment, protocol
+from . import checkin, ddm, enrollment, protocol
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mdm", __name__)
+# app.extensions key of the declarations provider (set by mdm.serve_declarations).
+DECLARATIONS = "mdm.declarations"
 
 
 @bp.get("/mdm/enroll")
@@ -80,6 +82,8 @@ def _device_endpoint(handler):
         return error(exc.status, exc.reason)
     except checkin.DeviceAuthError as exc:
         return error(exc.status, exc.reason)
+    except ddm.UnknownDeclaration as exc:
+        return error(404, str(exc) or "unknown declaration")
     except protocol.ProtocolError as exc:
         return error(400, str(exc))
     except DBAPIError as exc:
@@ -97,6 +101,12 @@ def _device_endpoint(handler):
 def checkin_endpoint():
     def handle(s, identity, body):
         msg = protocol.parse_checkin(body, max_bytes=instance().settings.max_body_bytes)
+        if isinstance(msg, protocol.DeclarativeManagement):
+            answer = checkin.handle_declarative(s, hooks(), identity, msg, current_app.extensions.get(DECLARATIONS))
+            log.info("declarative management %s from %s", msg.endpoint[:80], msg.udid)
+            if answer is None:
+                return Response(b"", status=200)
+            return Response(ddm.dumps(answer), status=200, mimetype="application/json")
         checkin.handle_checkin(s, hooks(), identity, msg, seal=instance().fernet().encrypt)
         if isinstance(msg, protocol.TokenUpdate) and identity.device_id is not None:
             push_after_commit(s, identity.device_id)

@@ -1,11 +1,13 @@
 """Configuration profiles: versioned profiles as data, assignment, rollout, drift.
 
-Public surface: MANIFEST, register (Flask wiring and event subscriptions). Depends on mdm
+Public surface: MANIFEST, register (Flask wiring and event subscriptions); profile_exists and
+signed_current (a profile's current version, signed: what the declarative `legacy`
+configuration delivers). Depends on mdm
 (command queue, devices) and the core, never the reverse.
 """
 from ipad_mdm.manifest import Manifest
 
-__all__ = ["MANIFEST", "register"]
+__all__ = ["MANIFEST", "register", "profile_exists", "signed_current"]
 
 MANIFEST = Manifest(name="profiles", register="profiles:register", models=("profiles.models",))
 
@@ -26,3 +28,24 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("device.enrolled", lambda session, device: service.on_device_enrolled(session, instance, device))
     hooks.subscribe("device.checked_out", lambda session, device: service.on_device_gone(session, device))
     hooks.subscribe("device.retired", lambda session, device: service.on_device_gone(session, device))
+
+
+def profile_exists(session, identifier: str) -> bool:
+    from . import service
+
+    try:
+        service.get_profile(session, identifier)
+    except service.NotFound:
+        return False
+    return True
+
+
+def signed_current(session, instance, identifier: str) -> bytes | None:
+    """The signed current version of a profile, or None if there is no such profile."""
+    from . import service
+
+    try:
+        profile = service.get_profile(session, identifier)
+    except service.NotFound:
+        return None
+    return service.sign_version(instance, profile, service.get_version(profile))

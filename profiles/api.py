@@ -9,7 +9,8 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, instance, push_after_commit, unit_of_work
+from ipad_mdm.web import (BadBody, error, instance, json_object, office_wide_only, push_after_commit,
+                          unit_of_work)
 from mdm import CommandRefused
 from mdm import ProtocolError
 
@@ -19,28 +20,15 @@ from . import drift, serialize, service
 bp = Blueprint("profiles_api", __name__, url_prefix="/api/v1/profiles")
 
 
-class _BadBody(ValueError):
-    pass
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise _BadBody("request body must be a JSON object")
-    return data
-
-
 def _office_wide():
-    if g.api_unit_id is not None:
-        return error(403, "profile changes need an office-wide token (this token is limited to one unit)")
-    return None
+    return office_wide_only("profile changes")
 
 
 def _run(fn):
     """Map service exceptions to HTTP answers in one place."""
     try:
         return fn()
-    except _BadBody as exc:
+    except BadBody as exc:
         return error(400, str(exc))
     except pl.PayloadError as exc:
         return error(400, exc.message, key=exc.key)
@@ -70,7 +58,7 @@ def create_profile():
         return denied
 
     def run():
-        body = _body()
+        body = json_object()
         with unit_of_work() as s:
             profile = service.create_profile(
                 s, instance().settings, identifier=body.get("identifier"), display_name=body.get("display_name"),
@@ -122,7 +110,7 @@ def create_version(identifier):
         return denied
 
     def run():
-        body = _body()
+        body = json_object()
         with unit_of_work() as s:
             profile = service.get_profile(s, identifier)
             version = service.new_version(
@@ -143,7 +131,7 @@ def assign(identifier):
         return denied
 
     def run():
-        body = _body()
+        body = json_object()
         with unit_of_work() as s:
             profile = service.get_profile(s, identifier)
             service.assign(s, profile, devices=body.get("devices", []), units=body.get("units", []),
@@ -161,7 +149,7 @@ def install(identifier):
         return denied
 
     def run():
-        body = _body() if request.data else {}
+        body = json_object() if request.data else {}
         version, force = body.get("version"), body.get("force", False)
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise service.InvalidRequest("version must be an integer")
@@ -185,7 +173,7 @@ def remove(identifier):
         return denied
 
     def run():
-        body = _body() if request.data else {}
+        body = json_object() if request.data else {}
         with unit_of_work() as s:
             profile = service.get_profile(s, identifier)
             queued = service.remove(s, profile, devices=body.get("devices"), requested_by=g.api_principal)

@@ -3,7 +3,8 @@
 It speaks to the server only over HTTP(S), like a real device: it downloads
 the enrollment profile and verifies its CMS signature, enrolls over SCEP
 with a real CSR, sends signed (Mdm-Signature) check-in messages and answers
-commands with realistic data.
+commands with realistic data. Declarative management (tests/sim_ddm.py): it syncs declarations
+when the server asks, applies them and sends status reports.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ipad_mdm.crypto import cms
 from ipad_mdm.crypto.keys import FileKey
 
 from . import sim_scep
+from .sim_ddm import DDMDevice, DDMState
 
 _SHORT_NAMES = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
                 "C": NameOID.COUNTRY_NAME}
@@ -65,7 +67,7 @@ class DeviceState:
     errors: dict = field(default_factory=dict)     # request type -> ErrorChain to answer with
 
 
-class SimulatedIPad:
+class SimulatedIPad(DDMDevice):
     def __init__(self, base_url: str, *, verify=True, udid: str | None = None, serial: str | None = None,
                  client: httpx.Client | None = None, state: DeviceState | None = None, key=None):
         self.base_url = base_url.rstrip("/")
@@ -83,6 +85,7 @@ class SimulatedIPad:
         self.identity: x509.Certificate | None = None
         self.mdm_payload: dict | None = None
         self.handled: list[dict] = []
+        self.ddm = DDMState()
 
     # ------------------------------------------------------------ enrollment
     def fetch_profile(self, enroll_url: str) -> httpx.Response:
@@ -192,6 +195,9 @@ class SimulatedIPad:
                 raise SimulatorError(f"connect failed: {resp.status_code} {resp.text}")
             if not resp.content:
                 self.handled.extend(handled)
+                if self.ddm.sync_needed:
+                    # Like iPadOS: a DeclarativeManagement command starts a sync after the MDM session.
+                    self.ddm_sync()
                 return handled
             command = plistlib.loads(resp.content)
             handled.append(command)

@@ -1,0 +1,60 @@
+"""Declarative device management: declarations as data, each device's declaration set, the
+status channel's declaration states, and the facts compliance reads from them.
+
+mdm carries the protocol (the DeclarativeManagement check-in, status reports, the command);
+this package decides what each device's set is and answers the device's requests for it.
+
+Public surface
+  MANIFEST, register(app, hooks, instance)
+  service                create, new_version, assign, unassign, delete, get, list_all
+  catalog                the declaration types and their keys (TYPES, validate_payload)
+  sync                   device_set, request_sync, uses_ddm, STATUS_SUBSCRIPTIONS
+  compliance_facts(session, devices) -> {device_id: DeclarativeFacts(enforcement, failed)}
+  device_summary(session, device)    -> the declarative part of a device's detail
+  DeclarationError, NotFound, Conflict
+  models                 Declaration, DeclarationVersion, DeclarationAssignment, DeclarationState
+"""
+from __future__ import annotations
+
+from ipad_mdm.manifest import Manifest
+
+from . import catalog, service, sync
+from .catalog import DeclarationError
+from .models import Declaration, DeclarationAssignment, DeclarationState, DeclarationVersion
+from .service import Conflict, NotFound
+from .status import DeclarativeFacts, Enforcement, compliance_facts, device_summary
+
+__all__ = ["MANIFEST", "register", "catalog", "service", "sync", "compliance_facts", "device_summary",
+           "DeclarativeFacts", "Enforcement", "DeclarationError", "NotFound", "Conflict", "Declaration",
+           "DeclarationAssignment", "DeclarationState", "DeclarationVersion", "renderer_of"]
+
+MANIFEST = Manifest(name="declarative", register="declarative:register", models=("declarative.models",),
+                    cli=("declarative.cli:declaration",))
+
+
+def renderer_of(app):
+    return app.extensions["declarative.renderer"]
+
+
+def register(app, hooks, instance) -> None:
+    import mdm
+    from ipad_mdm.dispatch import push_after_commit
+
+    from . import api, status, views
+
+    renderer = sync.renderer_for(instance)
+    app.extensions["declarative.renderer"] = renderer
+    mdm.serve_declarations(app, lambda session, device, endpoint: sync.answer(session, device, endpoint, renderer))
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+
+    def on_enrolled(session, device):
+        if sync.turn_on(session, device, instance.settings):
+            push_after_commit(session, [device.id])
+
+    def on_detail(session, device, detail):
+        detail["declarative"] = status.device_summary(session, device)
+
+    hooks.subscribe("device.enrolled", on_enrolled, name="declarative.enable")
+    hooks.subscribe("status.reported", status.on_status_reported, name="declarative.states")
+    hooks.subscribe("device.detail", on_detail, name="declarative.detail")
