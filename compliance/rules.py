@@ -319,11 +319,12 @@ def _check(rule: MergedRule, f: DeviceFacts, now: dt.datetime) -> tuple[bool, st
     if k == "declarations_active":
         if f.failed_declarations:
             names = ", ".join(sorted(d["identifier"] for d in f.failed_declarations)[:5])
-            codes = sorted({str(r.get("code")) for d in f.failed_declarations for r in d.get("reasons", [])
-                            if isinstance(r, dict) and r.get("code")})
-            why = f" ({', '.join(codes[:3])})" if codes else ""
-            return False, (f"Thiết bị báo khai báo cấu hình không áp dụng được: {names}{why}",
-                           f"The device reports declaration(s) that could not be applied: {names}{why}")
+
+            def why(key):
+                texts = list(dict.fromkeys(t for d in f.failed_declarations for t in d.get(key, [])))[:3]
+                return f" ({'; '.join(texts)})" if texts else ""
+            return False, (f"Thiết bị báo khai báo cấu hình không áp dụng được: {names}{why('reasons_vi')}",
+                           f"The device reports declaration(s) that could not be applied: {names}{why('reasons_en')}")
         return None
     if k == "hardware_encryption":
         si = f.security_info

@@ -43,7 +43,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "it_admin": frozenset({
         "dashboard", "devices.read", "devices.write", "handover.read", "handover.write", "commands.send",
         "commands.lock", "commands.erase", "commands.power", "units.read", "units.write", "leaders.write",
-        "policies.read", "reports.read", "documents.read", "devices.reenroll",
+        "policies.read", "reports.read", "documents.read", "devices.reenroll", "declarations.write",
     }),
     "security_officer": frozenset({
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",

@@ -11,6 +11,7 @@ Public surface
   sync                   device_set, request_sync, uses_ddm, STATUS_SUBSCRIPTIONS
   compliance_facts(session, devices) -> {device_id: DeclarativeFacts(enforcement, failed)}
   device_summary(session, device)    -> the declarative part of a device's detail
+  describe_all(reasons, lang)        Apple's status reason codes in Vietnamese / English
   DeclarationError, NotFound, Conflict
   models                 Declaration, DeclarationVersion, DeclarationAssignment, DeclarationState
 """
@@ -21,12 +22,13 @@ from ipad_mdm.manifest import Manifest
 from . import catalog, service, sync
 from .catalog import DeclarationError
 from .models import Declaration, DeclarationAssignment, DeclarationState, DeclarationVersion
+from .reasons import describe_all
 from .service import Conflict, NotFound
 from .status import DeclarativeFacts, Enforcement, compliance_facts, device_summary
 
 __all__ = ["MANIFEST", "register", "catalog", "service", "sync", "compliance_facts", "device_summary",
            "DeclarativeFacts", "Enforcement", "DeclarationError", "NotFound", "Conflict", "Declaration",
-           "DeclarationAssignment", "DeclarationState", "DeclarationVersion", "renderer_of"]
+           "DeclarationAssignment", "DeclarationState", "DeclarationVersion", "renderer_of", "describe_all"]
 
 MANIFEST = Manifest(name="declarative", register="declarative:register", models=("declarative.models",),
                     cli=("declarative.cli:declaration",))

@@ -166,7 +166,7 @@ def unassign(identifier):
 
 
 @bp.get("/devices/<udid>/declarations")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def device_declarations(udid):
     with unit_of_work() as s:
         device = device_for_request(s, udid)
@@ -184,7 +184,7 @@ def device_declarations(udid):
 
 
 @bp.post("/devices/<udid>/declarations/sync")
-@require("commands.send")
+@require("commands.send", unit_scoped=True)
 def device_sync(udid):
     def run():
         with unit_of_work() as s:
@@ -199,7 +199,7 @@ def device_sync(udid):
 
 
 @bp.get("/devices/<udid>/status-reports")
-@require("devices.read")
+@require("devices.read", unit_scoped=True)
 def status_reports(udid):
     def run():
         limit, offset = paging(default_limit=50, max_limit=500)

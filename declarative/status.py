@@ -18,6 +18,7 @@ from ipad_mdm.db import utcnow
 from mdm import Device, ddm
 
 from .models import Declaration, DeclarationAssignment, DeclarationState
+from .reasons import describe_all
 from .service import current
 
 ENFORCEMENT = "com.apple.configuration.softwareupdate.enforcement.specific"
@@ -87,7 +88,7 @@ class DeclarativeFacts:
     """What compliance reads about one device's declarations."""
 
     enforcement: Enforcement | None = None
-    failed: list[dict] = field(default_factory=list)  # [{"identifier", "kind", "reasons"}]
+    failed: list[dict] = field(default_factory=list)  # [{"identifier", "kind", "reasons_vi", "reasons_en"}]
 
 
 def _enforcement_of(decl: Declaration) -> Enforcement:
@@ -119,7 +120,9 @@ def compliance_facts(session: Session, devices: list[Device]) -> dict[int, Decla
     if ids:
         for s in session.scalars(select(DeclarationState).where(DeclarationState.device_id.in_(ids),
                                                                 DeclarationState.valid == "invalid")):
-            out[s.device_id].failed.append({"identifier": s.identifier, "kind": s.kind, "reasons": s.reasons or []})
+            out[s.device_id].failed.append({"identifier": s.identifier, "kind": s.kind,
+                                            "reasons_vi": describe_all(s.reasons, "vi"),
+                                            "reasons_en": describe_all(s.reasons, "en")})
     return out
 
 
@@ -134,9 +137,11 @@ def device_summary(session: Session, device: Device) -> dict:
         "status_at": device.ddm_status_at.isoformat() if device.ddm_status_at else None,
         "declarations": [{"identifier": s.identifier, "kind": s.kind, "server_token": s.server_token,
                           "active": s.active, "valid": s.valid, "reasons": s.reasons or [],
+                          "reasons_vi": describe_all(s.reasons, "vi"), "reasons_en": describe_all(s.reasons, "en"),
                           "failing_since": s.failing_since.isoformat() if s.failing_since else None,
                           "updated_at": s.updated_at.isoformat()} for s in st],
-        "errors": [{"identifier": s.identifier, "reasons": s.reasons or []} for s in st if s.valid == "invalid"],
+        "errors": [{"identifier": s.identifier, "reasons": s.reasons or [], "reasons_vi": describe_all(s.reasons, "vi"),
+                    "reasons_en": describe_all(s.reasons, "en")} for s in st if s.valid == "invalid"],
         "status": status,
     }
 
