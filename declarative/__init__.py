@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
-from . import catalog, service, sync
+from . import catalog, reasons, service, sync
 from .catalog import DeclarationError
 from .models import Declaration, DeclarationAssignment, DeclarationState, DeclarationVersion
 from .reasons import describe_all
 from .service import Conflict, NotFound
 from .status import DeclarativeFacts, Enforcement, compliance_facts, device_summary
 
-__all__ = ["MANIFEST", "register", "catalog", "service", "sync", "compliance_facts", "device_summary",
+__all__ = ["MANIFEST", "register", "catalog", "reasons", "service", "sync", "compliance_facts", "device_summary",
            "DeclarativeFacts", "Enforcement", "DeclarationError", "NotFound", "Conflict", "Declaration",
            "DeclarationAssignment", "DeclarationState", "DeclarationVersion", "renderer_of", "describe_all"]
 

@@ -137,6 +137,10 @@ def label_values(df: pd.DataFrame, lang: str, keep_codes: bool = False) -> pd.Da
     for col, table in mapping.items():
         if col in df.columns:
             df[col] = df[col].map(lambda v, t=table: pick(t, v, lang) if isinstance(v, str) else v)
+    if "ddm_reason" in df.columns:
+        from declarative import reasons
+
+        df["ddm_reason"] = df["ddm_reason"].map(lambda v: reasons.describe(v, lang) if isinstance(v, str) else "")
     if "request_type" in df.columns:
         from .i18n import COMMANDS
 

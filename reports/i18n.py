@@ -22,6 +22,7 @@ T = {
         "actions": "Khoá thiết bị, Chế độ mất, xoá dữ liệu",
         "vpn": "Ngắt và khôi phục kết nối VPN",
         "incidents": "Sự cố an toàn thông tin",
+        "ddm": "Cập nhật iPadOS bắt buộc và tình trạng khai báo cấu hình",
         "incident_events": "Danh sách sự kiện trong tháng",
         "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
         "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
@@ -62,6 +63,7 @@ T = {
         "actions": "Device lock, Lost Mode, erase",
         "vpn": "VPN cuts and restores",
         "incidents": "Security incidents",
+        "ddm": "Enforced iPadOS updates and declaration health",
         "incident_events": "Events in the month",
         "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
         "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
@@ -151,6 +153,13 @@ COLUMNS = {
     "unknown": ("Chưa xác định", "Unknown"), "rate": ("Tỷ lệ tuân thủ (%)", "Compliance rate (%)"),
     "devices": ("Số thiết bị", "Devices"), "rule": ("Quy tắc", "Rule"), "share": ("Tỷ lệ (%)", "Share (%)"),
     "udid": ("UDID", "UDID"), "state_at_end": ("Trạng thái cuối kỳ", "State at end"),
+    "declaration": ("Khai báo", "Declaration"), "target_version": ("Phiên bản đích", "Target version"),
+    "deadline": ("Hạn cập nhật", "Deadline"), "at_target_by_deadline": ("Đạt phiên bản đích đúng hạn", "At target by the deadline"),
+    "at_target": ("Đạt phiên bản đích cuối kỳ", "At target at the end"), "overdue": ("Quá hạn", "Overdue"),
+    "update_failures": ("Cài đặt lỗi", "Install failures"), "failures": ("Số lần lỗi", "Failures"),
+    "device_reason": ("Mô tả lỗi do thiết bị gửi (nguyên văn)", "Reason as the device sent it"),
+    "valid": ("Hợp lệ", "Valid"), "invalid": ("Không hợp lệ", "Invalid"), "unknown": ("Chưa xác định", "Unknown"),
+    "ddm_reason": ("Lỗi thường gặp", "Most frequent error"),
     "failing_rules": ("Quy tắc không đạt", "Failing rules"), "started_at": ("Bắt đầu", "Started"),
     "ended_at": ("Kết thúc", "Ended"), "hours": ("Số giờ", "Hours"), "episodes": ("Số lần", "Episodes"),
     "mean_hours": ("Trung bình (giờ)", "Mean (hours)"), "p90_hours": ("p90 (giờ)", "p90 (hours)"),
@@ -203,6 +212,8 @@ RULES = {
     "not_in_lost_mode": ("Không ở Chế độ mất", "Not in Lost Mode"),
     "mdm_profile_present": ("Hồ sơ quản lý MDM còn cài đặt", "MDM profile installed"),
     "disallowed_apps": ("Không cài ứng dụng bị cấm", "No disallowed apps"),
+    "os_update_deadline": ("Cập nhật iPadOS đúng hạn", "iPadOS updated by the deadline"),
+    "declarations_active": ("Khai báo cấu hình áp dụng được", "Declarations applied"),
 }
 
 GATEWAY_REASONS = {
@@ -258,6 +269,9 @@ SHEETS = {
     "year_deny": ("Lý do từ chối cả năm", "Deny reasons over year"),
     "incidents": ("Sự cố ATTT", "Security incidents"), "incident_events": ("Sự kiện ATTT", "Security events"),
     "audit_checkpoint": ("Điểm kiểm tra nhật ký", "Audit checkpoint"),
+    "os_enforcement": ("Cập nhật iPadOS bắt buộc", "Enforced iPadOS updates"),
+    "os_update_failures": ("Lỗi cập nhật iPadOS", "iPadOS update failures"),
+    "declaration_health": ("Tình trạng khai báo", "Declaration health"), "ddm_devices": ("Thiết bị dùng DDM", "DDM devices"),
 }
 
 

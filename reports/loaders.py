@@ -26,6 +26,7 @@ from mdm import (
     Device,
     EnrollmentToken,
     IdentityCertificate,
+    StatusReportRecord,
 )
 from vpn import VpnEvent
 
@@ -151,7 +152,8 @@ def load_transition_history(conn: Connection, since: dt.datetime, end: dt.dateti
 
 def load_os_reports(conn: Connection, since: dt.datetime, end: dt.datetime) -> pd.DataFrame:
     """OS versions the devices reported: acknowledged DeviceInformation answers
-    (QueryResponses.OSVersion, extracted in SQL so the whole JSON is not shipped).
+    (QueryResponses.OSVersion, extracted in SQL so the whole JSON is not shipped) and
+    declarative status reports (device.operating-system.version).
 
     An iPad answers every day, so a year is hundreds of reports per device of the same one or two
     versions: the database groups them and each (device, version) arrives as its first and its last
@@ -168,6 +170,16 @@ def load_os_reports(conn: Connection, since: dt.datetime, end: dt.datetime) -> p
             .where(answers.c.os_version.is_not(None), answers.c.os_version != "")
             .group_by(answers.c.device_id, answers.c.os_version))
     df = _frame(conn, stmt, ("first_at", "last_at"))
+    # iPads on declarative management report a new version themselves (status item), at once.
+    r = StatusReportRecord
+    reported = r.items["device.operating-system.version"].as_string()
+    status = (select(r.device_id, r.received_at.label("at"), reported.label("os_version"))
+              .where(r.received_at >= since, r.received_at < end)).subquery()
+    stmt = (select(status.c.device_id, status.c.os_version, func.min(status.c.at).label("first_at"),
+                   func.max(status.c.at).label("last_at"))
+            .where(status.c.os_version.is_not(None), status.c.os_version != "")
+            .group_by(status.c.device_id, status.c.os_version))
+    df = pd.concat([df, _frame(conn, stmt, ("first_at", "last_at"))], ignore_index=True)
     rows = pd.concat([df[["device_id", "first_at", "os_version"]].rename(columns={"first_at": "at"}),
                       df[["device_id", "last_at", "os_version"]].rename(columns={"last_at": "at"})], ignore_index=True)
     rows = rows.drop_duplicates()

@@ -8,6 +8,7 @@ import pandas as pd
 from sqlalchemy.engine import Connection
 
 from . import loaders
+from .ddm_figures import ddm_figures
 from .measures import measure_figures
 from .metrics import (
     MetricOptions,
@@ -69,7 +70,8 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     tables.update(t)
     kpis.update(k)
 
-    t, k = os_figures(loaders.load_os_reports(conn, since, end), devices, fleet_ids, month, udids, units)
+    os_reports = loaders.load_os_reports(conn, since, end)
+    t, k = os_figures(os_reports, devices, fleet_ids, month, udids, units)
     tables.update(t)
     kpis.update(k)
     t, k = certificate_figures(loaders.load_certificates(conn, end), fleet_ids, month, opts, udids, devices, units)
@@ -90,6 +92,7 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     t, k = incident_figures(security_events, loaders.load_audit_checkpoint(conn, end))
     tables.update(t)
     kpis.update(k)
+    tables.update(ddm_figures(conn, os_reports, month, udids))
     t, k = measure_figures(intervals, pieces, transitions, vpn_events, gateway_events, security_events, month, units)
     tables.update(t)
     kpis.update(k)

@@ -222,10 +222,41 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     add_table(b, num, _v(lang, "Sự kiện theo mức độ và loại", "Events by severity and kind"), t["incidents"], lang, _v(lang, "Không có sự kiện nào.", "No event."))
     add_table(b, num, text("incident_events", lang), t["incident_events"], lang, _v(lang, "Không có sự kiện nào.", "No event."))
     cp = t["audit_checkpoint"]
+    _audit_checkpoint(b, cp, lang)
+    _ddm_section(sub(12, "ddm"), t, lang, num, nodata)
+    return secs
+
+
+def _audit_checkpoint(b, cp, lang) -> None:
     if len(cp):
         row = cp.iloc[0]
         b.append(text("audit_checkpoint", lang, seq=int(row["seq"]), hash=str(row["head_hash"]),
                       at=fmt.datetime(row["at"], lang)))
     else:
         b.append(text("audit_checkpoint_none", lang))
-    return secs
+
+
+def _ddm_section(b, t, lang, num, nodata) -> None:
+    n = int(t["ddm_devices"]["devices"].iloc[0]) if "ddm_devices" in t else 0
+    enf = t.get("os_enforcement")
+    b.append(_v(lang, f"Thiết bị nhận cấu hình theo khai báo và tự báo trạng thái (iPadOS 17 trở lên): {fmt.number(n, lang)}.",
+                f"Devices on declarative management, reporting their own status (iPadOS 17 or later): {fmt.number(n, lang)}."))
+    for row in (enf.itertuples() if enf is not None else ()):
+        when = fmt.datetime(row.deadline, lang)
+        by = "–" if row.at_target_by_deadline is None or pd.isna(row.at_target_by_deadline) else fmt.number(int(row.at_target_by_deadline), lang)
+        b.append(_v(lang, f"Cập nhật iPadOS {row.target_version} hạn {when}: {fmt.number(row.devices, lang)} thiết bị áp dụng; "
+                          f"đạt đúng hạn {by}; đạt cuối kỳ {fmt.number(row.at_target, lang)}; quá hạn {fmt.number(row.overdue, lang)}; "
+                          f"cài đặt lỗi {fmt.number(row.update_failures, lang)}.",
+                    f"iPadOS {row.target_version} due {when}: {fmt.number(row.devices, lang)} devices; at target by the "
+                    f"deadline {by}; at the end {fmt.number(row.at_target, lang)}; overdue {fmt.number(row.overdue, lang)}; "
+                    f"install failures {fmt.number(row.update_failures, lang)}."))
+    add_table(b, num, text("ddm", lang), enf, lang,
+              _v(lang, "Không có yêu cầu cập nhật iPadOS bắt buộc nào trong kỳ.", "No enforced iPadOS update in the period."))
+    failures = t.get("os_update_failures")
+    if failures is not None and lang == "vi":
+        failures = failures.drop(columns=["device_reason"])  # the device's own words are English: in the XLSX file
+    add_table(b, num, _v(lang, "Thiết bị cài đặt bản cập nhật không thành công", "Devices whose update failed"), failures, lang,
+              _v(lang, "Không có thiết bị nào báo lỗi cài đặt bản cập nhật.", "No device reported a failed update."))
+    add_table(b, num, _v(lang, "Tình trạng khai báo cấu hình theo báo cáo của thiết bị", "Declaration health as the iPads report it"),
+              t.get("declaration_health"), lang,
+              _v(lang, "Chưa có thiết bị nào báo tình trạng khai báo cấu hình.", "No iPad has reported its declarations."))

@@ -200,3 +200,37 @@ def test_unsupported_declaration_types_are_withheld(ddm_server):
     body = admin.get(f"/api/v1/devices/{sim.udid}/declarations").json()
     assert "vpcp.passcode" in body["withheld"]
     sim.close()
+
+
+def test_monthly_report_shows_update_enforcement_and_declaration_health(ddm_server, tmp_path):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from tests.test_mdm_api_cli import _cli
+
+    server = ddm_server
+    admin = api(server, "it_admin")
+    local = dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh"))
+    due = (local - dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    create(admin, dict(UPDATE, payload=dict(UPDATE["payload"], TargetLocalDateTime=due)), assign={"all": True})
+    create(admin, PASSCODE, assign={"all": True})
+    behind, updated = enroll(server), enroll(server)
+    updated.install_os_update()
+    behind.ddm.update_failure = "Not enough storage"
+    behind.fail_declaration("vpcp.passcode")
+    month = local.strftime("%Y-%m")
+    out = tmp_path / "report"
+    _cli(server, "report", "monthly", "--month", month, "--format", "html,xlsx", "--output", str(out), "--quiet")
+    html = next(out.glob("*.html")).read_text(encoding="utf-8")
+    section = html[html.index("Cập nhật iPadOS bắt buộc và tình trạng khai báo cấu hình"):]
+    assert "Cập nhật iPadOS 18.2 hạn" in section
+    assert "2 thiết bị áp dụng; đạt đúng hạn 0; đạt cuối kỳ 1; quá hạn 1; cài đặt lỗi 1." in section
+    assert "Thiết bị không áp dụng được cấu hình" in section and "vpcp.passcode" in section
+    assert "Error.Configuration" not in html and "Not enough storage" not in html
+    import openpyxl
+
+    book = openpyxl.load_workbook(next(out.glob("*.xlsx")), read_only=True)
+    rows = list(book["Lỗi cập nhật iPadOS"].values)
+    assert rows[1][0] == behind.udid and "Not enough storage" in rows[1][-1]
+    behind.close()
+    updated.close()
