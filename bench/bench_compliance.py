@@ -29,7 +29,8 @@ from sqlalchemy import create_engine, insert, select, text  # noqa: E402
 from compliance import clock, engine  # noqa: E402
 from compliance.models import DeviceVerdict, Policy, PolicyUnit  # noqa: E402
 from ipad_mdm.notify import set_notifier  # noqa: E402
-from compliance.rules import validate_actions, validate_rules  # noqa: E402
+from compliance.action_specs import validate_actions  # noqa: E402
+from compliance.rules import validate_rules  # noqa: E402
 from ipad_mdm.db import Base, Database, utcnow  # noqa: E402
 from ipad_mdm.packages import import_all_models  # noqa: E402
 from ipad_mdm.hooks import Hooks  # noqa: E402

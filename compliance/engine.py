@@ -57,7 +57,8 @@ from mdm import commands as command_queue
 from . import clock
 from .actions import announce, run_actions
 from .models import DeviceVerdict, Policy, VerdictTransition
-from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_actions, merge_rules
+from .action_specs import merge_actions
+from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_rules
 from .verdicts import view_of
 
 log = logging.getLogger("compliance")

@@ -17,7 +17,8 @@ from ipad_mdm.timefmt import iso
 
 from . import clock
 from .models import Policy, PolicyUnit, PolicyVersion
-from .rules import PolicyInputError, validate_actions, validate_rules
+from .action_specs import validate_actions
+from .rules import PolicyInputError, validate_rules
 
 MAX_HOURS = 24 * 365
 _FIELDS = ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign")

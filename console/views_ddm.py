@@ -7,7 +7,7 @@ import json
 from flask import abort, flash, redirect, request, url_for
 from sqlalchemy import func, select
 
-from ipad_mdm.web import push_after_commit, unit_of_work
+from ipad_mdm.web import unit_of_work
 
 from .web import bp, can, label, lang, principal, render_page, requires, tr
 
@@ -28,15 +28,18 @@ def _error(exc) -> str:
     return tr("Không thực hiện được yêu cầu. Vui lòng kiểm tra lại định danh, đơn vị hoặc thiết bị.", str(exc))
 
 
-def _sync(s, device_ids) -> int:
+def _sync(s, device_ids) -> int | None:
     from flask import current_app
 
     from declarative import renderer_of, sync
 
-    push = sync.request_sync(s, sync.devices_for(s, device_ids), renderer_of(current_app), requested_by=principal())
-    for device_id in push:
-        push_after_commit(s, device_id)
-    return len(push)
+    return sync.sync_after_change(s, device_ids, renderer_of(current_app), requested_by=principal())["devices_synced"]
+
+
+def _synced_note(n) -> str:
+    if n is None:
+        return tr("các thiết bị liên quan sẽ được yêu cầu đồng bộ trong ít phút.", "the iPads concerned are being asked to sync.")
+    return tr(f"{n} thiết bị được yêu cầu đồng bộ.", f"{n} device(s) asked to sync.")
 
 
 @bp.get("/declarations")
@@ -109,8 +112,7 @@ def declaration_page(identifier):
                         raise DeclarationError("payload", "payload is not JSON") from None
                     service.new_version(s, decl, payload=payload, created_by=principal())
                     n = _sync(s, None)
-                    flash(tr(f"Đã lưu phiên bản mới; {n} thiết bị được yêu cầu đồng bộ.",
-                             f"New version saved; {n} device(s) asked to sync."))
+                    flash(tr("Đã lưu phiên bản mới; ", "New version saved; ") + _synced_note(n))
                 elif action in ("assign", "unassign"):
                     target = (request.form.get("target") or "").strip()
                     kw = {"all": {"all_devices": True}, "unit": {"units": [target]},
@@ -125,8 +127,7 @@ def declaration_page(identifier):
                         reach = service.assigned_device_ids(s, decl)
                         service.unassign(s, decl, **kw)
                         n = _sync(s, reach)
-                    flash(tr(f"Đã cập nhật phạm vi áp dụng; {n} thiết bị được yêu cầu đồng bộ.",
-                             f"Assignment updated; {n} device(s) asked to sync."))
+                    flash(tr("Đã cập nhật phạm vi áp dụng; ", "Assignment updated; ") + _synced_note(n))
                 else:
                     abort(400)
                 return redirect(url_for("console.declaration_page", identifier=identifier))

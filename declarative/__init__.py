@@ -31,7 +31,7 @@ __all__ = ["MANIFEST", "register", "catalog", "reasons", "service", "sync", "com
            "DeclarationAssignment", "DeclarationState", "DeclarationVersion", "renderer_of", "describe_all"]
 
 MANIFEST = Manifest(name="declarative", register="declarative:register", models=("declarative.models",),
-                    cli=("declarative.cli:declaration",))
+                    jobs=("declarative.jobs",), cli=("declarative.cli:declaration",))
 
 
 def renderer_of(app):

@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import (BadBody, BadPaging, error, json_object, office_wide_only, paging, push_after_commit,
-                          unit_of_work)
+from ipad_mdm.web import BadBody, BadPaging, error, json_object, office_wide_only, paging, unit_of_work
 from mdm import CommandRefused, StatusReportRecord, device_for_request
 
 from . import catalog, service, status, sync
@@ -72,12 +71,9 @@ def declaration_dict(decl, *, full: bool = False) -> dict:
     return out
 
 
-def _sync(s, device_ids, *, force: bool = False) -> int:
-    renderer = current_app.extensions["declarative.renderer"]
-    push = sync.request_sync(s, sync.devices_for(s, device_ids), renderer, requested_by=g.api_principal, force=force)
-    for device_id in push:
-        push_after_commit(s, device_id)
-    return len(push)
+def _sync(s, device_ids, *, force: bool = False) -> dict:
+    return sync.sync_after_change(s, device_ids, current_app.extensions["declarative.renderer"],
+                                  requested_by=g.api_principal, force=force)
 
 
 @bp.get("/declarations")
@@ -121,8 +117,7 @@ def update_declaration(identifier):
         service.new_version(s, decl, payload=body.get("payload"), source=body.get("source"),
                             display_name=body.get("display_name"), description=body.get("description"),
                             created_by=g.api_principal)
-        synced = _sync(s, None)
-        return jsonify({**declaration_dict(decl, full=True), "devices_synced": synced})
+        return jsonify({**declaration_dict(decl, full=True), **_sync(s, None)})
 
 
 @bp.delete("/declarations/<identifier>")
@@ -133,7 +128,7 @@ def delete_declaration(identifier):
         decl = service.get(s, identifier)
         reach = service.assigned_device_ids(s, decl)
         service.delete(s, decl)
-        return jsonify({"deleted": identifier, "devices_synced": _sync(s, reach)})
+        return jsonify({"deleted": identifier, **_sync(s, reach)})
 
 
 def _targets(body):
@@ -149,8 +144,7 @@ def assign(identifier):
         decl = service.get(s, identifier)
         created = service.assign(s, decl, predicate=body.get("predicate"), created_by=g.api_principal,
                                  **_targets(body))
-        synced = _sync(s, service.assigned_device_ids(s, decl))
-        return jsonify({**declaration_dict(decl), "created": len(created), "devices_synced": synced})
+        return jsonify({**declaration_dict(decl), "created": len(created), **_sync(s, service.assigned_device_ids(s, decl))})
 
 
 @bp.post("/declarations/<identifier>/unassign")
@@ -162,7 +156,7 @@ def unassign(identifier):
         decl = service.get(s, identifier)
         before = service.assigned_device_ids(s, decl)
         removed = service.unassign(s, decl, **_targets(body))
-        return jsonify({**declaration_dict(decl), "removed": removed, "devices_synced": _sync(s, before)})
+        return jsonify({**declaration_dict(decl), "removed": removed, **_sync(s, before)})
 
 
 @bp.get("/devices/<udid>/declarations")
@@ -193,7 +187,7 @@ def device_sync(udid):
                 return error(404, "unknown device")
             if device.ddm_enabled_at is None:
                 return error(409, "this iPad does not use declarative management (MDM-command path)")
-            return jsonify({"udid": udid, "devices_synced": _sync(s, [device.id], force=True)})
+            return jsonify({"udid": udid, **_sync(s, [device.id], force=True)})
 
     return _run(run)
 

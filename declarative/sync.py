@@ -290,3 +290,36 @@ def renderer_for(instance) -> Renderer:
     from .credentials import Credentials
 
     return Renderer(instance.settings.base_url, Credentials(instance))
+
+
+# Above this many iPads a sync request leaves the operator's request: the sets are computed
+# by a background task (Celery in production), in batches.
+INLINE_LIMIT = 100
+SYNC_TASK = "declarative.sync"
+
+
+def sync_after_change(session: Session, device_ids: list[int] | None, renderer: Renderer, *, requested_by: str,
+                      force: bool = False) -> dict:
+    """Tell the reached DDM iPads to sync: here when few, else by SYNC_TASK after commit.
+    Returns {"devices_synced": n} or {"devices_synced": None, "sync": "queued", "devices": n}."""
+    from sqlalchemy import func
+
+    from ipad_mdm.db import after_commit
+    from ipad_mdm.dispatch import push_after_commit
+
+    stmt = select(func.count()).select_from(Device).where(Device.enrollment_state == "enrolled",
+                                                         Device.ddm_enabled_at.is_not(None))
+    if device_ids is not None:
+        if not device_ids:
+            return {"devices_synced": 0}
+        stmt = stmt.where(Device.id.in_(device_ids))
+    reach = session.scalar(stmt)
+    if reach <= INLINE_LIMIT:
+        push = request_sync(session, devices_for(session, device_ids), renderer, requested_by=requested_by, force=force)
+        push_after_commit(session, push)
+        return {"devices_synced": len(push)}
+    dispatcher = session.info.get("dispatcher")
+    if dispatcher is not None:
+        after_commit(session, lambda: dispatcher.submit(SYNC_TASK, device_ids, requested_by, force))
+    log.info("declarative sync of %d iPads queued by %s", reach, requested_by)
+    return {"devices_synced": None, "sync": "queued", "devices": reach}

@@ -250,7 +250,7 @@ def _ddm_section(b, t, lang, num, nodata) -> None:
                     f"iPadOS {row.target_version} due {when}: {fmt.number(row.devices, lang)} devices; at target by the "
                     f"deadline {by}; at the end {fmt.number(row.at_target, lang)}; overdue {fmt.number(row.overdue, lang)}; "
                     f"install failures {fmt.number(row.update_failures, lang)}."))
-    add_table(b, num, text("ddm", lang), enf, lang,
+    add_table(b, num, _v(lang, "Yêu cầu cập nhật iPadOS bắt buộc", "Enforced iPadOS updates"), enf, lang,
               _v(lang, "Không có yêu cầu cập nhật iPadOS bắt buộc nào trong kỳ.", "No enforced iPadOS update in the period."))
     failures = t.get("os_update_failures")
     if failures is not None and lang == "vi":

@@ -57,7 +57,8 @@ def _col_widths(frame, width: float) -> list[float]:
     want = [max(t, w) for t, w in need]
     scale = width / sum(want)
     widths = [w * scale for w in want]
-    floor = [min(w * 5.6 + 8, width / n * 1.6) for _t, w in need]  # ~5.6 pt per character at 10 pt
+    # ~6 pt per character of a bold 10 pt header word, plus the cell padding on both sides.
+    floor = [min(w * 6.0 + 14, width / n * 1.6) for _t, w in need]
     for _ in range(3):
         short = [i for i in range(n) if widths[i] < floor[i]]
         if not short:

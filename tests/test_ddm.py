@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from mdm import Device, StatusReportRecord
 from tests.conftest import start_live_server
 from tests.test_gateway import api, enroll, ipad_client, make_unit, upload, verdict_state
+from tests.test_vpn import config_peers, peer_row
 
 PASSCODE = {"identifier": "vpcp.passcode", "type": "passcode.settings", "display_name": "Mật mã mở khoá",
             "payload": {"RequirePasscode": True, "MinimumLength": 6, "MaximumInactivityInMinutes": 5}}
@@ -38,12 +39,12 @@ def create(admin, spec, *, assign: dict | None = None):
     return r.json()
 
 
-def policy(officer, rules):
+def policy(officer, rules, actions=("block_gateway",)):
     from tests.conftest import retire_baseline_policy
 
     retire_baseline_policy(officer)
     r = officer.post("/api/v1/policies", json={"name": "DDM", "rules": rules, "grace_hours": 0,
-                                                 "assign": {"all": True}, "actions": ["block_gateway"]})
+                                                 "assign": {"all": True}, "actions": list(actions)})
     assert r.status_code == 201, r.text
 
 
@@ -65,7 +66,7 @@ def test_ddm_sync_status_and_live_gateway_refusal(ddm_server, tmp_path):
     admin, officer = api(server, "it_admin"), api(server, "security_officer")
     make_unit(server, "TTTH", "Trung tâm Tin học")
     policy(officer, [{"kind": "passcode_present"}, {"kind": "passcode_compliant"}, {"kind": "os_update_deadline"},
-                     {"kind": "declarations_active"}])
+                     {"kind": "declarations_active"}], actions=("block_gateway", "cut_vpn"))
     create(admin, PASSCODE, assign={"all": True})
     create(admin, UPDATE, assign={"all": True})
 
@@ -113,12 +114,17 @@ def test_ddm_sync_status_and_live_gateway_refusal(ddm_server, tmp_path):
     assert report_count(server) == before + 1
     assert verdict_state(server, sim) == "non_compliant"
     assert ipad.get(f"/docs/{doc['id']}").status_code == 403
+    # ... and its VPN peer is cut in the same transaction, gone from the gateway config after commit.
+    assert peer_row(server, sim.udid).state == "cut"
+    server.wait_pushes()
+    assert peer_row(server, sim.udid).public_key not in config_peers(server)
     with server.session() as s:
         last = s.scalars(select(StatusReportRecord).order_by(StatusReportRecord.id.desc())).first()
         assert last.full_report is False and set(last.changed) >= {"passcode.is-present", "passcode.is-compliant"}
     sim.set_passcode()
     assert verdict_state(server, sim) == "compliant"
     assert ipad.get(f"/docs/{doc['id']}").status_code == 200
+    assert peer_row(server, sim.udid).state == "active"
 
     # A new version of one declaration: the server tells the iPad, which fetches only that one.
     r = admin.put("/api/v1/declarations/vpcp.passcode", json={"payload": {"RequirePasscode": True, "MinimumLength": 8}})
@@ -234,3 +240,20 @@ def test_monthly_report_shows_update_enforcement_and_declaration_health(ddm_serv
     assert rows[1][0] == behind.udid and "Not enough storage" in rows[1][-1]
     behind.close()
     updated.close()
+
+
+def test_large_reach_is_synced_by_the_background_task(ddm_server, monkeypatch):
+    from declarative import sync
+
+    server = ddm_server
+    admin = api(server, "it_admin")
+    create(admin, PASSCODE, assign={"all": True})
+    sims = [enroll(server), enroll(server)]
+    monkeypatch.setattr(sync, "INLINE_LIMIT", 1)  # two iPads are "many" here
+    r = admin.put("/api/v1/declarations/vpcp.passcode", json={"payload": {"MinimumLength": 4}})
+    assert r.status_code == 200 and r.json()["sync"] == "queued" and r.json()["devices"] == 2, r.text
+    server.wait_pushes()
+    for sim in sims:
+        assert [c["Command"]["RequestType"] for c in sim.process_commands()] == ["DeclarativeManagement"]
+        assert sim.ddm.declarations["vpcp.passcode"]["Payload"]["MinimumLength"] == 4
+        sim.close()
