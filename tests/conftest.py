@@ -226,6 +226,64 @@ class LiveServer:
 
 
 _TEMPLATE: dict = {}
+_DB_TEMPLATES: dict = {}
+
+
+def _migrated_template(kind: str) -> str:
+    """A database migrated once per test process; live servers start from a copy of it (the
+    migrations themselves are tested from scratch by test_migrations and every `serve`)."""
+    if kind not in _DB_TEMPLATES:
+        import atexit
+        import tempfile
+
+        from ipad_mdm.db import Database
+
+        if kind == "sqlite":
+            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='ipad-mdm-dbtpl-')) / 'template.sqlite3'}"
+        else:
+            name = f"ipad_mdm_tpl_{secrets.token_hex(6)}"
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+            def drop(name=name, admin=admin):
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+                admin.dispose()
+
+            atexit.register(drop)
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        db = Database(url)
+        db.migrate()
+        db.dispose()
+        _DB_TEMPLATES[kind] = url
+    return _DB_TEMPLATES[kind]
+
+
+def start_from_template(database_url: str) -> None:
+    """Fill a test's new, empty database with the migrated template (SQLite: copy the file;
+    PostgreSQL: recreate it from the template database)."""
+    import shutil
+
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url[len("sqlite:///"):])
+        if not path.exists():
+            shutil.copyfile(_migrated_template("sqlite")[len("sqlite:///"):], path)
+        return
+    name = database_url.rsplit("/", 1)[1]
+    if not name.startswith("ipad_mdm_t_"):
+        return
+    probe = create_engine(database_url)
+    with probe.connect() as conn:
+        empty = conn.execute(text("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")).scalar() == 0
+    probe.dispose()
+    if empty:
+        template = _migrated_template("postgresql").rsplit("/", 1)[1]
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        admin.dispose()
 
 
 def seed_instance_dir(instance_dir: Path) -> None:
@@ -269,6 +327,7 @@ def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = Tru
     instance_dir = tmp_path / "instance"
     if seed:
         seed_instance_dir(instance_dir)
+        start_from_template(database_url)
     settings = load_settings(instance_dir, database_url=database_url, base_url=f"{scheme}://127.0.0.1:{port}",
                              apns_max_attempts=2, **overrides)
     inst = open_instance(settings)
