@@ -11,7 +11,7 @@ from tests.test_ddm import PASSCODE, UPDATE
 from tests.test_gateway import api, enroll
 from tests.test_mdm_api_cli import _cli
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 
 def test_cli_creates_assigns_and_shows_device_states(server, tmp_path):
@@ -42,6 +42,7 @@ def test_cli_creates_assigns_and_shows_device_states(server, tmp_path):
     sim.close()
 
 
+@BOTH
 def test_console_declarations_pages_and_device_card(server):
     seed(server)
     admin, sec = client_for(server, "admin"), client_for(server, "security")
@@ -81,6 +82,7 @@ def test_console_declarations_pages_and_device_card(server):
     sec.close()
 
 
+@BOTH
 def test_unit_scoped_tokens_and_officers_cannot_change_declarations(server):
     units = seed(server)["units"]
     from ipad_mdm.auth import create_api_token

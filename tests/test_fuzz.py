@@ -6,6 +6,7 @@ get a few hundred each and must answer 4xx, never 5xx, and store nothing.
 from __future__ import annotations
 
 import base64
+import json
 import plistlib
 
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from ipad_mdm import plists
 from ipad_mdm.crypto import cms
-from mdm import protocol, scep
+from mdm import ddm, protocol, scep
 from mdm.models import CheckinEvent, Command, Device
 
 PURE = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -26,11 +27,12 @@ plist_scalars = st.one_of(_text, st.integers(min_value=-(2**63), max_value=2**63
 plist_values = st.recursive(plist_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(_text, inner, max_size=4)), max_leaves=20)
 checkin_like = st.fixed_dictionaries(
-    {"MessageType": st.sampled_from(["Authenticate", "TokenUpdate", "CheckOut", "Bogus", ""])},
+    {"MessageType": st.sampled_from(["Authenticate", "TokenUpdate", "CheckOut", "DeclarativeManagement", "Bogus", ""])},
     optional={"UDID": st.one_of(_text, st.just("0000-1111-2222-3333-4444-5555")),
               "Topic": _text, "Token": st.one_of(st.binary(max_size=120), _text),
               "PushMagic": plist_scalars, "UnlockToken": plist_scalars, "SerialNumber": plist_scalars,
-              "Extra": plist_values},
+              "Endpoint": st.one_of(_text, st.sampled_from(["tokens", "status", "declaration/configuration/x"])),
+              "Data": plist_scalars, "Extra": plist_values},
 )
 
 
@@ -50,6 +52,30 @@ def test_checkin_parser_only_raises_protocol_errors(body):
         protocol.parse_checkin(body)
     except protocol.ProtocolError:
         pass
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), _text),
+                          lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_text, inner, max_size=4)),
+                          max_leaves=25)
+status_items = st.dictionaries(st.sampled_from(["device", "passcode", "management", "app", "security", "softwareupdate",
+                                                "x"]), json_values, max_size=4)
+
+
+@settings(max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.binary(max_size=400), json_values.map(lambda v: json.dumps(v).encode()),
+                 st.fixed_dictionaries({"StatusItems": status_items},
+                                       optional={"Errors": json_values, "FullReport": json_values})
+                 .map(lambda v: json.dumps(v).encode())))
+def test_status_report_parser_only_raises_protocol_errors(body):
+    import datetime as dt
+
+    try:
+        report = ddm.parse_status_report(body)
+    except protocol.ProtocolError:
+        return
+    # Whatever parses also merges into a device's latest status without error.
+    merged, _changed = ddm.merge_status({}, report, dt.datetime.now(dt.timezone.utc))
+    ddm.merge_status(merged, report, dt.datetime.now(dt.timezone.utc))
 
 
 @PURE
