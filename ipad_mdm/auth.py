@@ -20,7 +20,7 @@ PERMISSIONS = {
                  "profiles.write", "policies.read", "reports.read", "tokens.create"},
     "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write",
                          "reports.read", "reports.write", "audit.read", "documents.admin", "tokens.create",
-                         "security.read", "security.write"},
+                         "security.read", "security.write", "apps.accept"},
     "auditor": {"devices.read", "policies.read", "reports.read", "audit.read", "security.read"},
     "leader": set(),
 }

@@ -87,3 +87,37 @@ def tighten_tree(root: Path, *, max_entries: int = 10000) -> None:
         seen += len(dirnames) + len(filenames)
         if seen > max_entries:
             return
+
+
+class TooLarge(ValueError):
+    def __init__(self, limit: int):
+        super().__init__(f"the upload is larger than {limit} bytes")
+        self.limit = limit
+
+
+def spool(stream, folder: Path, limit: int, *, chunk: int = 1024 * 1024) -> tuple[Path, str, int]:
+    """Copy a stream into a private temporary file in `folder`, hashing as it goes, never holding
+    more than one chunk in memory. Returns (path, sha256, size); TooLarge past `limit` (nothing left)."""
+    import hashlib
+    import tempfile
+
+    private_dir(folder)
+    fd, name = tempfile.mkstemp(dir=folder, prefix="upload-")  # mkstemp creates it 0600
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                data = stream.read(chunk)
+                if not data:
+                    break
+                size += len(data)
+                if size > limit:
+                    raise TooLarge(limit)
+                digest.update(data)
+                out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name), digest.hexdigest(), size

@@ -240,6 +240,12 @@ _COMMAND_SPEC: dict[str, dict[str, tuple[type, bool]]] = {
     "ClearPasscode": {"UnlockToken": (bytes, True)},
     # Turns declarative management on (first use) or makes the device sync; Data = the tokens JSON.
     "DeclarativeManagement": {"Data": (bytes, False)},
+    "InstallApplication": {"iTunesStoreID": (int, False), "Identifier": (str, False), "ManifestURL": (str, False),
+                           "ManagementFlags": (int, False), "Configuration": (dict, False), "Options": (dict, False),
+                           "ChangeManagementState": (str, False)},
+    "ManagedApplicationList": {"Identifiers": (list, False)},
+    "RemoveApplication": {"Identifier": (str, True)},
+    "Settings": {"Settings": (list, True)},
 }
 
 COMMAND_TYPES = tuple(_COMMAND_SPEC)
@@ -284,6 +290,8 @@ def build_command(request_type: str, params: dict | None = None, command_uuid: s
         raise ProtocolError("EraseDevice: PIN must be six digits")
     if request_type == "EnableLostMode" and not ("Message" in params or "PhoneNumber" in params):
         raise ProtocolError("EnableLostMode: Message or PhoneNumber is required")
+    if request_type == "InstallApplication" and ("ManifestURL" in params) == ("iTunesStoreID" in params):
+        raise ProtocolError("InstallApplication: give exactly one of ManifestURL and iTunesStoreID")
     if request_type == "DeviceInformation" and not all(isinstance(q, str) for q in params["Queries"]):
         raise ProtocolError("DeviceInformation: Queries must be an array of strings")
     command_uuid = command_uuid or str(uuidlib.uuid4()).upper()

@@ -63,6 +63,10 @@ class DeviceState:
         {"Identifier": "com.apple.mobilesafari", "Name": "Safari", "Version": "18.1", "ShortVersion": "18.1", "BundleSize": 1},
         {"Identifier": "com.wireguard.ios", "Name": "WireGuard", "Version": "1.0.16", "ShortVersion": "1.0.16", "BundleSize": 11000000},
     ])
+    app_configurations: dict = field(default_factory=dict)  # bundle id -> managed configuration received
+    install_errors: dict = field(default_factory=dict)  # bundle id -> (ErrorCode, ErrorDomain, text)
+    store_apps: dict = field(default_factory=dict)      # iTunesStoreID -> bundle id
+    store_versions: dict = field(default_factory=dict)  # bundle id -> (version, build) the App Store has
     not_now: set = field(default_factory=set)      # request types answered NotNow
     errors: dict = field(default_factory=dict)     # request type -> ErrorChain to answer with
 
@@ -315,6 +319,50 @@ class SimulatedIPad(DDMDevice):
         return {}
 
     def _answer_EraseDevice(self, command):
+        return {}
+
+    def _answer_InstallApplication(self, command):
+        """Like iPadOS: a manifest install fetches the manifest, then the .ipa, and reads its Info.plist;
+        a store install needs only the ID. state.install_errors[bundle] makes it fail with Apple's code."""
+        import io
+        import zipfile
+
+        if "ManifestURL" in command:
+            r = self.client.get(command["ManifestURL"])
+            if r.status_code != 200:
+                raise _Refused(12004, "MCInstallationErrorDomain", f"Manifest download failed ({r.status_code})")
+            item = plistlib.loads(r.content)["items"][0]
+            ipa = self.client.get(item["assets"][0]["url"])
+            if ipa.status_code != 200:
+                raise _Refused(12004, "MCInstallationErrorDomain", "App download failed")
+            with zipfile.ZipFile(io.BytesIO(ipa.content)) as zf:
+                info_name = next(n for n in zf.namelist() if n.endswith(".app/Info.plist"))
+                info = plistlib.loads(zf.read(info_name))
+            bundle, version, build = info["CFBundleIdentifier"], info["CFBundleShortVersionString"], info["CFBundleVersion"]
+            if bundle != item["metadata"]["bundle-identifier"]:
+                raise _Refused(12005, "MCInstallationErrorDomain", "Bundle identifier mismatch")
+        else:
+            bundle = self.state.store_apps.get(command["iTunesStoreID"], f"store.{command['iTunesStoreID']}")
+            version, build = self.state.store_versions.get(bundle, ("1.0", "1"))
+        if bundle in self.state.install_errors:
+            code, domain, text = self.state.install_errors[bundle]
+            raise _Refused(code, domain, text)
+        self.state.apps = [a for a in self.state.apps if a["Identifier"] != bundle] + [{
+            "Identifier": bundle, "Name": bundle.rsplit(".", 1)[-1], "Version": build, "ShortVersion": version,
+            "BundleSize": 1000, "IsManaged": True}]
+        if "Configuration" in command:
+            self.state.app_configurations[bundle] = command["Configuration"]
+        return {"Identifier": bundle, "State": "Installing"}
+
+    def _answer_ManagedApplicationList(self, command):
+        wanted = command.get("Identifiers")
+        return {"ManagedApplicationList": {
+            a["Identifier"]: {"Status": "Managed", "ManagementFlags": 1,
+                              "HasConfiguration": a["Identifier"] in self.state.app_configurations}
+            for a in self.state.apps if a.get("IsManaged") and (not wanted or a["Identifier"] in wanted)}}
+
+    def _answer_RemoveApplication(self, command):
+        self.state.apps = [a for a in self.state.apps if a["Identifier"] != command["Identifier"]]
         return {}
 
     def _answer_DeviceLocation(self, command):

@@ -1,0 +1,36 @@
+"""The office's apps (issue #16, first part): the catalog (App Store and in-house apps), releases
+that go to the pilot units first and to every unit after the acceptance (nghiệm thu) is recorded,
+pause and roll back, delivery with InstallApplication and progress per unit and per iPad.
+
+Public surface
+  MANIFEST, register(app, hooks, instance)
+  service      create_app, add_inhouse_release, add_store_release, accept, set_paused, withdraw,
+               wanted_release, accepted_version, get_app, get_release, AppError
+  delivery     reconcile_device, reconcile_all, progress, render (managed configuration variables)
+  ipa          read_ipa, IpaError (what an .ipa says about itself; its provisioning profile verified)
+  models       App, AppRelease, AppDeployment
+"""
+from __future__ import annotations
+
+from ipad_mdm.manifest import Manifest
+
+__all__ = ["MANIFEST", "register"]
+
+MANIFEST = Manifest(name="apps", register="apps:register", models=("apps.models",), cli=("apps.cli:app",))
+
+
+def register(app, hooks, instance) -> None:
+    from ipad_mdm.dispatch import push_after_commit
+
+    from . import api, delivery, views
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+
+    def on_enrolled(session, device):
+        if delivery.reconcile_device(session, instance, device, requested_by="enrollment"):
+            push_after_commit(session, [device.id])
+
+    hooks.subscribe("device.enrolled", on_enrolled, name="apps.deliver")
+    hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress")
+    hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed")

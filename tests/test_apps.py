@@ -1,0 +1,153 @@
+"""The office's document app over HTTPS: an in-house release goes to the pilot units, is accepted,
+goes to every unit; the next one stays in the pilot until accepted; pause and roll back; Apple's
+install errors; bad uploads refused with nothing stored."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from apps.models import AppRelease
+from ipad_mdm.models import Unit
+from tests.ipa_builder import build_ipa, provisioning_profile
+from tests.test_gateway import api
+
+BUNDLE = "vn.gov.vpcp.vanban"
+CONFIG = {"ServerURL": "${gateway_url}", "DeviceID": "${udid}", "Unit": "${unit_name}", "Nested": ["${serial}"]}
+
+
+def units(server):
+    with server.session() as s:
+        s.add_all([Unit(code="TTTH", name_vi="Trung tâm Tin học", stage="pilot"),
+                   Unit(code="VHC", name_vi="Vụ Hành chính", stage="general")])
+
+
+def ipad(server, unit):
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url(unit_code=unit))
+    server.wait_pushes()
+    sim.process_commands()
+    return sim
+
+
+def upload(admin, data: bytes, bundle=BUNDLE):
+    return admin.post(f"/api/v1/apps/{bundle}/releases", content=data,
+                      headers={"Content-Type": "application/octet-stream"})
+
+
+def installed(sim, bundle=BUNDLE):
+    return next((a["ShortVersion"] for a in sim.state.apps if a["Identifier"] == bundle), None)
+
+
+def sync(server, *sims):
+    server.wait_pushes()
+    for sim in sims:
+        sim.process_commands()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_pilot_acceptance_rollout_and_rollback(server):
+    units(server)
+    admin, officer = api(server, "it_admin"), api(server, "security_officer")
+    r = admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản điều hành", "kind": "inhouse",
+                                         "configuration": CONFIG})
+    assert r.status_code == 201, r.text
+    pilot, general = ipad(server, "TTTH"), ipad(server, "VHC")
+
+    r = upload(admin, build_ipa(version="1.0", build="100"))
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "pilot" and r.json()["team_id"] == "VPCP123456" and r.json()["devices_queued"] == 1
+    sync(server, pilot, general)
+    assert installed(pilot) == "1.0" and installed(general) is None
+    # The managed configuration was rendered for this iPad.
+    conf = pilot.state.app_configurations[BUNDLE]
+    assert conf["DeviceID"] == pilot.udid and conf["ServerURL"].endswith("/docs/") and conf["Unit"] == "Trung tâm Tin học"
+    assert conf["Nested"] == [pilot.serial]
+
+    # Only an officer records the acceptance, with the minute.
+    minute = {"minute": ("bien-ban-nghiem-thu.pdf", b"%PDF-1.4 bien ban", "application/pdf")}
+    assert admin.post(f"/api/v1/apps/{BUNDLE}/releases/1.0/accept", files=minute).status_code == 403
+    assert officer.post(f"/api/v1/apps/{BUNDLE}/releases/1.0/accept", data={"notes": "x"}).status_code == 400
+    r = officer.post(f"/api/v1/apps/{BUNDLE}/releases/1.0/accept", files=minute,
+                     data={"notes": "Nghiệm thu tích hợp ngày 01/12/2026"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "accepted" and r.json()["accepted_by"].startswith("token:")
+    sync(server, pilot, general)
+    assert installed(general) == "1.0"
+    prog = admin.get(f"/api/v1/apps/{BUNDLE}/progress").json()
+    assert prog["units"]["TTTH"]["installed"] == 1 and prog["units"]["VHC"]["installed"] == 1
+
+    # 1.1 stays in the pilot until accepted.
+    r = upload(admin, build_ipa(version="1.1", build="110"))
+    assert r.status_code == 201 and r.json()["devices_queued"] == 1, r.text
+    sync(server, pilot, general)
+    assert installed(pilot) == "1.1" and installed(general) == "1.0"
+    assert admin.get(f"/api/v1/apps/{BUNDLE}").json()["accepted_version"] == "1.0"
+
+    # Paused: an iPad enrolling in the pilot now gets the accepted 1.0, not the paused 1.1.
+    assert admin.post(f"/api/v1/apps/{BUNDLE}/releases/1.1/pause").json()["paused"] is True
+    late = ipad(server, "TTTH")
+    assert installed(late) == "1.0"
+    # Rolled back: the pilot returns to the previous accepted release.
+    r = admin.post(f"/api/v1/apps/{BUNDLE}/releases/1.1/withdraw")
+    assert r.status_code == 200 and r.json()["rolled_back_to"] == "1.0"
+    sync(server, pilot)
+    assert installed(pilot) == "1.0"
+    for c in (admin, officer):
+        c.close()
+    for sim in (pilot, general, late):
+        sim.close()
+
+
+def test_apple_install_error_is_shown_per_device(server):
+    units(server)
+    admin = api(server, "it_admin")
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    sim = server.simulator()
+    sim.state.install_errors[BUNDLE] = (12005, "MCInstallationErrorDomain", "The app could not be installed")
+    sim.enroll(server.enrollment_url(unit_code="TTTH"))
+    server.wait_pushes()
+    sim.process_commands()
+    assert upload(admin, build_ipa()).status_code == 201
+    sync(server, sim)
+    dev = admin.get(f"/api/v1/apps/{BUNDLE}/progress").json()["devices"][0]
+    assert dev["status"] == "failed" and "MCInstallationErrorDomain 12005" in dev["error"]
+    sim.close()
+
+
+def test_bad_uploads_are_refused_and_nothing_is_stored(server, monkeypatch):
+    admin = api(server, "it_admin")
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    assert upload(admin, build_ipa(version="2.0")).status_code == 201
+    profile = bytearray(provisioning_profile())
+    at = profile.find(b"VPCP123456")
+    profile[at] ^= 0x01  # one changed byte inside the signed content
+    cases = [
+        (b"not a zip file at all", 400, "not_zip"),
+        (build_ipa(with_info=False), 400, "no_info_plist"),
+        (build_ipa(version="2.1", profile=bytes(profile)), 400, "bad_profile"),
+        (build_ipa(bundle_id="vn.gov.other", version="3.0"), 409, "bundle_mismatch"),
+        (build_ipa(version="1.9"), 409, "not_newer"),
+        (build_ipa(version="2.0"), 409, "version_exists"),
+        (b"", 400, None),
+    ]
+    for data, status, code in cases:
+        r = upload(admin, data)
+        assert r.status_code == status, (code, r.text)
+        if code:
+            assert r.json()["code"] == code
+    monkeypatch.setenv("IPAD_MDM_APP_MAX_BYTES", "10000")
+    assert upload(admin, build_ipa(version="9.0", padding=50_000)).status_code == 413
+    assert admin.post("/api/v1/apps/no.such.app/releases", content=build_ipa(),
+                      headers={"Content-Type": "application/octet-stream"}).status_code == 404
+    with server.session() as s:
+        assert s.scalar(select(func.count()).select_from(AppRelease)) == 1
+    stored = sorted(p.name for p in (server.instance.settings.instance_dir / "apps").rglob("*") if p.is_file())
+    assert len(stored) == 1 and stored[0].endswith(".ipa")  # nothing of the refused uploads is left
+    for body, field in (({"bundle_id": "vn.x", "name": "X", "kind": "store", "app_store_id": "12ab"}, "app_store_id"),
+                        ({"bundle_id": "vn.y", "name": "Y", "kind": "inhouse", "configuration": [1]}, "configuration"),
+                        ({"bundle_id": "bad id!", "name": "Z", "kind": "inhouse"}, "bundle_id")):
+        r = admin.post("/api/v1/apps", json=body)
+        assert r.status_code == 400 and field in r.json()["error"], r.text
+    # Files are served only at the release's own URL.
+    release = server.http().get("/apps/1/0000/manifest.plist")
+    assert release.status_code == 404
