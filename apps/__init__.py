@@ -9,12 +9,13 @@ Public surface
   delivery     reconcile_device, reconcile_all, progress, render (managed configuration variables)
   ipa          read_ipa, IpaError (what an .ipa says about itself; its provisioning profile verified)
   models       App, AppRelease, AppDeployment
+  accepted_versions(session) -> {bundle id: the accepted release's version}  (compliance reads it)
 """
 from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
-__all__ = ["MANIFEST", "register"]
+__all__ = ["MANIFEST", "register", "accepted_versions"]
 
 MANIFEST = Manifest(name="apps", register="apps:register", models=("apps.models",), cli=("apps.cli:app",))
 
@@ -34,3 +35,17 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("device.enrolled", on_enrolled, name="apps.deliver")
     hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress")
     hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed")
+
+
+def accepted_versions(session) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from .models import App
+    from .service import accepted_version
+
+    out = {}
+    for a in session.scalars(select(App)):
+        v = accepted_version(a)
+        if v:
+            out[a.bundle_id] = v
+    return out

@@ -93,10 +93,17 @@ class PolicySet:
         ]
         self._cache: dict[int | None, Effective] = {}
 
+    accepted_versions: dict = {}
+
     @classmethod
     def load(cls, session: Session) -> "PolicySet":
-        return cls(session.scalars(
+        out = cls(session.scalars(
             select(Policy).where(Policy.enabled.is_(True), Policy.deleted_at.is_(None)).order_by(Policy.id)))
+        if any(r.get("kind") == "app_min_version" for p in out._policies for r in p[5]):
+            import apps
+
+            out.accepted_versions = apps.accepted_versions(session)
+        return out
 
     def for_unit(self, unit_id: int | None) -> Effective:
         eff = self._cache.get(unit_id)
@@ -229,6 +236,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     if declarative_facts is False:
         declarative_facts = declarative.compliance_facts(session, [device]).get(device.id)
     facts = facts_of(device, identity, inventory_since, declarative_facts)
+    facts.accepted_versions = policies.accepted_versions
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown
     if not eff.policy_versions:

@@ -15,6 +15,9 @@ A rule is a JSON object {"kind": ..., <parameters>, "immediate": optional bool}:
   not_in_lost_mode           {}
   mdm_profile_present        {}          an installed profile whose identifier ends in ".enroll"
   disallowed_apps            {"bundle_ids": ["com.example.game", ...]}
+  app_installed              {"bundle_ids": ["vn.gov.vpcp.vanban"]}   the office's apps are installed
+  app_min_version            {"bundle_ids": ["vn.gov.vpcp.vanban"]}   ... at least at the accepted release
+                                         (the newest release whose acceptance was recorded, apps package)
   os_update_deadline         {}          iPadOS at the target of the softwareupdate.enforcement.specific
                                          declaration assigned to the device, once its deadline passed
   declarations_active        {}          no declaration the device holds is reported invalid
@@ -118,6 +121,9 @@ RULE_SPECS: dict[str, RuleSpec] = {s.kind: s for s in (
     RuleSpec("not_in_lost_mode", {}, immediate=True),
     RuleSpec("mdm_profile_present", {}, needs="profile_list", immediate=True),
     RuleSpec("disallowed_apps", {"bundle_ids": _ident_list("bundle ids")}, ("bundle_ids",), needs="installed_applications"),
+    RuleSpec("app_installed", {"bundle_ids": _ident_list("bundle ids")}, ("bundle_ids",), needs="installed_applications"),
+    RuleSpec("app_min_version", {"bundle_ids": _ident_list("bundle ids")}, ("bundle_ids",),
+             needs="installed_applications"),
     RuleSpec("os_update_deadline", {}),
     RuleSpec("declarations_active", {}),
 )}
@@ -205,7 +211,7 @@ def merge_rules(policies: list[tuple[dict, list[dict]]]) -> list[MergedRule]:
             elif kind == "identity_certificate_valid":
                 cur.params["not_expiring_within_days"] = max(cur.params["not_expiring_within_days"],
                                                              params["not_expiring_within_days"])
-            elif kind in ("required_profiles", "disallowed_apps"):
+            elif kind in ("required_profiles", "disallowed_apps", "app_installed", "app_min_version"):
                 key = "identifiers" if kind == "required_profiles" else "bundle_ids"
                 cur.params[key] = cur.params[key] + [x for x in params[key] if x not in cur.params[key]]
     return [merged[k] for k in RULE_KINDS if k in merged]
@@ -239,6 +245,8 @@ class DeviceFacts:
     # declarations the device reports invalid.
     enforcement: Any = None
     failed_declarations: list = field(default_factory=list)
+    # bundle id -> the accepted release's version (apps package), for app_min_version.
+    accepted_versions: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -353,6 +361,23 @@ def _check(rule: MergedRule, f: DeviceFacts, now: dt.datetime) -> tuple[bool, st
         if missing:
             return False, (f"Thiếu hồ sơ cấu hình bắt buộc: {', '.join(missing)}",
                            f"Required configuration profile(s) missing: {', '.join(missing)}")
+        return None
+    if k in ("app_installed", "app_min_version"):
+        if not isinstance(f.installed_applications, list):
+            raise _Unknown("installed_applications")
+        have = {a.get("Identifier"): str(a.get("ShortVersion") or a.get("Version") or "")
+                for a in f.installed_applications if isinstance(a, dict)}
+        missing = [b for b in p["bundle_ids"] if b not in have]
+        if missing:
+            return False, (f"Chưa cài ứng dụng bắt buộc: {', '.join(missing)}",
+                           f"Required app(s) not installed: {', '.join(missing)}")
+        if k == "app_min_version":
+            behind = [(b, have[b], f.accepted_versions[b]) for b in p["bundle_ids"]
+                      if f.accepted_versions.get(b) and parse_version(have[b] or "0") < parse_version(f.accepted_versions[b])]
+            if behind:
+                vi = "; ".join(f"{b} {v} (phiên bản đã nghiệm thu: {a})" for b, v, a in behind)
+                en = "; ".join(f"{b} {v} (accepted version: {a})" for b, v, a in behind)
+                return False, (f"Ứng dụng chưa lên phiên bản đã nghiệm thu: {vi}", f"App(s) below the accepted version: {en}")
         return None
     if k == "disallowed_apps":
         if not isinstance(f.installed_applications, list):

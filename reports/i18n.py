@@ -213,6 +213,8 @@ RULES = {
     "mdm_profile_present": ("Hồ sơ quản lý MDM còn cài đặt", "MDM profile installed"),
     "disallowed_apps": ("Không cài ứng dụng bị cấm", "No disallowed apps"),
     "os_update_deadline": ("Cập nhật iPadOS đúng hạn", "iPadOS updated by the deadline"),
+    "app_installed": ("Cài ứng dụng bắt buộc", "Required apps installed"),
+    "app_min_version": ("Ứng dụng ở phiên bản đã nghiệm thu", "Apps at the accepted version"),
     "declarations_active": ("Khai báo cấu hình áp dụng được", "Declarations applied"),
 }
 

@@ -151,3 +151,54 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(server, monkeypatch):
     # Files are served only at the release's own URL.
     release = server.http().get("/apps/1/0000/manifest.plist")
     assert release.status_code == 404
+
+
+def test_ipad_left_behind_the_accepted_version_loses_the_gateway_after_grace(server, tmp_path, monkeypatch):
+    import datetime as dt
+
+    from compliance import clock
+    from tests.conftest import retire_baseline_policy
+    from tests.test_gateway import ipad_client, upload as upload_document, verdict_state
+
+    units(server)
+    admin, officer = api(server, "it_admin"), api(server, "security_officer")
+    retire_baseline_policy(officer)
+    r = officer.post("/api/v1/policies", json={"name": "Ứng dụng văn bản", "grace_hours": 24, "assign": {"all": True},
+                                                 "rules": [{"kind": "app_min_version", "bundle_ids": [BUNDLE]}],
+                                                 "actions": ["block_gateway"]})
+    assert r.status_code == 201, r.text
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    pilot, general = ipad(server, "TTTH"), ipad(server, "VHC")
+    minute = {"minute": ("bien-ban.pdf", b"%PDF-1.4", "application/pdf")}
+    assert upload(admin, build_ipa(version="1.0")).status_code == 201
+    assert officer.post(f"/api/v1/apps/{BUNDLE}/releases/1.0/accept", files=minute).status_code == 200
+    sync(server, pilot, general)
+    assert verdict_state(server, general) == "compliant"
+    r = admin.post("/api/v1/leaders", json={"full_name": "Trần Thị Bình", "title": "Vụ trưởng", "unit": "VHC",
+                                            "role": "director"})
+    assert admin.put(f"/api/v1/devices/{general.udid}/assignment", json={"leader_id": r.json()["id"]}).status_code == 200
+    doc = upload_document(officer, "bao-cao.txt", "Báo cáo.\n".encode() * 20, unit="VHC").json()
+    reader = ipad_client(server, tmp_path, general)
+    assert reader.get(f"/docs/{doc['id']}").status_code == 200
+
+    # 1.1 accepted; this iPad cannot install it (left on 1.0).
+    general.state.install_errors[BUNDLE] = (12004, "MCInstallationErrorDomain", "Not enough storage")
+    assert upload(admin, build_ipa(version="1.1")).status_code == 201
+    sync(server, pilot)
+    assert officer.post(f"/api/v1/apps/{BUNDLE}/releases/1.1/accept", files=minute).status_code == 200
+    sync(server, pilot, general)
+    admin.post(f"/api/v1/devices/{general.udid}/commands", json={"request_type": "InstalledApplicationList"})
+    sync(server, general)
+    assert installed(general) == "1.0" and verdict_state(server, general) == "grace"
+    assert reader.get(f"/docs/{doc['id']}").status_code == 200  # within the grace period
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=25)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    from compliance import engine
+
+    engine.evaluate_all(server.instance.database, server.hooks, later)
+    assert verdict_state(server, general) == "non_compliant"
+    assert reader.get(f"/docs/{doc['id']}").status_code == 403
+    assert verdict_state(server, pilot) == "compliant"
+    reader.close()
+    for sim in (pilot, general):
+        sim.close()
