@@ -35,6 +35,23 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("device.enrolled", on_enrolled, name="apps.deliver")
     hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress")
     hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed")
+    hooks.subscribe("status.reported", delivery.on_status, name="apps.installed")
+
+
+def _contribute(session, device, instance):
+    from . import delivery
+
+    return delivery.declarations_for(session, device, instance)
+
+
+# Registered on import (not in register): the CLI and the workers compute declaration sets too.
+def _add_contributor() -> None:
+    from declarative import sync
+
+    sync.add_contributor(_contribute)
+
+
+_add_contributor()
 
 
 def accepted_versions(session) -> dict[str, str]:

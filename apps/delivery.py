@@ -85,6 +85,50 @@ def install_params(session: Session, instance, device: Device, app: App, release
     return params
 
 
+APP_MANAGED = "com.apple.configuration.app.managed"
+
+
+def declaration_id(bundle_id: str) -> str:
+    ident = f"vn.gov.ipadmdm.app.{bundle_id}"
+    return ident if len(ident) <= 64 else "vn.gov.ipadmdm.app." + hashlib.sha256(bundle_id.encode()).hexdigest()[:32]
+
+
+def uses_declarations(device: Device) -> bool:
+    """iPads on declarative management that support app.managed (iPadOS 17.2+) get their apps by
+    declaration; the others by InstallApplication."""
+    from declarative import sync as ddm_sync
+
+    if device.ddm_enabled_at is None:
+        return False
+    supported = ddm_sync.supported_types(device)
+    if supported is not None:
+        return APP_MANAGED in supported
+    return ddm_sync._os_at_least(device.os_version, "17.2")
+
+
+def _unit_stage(session: Session, device: Device) -> str | None:
+    return session.scalar(select(Unit.stage).where(Unit.id == device.unit_id)) if device.unit_id else None
+
+
+def declarations_for(session: Session, device: Device, instance) -> list[tuple[str, str, dict]]:
+    """The app.managed configurations of one iPad (declarative.sync asks every contributor)."""
+    if device.enrollment_state != "enrolled" or not uses_declarations(device):
+        return []
+    stage = _unit_stage(session, device)
+    out = []
+    for app in session.scalars(select(App).order_by(App.id)):
+        want = wanted_release(app, stage)
+        if want is None:
+            continue
+        payload: dict = {"InstallBehavior": {"Install": "Required"}}
+        if app.kind == "inhouse":
+            payload.update(BundleID=app.bundle_id, ManifestURL=manifest_url(instance, want))
+        else:
+            payload.update(AppStoreID=app.app_store_id, BundleID=app.bundle_id)
+        out.append((APP_MANAGED, declaration_id(app.bundle_id), payload))
+    return out
+
+
 def _deployment(session: Session, device_id: int, app_id: int) -> AppDeployment | None:
     return session.scalar(select(AppDeployment).where(AppDeployment.device_id == device_id,
                                                       AppDeployment.app_id == app_id))
@@ -96,7 +140,8 @@ def reconcile_device(session: Session, instance, device: Device, apps: list[App]
     if device.enrollment_state != "enrolled":
         return False
     apps = apps if apps is not None else list(session.scalars(select(App).order_by(App.id)))
-    stage = session.scalar(select(Unit.stage).where(Unit.id == device.unit_id)) if device.unit_id else None
+    stage = _unit_stage(session, device)
+    by_declaration = uses_declarations(device)
     queued = False
     for app in apps:
         want = wanted_release(app, stage)
@@ -107,19 +152,74 @@ def reconcile_device(session: Session, instance, device: Device, apps: list[App]
             continue
         if dep is not None and dep.release_id == want.id and dep.attempts >= 3:
             continue  # failed three times: left for IT (the console shows Apple's error)
-        cmd = command_queue.enqueue(session, device, "InstallApplication",
-                                    install_params(session, instance, device, app, want), requested_by=requested_by)
+        if by_declaration:
+            cmd = _sync_declarations(session, instance, device, app, want, requested_by)
+        else:
+            cmd = command_queue.enqueue(session, device, "InstallApplication",
+                                        install_params(session, instance, device, app, want), requested_by=requested_by)
         if dep is None:
             dep = AppDeployment(device_id=device.id, app_id=app.id, release_id=want.id, attempts=0)
             session.add(dep)
         if dep.release_id != want.id:
             dep.attempts = 0
-        dep.release_id, dep.status, dep.command_uuid, dep.error = want.id, "pending", cmd.uuid, None
+        dep.release_id, dep.status, dep.command_uuid, dep.error = want.id, "pending", cmd.uuid if cmd else None, None
         dep.attempts += 1
         dep.updated_at = utcnow()
         queued = True
     session.flush()
     return queued
+
+
+def _sync_declarations(session: Session, instance, device: Device, app: App, release: AppRelease,
+                       requested_by: str):
+    """DDM path: the app.managed declaration changed, so tell the iPad to sync; the managed
+    configuration still goes by the Settings command (ApplicationConfiguration)."""
+    from declarative import sync as ddm_sync
+
+    ddm_sync.request_sync(session, [device], ddm_sync.renderer_for(instance), requested_by=requested_by)
+    if app.configuration:
+        config = render(app.configuration, device_values(session, instance, device))
+        command_queue.enqueue(session, device, "Settings", {"Settings": [{
+            "Item": "ApplicationConfiguration", "Identifier": app.bundle_id, "Configuration": config}]},
+            requested_by=requested_by)
+    return None
+
+
+def on_status(session: Session, device: Device, report, changed) -> None:
+    """app.managed.list from a declarative status report: installed at the release's version, or failed."""
+    if "app.managed.list" not in changed:
+        return
+    from mdm import ddm
+
+    listed = {e.get("identifier"): e for e in ddm.status_value(device.ddm_status, "app.managed.list") or []
+              if isinstance(e, dict)}
+    for dep, app in _deployments(session, device):
+        entry = listed.get(app.bundle_id)
+        if entry is None:
+            continue
+        release = session.get(AppRelease, dep.release_id)
+        dep.installed_version = str(entry.get("short-version") or "")[:32] or None
+        state = entry.get("state")
+        if state == "managed" and dep.installed_version == release.version:
+            dep.status, dep.error = "installed", None
+        elif state == "failed":
+            dep.status, dep.error = "failed", "app.managed: " + _declaration_reasons(device, app.bundle_id)
+        elif state in ("queued", "downloading", "installing", "prompting-for-management"):
+            dep.status = "installing"
+        dep.updated_at = utcnow()
+
+
+def _declaration_reasons(device: Device, bundle_id: str) -> str:
+    """The reason codes the iPad gives for its app.managed declaration (management.declarations)."""
+    from mdm import ddm
+
+    ident = declaration_id(bundle_id)
+    reported = ddm.status_value(device.ddm_status, "management.declarations") or {}
+    for entry in reported.get("configurations", []):
+        if isinstance(entry, dict) and entry.get("identifier") == ident:
+            codes = [str(r.get("code")) for r in entry.get("reasons") or [] if isinstance(r, dict)]
+            return ", ".join(codes)[:480] or "failed"
+    return "failed"
 
 
 def reconcile_all(session: Session, instance, *, requested_by: str = "apps") -> list[int]:

@@ -158,12 +158,29 @@ def _passcode(device: Device, si: dict | None, inventory_since) -> tuple[bool | 
     return present, compliant
 
 
+def _installed_apps(device: Device, inventory_since) -> list | None:
+    """InstalledApplicationList, with the managed apps a declarative iPad reports (app.managed.list)
+    taking precedence when that report is newer."""
+    listed = _fresh(device.installed_applications, device.installed_applications_at, inventory_since)
+    managed, at = _status(device, "app.managed.list", inventory_since)
+    if not isinstance(managed, list):
+        return listed
+    newer = listed is None or device.installed_applications_at is None or at >= device.installed_applications_at
+    by_id = {a.get("Identifier"): a for a in listed or [] if isinstance(a, dict)}
+    for e in managed:
+        if isinstance(e, dict) and e.get("state") == "managed" and (newer or e.get("identifier") not in by_id):
+            by_id[e.get("identifier")] = {"Identifier": e.get("identifier"), "ShortVersion": e.get("short-version"),
+                                          "Version": e.get("version")}
+    return list(by_id.values())
+
+
 def facts_of(device: Device, identity: IdentityCertificate | None, inventory_since: dt.datetime | None,
              declarative_facts=None) -> DeviceFacts:
     di = _fresh(device.device_information, device.device_information_at, inventory_since)
     si = _fresh(device.security_info, device.security_info_at, inventory_since)
     status_os, _ = _status(device, "device.operating-system.version", inventory_since)
     present, compliant = _passcode(device, si, inventory_since)
+    apps = _installed_apps(device, inventory_since)
     return DeviceFacts(
         os_version=device.os_version if (inventory_since is None or di is not None or status_os) else None,
         security_info=si,
@@ -174,7 +191,7 @@ def facts_of(device: Device, identity: IdentityCertificate | None, inventory_sin
         device_information=di,
         is_supervised=device.is_supervised if (inventory_since is None or di is not None) else None,
         profile_list=_fresh(device.profile_list, device.profile_list_at, inventory_since),
-        installed_applications=_fresh(device.installed_applications, device.installed_applications_at, inventory_since),
+        installed_applications=apps,
         lost_mode_enabled=bool(device.lost_mode_enabled),
         last_seen_at=device.last_seen_at,
         identity=CertFacts(identity.not_after, identity.revoked_at) if identity is not None else None,

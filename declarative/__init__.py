@@ -8,7 +8,9 @@ Public surface
   MANIFEST, register(app, hooks, instance)
   service                create, new_version, assign, unassign, delete, get, list_all
   catalog                the declaration types and their keys (TYPES, validate_payload)
-  sync                   device_set, request_sync, uses_ddm, STATUS_SUBSCRIPTIONS
+  sync                   device_set, request_sync, sync_after_change, uses_ddm, STATUS_SUBSCRIPTIONS,
+                         add_contributor (configurations another package makes per device, e.g. app.managed),
+                         renderer_for(instance)
   compliance_facts(session, devices) -> {device_id: DeclarativeFacts(enforcement, failed)}
   device_summary(session, device)    -> the declarative part of a device's detail
   describe_all(reasons, lang)        Apple's status reason codes in Vietnamese / English

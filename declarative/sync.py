@@ -71,6 +71,18 @@ def _render(kind: str, dtype: str, identifier: str, payload: dict, declaration_i
     return Rendered(kind, dtype, identifier, token, doc, declaration_id)
 
 
+# Other packages add configurations the server makes for a device (the apps package: one
+# app.managed per app the iPad should have), registered when the package is imported so every
+# process (web, CLI, worker) computes the same set.
+# contributor(session, device, instance) -> [(type, identifier, payload)].
+CONTRIBUTORS: list = []
+
+
+def add_contributor(fn) -> None:
+    if fn not in CONTRIBUTORS:
+        CONTRIBUTORS.append(fn)
+
+
 def activation_id(configuration: str) -> str:
     ident = ACTIVATION_PREFIX + configuration
     return ident if len(ident) <= 64 else ACTIVATION_PREFIX + hashlib.sha256(configuration.encode()).hexdigest()[:32]
@@ -190,6 +202,14 @@ def device_set(session: Session, device: Device, renderer: Renderer) -> DeviceSe
                 out[decl.identifier] = _render("activation", decl.type, decl.identifier, payload, decl.id)
         else:
             add(decl)
+    instance = getattr(renderer.credentials, "instance", None)
+    for contribute in CONTRIBUTORS if instance is not None else ():
+        for dtype, ident, payload in contribute(session, device, instance):
+            if not allowed(dtype):
+                withheld[ident] = f"{catalog.TYPES[dtype].short} is not supported by this device"
+                continue
+            out[ident] = _render(catalog.TYPES[dtype].kind, dtype, ident, payload)
+            activations.setdefault(activation_id(ident), ([ident], {None}))
     for ident, (configs, predicates) in activations.items():
         payload: dict = {"StandardConfigurations": configs}
         if None not in predicates:

@@ -56,6 +56,7 @@ class DDMState:
     reported: dict = field(default_factory=dict)         # last values sent, per item
     sync_needed: bool = False
     requests: list = field(default_factory=list)         # endpoints fetched (for tests)
+    app_states: dict = field(default_factory=dict)       # bundle -> (state, short-version, version, declaration)
 
 
 class DDMDevice:
@@ -149,6 +150,8 @@ class DDMDevice:
                 self.ddm.subscriptions.update(i["Name"] for i in p["StatusItems"])
             elif t == "com.apple.configuration.passcode.settings":
                 self.ddm.passcode_policy = p
+            elif t == "com.apple.configuration.app.managed":
+                self._install_managed_app(ident, p)
             elif t == "com.apple.configuration.legacy":
                 r = self.client.get(p["ProfileURL"], headers={"Mdm-Signature": self.sign(b"")})
                 if r.status_code != 200:
@@ -171,6 +174,25 @@ class DDMDevice:
                     _key, cert, _chain = pkcs12.load_key_and_certificates(base64.b64decode(cred["Identity"]),
                                                                           cred["Password"].encode())
                     self.ddm.certificates[ident] = (cert, True)
+
+    def _install_managed_app(self, ident: str, p: dict) -> None:
+        """app.managed: install (or update to) the app the declaration names, as iPadOS does."""
+        bundle = p.get("BundleID")
+        if bundle in self.state.install_errors:
+            self.ddm.app_states[bundle] = ("failed", None, None, ident)
+            self.ddm.fail[ident] = "Error.InstallFailed"
+            return
+        have = next((a for a in self.state.apps if a["Identifier"] == bundle), None)
+        if "ManifestURL" in p:
+            r = self.client.get(p["ManifestURL"])
+            item = plistlib.loads(r.content)["items"][0]
+            version = item["metadata"]["bundle-version"]
+            if have is None or have["ShortVersion"] != version:
+                self._answer_InstallApplication({"ManifestURL": p["ManifestURL"]})
+        elif have is None:
+            self._answer_InstallApplication({"iTunesStoreID": int(p["AppStoreID"])})
+        app = next(a for a in self.state.apps if a["Identifier"] == bundle)
+        self.ddm.app_states[bundle] = ("managed", app["ShortVersion"], app["Version"], ident)
 
     def _asset(self, ident: str) -> bytes | None:
         doc = self.ddm.declarations.get(ident)
@@ -237,7 +259,10 @@ class DDMDevice:
                  "subject-summary": cert.subject.rfc4514_string(), "is-identity": is_identity,
                  "data": base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()}
                 for ident, (cert, is_identity) in self.ddm.certificates.items()],
-            "app.managed.list": [],
+            "app.managed.list": [
+                {"identifier": bundle, "declaration-identifier": ident, "state": state, "name": bundle.rsplit(".", 1)[-1],
+                 **({"short-version": short, "version": build} if short else {})}
+                for bundle, (state, short, build, ident) in sorted(self.ddm.app_states.items())],
         }
         return items
 

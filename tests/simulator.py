@@ -354,6 +354,12 @@ class SimulatedIPad(DDMDevice):
             self.state.app_configurations[bundle] = command["Configuration"]
         return {"Identifier": bundle, "State": "Installing"}
 
+    def _answer_Settings(self, command):
+        for item in command["Settings"]:
+            if item.get("Item") == "ApplicationConfiguration":
+                self.state.app_configurations[item["Identifier"]] = item.get("Configuration")
+        return {"Settings": [{"Item": i.get("Item"), "Status": "Acknowledged"} for i in command["Settings"]]}
+
     def _answer_ManagedApplicationList(self, command):
         wanted = command.get("Identifiers")
         return {"ManagedApplicationList": {

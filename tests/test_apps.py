@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from apps.models import AppRelease
 from ipad_mdm.models import Unit
+from tests import apple_schema
 from tests.ipa_builder import build_ipa, provisioning_profile
 from tests.test_gateway import api
 
@@ -58,6 +59,12 @@ def test_pilot_acceptance_rollout_and_rollback(server):
     assert r.json()["state"] == "pilot" and r.json()["team_id"] == "VPCP123456" and r.json()["devices_queued"] == 1
     sync(server, pilot, general)
     assert installed(pilot) == "1.0" and installed(general) is None
+    # A declarative iPad gets it by app.managed (validated against Apple's schema), not InstallApplication.
+    decl = pilot.ddm.declarations["vn.gov.ipadmdm.app." + BUNDLE]
+    assert decl["Payload"]["BundleID"] == BUNDLE and decl["Payload"]["ManifestURL"].startswith(server.url)
+    if apple_schema.schema_root() is not None:
+        assert apple_schema.declaration_problems({k: v for k, v in decl.items() if not k.startswith("_")}) == []
+    assert not any(c["Command"]["RequestType"] == "InstallApplication" for c in pilot.handled)
     # The managed configuration was rendered for this iPad.
     conf = pilot.state.app_configurations[BUNDLE]
     assert conf["DeviceID"] == pilot.udid and conf["ServerURL"].endswith("/docs/") and conf["Unit"] == "Trung tâm Tin học"
@@ -99,19 +106,27 @@ def test_pilot_acceptance_rollout_and_rollback(server):
 
 
 def test_apple_install_error_is_shown_per_device(server):
+    """An older iPad (MDM path: InstallApplication) and a declarative one (app.managed) both fail."""
     units(server)
     admin = api(server, "it_admin")
     assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
-    sim = server.simulator()
-    sim.state.install_errors[BUNDLE] = (12005, "MCInstallationErrorDomain", "The app could not be installed")
-    sim.enroll(server.enrollment_url(unit_code="TTTH"))
-    server.wait_pushes()
-    sim.process_commands()
+    old = server.simulator()
+    old.state.os_version, old.ddm.supported = "16.7.10", False
+    new = server.simulator()
+    for sim in (old, new):
+        sim.state.install_errors[BUNDLE] = (12005, "MCInstallationErrorDomain", "The app could not be installed")
+        sim.enroll(server.enrollment_url(unit_code="TTTH"))
+        server.wait_pushes()
+        sim.process_commands()
     assert upload(admin, build_ipa()).status_code == 201
-    sync(server, sim)
-    dev = admin.get(f"/api/v1/apps/{BUNDLE}/progress").json()["devices"][0]
-    assert dev["status"] == "failed" and "MCInstallationErrorDomain 12005" in dev["error"]
-    sim.close()
+    sync(server, old, new)
+    assert any(c["Command"]["RequestType"] == "InstallApplication" for c in old.handled)
+    assert not any(c["Command"]["RequestType"] == "InstallApplication" for c in new.handled)
+    devices = {d["udid"]: d for d in admin.get(f"/api/v1/apps/{BUNDLE}/progress").json()["devices"]}
+    assert devices[old.udid]["status"] == "failed" and "MCInstallationErrorDomain 12005" in devices[old.udid]["error"]
+    assert devices[new.udid]["status"] == "failed" and "Error.InstallFailed" in devices[new.udid]["error"]
+    for sim in (old, new):
+        sim.close()
 
 
 def test_bad_uploads_are_refused_and_nothing_is_stored(server, monkeypatch):
