@@ -44,7 +44,7 @@ def register(app, hooks, instance) -> None:
     import mdm
     from ipad_mdm.dispatch import push_after_commit
 
-    from . import api, status, views
+    from . import api, osupdate, status, views
 
     renderer = sync.renderer_for(instance)
     app.extensions["declarative.renderer"] = renderer
@@ -59,6 +59,13 @@ def register(app, hooks, instance) -> None:
     def on_detail(session, device, detail):
         detail["declarative"] = status.device_summary(session, device)
 
+    def on_enrolled_osupdate(session, device):
+        push = osupdate.schedule_updates(session, [device])
+        if push:
+            push_after_commit(session, push)
+
     hooks.subscribe("device.enrolled", on_enrolled, name="declarative.enable")
+    hooks.subscribe("device.enrolled", on_enrolled_osupdate, name="declarative.osupdate")
+    hooks.subscribe("command.completed", osupdate.on_command_completed, name="declarative.osupdate")
     hooks.subscribe("status.reported", status.on_status_reported, name="declarative.states")
     hooks.subscribe("device.detail", on_detail, name="declarative.detail")

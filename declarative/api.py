@@ -159,6 +159,16 @@ def unassign(identifier):
         return jsonify({**declaration_dict(decl), "removed": removed, **_sync(s, before)})
 
 
+@bp.get("/os-updates")
+@require("devices.read")
+def os_updates():
+    """Enforced iPadOS updates: per declaration, where each iPad it reaches stands."""
+    from . import osupdate
+
+    with unit_of_work() as s:
+        return jsonify({"enforcements": osupdate.progress(s)})
+
+
 @bp.get("/devices/<udid>/declarations")
 @require("devices.read", unit_scoped=True)
 def device_declarations(udid):

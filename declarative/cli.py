@@ -39,8 +39,11 @@ def _run(ctx, fn, *, sync_reach=None, force: bool = False):
         with inst.database.session() as s:
             result, reach = fn(s)
             if reach is not False:
+                from .osupdate import schedule_updates
+
                 push = sync.request_sync(s, sync.devices_for(s, reach), sync.renderer_for(inst),
                                          requested_by="cli", force=force)
+                push = sorted(set(push) | set(schedule_updates(s)))
     except DeclarationError as exc:
         fail(exc.message, 2)
     except service.NotFound as exc:
@@ -220,3 +223,12 @@ def sync_cmd(ctx, udid):
         return {"udid": udid}, [device.id]
 
     emit(_run(ctx, fn, force=True), True)
+
+
+@declaration.command("os-updates")
+@click.pass_context
+def os_updates_cmd(ctx):
+    """Enforced iPadOS updates: each iPad at the target, updating, or failed (and why)."""
+    from . import osupdate
+
+    emit(_run(ctx, lambda s: (osupdate.progress(s), False)), True)

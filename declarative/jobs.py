@@ -6,7 +6,7 @@ import logging
 from sqlalchemy import select
 
 from ipad_mdm.dispatch import push_after_commit
-from ipad_mdm.jobs import background_task
+from ipad_mdm.jobs import background_task, periodic
 from mdm import Device
 
 from . import sync
@@ -33,3 +33,13 @@ def sync_devices(rt, device_ids, requested_by: str, force: bool = False) -> dict
             told += len(push)
     log.info("declarative sync: %d of %d iPads told to sync (%s)", told, len(ids), requested_by)
     return {"devices": len(ids), "told": told}
+
+
+@periodic("declarative.schedule_os_updates", 6 * 3600)
+def schedule_os_updates(rt) -> None:
+    """iPads without declarative management still behind an enforced iPadOS version: ask again."""
+    from .osupdate import schedule_updates
+
+    with rt.instance.database.session(dispatcher=rt.dispatcher) as s:
+        push = schedule_updates(s)
+        push_after_commit(s, push)

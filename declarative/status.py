@@ -108,9 +108,7 @@ def compliance_facts(session: Session, devices: list[Device]) -> dict[int, Decla
                            .where(Declaration.type == ENFORCEMENT))
     rules = [(_enforcement_of(d), a) for d, a in rows]
     if rules:
-        for device in devices:
-            if device.ddm_enabled_at is None:
-                continue  # the MDM-command path: no enforcement declaration reaches it
+        for device in devices:  # declaratively, or by ScheduleOSUpdate on the MDM-command path
             for enf, a in rules:
                 if a.target_type == "all" or a.device_id == device.id or (a.unit_id is not None and a.unit_id == device.unit_id):
                     cur = out[device.id].enforcement

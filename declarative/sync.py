@@ -333,6 +333,9 @@ def sync_after_change(session: Session, device_ids: list[int] | None, renderer: 
         if not device_ids:
             return {"devices_synced": 0}
         stmt = stmt.where(Device.id.in_(device_ids))
+    from .osupdate import schedule_updates
+
+    push_after_commit(session, schedule_updates(session))  # the MDM-command path of update enforcement
     reach = session.scalar(stmt)
     if reach <= INLINE_LIMIT:
         push = request_sync(session, devices_for(session, device_ids), renderer, requested_by=requested_by, force=force)

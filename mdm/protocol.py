@@ -246,6 +246,7 @@ _COMMAND_SPEC: dict[str, dict[str, tuple[type, bool]]] = {
     "ManagedApplicationList": {"Identifiers": (list, False)},
     "RemoveApplication": {"Identifier": (str, True)},
     "Settings": {"Settings": (list, True)},
+    "ScheduleOSUpdate": {"Updates": (list, True)},
 }
 
 COMMAND_TYPES = tuple(_COMMAND_SPEC)

@@ -51,6 +51,7 @@ class DDMState:
     passcode_length: int = 6
     passcode_alphanumeric: bool = False
     update_failure: str | None = None                    # the softwareupdate failure reason to report
+    auto_update: bool = False                            # install an enforced update as soon as it arrives
     assets: dict = field(default_factory=dict)           # identifier -> bytes fetched
     certificates: dict = field(default_factory=dict)     # identifier -> (x509, is_identity)
     reported: dict = field(default_factory=dict)         # last values sent, per item
@@ -150,6 +151,10 @@ class DDMDevice:
                 self.ddm.subscriptions.update(i["Name"] for i in p["StatusItems"])
             elif t == "com.apple.configuration.passcode.settings":
                 self.ddm.passcode_policy = p
+            elif t == "com.apple.configuration.softwareupdate.enforcement.specific":
+                if self.ddm.auto_update and not self.ddm.update_failure and _vt(self.state.os_version) < _vt(p["TargetOSVersion"]):
+                    self.state.os_version = p["TargetOSVersion"]
+                    self.state.build_version = p.get("TargetBuildVersion") or self.state.build_version
             elif t == "com.apple.configuration.app.managed":
                 self._install_managed_app(ident, p)
             elif t == "com.apple.configuration.legacy":

@@ -64,6 +64,8 @@ class DeviceState:
         {"Identifier": "com.wireguard.ios", "Name": "WireGuard", "Version": "1.0.16", "ShortVersion": "1.0.16", "BundleSize": 11000000},
     ])
     app_configurations: dict = field(default_factory=dict)  # bundle id -> managed configuration received
+    os_update_error: str | None = None                  # ScheduleOSUpdate fails with this
+    os_builds: dict = field(default_factory=lambda: {"18.2": "22C152", "18.3": "22D63"})
     install_errors: dict = field(default_factory=dict)  # bundle id -> (ErrorCode, ErrorDomain, text)
     store_apps: dict = field(default_factory=dict)      # iTunesStoreID -> bundle id
     store_versions: dict = field(default_factory=dict)  # bundle id -> (version, build) the App Store has
@@ -353,6 +355,23 @@ class SimulatedIPad(DDMDevice):
         if "Configuration" in command:
             self.state.app_configurations[bundle] = command["Configuration"]
         return {"Identifier": bundle, "State": "Installing"}
+
+    def _answer_ScheduleOSUpdate(self, command):
+        """InstallASAP of a newer version: the simulated iPad installs it (and would restart)."""
+        results = []
+        for update in command["Updates"]:
+            version = update.get("ProductVersion")
+            if self.state.os_update_error:
+                results.append({"ProductKey": f"iOSUpdate{version}", "InstallAction": "Error", "Status": "InstallFailed",
+                                "ErrorChain": [{"ErrorCode": 7, "ErrorDomain": "SUErrorDomain",
+                                                "LocalizedDescription": self.state.os_update_error}]})
+                continue
+            if version and update.get("InstallAction") in ("InstallASAP", "Default", "InstallForceRestart"):
+                self.state.os_version = version
+                self.state.build_version = self.state.os_builds.get(version, self.state.build_version)
+            results.append({"ProductKey": f"iOSUpdate{version}", "InstallAction": update.get("InstallAction", "Default"),
+                            "Status": "Installing"})
+        return {"UpdateResults": results}
 
     def _answer_Settings(self, command):
         for item in command["Settings"]:
