@@ -16,7 +16,7 @@ from mdm import Command, Device, commands as command_queue
 
 from .models import Declaration
 from .service import assigned_device_ids, current
-from .sync import _os_at_least
+from .sync import _os_at_least, uses_ddm
 
 log = logging.getLogger(__name__)
 ENFORCEMENT = "com.apple.configuration.softwareupdate.enforcement.specific"
@@ -37,6 +37,8 @@ def schedule_updates(session: Session, devices: list[Device] | None = None) -> l
         if devices is not None:
             stmt = stmt.where(Device.id.in_([d.id for d in devices] or [0]))
         for device in session.scalars(stmt):
+            if uses_ddm(device, None):
+                continue  # declarative management is being turned on: the declaration itself goes there
             if not _os_at_least(device.os_version, target) and (
                     device.id not in wanted or _os_at_least(target, wanted[device.id])):
                 wanted[device.id] = target  # the highest target that reaches it

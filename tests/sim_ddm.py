@@ -182,7 +182,7 @@ class DDMDevice:
 
     def _install_managed_app(self, ident: str, p: dict) -> None:
         """app.managed: install (or update to) the app the declaration names, as iPadOS does."""
-        bundle = p.get("BundleID")
+        bundle = p.get("BundleID") or self.state.store_apps.get(int(p["AppStoreID"]), f"store.{p['AppStoreID']}")
         if bundle in self.state.install_errors:
             self.ddm.app_states[bundle] = ("failed", None, None, ident)
             self.ddm.fail[ident] = "Error.InstallFailed"
