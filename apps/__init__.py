@@ -17,7 +17,8 @@ from ipad_mdm.manifest import Manifest
 
 __all__ = ["MANIFEST", "register", "accepted_versions"]
 
-MANIFEST = Manifest(name="apps", register="apps:register", models=("apps.models",), cli=("apps.cli:app",))
+MANIFEST = Manifest(name="apps", register="apps:register", models=("apps.models",), jobs=("apps.jobs",),
+                    cli=("apps.cli:app",))
 
 
 def register(app, hooks, instance) -> None:

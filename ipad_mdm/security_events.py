@@ -38,6 +38,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
                                  "Device identity renewal refused"),
     "audit_chain_tampered": ("critical", "Nhật ký truy cập tài liệu bị can thiệp",
                              "Document access log has been tampered with"),
+    "app_profile_expiring": ("warning", "Hồ sơ cấp phép của ứng dụng nội bộ sắp hết hạn",
+                             "An in-house app's provisioning profile is about to expire"),
 }
 
 

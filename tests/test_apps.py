@@ -217,3 +217,28 @@ def test_ipad_left_behind_the_accepted_version_loses_the_gateway_after_grace(ser
     reader.close()
     for sim in (pilot, general):
         sim.close()
+
+
+def test_provisioning_profile_expiry_is_warned_30_14_7_days_ahead(server, notifier):
+    import datetime as dt
+
+    from apps.jobs import warn_expiring_profiles
+    from tests.ipa_builder import provisioning_profile
+
+    admin, officer = api(server, "it_admin"), api(server, "security_officer")
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=20)).replace(microsecond=0, tzinfo=None)
+    r = upload(admin, build_ipa(profile=provisioning_profile(expires=expires)))
+    assert r.status_code == 201 and r.json()["profile_expires_at"].startswith(expires.date().isoformat()), r.text
+    now = dt.datetime.now(dt.timezone.utc)
+    with server.session() as s:
+        assert warn_expiring_profiles(s, now) == [f"{BUNDLE}:1.0:30"]
+        assert warn_expiring_profiles(s, now) == []  # one warning per threshold, not one per run
+        assert warn_expiring_profiles(s, now + dt.timedelta(days=8)) == [f"{BUNDLE}:1.0:14"]
+        assert warn_expiring_profiles(s, now + dt.timedelta(days=14)) == [f"{BUNDLE}:1.0:7"]
+        assert warn_expiring_profiles(s, now + dt.timedelta(days=21)) == [f"{BUNDLE}:1.0:0"]
+    events = officer.get("/api/v1/security-events").json()["events"]
+    texts = [e["summary_vi"] for e in events if e["kind"] == "app_profile_expiring"]
+    assert len(texts) == 4 and any("còn 20 ngày" in t or "còn 21 ngày" in t for t in texts)
+    assert any("đã hết hạn" in t for t in texts)
+    notifier.wait_for(1)
