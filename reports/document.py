@@ -17,7 +17,7 @@ from .i18n import COLUMNS, GATEWAY_REASONS, KPI, RULES, SEVERITY, SHEETS, STATE,
 from .official import Issuer
 
 MAX_DISPLAY_ROWS = 40  # long lists are cut in HTML/PDF; XLSX/CSV always hold every row
-RATE_COLUMNS = {"rate", "share", "compliance_rate", "gateway_deny_rate"}
+RATE_COLUMNS = {"rate", "share", "compliance_rate", "gateway_deny_rate", "coverage"}
 COUNT_COLUMNS = {"enrolled", "new_in_month", "pending", "handed_over", "checked_out_in_month", "devices", "episodes",
                  "eligible", "updated", "updated_in_month", "still_behind", "count", "allow", "deny", "total",
                  "acknowledged", "open", "fleet_enrolled", "never_compliant", "gateway_denied", "cert_renewals",

@@ -23,6 +23,7 @@ T = {
         "vpn": "Ngắt và khôi phục kết nối VPN",
         "incidents": "Sự cố an toàn thông tin",
         "ddm": "Cập nhật iPadOS bắt buộc và tình trạng khai báo cấu hình",
+        "apps": "Ứng dụng của cơ quan: mức độ triển khai phiên bản đã nghiệm thu",
         "incident_events": "Danh sách sự kiện trong tháng",
         "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
         "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
@@ -64,6 +65,7 @@ T = {
         "vpn": "VPN cuts and restores",
         "incidents": "Security incidents",
         "ddm": "Enforced iPadOS updates and declaration health",
+        "apps": "The office's apps: coverage of the accepted release",
         "incident_events": "Events in the month",
         "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
         "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
@@ -160,6 +162,10 @@ COLUMNS = {
     "device_reason": ("Mô tả lỗi do thiết bị gửi (nguyên văn)", "Reason as the device sent it"),
     "valid": ("Hợp lệ", "Valid"), "invalid": ("Không hợp lệ", "Invalid"), "unknown": ("Chưa xác định", "Unknown"),
     "ddm_reason": ("Lỗi thường gặp", "Most frequent error"),
+    "app": ("Ứng dụng", "App"), "accepted_version": ("Phiên bản đã nghiệm thu", "Accepted version"),
+    "accepted_at": ("Ngày nghiệm thu", "Accepted on"), "at_accepted": ("Đạt phiên bản đã nghiệm thu", "At the accepted version"),
+    "coverage": ("Tỷ lệ triển khai (%)", "Coverage (%)"), "days_to_95": ("Số ngày đến 95 %", "Days to 95 %"),
+    "behind": ("Chưa cập nhật", "Behind"), "profile_expires_at": ("Hồ sơ cấp phép hết hạn", "Provisioning profile expires"),
     "failing_rules": ("Quy tắc không đạt", "Failing rules"), "started_at": ("Bắt đầu", "Started"),
     "ended_at": ("Kết thúc", "Ended"), "hours": ("Số giờ", "Hours"), "episodes": ("Số lần", "Episodes"),
     "mean_hours": ("Trung bình (giờ)", "Mean (hours)"), "p90_hours": ("p90 (giờ)", "p90 (hours)"),
@@ -274,6 +280,7 @@ SHEETS = {
     "os_enforcement": ("Cập nhật iPadOS bắt buộc", "Enforced iPadOS updates"),
     "os_update_failures": ("Lỗi cập nhật iPadOS", "iPadOS update failures"),
     "declaration_health": ("Tình trạng khai báo", "Declaration health"), "ddm_devices": ("Thiết bị dùng DDM", "DDM devices"),
+    "app_coverage": ("Triển khai ứng dụng", "App coverage"), "app_coverage_units": ("Ứng dụng theo đơn vị", "Apps by unit"),
 }
 
 

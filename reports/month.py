@@ -8,6 +8,7 @@ import pandas as pd
 from sqlalchemy.engine import Connection
 
 from . import loaders
+from .apps_figures import apps_figures
 from .ddm_figures import ddm_figures
 from .measures import measure_figures
 from .metrics import (
@@ -93,6 +94,7 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     tables.update(t)
     kpis.update(k)
     tables.update(ddm_figures(conn, os_reports, month, udids))
+    tables.update(apps_figures(conn, devices, units, month))
     t, k = measure_figures(intervals, pieces, transitions, vpn_events, gateway_events, security_events, month, units)
     tables.update(t)
     kpis.update(k)

@@ -224,7 +224,29 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     cp = t["audit_checkpoint"]
     _audit_checkpoint(b, cp, lang)
     _ddm_section(sub(12, "ddm"), t, lang, num, nodata)
+    _apps_section(sub(13, "apps"), t, lang, num)
     return secs
+
+
+def _apps_section(b, t, lang, num) -> None:
+    cov = t.get("app_coverage")
+    for row in (cov.itertuples() if cov is not None else ()):
+        pct = fmt.percent(row.coverage, lang) if row.coverage is not None and not pd.isna(row.coverage) else "–"
+        if row.days_to_95 is None or pd.isna(row.days_to_95):
+            reach = _v(lang, "chưa đạt 95 % số thiết bị", "95 % of the iPads not reached yet")
+        else:
+            reach = _v(lang, f"đạt 95 % số thiết bị sau {fmt.number(round(row.days_to_95, 1), lang)} ngày",
+                       f"95 % of the iPads reached after {fmt.number(round(row.days_to_95, 1), lang)} days")
+        b.append(_v(lang, f"{row.app}: phiên bản đã nghiệm thu {row.accepted_version} (ngày {fmt.datetime(row.accepted_at, lang)}) "
+                          f"có trên {fmt.number(row.at_accepted, lang)}/{fmt.number(row.devices, lang)} thiết bị ({pct}); "
+                          f"{reach}; {fmt.number(row.behind, lang)} thiết bị chưa cập nhật.",
+                    f"{row.app}: accepted version {row.accepted_version} ({fmt.datetime(row.accepted_at, lang)}) on "
+                    f"{fmt.number(row.at_accepted, lang)}/{fmt.number(row.devices, lang)} iPads ({pct}); {reach}; "
+                    f"{fmt.number(row.behind, lang)} behind."))
+    add_table(b, num, _v(lang, "Triển khai phiên bản đã nghiệm thu", "Coverage of the accepted release"), cov, lang,
+              _v(lang, "Chưa có phiên bản ứng dụng nào được nghiệm thu.", "No app release has been accepted yet."))
+    add_table(b, num, _v(lang, "Triển khai theo đơn vị", "Coverage by unit"), t.get("app_coverage_units"), lang,
+              _v(lang, "Chưa có số liệu theo đơn vị.", "No figures by unit yet."))
 
 
 def _audit_checkpoint(b, cp, lang) -> None:

@@ -242,3 +242,31 @@ def test_provisioning_profile_expiry_is_warned_30_14_7_days_ahead(server, notifi
     assert len(texts) == 4 and any("còn 20 ngày" in t or "còn 21 ngày" in t for t in texts)
     assert any("đã hết hạn" in t for t in texts)
     notifier.wait_for(1)
+
+
+def test_monthly_report_shows_app_coverage(server, tmp_path):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from tests.test_mdm_api_cli import _cli
+
+    units(server)
+    admin, officer = api(server, "it_admin"), api(server, "security_officer")
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    pilot, general, behind = ipad(server, "TTTH"), ipad(server, "VHC"), ipad(server, "VHC")
+    behind.state.install_errors[BUNDLE] = (12004, "MCInstallationErrorDomain", "Not enough storage")
+    assert upload(admin, build_ipa(version="1.0")).status_code == 201
+    sync(server, pilot)
+    minute = {"minute": ("bien-ban.pdf", b"%PDF-1.4", "application/pdf")}
+    assert officer.post(f"/api/v1/apps/{BUNDLE}/releases/1.0/accept", files=minute).status_code == 200
+    sync(server, general, behind)
+    month = dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y-%m")
+    out = tmp_path / "r"
+    _cli(server, "report", "monthly", "--month", month, "--format", "html", "--output", str(out), "--quiet")
+    html = next(out.glob("*.html")).read_text(encoding="utf-8")
+    section = html[html.index("Ứng dụng của cơ quan: mức độ triển khai phiên bản đã nghiệm thu"):]
+    assert "Văn bản (vn.gov.vpcp.vanban): phiên bản đã nghiệm thu 1.0" in section
+    assert "có trên 2/3 thiết bị" in section and "chưa đạt 95 % số thiết bị; 1 thiết bị chưa cập nhật." in section
+    assert "Vụ Hành chính" in section
+    for sim in (pilot, general, behind):
+        sim.close()
