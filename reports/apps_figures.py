@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from apps.models import App, AppDeployment, AppRelease
+from apps import App, AppDeployment, AppRelease
 
 from .loaders import _frame
 from .metrics import NO_UNIT, version_key
