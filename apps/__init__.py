@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
+from . import delivery, service
 from .models import App, AppDeployment, AppRelease
 
-__all__ = ["MANIFEST", "register", "accepted_versions", "App", "AppDeployment", "AppRelease"]
+__all__ = ["MANIFEST", "register", "accepted_versions", "delivery", "service", "App", "AppDeployment", "AppRelease"]
 
 MANIFEST = Manifest(name="apps", register="apps:register", models=("apps.models",), jobs=("apps.jobs",),
                     cli=("apps.cli:app",))

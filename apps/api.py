@@ -8,7 +8,6 @@ IPAD_MDM_APP_MAX_BYTES, never held in memory.
 from __future__ import annotations
 
 import functools
-import os
 
 from flask import Blueprint, g, jsonify, request
 
@@ -20,13 +19,7 @@ from . import delivery, service
 from .service import AppError
 
 bp = Blueprint("apps_api", __name__, url_prefix="/api/v1/apps")
-DEFAULT_MAX_BYTES = 1024 ** 3
-
-
-def max_upload_bytes() -> int:
-    raw = os.environ.get("IPAD_MDM_APP_MAX_BYTES", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
-
+max_upload_bytes = service.max_upload_bytes
 
 def release_dict(r) -> dict:
     return {"version": r.version, "build": r.build, "state": r.state, "paused": r.paused, "ipa_sha256": r.ipa_sha256,

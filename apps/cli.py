@@ -76,7 +76,8 @@ def upload_cmd(ctx, bundle_id, ipa):
     from ipad_mdm.files import spool
 
     from . import service
-    from .api import max_upload_bytes, release_dict
+    from .api import release_dict
+    from .service import max_upload_bytes
 
     def fn(s, inst):
         app_ = service.get_app(s, bundle_id)

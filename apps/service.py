@@ -22,6 +22,15 @@ from .ipa import IpaError, IpaInfo, read_ipa, version_key
 from .models import App, AppRelease
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_BYTES = 1024 ** 3
+
+
+def max_upload_bytes() -> int:
+    """IPAD_MDM_APP_MAX_BYTES: the largest .ipa accepted (default 1 GiB), read per upload."""
+    raw = os.environ.get("IPAD_MDM_APP_MAX_BYTES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
+
+
 BUNDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,154}$")
 
 

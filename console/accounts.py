@@ -43,12 +43,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "it_admin": frozenset({
         "dashboard", "devices.read", "devices.write", "handover.read", "handover.write", "commands.send",
         "commands.lock", "commands.erase", "commands.power", "units.read", "units.write", "leaders.write",
-        "policies.read", "reports.read", "documents.read", "devices.reenroll", "declarations.write",
+        "policies.read", "reports.read", "documents.read", "devices.reenroll", "declarations.write", "apps.write",
     }),
     "security_officer": frozenset({
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",
         "policies.read", "policies.write", "reports.read", "reports.write", "audit.read",
-        "documents.read", "documents.admin", "security.read", "security.write",
+        "documents.read", "documents.admin", "security.read", "security.write", "apps.accept",
     }),
     "auditor": frozenset({
         "dashboard", "devices.read", "handover.read", "units.read", "policies.read", "reports.read",

@@ -10,14 +10,13 @@ os.replace()d into place, so a crash never leaves a half-written document under 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ipad_mdm.files import private_dir
+from ipad_mdm.files import TooLarge as FileTooLarge
+from ipad_mdm.files import private_dir, spool
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1024 * 1024
@@ -46,27 +45,10 @@ class DocumentStore:
     def spool(self, stream: BinaryIO, limit: int) -> tuple[Path, str, int]:
         """Copy an upload into a private temporary file, hashing as it goes.
         Returns (temp path, sha256, size); the caller inspects it, then commit() or discard()."""
-        tmp_dir = self.root / "tmp"
-        self._ensure(tmp_dir)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")  # mkstemp creates it 0600
-        digest, size = hashlib.sha256(), 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > limit:
-                        raise TooLarge(limit)
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return Path(name), digest.hexdigest(), size
+            return spool(stream, self.root / "tmp", limit, chunk=CHUNK)
+        except FileTooLarge:
+            raise TooLarge(limit) from None
 
     def commit(self, tmp: Path, sha256: str) -> Path:
         final = self.path_for(sha256)
