@@ -270,3 +270,35 @@ def test_monthly_report_shows_app_coverage(server, tmp_path):
     assert "Vụ Hành chính" in section
     for sim in (pilot, general, behind):
         sim.close()
+
+
+def test_remove_application_and_managed_list_through_the_command_api(server):
+    units(server)
+    admin = api(server, "it_admin")
+    assert admin.post("/api/v1/apps", json={"bundle_id": "vn.gov.vpcp.lich", "name": "Lịch công tác", "kind": "store",
+                                            "app_store_id": "987654321"}).status_code == 201
+    sim = server.simulator()
+    sim.state.os_version, sim.ddm.supported = "16.7.10", False  # the MDM-command path
+    sim.state.store_apps[987654321] = "vn.gov.vpcp.lich"
+    sim.enroll(server.enrollment_url(unit_code="TTTH"))
+    sync(server, sim)
+    r = admin.post("/api/v1/apps/vn.gov.vpcp.lich/releases", json={"version": "1.0"})
+    assert r.status_code == 201, r.text
+    sync(server, sim)
+    sent = [c["Command"] for c in sim.handled if c["Command"]["RequestType"] == "InstallApplication"]
+    assert sent[-1]["iTunesStoreID"] == 987654321 and "ManifestURL" not in sent[-1]
+    assert installed(sim, "vn.gov.vpcp.lich") == "1.0"
+    r = admin.post(f"/api/v1/devices/{sim.udid}/commands",
+                   json={"request_type": "ManagedApplicationList", "params": {"Identifiers": ["vn.gov.vpcp.lich"]}})
+    assert r.status_code == 201, r.text
+    sync(server, sim)
+    r = admin.get(f"/api/v1/commands/{r.json()['command_uuid']}")
+    assert r.json()["result"]["ManagedApplicationList"]["vn.gov.vpcp.lich"]["Status"] == "Managed"
+    r = admin.post(f"/api/v1/devices/{sim.udid}/commands",
+                   json={"request_type": "RemoveApplication", "params": {"Identifier": "vn.gov.vpcp.lich"}})
+    assert r.status_code == 201, r.text
+    sync(server, sim)
+    assert installed(sim, "vn.gov.vpcp.lich") is None
+    assert admin.post(f"/api/v1/devices/{sim.udid}/commands",
+                      json={"request_type": "RemoveApplication", "params": {}}).status_code == 400
+    sim.close()
