@@ -13,7 +13,7 @@ from flask import Blueprint, g, jsonify, request
 
 from ipad_mdm.auth import require
 from ipad_mdm.files import TooLarge, spool
-from ipad_mdm.web import BadBody, error, instance, json_object, office_wide_only, push_after_commit, unit_of_work
+from ipad_mdm.web import BadBody, error, instance, json_object, office_wide_only, unit_of_work
 
 from . import delivery, service
 from .service import AppError
@@ -54,11 +54,8 @@ def _write(view):
     return inner
 
 
-def _rollout(s) -> int:
-    push = delivery.reconcile_all(s, instance(), requested_by=g.api_principal)
-    for device_id in push:
-        push_after_commit(s, device_id)
-    return len(push)
+def _rollout(s) -> dict:
+    return delivery.rollout(s, instance(), requested_by=g.api_principal)
 
 
 @bp.get("")
@@ -103,8 +100,7 @@ def add_release(bundle_id):
         with unit_of_work() as s:
             app = service.get_app(s, bundle_id)
             release = service.add_store_release(s, app, body.get("version"), created_by=g.api_principal)
-            devices = _rollout(s)
-            return jsonify({**release_dict(release), "devices_queued": devices}), 201
+            return jsonify({**release_dict(release), **_rollout(s)}), 201
     if request.content_length is not None and request.content_length > limit:
         return error(413, f"the upload is larger than {limit} bytes")
     request.max_content_length = limit  # the app-wide request limit is for check-ins, not app files
@@ -117,8 +113,7 @@ def add_release(bundle_id):
     with unit_of_work() as s:
         app = service.get_app(s, bundle_id)
         release = service.add_inhouse_release(s, instance(), app, upload, created_by=g.api_principal)
-        devices = _rollout(s)
-        return jsonify({**release_dict(release), "devices_queued": devices}), 201
+        return jsonify({**release_dict(release), **_rollout(s)}), 201
 
 
 @bp.post("/<bundle_id>/releases/<version>/accept")
@@ -135,7 +130,7 @@ def accept(bundle_id, version):
         release = service.get_release(service.get_app(s, bundle_id), version)
         service.accept(s, instance(), release, by=g.api_principal, minute=data, filename=minute.filename or "",
                        notes=request.form.get("notes"))
-        return jsonify({**release_dict(release), "devices_queued": _rollout(s)})
+        return jsonify({**release_dict(release), **_rollout(s)})
 
 
 @bp.post("/<bundle_id>/releases/<version>/<action>")
@@ -151,7 +146,7 @@ def rollout_action(bundle_id, version, action):
             previous = service.withdraw(release)
         else:
             service.set_paused(release, action == "pause")
-        out = {**release_dict(release), "devices_queued": _rollout(s)}
+        out = {**release_dict(release), **_rollout(s)}
         if action == "withdraw":
             out["rolled_back_to"] = previous.version if previous else None
         return jsonify(out)

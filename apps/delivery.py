@@ -222,6 +222,29 @@ def _declaration_reasons(device: Device, bundle_id: str) -> str:
     return "failed"
 
 
+INLINE_LIMIT = 100
+ROLLOUT_TASK = "apps.rollout"
+
+
+def rollout(session: Session, instance, *, requested_by: str) -> dict:
+    """After a release change: reconcile every enrolled iPad here when few, else in the background
+    task (Celery in production) after commit. Returns {"devices_queued": n} or {"rollout": "queued"}."""
+    from sqlalchemy import func
+
+    from ipad_mdm.db import after_commit
+    from ipad_mdm.dispatch import push_after_commit
+
+    n = session.scalar(select(func.count()).select_from(Device).where(Device.enrollment_state == "enrolled"))
+    if n <= INLINE_LIMIT:
+        push = reconcile_all(session, instance, requested_by=requested_by)
+        push_after_commit(session, push)
+        return {"devices_queued": len(push)}
+    dispatcher = session.info.get("dispatcher")
+    if dispatcher is not None:
+        after_commit(session, lambda: dispatcher.submit(ROLLOUT_TASK, requested_by))
+    return {"devices_queued": None, "rollout": "queued", "devices": n}
+
+
 def reconcile_all(session: Session, instance, *, requested_by: str = "apps") -> list[int]:
     apps = list(session.scalars(select(App).order_by(App.id)))
     push = []

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from ipad_mdm import security_events
 from ipad_mdm.db import utcnow
-from ipad_mdm.jobs import periodic
+from ipad_mdm.jobs import background_task, periodic
 
 from .models import App, AppRelease
 
@@ -60,3 +60,25 @@ def warn_job(rt) -> None:
         warned = warn_expiring_profiles(s)
     if warned:
         log.warning("provisioning profiles expiring: %s", ", ".join(warned))
+
+
+@background_task("apps.rollout")
+def rollout_task(rt, requested_by: str) -> dict:
+    """Reconcile every enrolled iPad with the releases it should have, in batches of 200."""
+    from ipad_mdm.dispatch import push_after_commit
+    from mdm import Device
+
+    from . import delivery
+
+    db = rt.instance.database
+    with db.session() as s:
+        ids = list(s.scalars(select(Device.id).where(Device.enrollment_state == "enrolled").order_by(Device.id)))
+    queued = 0
+    for start in range(0, len(ids), 200):
+        with db.session(dispatcher=rt.dispatcher) as s:
+            apps_ = list(s.scalars(select(App).order_by(App.id)))
+            push = [d.id for d in s.scalars(select(Device).where(Device.id.in_(ids[start:start + 200])))
+                    if delivery.reconcile_device(s, rt.instance, d, apps_, requested_by=requested_by)]
+            push_after_commit(s, push)
+            queued += len(push)
+    return {"devices": len(ids), "queued": queued}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, request, url_for
 
-from ipad_mdm.web import instance, push_after_commit, unit_of_work
+from ipad_mdm.web import instance, unit_of_work
 
 from .web import bp, can, label, lang, principal, render_page, requires, tr
 
@@ -15,13 +15,13 @@ STATUS_LABELS = {"pending": ("Chờ cài đặt", "Pending"), "installing": ("Đ
 MAX_MINUTE = 20 * 1024 * 1024
 
 
-def _rollout(s) -> int:
+def _rollout(s) -> str:
     from apps import delivery
 
-    push = delivery.reconcile_all(s, instance(), requested_by=principal())
-    for device_id in push:
-        push_after_commit(s, device_id)
-    return len(push)
+    n = delivery.rollout(s, instance(), requested_by=principal())["devices_queued"]
+    if n is None:
+        return tr("Các thiết bị sẽ nhận lệnh cài đặt trong ít phút.", "The iPads are being queued.")
+    return tr(f"{n} thiết bị nhận lệnh cài đặt.", f"{n} iPad(s) queued.")
 
 
 @bp.get("/apps")
@@ -84,8 +84,8 @@ def app_page(bundle_id):
                     msg = tr("Đã cập nhật trạng thái triển khai.", "Rollout updated.")
                 else:
                     abort(400)
-                n = _rollout(s)
-            flash(msg + " " + tr(f"{n} thiết bị nhận lệnh cài đặt.", f"{n} iPad(s) queued."))
+                note = _rollout(s)
+            flash(msg + " " + note)
             return redirect(url_for("console.app_page", bundle_id=bundle_id))
         except service.AppError as exc:
             if lang() == "en" or exc.message.startswith("Vui lòng"):

@@ -302,3 +302,19 @@ def test_remove_application_and_managed_list_through_the_command_api(server):
     assert admin.post(f"/api/v1/devices/{sim.udid}/commands",
                       json={"request_type": "RemoveApplication", "params": {}}).status_code == 400
     sim.close()
+
+
+def test_rollout_to_many_ipads_runs_in_the_background(server, monkeypatch):
+    from apps import delivery
+
+    units(server)
+    admin = api(server, "it_admin")
+    assert admin.post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản", "kind": "inhouse"}).status_code == 201
+    sims = [ipad(server, "TTTH"), ipad(server, "TTTH")]
+    monkeypatch.setattr(delivery, "INLINE_LIMIT", 1)
+    r = upload(admin, build_ipa(version="1.0"))
+    assert r.status_code == 201 and r.json()["rollout"] == "queued" and r.json()["devices"] == 2, r.text
+    sync(server, *sims)
+    assert [installed(s) for s in sims] == ["1.0", "1.0"]
+    for s in sims:
+        s.close()
