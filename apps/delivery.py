@@ -103,7 +103,7 @@ def uses_declarations(device: Device) -> bool:
     supported = ddm_sync.supported_types(device)
     if supported is not None:
         return APP_MANAGED in supported
-    return ddm_sync._os_at_least(device.os_version, "17.2")
+    return ddm_sync.os_at_least(device.os_version, "17.2")
 
 
 def _unit_stage(session: Session, device: Device) -> str | None:

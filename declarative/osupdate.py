@@ -16,7 +16,7 @@ from mdm import Command, Device, commands as command_queue
 
 from .models import Declaration
 from .service import assigned_device_ids, current
-from .sync import _os_at_least, uses_ddm
+from .sync import os_at_least, uses_ddm
 
 log = logging.getLogger(__name__)
 ENFORCEMENT = "com.apple.configuration.softwareupdate.enforcement.specific"
@@ -39,8 +39,8 @@ def schedule_updates(session: Session, devices: list[Device] | None = None) -> l
         for device in session.scalars(stmt):
             if uses_ddm(device, None):
                 continue  # declarative management is being turned on: the declaration itself goes there
-            if not _os_at_least(device.os_version, target) and (
-                    device.id not in wanted or _os_at_least(target, wanted[device.id])):
+            if not os_at_least(device.os_version, target) and (
+                    device.id not in wanted or os_at_least(target, wanted[device.id])):
                 wanted[device.id] = target  # the highest target that reaches it
     push = []
     since = utcnow() - RESEND_AFTER
@@ -87,7 +87,7 @@ def progress(session: Session) -> list[dict]:
         devices = []
         for d in session.scalars(stmt.order_by(Device.udid)):
             row = {"udid": d.udid, "os_version": d.os_version, "path": "declaration" if d.ddm_enabled_at else "command"}
-            if _os_at_least(d.os_version, enf.target_version):
+            if os_at_least(d.os_version, enf.target_version):
                 row["state"] = "at_target"
             elif d.ddm_enabled_at is not None:
                 install = ddm.status_value(d.ddm_status, "softwareupdate.install-state")

@@ -88,7 +88,7 @@ def activation_id(configuration: str) -> str:
     return ident if len(ident) <= 64 else ACTIVATION_PREFIX + hashlib.sha256(configuration.encode()).hexdigest()[:32]
 
 
-def _os_at_least(os_version: str | None, minimum: str) -> bool:
+def os_at_least(os_version: str | None, minimum: str) -> bool:
     def parts(v):
         out = []
         for p in (v or "").split(".")[:3]:
@@ -160,7 +160,7 @@ def device_set(session: Session, device: Device, renderer: Renderer) -> DeviceSe
     def allowed(dtype: str) -> bool:
         if supported is not None:
             return dtype in supported
-        return _os_at_least(device.os_version, catalog.TYPES[dtype].ios)
+        return os_at_least(device.os_version, catalog.TYPES[dtype].ios)
 
     def add(decl: Declaration) -> bool:
         if decl.identifier in out:
@@ -263,7 +263,7 @@ def ddm_min_os(settings) -> str:
 
 def uses_ddm(device: Device, settings) -> bool:
     """The server's per-device choice: declarative management on iPadOS new enough for it."""
-    return device.ddm_enabled_at is not None or _os_at_least(device.os_version, ddm_min_os(settings))
+    return device.ddm_enabled_at is not None or os_at_least(device.os_version, ddm_min_os(settings))
 
 
 def turn_on(session: Session, device: Device, settings) -> bool:
