@@ -10,7 +10,7 @@ from tests.test_console_support import client_for, seed
 from tests.test_gateway import api
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_console_release_workflow(server):
     seed(server)  # pilot units TCCB, HC, TTTH
     assert api(server, "it_admin").post("/api/v1/apps", json={"bundle_id": BUNDLE, "name": "Văn bản điều hành",

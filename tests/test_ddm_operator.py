@@ -82,7 +82,6 @@ def test_console_declarations_pages_and_device_card(server):
     sec.close()
 
 
-@BOTH
 def test_unit_scoped_tokens_and_officers_cannot_change_declarations(server):
     units = seed(server)["units"]
     from ipad_mdm.auth import create_api_token

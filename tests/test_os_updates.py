@@ -21,7 +21,7 @@ def older_ipad(server, *, error=None):
     return sim
 
 
-@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_enforcement_brings_ipads_to_the_target(server):
     admin = api(server, "it_admin")
     create(admin, UPDATE, assign={"all": True})
