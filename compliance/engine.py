@@ -374,70 +374,10 @@ def _set(row, attr: str, value) -> None:
 # ------------------------------------------------------------------ bulk
 def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, *, batch_size: int = 500,
                  dispatcher=None) -> dict:
-    """Evaluate every enrolled device, one transaction per batch. Returns counts and devices to push.
+    """Evaluate every enrolled device in set-based passes (compliance.bulk)."""
+    from .bulk import evaluate_all as run
 
-    No per-device savepoints: on SQLite (pysqlite) a savepoint opened before any write
-    is released with a COMMIT and an fsync, i.e. 10x slower and not atomic. Instead a
-    device whose evaluation raises is remembered, the batch is rolled back and re-run
-    without it, so one broken device neither stops the office-wide run nor leaves a
-    half-written verdict behind.
-    """
-    now = now or clock.now()
-    counts: dict = {"evaluated": 0, "transitions": 0, "errors": 0}
-    push_ids: list[int] = []
-    broken: set[int] = set()
-    last_id = 0
-    while True:
-        batch_counts, batch_push, failed_id, next_last = _evaluate_batch(database, hooks, now, last_id, batch_size,
-                                                                         broken, dispatcher)
-        if failed_id is not None:
-            broken.add(failed_id)
-            counts["errors"] += 1
-            continue  # rolled back: redo this batch without the broken device
-        if next_last is None:
-            break
-        last_id = next_last
-        counts["evaluated"] += batch_counts["evaluated"]
-        counts["transitions"] += batch_counts["transitions"]
-        push_ids.extend(batch_push)
-    counts["push_device_ids"] = push_ids
-    return counts
-
-
-def _evaluate_batch(database, hooks, now, last_id, batch_size, broken, dispatcher):
-    evaluated = transitions = 0
-    push: list[int] = []
-    with database.session(**({"dispatcher": dispatcher} if dispatcher is not None else {})) as s:
-        stmt = (select(Device).where(Device.enrollment_state == "enrolled", Device.id > last_id)
-                .order_by(Device.id).limit(batch_size))
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=Device)
-        devices = list(s.scalars(stmt))
-        if not devices:
-            return None, None, None, None
-        ids = [d.id for d in devices]
-        policies = PolicySet.load(s)
-        verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(ids)))}
-        identities = latest_identities(s, ids)
-        ddm_facts = declarative.compliance_facts(s, devices)
-        for device in devices:
-            if device.id in broken:
-                continue
-            try:
-                res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
-                                      identity=identities.get(device.id), verdict=verdicts.get(device.id),
-                                      declarative_facts=ddm_facts.get(device.id))
-                if res.transitions:
-                    s.flush()  # surface a constraint problem here, attributed to this device
-            except Exception:
-                log.exception("evaluating device %s failed; skipped in this run", device.udid)
-                s.rollback()
-                return None, None, device.id, None
-            evaluated += 1
-            transitions += len(res.transitions)
-            if res.push_needed:
-                push.append(device.id)
-    return {"evaluated": evaluated, "transitions": transitions}, push, None, ids[-1]
+    return run(database, hooks, now, batch_size=batch_size, dispatcher=dispatcher)
 
 
 def inventory_interval_hours(instance=None) -> float:

@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -36,25 +36,49 @@ class GatewayError(ValueError):
 
 
 # ------------------------------------------------------------------ epochs
-def bump_epoch(session: Session, device_id: int | None) -> None:
-    """Invalidate every process's cached decision for this device (in the caller's transaction).
+_PENDING_EPOCHS = "document_gateway.pending_epochs"
 
-    An upsert, so it never fails on a concurrent first insert (which would abort a PostgreSQL
-    transaction) and works inside the savepoint compliance runs its hooks in."""
+
+def bump_epoch(session: Session, device_id: int | None) -> None:
+    """Invalidate every process's cached decision for this device, when the caller's transaction
+    commits: the bumps of a transaction are written together just before its COMMIT (one
+    statement for a bulk evaluation of thousands of devices, not one each), and if they cannot
+    be written the transaction does not commit (fail closed)."""
     if device_id is None:
         return
+    session.info.setdefault(_PENDING_EPOCHS, set()).add(device_id)
+
+
+def _write_epochs(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    ids = session.info.pop(_PENDING_EPOCHS, None)
+    if not ids:
+        return
     dialect = session.get_bind().dialect.name
-    values = {"device_id": device_id, "epoch": 1, "updated_at": utcnow()}
+    now = utcnow()
     table = DeviceEpoch.__table__
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values)
+        insert = postgresql.insert
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values)
+        insert = sqlite.insert
     else:  # pragma: no cover - the project supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
+    # An upsert: never fails on a concurrent first insert (which would abort a PostgreSQL
+    # transaction). Sorted, so two transactions bumping the same devices lock them in one order.
+    stmt = insert(table).values([{"device_id": i, "epoch": 1, "updated_at": now} for i in sorted(ids)])
     stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
-                                      set_={"epoch": table.c.epoch + 1, "updated_at": values["updated_at"]})
+                                      set_={"epoch": table.c.epoch + 1, "updated_at": now})
     session.connection().execute(stmt)
+
+
+def _forget_epochs(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING_EPOCHS, None)
+
+
+event.listen(Session, "before_commit", _write_epochs)
+event.listen(Session, "after_soft_rollback", _forget_epochs)
 
 
 # ------------------------------------------------------------------ leaders

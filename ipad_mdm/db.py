@@ -122,7 +122,10 @@ class Database:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # No pre-ping: it is a round trip on every checkout. A connection the database
+            # dropped fails on first use; SQLAlchemy then invalidates the pool, the request
+            # answers 503 (devices retry) and the idle fast path retries once itself.
+            kwargs.update(pool_pre_ping=False, pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)

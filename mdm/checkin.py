@@ -20,7 +20,7 @@ from ipad_mdm.hooks import Hooks
 from . import commands as command_queue
 from .identity.renewal import on_identity_in_use
 from .identity.revocation import revoke_identity
-from . import ddm
+from . import ddm, fastpath
 from .protocol import clip as protocol_clip
 from .models import CheckinEvent, Device, EnrollmentToken, IdentityCertificate, StatusReportRecord
 from .protocol import Authenticate, CheckinMessage, CheckOut, CommandResponse, DeclarativeManagement, TokenUpdate
@@ -331,6 +331,7 @@ def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate,
                      "new_serial": identity.serial})
     device.current_identity_id = identity.id
     session.flush()
+    fastpath.forget(session, device_id=device.id)  # a new enrollment: the old identity's entry goes
     hooks.emit("device.authenticated", session=session, device=device)
     return device
 

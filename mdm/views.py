@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 
+from cryptography.hazmat.primitives import hashes
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
 from ipad_mdm.mobileconfig import PayloadError, sign_profile
 
-from . import checkin, ddm, enrollment, protocol
+from . import checkin, ddm, enrollment, fastpath, protocol
+from . import commands as command_queue
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mdm", __name__)
@@ -53,28 +55,33 @@ def ca_certificate():
                     headers={"Content-Disposition": 'attachment; filename="ipad-mdm-ca.cer"'})
 
 
-def _identity(s, body: bytes):
-    """Who is calling: Mdm-Signature first, else a client certificate from the proxy."""
-    inst = instance()
+def _signer(body: bytes):
+    """Who signed the request: Mdm-Signature first, else a client certificate from the proxy."""
     signature = request.headers.get("Mdm-Signature")
     if signature:
-        cert = checkin.certificate_from_signature(body, signature)
-    else:
-        cert, _via_proxy = checkin.presented_certificate(request.headers, request.environ, inst.settings)
-        if cert is None:
-            raise checkin.DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")
-    return checkin.trusted_identity(s, inst.ca, cert)
+        return checkin.certificate_from_signature(body, signature)
+    cert, _via_proxy = checkin.presented_certificate(request.headers, request.environ, instance().settings)
+    if cert is None:
+        raise checkin.DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")
+    return cert
 
 
-def _device_endpoint(handler):
+def _device_endpoint(handler, fast=None):
+    """Run `handler(session, identity, body, cert)` in one transaction; `fast(body, cert)` may
+    answer first without one (the idle fast path) by returning a response instead of None."""
     try:
         body = read_body()
     except BodyTooLarge as exc:
         return error(413, str(exc))
     try:
+        cert = _signer(body)
+        if fast is not None:
+            answered = fast(body, cert)
+            if answered is not None:
+                return answered
         with unit_of_work() as s:
-            identity = _identity(s, body)
-            return handler(s, identity, body)
+            identity = checkin.trusted_identity(s, instance().ca, cert)
+            return handler(s, identity, body, cert)
     except checkin.IdentityConflict as exc:
         # Nothing of the request was kept (rolled back); the refusal itself is recorded.
         with unit_of_work() as s:
@@ -99,7 +106,7 @@ def _device_endpoint(handler):
 
 @bp.put("/mdm/checkin")
 def checkin_endpoint():
-    def handle(s, identity, body):
+    def handle(s, identity, body, _cert):
         msg = protocol.parse_checkin(body, max_bytes=instance().settings.max_body_bytes)
         if isinstance(msg, protocol.DeclarativeManagement):
             answer = checkin.handle_declarative(s, hooks(), identity, msg, current_app.extensions.get(DECLARATIONS))
@@ -118,11 +125,35 @@ def checkin_endpoint():
 
 @bp.put("/mdm/connect")
 def connect_endpoint():
-    def handle(s, identity, body):
+    engine = instance().database.engine
+    cache = fastpath.cache_for(engine)
+
+    def idle(body, cert):
+        try:
+            response = protocol.parse_command_response(body, max_bytes=instance().settings.max_body_bytes)
+        except protocol.ProtocolError:
+            return None  # the full path decides (who is asking comes before what is wrong)
+        if response.status != "Idle":
+            return None
+        known = cache.get(_fingerprint(cert))
+        if known is None or known.udid != response.udid:
+            return None
+        if fastpath.idle_without_command(engine, known, resend_after=command_queue.RESEND_AFTER):
+            return Response(b"", status=200)
+        return None
+
+    def handle(s, identity, body, cert):
         response = protocol.parse_command_response(body, max_bytes=instance().settings.max_body_bytes)
         nxt = checkin.handle_connect(s, hooks(), identity, response)
+        # handle_connect accepted this identity as the device's current one: later Idles may go fast.
+        cache.put(_fingerprint(cert), fastpath.KnownIdentity(identity.id, identity.device_id, response.udid,
+                                                             identity.not_before, identity.not_after))
         if nxt is None:
             return Response(b"", status=200)
         return Response(nxt, status=200, mimetype="application/xml")
 
-    return _device_endpoint(handle)
+    return _device_endpoint(handle, fast=idle)
+
+
+def _fingerprint(cert) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()

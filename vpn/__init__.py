@@ -91,7 +91,11 @@ def register(app, hooks, instance) -> None:
         detail["vpn"] = peer_status(session, device)
 
     hooks.subscribe("device.enrolled", on_enrolled, name="vpn.provision")
-    hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn")
+    def verdict_concerns_vpn(previous, verdict, **_):
+        # A device's first verdict cannot restore a peer that compliance never cut.
+        return not (previous is None and getattr(verdict, "state", None) in RESTORE_VERDICTS)
+
+    hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn", when=verdict_concerns_vpn)
     hooks.subscribe("device.retired", on_gone("device.retired"))
     hooks.subscribe("device.checked_out", on_gone("device.checked_out"))
     hooks.subscribe("device.detail", on_detail)

@@ -205,6 +205,7 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
         raise NoPeer(f"device {device.udid} has no VPN access")
     now = utcnow()
     targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + certs
+    restored = False
     for item in targets:
         if item.state != "cut":
             continue
@@ -217,7 +218,9 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
         log.info("VPN access of device %s restored (%s): %s", device.udid, by, reason)
         if isinstance(item, WireGuardPeer):
             item.updated_at = now
-    sync_after_commit(session, instance)
+        restored = True
+    if restored:  # nothing was cut: the server's config is already right
+        sync_after_commit(session, instance)
     return peer_status(session, device)
 
 

@@ -12,6 +12,8 @@ import datetime as dt
 import functools
 import ipaddress
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from asn1crypto import crl as acrl
@@ -118,7 +120,7 @@ def random_serial() -> int:
 class CertificateAuthority:
     certificate: x509.Certificate
     key: KeyHandle
-    _verified: dict = field(default_factory=dict, repr=False, compare=False)
+    _verified: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
     @property
     def certificate_der(self) -> bytes:
@@ -231,23 +233,31 @@ class CertificateAuthority:
     def issued_this(self, cert: x509.Certificate) -> bool:
         """True when `cert` carries a valid signature by this CA.
 
-        Devices present the same certificate on every check-in: a verified
-        result is remembered (bounded), keyed by the certificate's full DER.
+        Devices present the same certificate on every check-in: a verified result is
+        remembered in a bounded LRU keyed by the SHA-256 of the certificate's DER, large
+        enough for the whole fleet (emptying it when full made every device miss at once).
         """
-        der = cert.public_bytes(serialization.Encoding.DER)
-        cached = self._verified.get(der)
-        if cached is not None:
-            return cached
+        key = cert.fingerprint(hashes.SHA256())
+        with _VERIFIED_LOCK:
+            cached = self._verified.get(key)
+            if cached is not None:
+                self._verified.move_to_end(key)
+                return cached
         ok = cert.issuer == self.certificate.subject
         if ok:
             try:
                 cert.verify_directly_issued_by(self.certificate)
             except Exception:
                 ok = False
-        if len(self._verified) >= 4096:
-            self._verified.clear()
-        self._verified[der] = ok
+        with _VERIFIED_LOCK:
+            self._verified[key] = ok
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
         return ok
+
+
+VERIFIED_CACHE_SIZE = 65536
+_VERIFIED_LOCK = threading.Lock()
 
 
 def create_ca(common_name: str, organization: str, days: int = 3650, key_size: int = 3072):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 
+from .. import fastpath
 from ..models import IdentityCertificate
 from .models import CrlState
 
@@ -44,6 +45,7 @@ def revoke_identity(session: Session, cert: IdentityCertificate, reason: str = "
     cert.revoked_at = utcnow()
     cert.revocation_reason = reason
     session.flush()
+    fastpath.forget(session, fingerprint=cert.sha256_fingerprint)
     log.warning("identity certificate %s (device #%s) revoked: %s", cert.serial, cert.device_id, reason)
     return True
 

@@ -1,0 +1,91 @@
+"""A fleet of thousands of enrolled iPads for the benches, in minutes rather than hours.
+
+A sample of iPads enrolls over the real protocol first (profile, SCEP, Authenticate, TokenUpdate,
+the five inventory answers). The rest of the fleet is then made the way the server itself would
+have recorded them, without the round trips:
+
+  * each iPad gets its own identity certificate, issued by the instance's CA with the CA key
+    (`CertificateAuthority.issue_device_identity`, what SCEP calls), so the server verifies a
+    real CA signature and a real per-device fingerprint on every check-in;
+  * all of them share one RSA device key (10,000 RSA key generations would take longer than
+    the whole bench; the key is the device's, not the server's, so this changes no server cost);
+  * the device rows carry a copy of the sample iPad's inventory (DeviceInformation, SecurityInfo,
+    ProfileList, CertificateList, InstalledApplicationList), so rules see what a real answer holds.
+
+The server cannot tell a fleet iPad from an enrolled one: it checks in with its own certificate.
+"""
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from sqlalchemy import insert, select, text
+
+from ipad_mdm.crypto import cms
+from ipad_mdm.crypto.keys import FileKey
+from ipad_mdm.db import utcnow
+from mdm import Device, IdentityCertificate
+
+_INVENTORY = ("device_information", "security_info", "profile_list", "certificate_list", "installed_applications")
+_COPIED = ("os_version", "build_version", "model", "model_name", "product_name", "is_supervised", "topic", "unit_id")
+
+
+@dataclass
+class FleetDevice:
+    udid: str
+    certificate: x509.Certificate
+    key: object
+
+    def sign(self, body: bytes) -> str:
+        return base64.b64encode(cms.sign(body, self.certificate, FileKey(self.key), detached=True)).decode()
+
+
+def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[FleetDevice]:
+    """Record `n` enrolled iPads like the enrolled iPad `like_udid`; returns them with their identities."""
+    public = key.public_key()
+    out: list[FleetDevice] = []
+    with inst.database.session() as s:
+        model = s.scalar(select(Device).where(Device.udid == like_udid))
+        template = {a: getattr(model, a) for a in _INVENTORY + _COPIED}
+    for start in range(0, n, batch):
+        now = utcnow()
+        chunk = []
+        for _ in range(start, min(n, start + batch)):
+            udid = str(uuid.uuid4()).upper()
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, udid)])
+            chunk.append(FleetDevice(udid, inst.ca.issue_device_identity(subject, public, 365), key))
+        with inst.database.session() as s:
+            s.execute(insert(Device), [dict(
+                udid=d.udid, serial_number="F" + secrets.token_hex(5).upper(), enrollment_state="enrolled",
+                push_token=secrets.token_hex(32), push_magic=str(uuid.uuid4()).upper(), enrolled_at=now,
+                token_updated_at=now, last_seen_at=now, push_pending=False, push_failures=0,
+                awaiting_configuration=False, lost_mode_enabled=False, device_name="iPad",
+                **{a: template[a] for a in _COPIED},
+                **{a: template[a] for a in _INVENTORY}, **{f"{a}_at": now for a in _INVENTORY},
+            ) for d in chunk])
+            ids = dict(s.execute(select(Device.udid, Device.id).where(Device.udid.in_([d.udid for d in chunk]))).all())
+            s.execute(insert(IdentityCertificate), [dict(
+                serial=format(d.certificate.serial_number, "x"),
+                sha256_fingerprint=d.certificate.fingerprint(hashes.SHA256()).hex(),
+                subject=d.certificate.subject.rfc4514_string(), not_before=d.certificate.not_valid_before_utc,
+                not_after=d.certificate.not_valid_after_utc,
+                der=d.certificate.public_bytes(serialization.Encoding.DER), device_id=ids[d.udid], issued_at=now,
+            ) for d in chunk])
+            s.execute(text("UPDATE devices SET current_identity_id = (SELECT max(i.id) FROM identity_certificates i "
+                           "WHERE i.device_id = devices.id) WHERE current_identity_id IS NULL AND id >= :lo"),
+                      {"lo": min(ids.values())})
+        out.extend(chunk)
+    return out
+
+
+def count_enrolled(inst) -> int:
+    from sqlalchemy import func
+
+    with inst.database.session() as s:
+        return s.scalar(select(func.count()).select_from(Device).where(Device.enrollment_state == "enrolled"))
+

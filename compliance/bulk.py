@@ -1,0 +1,210 @@
+"""The scheduled evaluation of every enrolled device, in set-based passes.
+
+1. Read pass (no row locks, one short transaction per slice): the columns the rules read, the
+   verdicts, the newest identity of each device and the declarative facts, in a handful of
+   queries for thousands of devices.
+2. In memory: every device's rules are evaluated and compared with its stored verdict. When
+   nothing would change (same reasons, same policies, no deadline reached), the only write is
+   `evaluated_at`, one UPDATE for the whole slice.
+3. Write pass, only for devices whose verdict changes (or that have none yet): short
+   transactions of at most WRITE_BATCH devices that lock those rows (SKIP LOCKED: a device in
+   the middle of its own MDM session is left to that session's evaluation) and run
+   `engine.evaluate_device`, the one owner of transitions and their actions. Rows are flushed
+   once per batch; a batch that fails is retried device by device so one broken device is
+   skipped, not the office.
+
+So the periodic job never holds a long transaction, and check-ins are never blocked by it for
+more than one small write batch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import ARRAY, Integer, bindparam, func, select, update
+
+import declarative
+from ipad_mdm.hooks import Hooks
+from mdm import Device, IdentityCertificate
+
+from . import clock
+from .engine import NO_POLICY, PolicySet, evaluate_device, facts_of, latest_identities
+from .models import DeviceVerdict
+from .rules import CertFacts, evaluate_rules
+
+log = logging.getLogger("compliance")
+
+READ_SLICE = 5000
+WRITE_BATCH = 500
+
+# What the rules and the comparison read (certificate lists, unlock tokens, push state are not).
+_READ_COLUMNS = (
+    Device.id, Device.udid, Device.unit_id, Device.enrollment_state, Device.os_version, Device.is_supervised,
+    Device.lost_mode_enabled, Device.last_seen_at, Device.device_information, Device.device_information_at,
+    Device.security_info, Device.security_info_at, Device.profile_list, Device.profile_list_at,
+    Device.installed_applications, Device.installed_applications_at, Device.ddm_status, Device.ddm_enabled_at,
+)
+# reasons_vi / reasons_en are not read: they are written with failing_rules, which carries both texts.
+_VERDICT_COLUMNS = (
+    DeviceVerdict.device_id, DeviceVerdict.state, DeviceVerdict.failing_since, DeviceVerdict.grace_deadline,
+    DeviceVerdict.non_compliant_at, DeviceVerdict.escalation_deadline, DeviceVerdict.inventory_since,
+    DeviceVerdict.failing_rules, DeviceVerdict.policy_versions, DeviceVerdict.actions,
+)
+
+
+def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, *, batch_size: int = WRITE_BATCH,
+                 dispatcher=None) -> dict:
+    """Evaluate every enrolled device. Returns counts and the devices to push after commit."""
+    now = now or clock.now()
+    counts: dict = {"evaluated": 0, "transitions": 0, "errors": 0, "unchanged": 0, "changed": 0}
+    push: list[int] = []
+    with database.session() as s:
+        policies = PolicySet.load(s)
+    last_id = 0
+    while True:
+        with database.session() as s:
+            rows = s.execute(_read_statement(last_id)).all()
+            if not rows:
+                break
+            ddm_facts = declarative.compliance_facts(s, rows)
+        last_id = rows[-1].id
+        unchanged, changed = [], []
+        for row in rows:
+            identity = CertFacts(row.not_after, row.revoked_at) if row.not_after is not None else None
+            if row.device_id is not None and unchanged_verdict(row, row, policies, identity, ddm_facts.get(row.id), now):
+                unchanged.append(row.id)
+            else:
+                changed.append(row.id)
+        if unchanged:
+            with database.session() as s:
+                s.execute(update(DeviceVerdict).where(_among(s, DeviceVerdict.device_id, unchanged))
+                          .values(evaluated_at=now).execution_options(synchronize_session=False))
+        counts["unchanged"] += len(unchanged)
+        counts["evaluated"] += len(unchanged)
+        for start in range(0, len(changed), batch_size):
+            done, transitions, errors, batch_push = _write(database, hooks, now, changed[start:start + batch_size],
+                                                           dispatcher)
+            counts["evaluated"] += done
+            counts["changed"] += done
+            counts["transitions"] += transitions
+            counts["errors"] += errors
+            push.extend(batch_push)
+    counts["push_device_ids"] = push
+    return counts
+
+
+def _among(session, column, ids: list[int]):
+    """column IN ids; on PostgreSQL as `= ANY(array)`, one parameter instead of thousands."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == func.any(bindparam("ids", ids, type_=ARRAY(Integer)))
+    return column.in_(ids)
+
+
+def _read_statement(after_id: int):
+    """One slice of enrolled devices with, in the same row, the verdict columns the comparison
+    reads and the expiry/revocation of the device's newest identity (a range, not an IN list)."""
+    newest = (select(IdentityCertificate.device_id, func.max(IdentityCertificate.id).label("identity_id"))
+              .where(IdentityCertificate.device_id > after_id).group_by(IdentityCertificate.device_id).subquery())
+    return (select(*_READ_COLUMNS, *_VERDICT_COLUMNS, IdentityCertificate.not_after, IdentityCertificate.revoked_at)
+            .select_from(Device)
+            .outerjoin(DeviceVerdict, DeviceVerdict.device_id == Device.id)
+            .outerjoin(newest, newest.c.device_id == Device.id)
+            .outerjoin(IdentityCertificate, IdentityCertificate.id == newest.c.identity_id)
+            .where(Device.enrollment_state == "enrolled", Device.id > after_id)
+            .order_by(Device.id).limit(READ_SLICE))
+
+
+def unchanged_verdict(device, verdict, policies: PolicySet, identity: CertFacts | None,
+                      declarative_facts, now: dt.datetime) -> bool:
+    """True only when `engine.evaluate_device` would leave this verdict exactly as it is (apart
+    from evaluated_at): same state, reasons, policies and actions, and no deadline reached or
+    moved. Any doubt answers False and the device takes the full path."""
+    eff = policies.for_unit(device.unit_id)
+    facts = facts_of(device, identity, verdict.inventory_since, declarative_facts)
+    facts.accepted_versions = policies.accepted_versions
+    outcome = evaluate_rules(eff.rules, facts, now)
+    failures, unknown = outcome.failures, outcome.unknown
+    if not eff.policy_versions:
+        unknown = unknown + [NO_POLICY]
+    reasons = failures or unknown
+    if (verdict.policy_versions != eff.policy_versions or verdict.actions != list(eff.actions)
+            or verdict.failing_rules != [f.as_dict() for f in reasons]):
+        return False
+    state = verdict.state
+    if failures:
+        if verdict.failing_since is None:
+            return False
+        if state == "grace":
+            if outcome.immediate or eff.grace_hours == 0 or verdict.non_compliant_at is not None:
+                return False
+            deadline = verdict.failing_since + dt.timedelta(hours=eff.grace_hours)
+            return verdict.grace_deadline == deadline and now < deadline
+        if state == "non_compliant":
+            if eff.escalation_hours is None:
+                return verdict.escalation_deadline is None
+            if verdict.non_compliant_at is None:
+                return False
+            deadline = verdict.non_compliant_at + dt.timedelta(hours=eff.escalation_hours)
+            return verdict.escalation_deadline == deadline and now < deadline
+        return state == "blocked"
+    if state != ("unknown" if unknown else "compliant"):
+        return False
+    return state == "unknown" or (verdict.failing_since, verdict.grace_deadline, verdict.non_compliant_at,
+                                  verdict.escalation_deadline) == (None, None, None, None)
+
+
+def _write(database, hooks, now, ids: list[int], dispatcher, *, careful: bool = False) -> tuple[int, int, int, list[int]]:
+    """Evaluate `ids` for real in one short transaction. Returns (evaluated, transitions, errors, push ids).
+    `careful`: flush after each device, so a failure is pinned on the device that caused it."""
+    broken: set[int] = set()
+    while True:
+        try:
+            evaluated, transitions, push = _write_once(database, hooks, now, [i for i in ids if i not in broken],
+                                                       dispatcher, careful)
+            return evaluated, transitions, len(broken), push
+        except _DeviceFailed as exc:
+            broken.add(exc.device_id)  # rolled back: redo the batch without it
+        except Exception:
+            if careful:
+                raise
+            log.warning("compliance batch of %d devices failed as a whole; retrying device by device", len(ids))
+            careful = True
+
+
+class _DeviceFailed(Exception):
+    def __init__(self, device_id: int):
+        self.device_id = device_id
+
+
+def _write_once(database, hooks, now, ids, dispatcher, careful):
+    if not ids:
+        return 0, 0, []
+    evaluated = transitions = 0
+    push: list[int] = []
+    with database.session(**({"dispatcher": dispatcher} if dispatcher is not None else {})) as s:
+        stmt = select(Device).where(Device.id.in_(ids), Device.enrollment_state == "enrolled").order_by(Device.id)
+        if s.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True, of=Device)
+        devices = list(s.scalars(stmt))
+        if not devices:
+            return 0, 0, []
+        locked = [d.id for d in devices]
+        policies = PolicySet.load(s)
+        verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(locked)))}
+        identities = latest_identities(s, locked)
+        ddm_facts = declarative.compliance_facts(s, devices)
+        for device in devices:
+            try:
+                res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
+                                      identity=identities.get(device.id), verdict=verdicts.get(device.id),
+                                      declarative_facts=ddm_facts.get(device.id))
+                if careful:
+                    s.flush()
+            except Exception:
+                log.exception("evaluating device %s failed; skipped in this run", device.udid)
+                raise _DeviceFailed(device.id) from None
+            evaluated += 1
+            transitions += len(res.transitions)
+            if res.push_needed:
+                push.append(device.id)
+    return evaluated, transitions, push

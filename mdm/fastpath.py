@@ -1,0 +1,153 @@
+"""The idle check-in fast path: an Idle connect that finds no command in one database round trip.
+
+Most of what a device sends is a signed `Idle` with nothing waiting for it. The full path
+(`checkin.handle_connect`) resolves the identity by fingerprint, loads the device, locks the
+next command and commits `last_seen_at` — four statements, a BEGIN and a COMMIT per request.
+Here the facts that do not change between check-ins (this certificate was issued by our CA, it
+is identity #i of device #d with UDID u, valid until t) come from a bounded per-process cache
+keyed by the certificate's SHA-256 fingerprint, and one autocommit SELECT re-checks what can
+change at any moment on any worker (revoked, superseded, device state) and whether a command is
+waiting. So a revocation takes effect on the very next request everywhere, without a cache
+message between processes; the cache is also cleared locally on revocation and re-enrollment.
+
+`last_seen_at` is written only when the stored value is older than LAST_SEEN_RESOLUTION.
+Anything else (a command waiting, an identity or device that is not current, a certificate
+not in the cache) falls back to the full path, which decides and answers."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy import Boolean, bindparam, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from ipad_mdm.db import UTCDateTime, utcnow
+
+CACHE_SIZE = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
+LAST_SEEN_RESOLUTION = dt.timedelta(seconds=int(os.environ.get("IPAD_MDM_LAST_SEEN_RESOLUTION_SECONDS", "60")))
+CONNECT_STATES = ("enrolled", "authenticated")
+
+
+@dataclass(frozen=True)
+class KnownIdentity:
+    """What the full path established about a certificate; none of it changes while the
+    certificate lives (revocation and supersession are re-checked on every request)."""
+    identity_id: int
+    device_id: int
+    udid: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+class IdentityCache:
+    """A bounded LRU map fingerprint -> KnownIdentity, safe for gunicorn's threads."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._entries: OrderedDict[str, KnownIdentity] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, fingerprint: str) -> KnownIdentity | None:
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(fingerprint)
+            self.hits += 1
+            return entry
+
+    def put(self, fingerprint: str, entry: KnownIdentity) -> None:
+        with self._lock:
+            self._entries[fingerprint] = entry
+            self._entries.move_to_end(fingerprint)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)  # the least recently seen device goes first
+
+    def forget(self, fingerprint: str) -> None:
+        with self._lock:
+            self._entries.pop(fingerprint, None)
+
+    def forget_device(self, device_id: int) -> None:
+        with self._lock:
+            for fp in [fp for fp, e in self._entries.items() if e.device_id == device_id]:
+                del self._entries[fp]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# One cache per database (tests run several servers in one process; ids are per database).
+_CACHES: "weakref.WeakKeyDictionary[Engine, IdentityCache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def cache_for(engine: Engine) -> IdentityCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(engine)
+        if cache is None:
+            cache = _CACHES[engine] = IdentityCache()
+        return cache
+
+
+def forget(session, *, fingerprint: str | None = None, device_id: int | None = None) -> None:
+    """Local invalidation on revocation or re-enrollment (other processes re-check in their query)."""
+    cache = _CACHES.get(session.get_bind())
+    if cache is None:
+        return
+    if fingerprint:
+        cache.forget(fingerprint)
+    if device_id is not None:
+        cache.forget_device(device_id)
+
+
+# One statement: is identity #i still device #d's current, unrevoked identity, may the device
+# connect, is a command waiting for it (the full path's rule: queued or notnow after an Idle,
+# or sent and unanswered for RESEND_AFTER), and when was it last seen.
+_PROBE = text("""
+SELECT i.revoked_at IS NULL AND i.device_id = d.id AND d.current_identity_id = i.id
+         AND d.enrollment_state IN ('enrolled', 'authenticated') AS ok,
+       EXISTS (SELECT 1 FROM commands c
+               WHERE c.device_id = d.id
+                 AND (c.status IN ('queued', 'notnow') OR (c.status = 'sent' AND c.sent_at < :resend_before))) AS waiting,
+       d.last_seen_at AS last_seen_at
+FROM identity_certificates i, devices d
+WHERE i.id = :identity_id AND d.id = :device_id
+""").bindparams(bindparam("resend_before", type_=UTCDateTime())).columns(ok=Boolean(), waiting=Boolean(),
+                                                                          last_seen_at=UTCDateTime())
+_TOUCH = text("UPDATE devices SET last_seen_at = :now WHERE id = :device_id "
+              "AND (last_seen_at IS NULL OR last_seen_at < :stale_before)").bindparams(
+    bindparam("now", type_=UTCDateTime()), bindparam("stale_before", type_=UTCDateTime()))
+
+
+def idle_without_command(engine: Engine, known: KnownIdentity, *, resend_after: dt.timedelta) -> bool:
+    """True when the Idle connect of `known` is answered: identity current, no command waiting
+    (and last_seen_at refreshed if stale). False: take the full path. Autocommit, so a probe
+    is one round trip (no BEGIN/COMMIT); the rare refresh is a second one."""
+    now = utcnow()
+    if not known.not_before <= now <= known.not_after:
+        return False
+    params = {"identity_id": known.identity_id, "device_id": known.device_id, "resend_before": now - resend_after}
+    for attempt in (1, 2):
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                row = conn.execute(_PROBE, params).first()
+                if row is None or not row.ok or row.waiting:
+                    return False
+                seen = row.last_seen_at
+                if seen is None or now - seen >= LAST_SEEN_RESOLUTION:
+                    conn.execute(_TOUCH, {"now": now, "device_id": known.device_id,
+                                          "stale_before": now - LAST_SEEN_RESOLUTION})
+                return True
+        except DBAPIError as exc:
+            # Without a per-request pre-ping, a connection the database dropped fails on first
+            # use; the pool is invalidated and the (read-only, idempotent) probe is tried once more.
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    return False

@@ -1,0 +1,150 @@
+"""The idle check-in fast path (issue: fast paths at 10,000 iPads).
+
+An Idle connect that finds no command costs one database statement, in autocommit (no
+BEGIN/COMMIT), with no pre-ping; revocation on another process, a waiting command, a
+superseded identity or a re-enrollment still take effect on the very next request.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import plistlib
+
+import pytest
+from sqlalchemy import event, select, update
+
+from ipad_mdm.db import Database, utcnow
+from mdm import fastpath
+from mdm.identity import revoke_identity
+from mdm.models import Command, Device, IdentityCertificate
+
+
+class StatementLog:
+    """Every statement the server's engine sends, with whether the connection was in autocommit."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.statements: list[tuple[str, bool]] = []
+        event.listen(engine, "before_cursor_execute", self._execute)
+
+    def _execute(self, conn, cursor, statement, params, context, executemany):
+        dbapi = conn.connection.dbapi_connection
+        autocommit = bool(getattr(dbapi, "autocommit", False)) or getattr(dbapi, "isolation_level", "x") is None
+        self.statements.append((statement.strip().split()[0].upper(), autocommit))
+
+    def close(self):
+        event.remove(self.engine, "before_cursor_execute", self._execute)
+
+
+def _idle(sim):
+    r = sim.connect("Idle")
+    assert r.status_code == 200, r.text
+    return r
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled):
+    engine = server.instance.database.engine
+    assert engine.pool._pre_ping is False
+    _idle(enrolled)  # the cache holds this identity since its answered inventory commands
+    log = StatementLog(engine)
+    try:
+        for _ in range(5):
+            assert _idle(enrolled).content == b""
+    finally:
+        log.close()
+    assert [kind for kind, _ in log.statements] == ["SELECT"] * 5, log.statements
+    assert all(autocommit for _, autocommit in log.statements), log.statements
+    assert len(fastpath.cache_for(engine)) >= 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_last_seen_is_coalesced_not_written_every_time(server, enrolled):
+    old = utcnow() - dt.timedelta(hours=2)
+    with server.session() as s:
+        s.execute(update(Device).where(Device.udid == enrolled.udid).values(last_seen_at=old))
+    log = StatementLog(server.instance.database.engine)
+    try:
+        _idle(enrolled)
+        _idle(enrolled)
+    finally:
+        log.close()
+    assert [k for k, _ in log.statements] == ["SELECT", "UPDATE", "SELECT"], log.statements
+    with server.session() as s:
+        seen = s.scalar(select(Device.last_seen_at).where(Device.udid == enrolled.udid))
+    assert utcnow() - seen < dt.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_revocation_by_another_process_refuses_the_next_idle(server, enrolled):
+    _idle(enrolled)
+    # Another process (its own engine, so this server's cache is not told): revocation must
+    # still refuse at once, because the one statement re-checks it.
+    other = Database(server.instance.database.url)
+    try:
+        with other.session() as s:
+            cert = s.scalar(select(IdentityCertificate).where(IdentityCertificate.device.has(udid=enrolled.udid)))
+            revoke_identity(s, cert, "keyCompromise")
+    finally:
+        other.dispose()
+    r = enrolled.connect("Idle")
+    assert r.status_code == 403 and "revoked" in r.json()["error"]
+    assert enrolled.connect("Idle").status_code == 403  # and stays refused
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_waiting_command_is_delivered_once_not_skipped(server, enrolled):
+    _idle(enrolled)
+    with server.http(headers={"Authorization": f"Bearer {server.api_token()}"}) as api:
+        uuids = [api.post(f"/api/v1/devices/{enrolled.udid}/commands", json={"request_type": "SecurityInfo"}).json()["command_uuid"]
+                 for _ in range(3)]
+    r = _idle(enrolled)
+    got = [plistlib.loads(r.content)["CommandUUID"]]
+    while True:
+        status, payload = enrolled.answer(plistlib.loads(r.content)["Command"])
+        r = enrolled.connect(status, got[-1], **payload)
+        if not r.content:
+            break
+        got.append(plistlib.loads(r.content)["CommandUUID"])
+    assert got == uuids
+    assert _idle(enrolled).content == b""
+    with server.session() as s:
+        statuses = s.scalars(select(Command.status).where(Command.uuid.in_(uuids))).all()
+    assert statuses == ["acknowledged"] * 3
+
+
+def test_state_change_elsewhere_sends_idle_to_the_full_path(server, enrolled):
+    """A device checked out or retired by another worker is refused on its next Idle."""
+    _idle(enrolled)
+    with server.session() as s:
+        s.execute(update(Device).where(Device.udid == enrolled.udid).values(enrollment_state="retired"))
+    r = enrolled.connect("Idle")
+    assert r.status_code == 403 and "retired" in r.json()["error"]
+
+
+def test_udid_of_another_device_is_not_served_from_the_cache(server, enrolled):
+    _idle(enrolled)
+    other = server.simulator()
+    other.enroll(server.enrollment_url())
+    other.process_commands()
+    # The first device's identity naming the second device's UDID: the full path refuses it.
+    body = plistlib.dumps({"UDID": other.udid, "Status": "Idle"})
+    r = enrolled.client.put(f"{server.url}/mdm/connect", content=body, headers={"Mdm-Signature": enrolled.sign(body)})
+    assert r.status_code == 403
+    other.close()
+
+
+def test_identity_cache_is_a_bounded_lru():
+    cache = fastpath.IdentityCache(size=3)
+    now = utcnow()
+
+    def entry(i):
+        return fastpath.KnownIdentity(i, i, f"U{i}", now, now)
+
+    for i in range(3):
+        cache.put(f"fp{i}", entry(i))
+    assert cache.get("fp0") is not None  # fp0 is now the most recently used
+    cache.put("fp3", entry(3))  # evicts fp1, the least recently used, not everything
+    assert cache.get("fp1") is None and len(cache) == 3
+    assert all(cache.get(f"fp{i}") is not None for i in (0, 2, 3))
+    cache.forget_device(2)
+    assert cache.get("fp2") is None and len(cache) == 2
