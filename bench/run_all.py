@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import plistlib
 import ssl
 import subprocess
@@ -305,17 +306,31 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fleet = add_fleet(inst, args.devices - args.sample, key, like_udid=sims[0].udid)
                 fig["fleet_seconds"] = time.perf_counter() - t0
+                # A server with this fleet enrolled, as after any restart: new workers, whose identity
+                # caches are filled from the database (mdm.fastpath.preload), not by each iPad's first Idle.
+                os.kill(web.pid, signal.SIGHUP)
+                time.sleep(3)
+                wait_http(f"{base}/healthz", verify)
                 everyone = sims + fleet
                 reqs = signed_idles(everyone)
                 # 3. Idle check-ins: every identity once (cold), then alternating MDM / bare.
                 fig["cold_rate"], cold_bad = warm(f"{base}/mdm/connect", reqs, verify, args.concurrency)
                 warm(f"{base}/mdm/connect", reqs, verify, args.concurrency)
                 runs = []
+                spy = None
+                if os.environ.get("BENCH_PYSPY"):  # where the workers' time goes (collapsed stacks)
+                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", "-p",
+                                            str(web.pid), "-d", str(int(args.seconds)), "-f", "raw", "-o",
+                                            os.environ["BENCH_PYSPY"]], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)
                 for _ in range(args.repeat):
                     mdm_rps, mdm_lat, mdm_err = hammer(f"{base}/mdm/connect", reqs, args.seconds, args.concurrency, verify)
                     bare_rps, _lat, bare_err = hammer(f"https://127.0.0.1:{bare_port}/mdm/connect", reqs, args.seconds,
                                                       args.concurrency, verify)
                     runs.append((mdm_rps, bare_rps, pct(mdm_lat, 99), mdm_err + bare_err))
+                    if spy is not None:
+                        spy.wait()
+                        spy = None
                 fig["checkin_runs"] = runs
                 fig["checkin_errors"] = sum(r[3] for r in runs) + cold_bad
                 # 4. Command delivery through APNs, on the enrolled sample.

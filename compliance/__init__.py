@@ -4,6 +4,7 @@ Public surface
   register(app, hooks, instance)            subscribe to mdm events, mount the API
   current_verdict(session, device_id)       -> VerdictView | None (state, deadline, reasons_vi,
                                                reasons_en, failing_rules, evaluated_at, ...)
+  current_verdicts(session, device_ids)     -> {device_id: VerdictView}, one query
   evaluate_device(session, hooks, device, now=None) -> EvaluationResult
   policies (module), clock (module), DeviceVerdict, Policy, VerdictTransition, PolicyInputError
   VerdictView.cut_vpn                       whether the VPN should cut the peer
@@ -22,11 +23,12 @@ from ipad_mdm.manifest import Manifest
 
 from . import clock, policies
 from .engine import evaluate_device as _evaluate_device
-from .verdicts import VerdictView, current_verdict
+from .verdicts import VerdictView, current_verdict, current_verdicts
 from .models import DeviceVerdict, Policy, VerdictTransition
 from .rules import RULE_KINDS, PolicyInputError
 
-__all__ = ["MANIFEST", "register", "clock", "policies", "VerdictView", "current_verdict", "evaluate_device",
+__all__ = ["MANIFEST", "register", "clock", "policies", "VerdictView", "current_verdict", "current_verdicts",
+           "evaluate_device",
            "DeviceVerdict", "Policy", "VerdictTransition", "RULE_KINDS", "PolicyInputError"]
 
 MANIFEST = Manifest(name="compliance", register="compliance:register", models=("compliance.models",),

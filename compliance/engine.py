@@ -336,9 +336,11 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     verdict.evaluated_at = now
 
     result = EvaluationResult(device.id, state)
-    if not steps and previous is not None and (previous.grace_deadline, previous.escalation_deadline) != (
-            verdict.grace_deadline, verdict.escalation_deadline):
-        # Same state, moved deadline (a policy's grace changed): cached decisions must see it.
+    if not steps and previous is not None and (
+            (previous.grace_deadline, previous.escalation_deadline) != (verdict.grace_deadline, verdict.escalation_deadline)
+            or previous.failing_rules != tuple(verdict.failing_rules)):
+        # Same state, moved deadline (a policy's grace changed) or other reasons: what others
+        # precomputed from the verdict (the gateway's access state) must see it.
         hooks.emit("verdict.updated", session=session, device=device, verdict=view_of(verdict))
     from_state = prev_state
     before = previous

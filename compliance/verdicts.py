@@ -64,3 +64,13 @@ def view_of(row: DeviceVerdict) -> VerdictView:
 def current_verdict(session: Session, device_id: int) -> VerdictView | None:
     row = session.get(DeviceVerdict, device_id)
     return view_of(row) if row is not None else None
+
+
+def current_verdicts(session: Session, device_ids) -> dict[int, VerdictView]:
+    """The verdicts of many devices in one query (devices without one are absent)."""
+    from sqlalchemy import select
+
+    ids = list(device_ids)
+    if not ids:
+        return {}
+    return {row.device_id: view_of(row) for row in session.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(ids)))}

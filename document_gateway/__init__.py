@@ -3,7 +3,8 @@
 Public surface
   MANIFEST, register(app, hooks, instance)  mount /docs/ and the /api/v1 endpoints, subscribe to events
   service        create_leader, update_leader, assign_device, unassign_device, current_assignment,
-                 store_document, set_classification, bump_epoch (invalidate cached decisions everywhere)
+                 store_document, set_classification, access_changed (recompute a device's access
+                 state when the caller's transaction commits), refresh_access
   audit          the keyed, append-only decision log and its signed checkpoints
   policy         ROLE_CLEARANCE / OFFICE_WIDE_ROLES: the classification matrix
   models         Leader, DeviceAssignment, Document, GatewayAuditEvent, AuditCheckpoint,
@@ -11,11 +12,10 @@ Public surface
 
 How a request is decided: gate.py. What is audited: models.GatewayAuditEvent.
 
-Cached decisions are invalidated through a per-device epoch bumped in the same transaction as
-every change that alters them: verdict changes (the verdict.changed / verdict.updated hooks),
-retirement and check-out (hooks), leader and assignment changes (this package's service).
-What mdm changes on its own (revocation, enrollment state, Lost Mode) is read live on every
-request by the one indexed query in gate.py.
+Each device's access state (leader, verdict, grace deadline, reasons) is precomputed in the same
+transaction as every change that alters it: verdict changes (the verdict.changed /
+verdict.updated hooks), leader and assignment changes (this package's service). What mdm changes
+on its own (revocation, enrollment state, Lost Mode) is read live, in the same one indexed query.
 """
 from __future__ import annotations
 
@@ -42,23 +42,21 @@ MANIFEST = Manifest(name="document_gateway", register="document_gateway:register
 
 def register(app, hooks, instance) -> None:
     from . import api, views
-    from .gate import DecisionCache, cache_ttl, invalidate_everywhere_in_process
     from .storage import DocumentStore
 
     store = DocumentStore(instance.settings.instance_dir / "documents")
     app.extensions["document_gateway.store"] = store
-    app.extensions["document_gateway.cache"] = DecisionCache(cache_ttl(instance.settings))
 
-    def invalidate(session, device, **_):
-        # Same session as the change: the epoch commits atomically with the verdict/state.
-        service.bump_epoch(session, device.id)
-        invalidate_everywhere_in_process(device.id)
+    def recompute(session, device, **_):
+        # Same session as the change: the access state commits atomically with the verdict.
+        service.access_changed(session, device.id)
 
     from .access import describe
 
     hooks.subscribe("access.describe", describe, name="document_gateway.access")
-    # critical: if the epoch cannot be bumped the change itself must not commit (fail closed).
-    for event in ("verdict.changed", "verdict.updated", "device.retired", "device.checked_out"):
-        hooks.subscribe(event, invalidate, critical=True)
+    # critical: if the access state cannot be recomputed the change itself must not commit (fail
+    # closed). Retirement and check-out need no entry: the enrollment state is read live.
+    for event in ("verdict.changed", "verdict.updated"):
+        hooks.subscribe(event, recompute, critical=True, name="document_gateway.access")
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

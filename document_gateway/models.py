@@ -122,13 +122,26 @@ class DocumentUnit(Base):
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), primary_key=True, index=True)
 
 
-class DeviceEpoch(Base):
-    """Generation counter of a device's gateway decision (see document_gateway.gate)."""
+class DeviceAccess(Base):
+    """What the gateway's decision needs about a device that only a verdict, an assignment or a
+    leader change can alter: precomputed in the very transaction of that change
+    (service.access_changed), so a request reads it with its certificate in one query."""
 
-    __tablename__ = "gateway_device_epochs"
+    __tablename__ = "gateway_device_access"
 
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    leader_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    leader_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    leader_title: Mapped[str | None] = mapped_column(String(255), default=None)
+    leader_role: Mapped[str | None] = mapped_column(String(32), default=None)
+    leader_unit_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    leader_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    verdict_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    grace_deadline: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # "no policy applies" is its own reason for refusing (verdict_unassessed).
+    unassessed: Mapped[bool] = mapped_column(Boolean, default=False)
+    reasons_vi: Mapped[list] = mapped_column(default=list)
+    reasons_en: Mapped[list] = mapped_column(default=list)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

@@ -21,7 +21,7 @@ from ipad_mdm.models import Unit
 from mdm import Device
 
 from . import filetypes, signatures
-from .models import CLASSIFICATIONS, LEADER_ROLES, DeviceAssignment, DeviceEpoch, Document, DocumentUnit, Leader
+from .models import CLASSIFICATIONS, LEADER_ROLES, DeviceAccess, DeviceAssignment, Document, DocumentUnit, Leader
 from .storage import DocumentStore
 
 log = logging.getLogger("document_gateway")
@@ -36,49 +36,78 @@ class GatewayError(ValueError):
 
 
 # ------------------------------------------------------------------ epochs
-_PENDING_EPOCHS = "document_gateway.pending_epochs"
+_PENDING = "document_gateway.access_changed"
 
 
-def bump_epoch(session: Session, device_id: int | None) -> None:
-    """Invalidate every process's cached decision for this device, when the caller's transaction
-    commits: the bumps of a transaction are written together just before its COMMIT (one
-    statement for a bulk evaluation of thousands of devices, not one each), and if they cannot
-    be written the transaction does not commit (fail closed)."""
+def access_changed(session: Session, device_id: int | None) -> None:
+    """The device's verdict, assignment or leader changed: its precomputed access state
+    (models.DeviceAccess) is recomputed just before the caller's transaction commits — with
+    everything that transaction changed, in one set-based pass for a bulk evaluation of thousands
+    of devices — and if it cannot be written, the transaction does not commit (fail closed)."""
     if device_id is None:
         return
-    session.info.setdefault(_PENDING_EPOCHS, set()).add(device_id)
+    session.info.setdefault(_PENDING, set()).add(device_id)
 
 
-def _write_epochs(session: Session) -> None:
+def _refresh_pending(session: Session) -> None:
     if session.in_nested_transaction():
         return
-    ids = session.info.pop(_PENDING_EPOCHS, None)
+    ids = session.info.pop(_PENDING, None)
+    if ids:
+        refresh_access(session, ids)
+
+
+def _forget_pending(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+event.listen(Session, "before_commit", _refresh_pending)
+event.listen(Session, "after_soft_rollback", _forget_pending)
+
+
+def refresh_access(session: Session, device_ids) -> None:
+    """Recompute DeviceAccess for these devices from their open assignment, leader and verdict."""
+    from compliance import current_verdicts
+
+    ids = sorted(set(device_ids))
     if not ids:
         return
-    dialect = session.get_bind().dialect.name
+    assignments = {a.device_id: a for a in session.scalars(select(DeviceAssignment).where(
+        DeviceAssignment.device_id.in_(ids), DeviceAssignment.returned_at.is_(None)))}
+    leaders = {le.id: le for le in session.scalars(select(Leader).where(
+        Leader.id.in_({a.leader_id for a in assignments.values()})))} if assignments else {}
+    verdicts = current_verdicts(session, ids)
     now = utcnow()
-    table = DeviceEpoch.__table__
+    rows = []
+    for device_id in ids:
+        a = assignments.get(device_id)
+        leader = leaders.get(a.leader_id) if a is not None else None
+        v = verdicts.get(device_id)
+        rows.append({
+            "device_id": device_id, "updated_at": now,
+            "leader_id": leader.id if leader else None, "leader_name": leader.full_name if leader else None,
+            "leader_title": leader.title if leader else None, "leader_role": leader.role if leader else None,
+            "leader_unit_id": leader.unit_id if leader else None, "leader_active": bool(leader and leader.active),
+            "verdict_state": v.state if v else None,
+            "grace_deadline": (v.grace_deadline or v.deadline) if v is not None and v.state == "grace" else None,
+            "unassessed": bool(v and any(isinstance(r, dict) and r.get("rule") == "no_policy" for r in v.failing_rules)),
+            "reasons_vi": list(v.reasons_vi) if v else [], "reasons_en": list(v.reasons_en) if v else [],
+        })
+    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         insert = postgresql.insert
     elif dialect == "sqlite":
         insert = sqlite.insert
     else:  # pragma: no cover - the project supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
-    # An upsert: never fails on a concurrent first insert (which would abort a PostgreSQL
-    # transaction). Sorted, so two transactions bumping the same devices lock them in one order.
-    stmt = insert(table).values([{"device_id": i, "epoch": 1, "updated_at": now} for i in sorted(ids)])
+    table = DeviceAccess.__table__
+    # An upsert in device order: no failure on a concurrent first insert (which would abort a
+    # PostgreSQL transaction), and two transactions lock the same devices in the same order.
+    stmt = insert(table).values(rows)
     stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
-                                      set_={"epoch": table.c.epoch + 1, "updated_at": now})
+                                      set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != "device_id"})
     session.connection().execute(stmt)
-
-
-def _forget_epochs(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is None:
-        session.info.pop(_PENDING_EPOCHS, None)
-
-
-event.listen(Session, "before_commit", _write_epochs)
-event.listen(Session, "after_soft_rollback", _forget_epochs)
 
 
 # ------------------------------------------------------------------ leaders
@@ -127,7 +156,7 @@ def update_leader(session: Session, leader: Leader, **changes) -> Leader:
             setattr(leader, key, changes[key])
     leader.updated_at = utcnow()
     for device_id in _assigned_device_ids(session, leader.id):
-        bump_epoch(session, device_id)
+        access_changed(session, device_id)
     return leader
 
 
@@ -160,7 +189,7 @@ def assign_device(session: Session, device: Device, leader: Leader, *, by: str =
     row = DeviceAssignment(device_id=device.id, leader_id=leader.id, assigned_at=now, assigned_by=by[:128])
     session.add(row)
     session.flush()
-    bump_epoch(session, device.id)
+    access_changed(session, device.id)
     return row
 
 
@@ -172,7 +201,7 @@ def unassign_device(session: Session, device: Device, *, by: str = "") -> Device
         return None
     row.returned_at, row.returned_by = utcnow(), by[:128]
     session.flush()
-    bump_epoch(session, device.id)
+    access_changed(session, device.id)
     return row
 
 

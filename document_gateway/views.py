@@ -147,7 +147,7 @@ def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, h
 def _gate(session):
     inst = instance()
     presented = gate.presented(request, inst.settings)
-    decision = gate.decide(session, inst.ca, current_app.extensions["document_gateway.cache"], presented)
+    decision = gate.decide(session, inst.ca, presented)
     return presented, decision
 
 

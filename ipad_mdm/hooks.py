@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 #                                                compliance state transition; `verdict` is the
 #                                                new compliance verdict object (state, reasons…)
 #   verdict.updated(session, device, verdict)    the verdict changed without a transition
-#                                                (a deadline moved because a policy changed)
+#                                                (a deadline moved because a policy changed, or
+#                                                its reasons changed within the same state)
 #   access.describe(session, device, out)        contribute the document-access decision to `out`
 #   status.reported(session, device, report, changed)
 #                                                a declarative status report was stored (mdm.ddm

@@ -10,7 +10,8 @@ Public surface (every other package uses only these names):
               and declaration/… ; status reports are stored here (Device.ddm_status,
               StatusReportRecord) and announced with the `status.reported` hook
   identity    DeviceAuthError, UntrustedProxy, presented_certificate, trusted_identity  (who is this
-              device: the one owner of that decision), device_of_request (the same for a device's
+              device: the one owner of that decision; judge_identity applies the same rule to an
+              identity row a caller read itself), device_of_request (the same for a device's
               GET of asset data), revoke_identity, REVOCATION_REASONS
   scope       device_for_request, caller_unit_id, in_scope  (the unit-scope rule of the API)
   errors      ProtocolError, CommandRefused, NotFound
@@ -20,7 +21,8 @@ from __future__ import annotations
 from ipad_mdm.manifest import Manifest
 
 from . import commands, ddm, protocol, service
-from .checkin import DeviceAuthError, UntrustedProxy, device_of_request, presented_certificate, trusted_identity
+from .checkin import (DeviceAuthError, UntrustedProxy, device_of_request, judge_identity, presented_certificate,
+                      trusted_identity)
 from .commands import CommandRefused
 from .identity import REVOCATION_REASONS, RevocationError, revoke_identity
 from .models import (CheckinEvent, Command, CommandEvent, Device, EnrollmentToken, IdentityCertificate,
@@ -34,6 +36,7 @@ __all__ = [
     "CheckinEvent", "Command", "CommandEvent", "Device", "EnrollmentToken", "IdentityCertificate",
     "StatusReportRecord",
     "DeviceAuthError", "UntrustedProxy", "device_of_request", "presented_certificate", "trusted_identity",
+    "judge_identity",
     "REVOCATION_REASONS", "RevocationError", "revoke_identity",
     "DESTRUCTIVE_COMMANDS", "ProtocolError", "CommandRefused", "NotFound",
     "caller_unit_id", "device_for_request", "in_scope",

@@ -106,19 +106,25 @@ def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate 
 
 def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Certificate) -> IdentityCertificate:
     """The stored identity certificate, if it is ours, current and not revoked."""
+    row = session.scalar(
+        select(IdentityCertificate).where(IdentityCertificate.sha256_fingerprint == cert.fingerprint(hashes.SHA256()).hex())
+    )
+    judge_identity(ca, cert, known=row is not None, revoked_at=row.revoked_at if row is not None else None)
+    return row
+
+
+def judge_identity(ca: CertificateAuthority, cert: x509.Certificate, *, known: bool, revoked_at) -> None:
+    """Who may act as a device: the one rule, for callers that read the identity row themselves
+    (the gateway reads it joined with what it needs, in one query). Raises DeviceAuthError."""
     if not ca.issued_this(cert):
         raise DeviceAuthError(403, "certificate was not issued by this server's CA", "certificate_untrusted")
     now = utcnow()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise DeviceAuthError(403, "certificate is expired or not yet valid", "certificate_expired")
-    row = session.scalar(
-        select(IdentityCertificate).where(IdentityCertificate.sha256_fingerprint == cert.fingerprint(hashes.SHA256()).hex())
-    )
-    if row is None:
+    if not known:
         raise DeviceAuthError(403, "certificate is not a device identity issued here", "certificate_unknown")
-    if row.revoked_at is not None:
+    if revoked_at is not None:
         raise DeviceAuthError(403, "certificate has been revoked", "certificate_revoked")
-    return row
 
 
 REENROLL_HINT_EN = ("if this iPad was erased or replaced, an IT administrator must authorise its re-enrollment "

@@ -125,8 +125,10 @@ def checkin_endpoint():
 
 @bp.put("/mdm/connect")
 def connect_endpoint():
-    engine = instance().database.engine
-    cache = fastpath.cache_for(engine)
+    database = instance().database
+    cache = fastpath.cache_for(database.engine)
+    if not cache.preloaded:
+        fastpath.preload(database, cache)
 
     def idle(body, cert):
         try:
@@ -138,7 +140,7 @@ def connect_endpoint():
         known = cache.get(_fingerprint(cert))
         if known is None or known.udid != response.udid:
             return None
-        if fastpath.idle_without_command(engine, known, resend_after=command_queue.RESEND_AFTER):
+        if fastpath.idle_without_command(database, known, resend_after=command_queue.RESEND_AFTER):
             return Response(b"", status=200)
         return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import plistlib
+import threading
 
 import pytest
 from sqlalchemy import event, select, update
@@ -19,20 +20,40 @@ from mdm.models import Command, Device, IdentityCertificate
 
 
 class StatementLog:
-    """Every statement the server's engine sends, with whether the connection was in autocommit."""
+    """Every statement the server sends to its database, whichever way: through SQLAlchemy's
+    engine (events) or on a raw psycopg cursor (the PostgreSQL probe), with whether the
+    connection was in autocommit (no BEGIN/COMMIT round trips around it)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, monkeypatch):
         self.engine = engine
         self.statements: list[tuple[str, bool]] = []
+        self._inside = threading.local()  # set while SQLAlchemy executes: counted once, by its event
         event.listen(engine, "before_cursor_execute", self._execute)
+        event.listen(engine, "after_cursor_execute", self._done)
+        import psycopg
+
+        real = psycopg.Cursor.execute
+        log = self
+
+        def execute(cursor, query, params=None, **kw):
+            if not getattr(log._inside, "on", False):
+                log.statements.append((str(query).strip().split()[0].upper(), cursor.connection.autocommit))
+            return real(cursor, query, params, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
 
     def _execute(self, conn, cursor, statement, params, context, executemany):
+        self._inside.on = True
         dbapi = conn.connection.dbapi_connection
         autocommit = bool(getattr(dbapi, "autocommit", False)) or getattr(dbapi, "isolation_level", "x") is None
         self.statements.append((statement.strip().split()[0].upper(), autocommit))
 
+    def _done(self, *a):
+        self._inside.on = False
+
     def close(self):
         event.remove(self.engine, "before_cursor_execute", self._execute)
+        event.remove(self.engine, "after_cursor_execute", self._done)
 
 
 def _idle(sim):
@@ -42,11 +63,11 @@ def _idle(sim):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled):
+def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled, monkeypatch):
     engine = server.instance.database.engine
     assert engine.pool._pre_ping is False
     _idle(enrolled)  # the cache holds this identity since its answered inventory commands
-    log = StatementLog(engine)
+    log = StatementLog(engine, monkeypatch)
     try:
         for _ in range(5):
             assert _idle(enrolled).content == b""
@@ -58,11 +79,11 @@ def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_last_seen_is_coalesced_not_written_every_time(server, enrolled):
+def test_last_seen_is_coalesced_not_written_every_time(server, enrolled, monkeypatch):
     old = utcnow() - dt.timedelta(hours=2)
     with server.session() as s:
         s.execute(update(Device).where(Device.udid == enrolled.udid).values(last_seen_at=old))
-    log = StatementLog(server.instance.database.engine)
+    log = StatementLog(server.instance.database.engine, monkeypatch)
     try:
         _idle(enrolled)
         _idle(enrolled)

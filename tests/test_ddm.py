@@ -23,7 +23,7 @@ UPDATE = {"identifier": "vpcp.ipados-18-2", "type": "softwareupdate.enforcement.
 
 @pytest.fixture
 def ddm_server(tmp_path, database_url):
-    srv = start_live_server(tmp_path, database_url, extra={"gateway_cache_seconds": 3600})
+    srv = start_live_server(tmp_path, database_url)
     try:
         yield srv
     finally:
