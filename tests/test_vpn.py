@@ -407,7 +407,7 @@ def test_syncconf_applier_pipes_stripped_config_to_wg(server, enrolled, tmp_path
     # checked with the real `wg-quick strip`).
     log_file, stdin_file = tmp_path / "wg.args", tmp_path / "wg.stdin"
     stub = tmp_path / "wg-stub"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {log_file}\ncat > {stdin_file}\n"
+    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {log_file}\n[ \"$1\" = syncconf ] && cat > {stdin_file}\n"
                     "[ -f " + str(tmp_path / "fail") + " ] && { echo 'Key is not the correct length or format: "
                     "`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='\"'\" >&2; exit 1; }\nexit 0\n")
     stub.chmod(0o755)
@@ -417,7 +417,9 @@ def test_syncconf_applier_pipes_stripped_config_to_wg(server, enrolled, tmp_path
 
     assert judge(server, enrolled, passcode=False) == "non_compliant"
     server.dispatcher.wait_idle(timeout=30)
-    assert log_file.read_text().splitlines()[-1] == "syncconf wg0 /dev/stdin"
+    calls = log_file.read_text().splitlines()
+    # Off the live interface at once (incremental), and the full config synced as well.
+    assert calls.count(f"set wg0 peer {public} remove") == 1 and "syncconf wg0 /dev/stdin" in calls
     fed = stdin_file.read_text()
     assert fed == wg_quick_strip(config_path(server)) and public not in fed and "Address" not in fed
 

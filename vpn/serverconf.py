@@ -170,6 +170,15 @@ class SyncconfApplier:
         self._run([vs.wg_bin, "syncconf", vs.interface, "/dev/stdin"], stdin=stripped)
         return f"wg syncconf {vs.interface}"
 
+    def remove(self, public_keys: list[str], vs: VpnSettings) -> str:
+        """Take peers off the live interface at once: `wg set <iface> peer <key> remove` (public
+        keys only, nothing secret on the command line)."""
+        argv = [vs.wg_bin, "set", vs.interface]
+        for key in public_keys:
+            argv += ["peer", key, "remove"]
+        self._run(argv)
+        return f"wg set {vs.interface}: {len(public_keys)} peer(s) removed"
+
 
 _APPLIERS: dict[str, Callable[[], Applier]] = {"file": FileApplier, "syncconf": SyncconfApplier}
 
@@ -314,6 +323,8 @@ def sync_crl(session: Session, instance, vs: VpnSettings) -> bool:
 # ------------------------------------------------------------------ after-commit wiring
 
 SYNC_TASK = "vpn.sync_config"
+REMOVE_TASK = "vpn.remove_peers"
+_PENDING_REMOVALS = "vpn.pending_removals"
 # When this process last started a regeneration: a run that started after a commit already
 # covers it (it reads the committed state), so queued duplicates are skipped.
 _last_sync_started = 0.0
@@ -336,6 +347,56 @@ def sync_after_commit(session: Session, instance) -> None:
         return  # already asked for in this transaction
     session.info[SYNC_TASK] = transaction
     after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()))
+
+
+def remove_after_commit(session: Session, instance, public_keys: Iterable[str]) -> None:
+    """Cut or removed peers leave the live interface right after commit, before (and whatever
+    becomes of) the full regeneration that follows: with 10,000 peers the rewrite takes a
+    while, `wg set … remove` does not. Only where the apply mode drives the interface
+    (syncconf); in file mode the rewrite is the only way, and it follows as usual."""
+    marker = session.get_nested_transaction() or session.get_transaction()
+    pending = session.info.get(_PENDING_REMOVALS)
+    if pending is None or pending[0] is not marker:
+        # One dispatch per transaction (or savepoint: if it rolls back, so does its dispatch).
+        keys: list[str] = []
+        session.info[_PENDING_REMOVALS] = (marker, keys)
+        dispatcher = session.info.get("dispatcher")
+
+        def submit():
+            if session.info.get(_PENDING_REMOVALS, (None,))[0] is marker:
+                session.info.pop(_PENDING_REMOVALS, None)
+            unique = sorted(set(keys))
+            if not unique:
+                return
+            if dispatcher is None:
+                _remove_logged(instance, unique)
+            else:
+                dispatcher.submit(REMOVE_TASK, unique)
+
+        after_commit(session, submit)
+    else:
+        keys = pending[1]
+    keys.extend(public_keys)
+
+
+@background_task(REMOVE_TASK)
+def remove_task(rt, public_keys: list[str]) -> dict:
+    return _remove_logged(rt.instance, public_keys)
+
+
+def _remove_logged(instance, public_keys: list[str]) -> dict:
+    vs = vpn_settings(instance)
+    applier = applier_for(vs)
+    if not hasattr(applier, "remove"):
+        return {"removed": 0, "detail": f"apply mode {vs.apply_method}: the config rewrite removes them"}
+    try:
+        detail = applier.remove(list(public_keys), vs)
+    except ApplyError as exc:
+        # The full regeneration (syncconf) that follows removes them too, and the reconcile job retries.
+        log.error("VPN peers not removed from %s at once: %s", vs.interface, exc)
+        return {"removed": 0, "detail": str(exc)}
+    log.info("VPN: %s", detail)
+    return {"removed": len(public_keys), "detail": detail}
 
 
 @background_task(SYNC_TASK)

@@ -20,7 +20,7 @@ from mdm import Device
 
 from . import keys, pool, vpnprofile
 from .models import VpnCertificate, VpnEvent, WireGuardPeer
-from .serverconf import sync_after_commit
+from .serverconf import remove_after_commit, sync_after_commit
 from .settings import VpnSettings, vpn_settings
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str
             item.updated_at = now
     if changed:
         log.warning("VPN access of device %s cut (%s): %s", device.udid, by, reason)
+        if peer is not None and peer.state == "cut":
+            remove_after_commit(session, instance, [peer.public_key])
     sync_after_commit(session, instance)
     return peer_status(session, device)
 
@@ -229,6 +231,8 @@ def remove_peer(session: Session, instance, device: Device, reason: str, *, requ
     peer = _peer(session, device)
     now = utcnow()
     if peer is not None and peer.state != "removed":
+        if peer.state == "active":
+            remove_after_commit(session, instance, [peer.public_key])
         address = peer.address_v4
         peer.state, peer.removed_at, peer.reason, peer.updated_at = "removed", now, reason[:255], now
         peer.address_v4 = peer.address_v6 = None  # back to the pool
