@@ -37,8 +37,10 @@ def register(app, hooks, instance) -> None:
             push_after_commit(session, [device.id])
 
     hooks.subscribe("device.enrolled", on_enrolled, name="apps.deliver")
-    hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress")
-    hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed")
+    hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress",
+                    when=lambda command, **_: command.request_type in ("InstallApplication", "ManagedApplicationList"))
+    hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed",
+                    when=lambda kind, **_: kind == "InstalledApplicationList")
     hooks.subscribe("status.reported", delivery.on_status, name="apps.installed")
 
 

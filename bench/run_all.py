@@ -297,8 +297,18 @@ def main() -> None:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
                 # 1. Enrollment over the real protocol: wall rate and the workers' CPU per iPad.
+                spy = None
+                if os.environ.get("BENCH_PYSPY_ENROLL"):
+                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", "-p",
+                                            str(web.pid), "-d", "600", "-f", "raw", "-o",
+                                            os.environ["BENCH_PYSPY_ENROLL"]], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)
+                    time.sleep(1)
                 cpu0, t0 = worker_cpu_seconds(web.pid), time.perf_counter()
                 sims = enroll_many(base, env, verify, args.sample, key, args.enroll_threads)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait()
                 wall, cpu = time.perf_counter() - t0, worker_cpu_seconds(web.pid) - cpu0
                 fig["enroll_wall_rate"] = args.sample / wall
                 fig["enroll_server_rate"] = args.sample / max(cpu, 1e-9)

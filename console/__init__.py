@@ -32,4 +32,5 @@ def register(app, hooks, instance) -> None:
         handover.on_command_completed(session, hooks, device, command)
 
     hooks.subscribe("device.enrolled", on_enrolled)
-    hooks.subscribe("command.completed", on_command_completed)
+    hooks.subscribe("command.completed", on_command_completed,
+                    when=lambda command, **_: command.request_type == "EraseDevice")

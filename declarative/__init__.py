@@ -66,6 +66,7 @@ def register(app, hooks, instance) -> None:
 
     hooks.subscribe("device.enrolled", on_enrolled, name="declarative.enable")
     hooks.subscribe("device.enrolled", on_enrolled_osupdate, name="declarative.osupdate")
-    hooks.subscribe("command.completed", osupdate.on_command_completed, name="declarative.osupdate")
+    hooks.subscribe("command.completed", osupdate.on_command_completed, name="declarative.osupdate",
+                    when=lambda command, **_: command.request_type == "ScheduleOSUpdate")
     hooks.subscribe("status.reported", status.on_status_reported, name="declarative.states")
     hooks.subscribe("device.detail", on_detail, name="declarative.detail")

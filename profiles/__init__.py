@@ -22,8 +22,9 @@ def register(app, hooks, instance) -> None:
         if kind == "ProfileList":
             drift.reconcile(session, settings, device)
 
-    hooks.subscribe("command.completed", service.on_command_completed)
-    hooks.subscribe("inventory.updated", on_inventory_updated)
+    hooks.subscribe("command.completed", service.on_command_completed,
+                    when=lambda command, **_: command.request_type in ("InstallProfile", "RemoveProfile"))
+    hooks.subscribe("inventory.updated", on_inventory_updated, when=lambda kind, **_: kind == "ProfileList")
     hooks.subscribe("device.detail", lambda session, device, detail: serialize.device_detail(session, device, detail))
     hooks.subscribe("device.enrolled", lambda session, device: service.on_device_enrolled(session, instance, device))
     hooks.subscribe("device.checked_out", lambda session, device: service.on_device_gone(session, device))

@@ -24,8 +24,9 @@ def register(app, hooks, instance) -> None:
         if kind == "CertificateList":
             check_certificates(session, instance.ca, device)
 
-    hooks.subscribe("command.completed", renewal.on_command_completed)
-    hooks.subscribe("inventory.updated", on_inventory_updated)
+    hooks.subscribe("command.completed", renewal.on_command_completed,
+                    when=lambda command, **_: command.request_type == "InstallProfile")
+    hooks.subscribe("inventory.updated", on_inventory_updated, when=lambda kind, **_: kind == "CertificateList")
     hooks.subscribe("device.detail", lambda session, device, detail: renewal.device_detail(session, settings, device,
                                                                                               detail))
     hooks.subscribe("identity.issued", renewal.on_identity_issued)
