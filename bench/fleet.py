@@ -89,3 +89,34 @@ def count_enrolled(inst) -> int:
     with inst.database.session() as s:
         return s.scalar(select(func.count()).select_from(Device).where(Device.enrollment_state == "enrolled"))
 
+
+
+def add_peers(inst, udids: list[str], *, batch: int = 2000) -> int:
+    """Active WireGuard peers for these iPads, as provisioning would record them (own keys, preshared
+    key, an address from the pool), inserted in bulk: the gateway config then holds the whole fleet."""
+    import ipaddress
+
+    from vpn.keys import generate_keypair, generate_psk
+    from vpn.models import WireGuardPeer
+    from vpn.settings import vpn_settings
+
+    vs = vpn_settings(inst)
+    fernet = inst.fernet()
+    with inst.database.session() as s:
+        used = {int(ipaddress.IPv4Address(a)) for a in s.scalars(select(WireGuardPeer.address_v4)) if a}
+        ids = dict(s.execute(select(Device.udid, Device.id).where(Device.udid.in_(udids))).all())
+    free = (a for a in range(int(vs.network.network_address) + 2, int(vs.network.broadcast_address)) if a not in used)
+    made = 0
+    for start in range(0, len(udids), batch):
+        now = utcnow()
+        rows = []
+        for udid in udids[start:start + batch]:
+            private, public = generate_keypair()
+            rows.append(dict(device_id=ids[udid], public_key=public, state="active", created_at=now, updated_at=now,
+                             private_key_enc=fernet.encrypt(private.encode()).decode(),
+                             preshared_key_enc=fernet.encrypt(generate_psk().encode()).decode(),
+                             address_v4=str(ipaddress.IPv4Address(next(free)))))
+        with inst.database.session() as s:
+            s.execute(insert(WireGuardPeer), rows)
+        made += len(rows)
+    return made

@@ -16,6 +16,7 @@ not in the cache) falls back to the full path, which decides and answers."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.db import UTCDateTime, utcnow
 
+log = logging.getLogger("mdm.fastpath")
 CACHE_SIZE = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
 LAST_SEEN_RESOLUTION = dt.timedelta(seconds=int(os.environ.get("IPAD_MDM_LAST_SEEN_RESOLUTION_SECONDS", "60")))
 CONNECT_STATES = ("enrolled", "authenticated")
@@ -175,7 +177,10 @@ def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
     SQLAlchemy result machinery (a third of the probe's cost)."""
     import psycopg
 
-    conn = database.autocommit_engine.raw_connection()
+    try:
+        conn = database.autocommit_engine.raw_connection()
+    except psycopg.Error as exc:  # the pool hands the driver's own error through: the database is away
+        raise DBAPIError(None, None, exc) from None
     try:
         with conn.cursor() as cur:
             cur.execute(_PROBE_PG, params, prepare=True)
@@ -210,13 +215,18 @@ def preload(database, cache: IdentityCache) -> int:
             return 0
         cache.preloaded = True
     loaded, after = 0, 0
-    with database.engine.connect() as conn:
-        while loaded < cache.size:
-            rows = conn.execute(_PRELOAD, {"after": after, "slice": min(5000, cache.size - loaded)}).all()
-            if not rows:
-                break
-            for fp, identity_id, device_id, udid, not_before, not_after in rows:
-                cache.put(fp, KnownIdentity(identity_id, device_id, udid, not_before, not_after))
-            loaded += len(rows)
-            after = rows[-1][2]
+    try:
+        with database.engine.connect() as conn:
+            while loaded < cache.size:
+                rows = conn.execute(_PRELOAD, {"after": after, "slice": min(5000, cache.size - loaded)}).all()
+                if not rows:
+                    break
+                for fp, identity_id, device_id, udid, not_before, not_after in rows:
+                    cache.put(fp, KnownIdentity(identity_id, device_id, udid, not_before, not_after))
+                loaded += len(rows)
+                after = rows[-1][2]
+    except DBAPIError as exc:
+        # Not fatal: every device still gets in by the full path. Try again on a later request.
+        log.warning("identity cache not preloaded (%s); retrying later", type(exc.orig).__name__)
+        cache.preloaded = False
     return loaded

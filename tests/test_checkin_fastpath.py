@@ -169,3 +169,23 @@ def test_identity_cache_is_a_bounded_lru():
     assert all(cache.get(f"fp{i}") is not None for i in (0, 2, 3))
     cache.forget_device(2)
     assert cache.get("fp2") is None and len(cache) == 2
+
+
+def test_a_new_worker_fills_its_cache_from_the_database(server, enrolled):
+    """A worker that starts with thousands of enrolled iPads does not send each one's first Idle
+    down the full path: every current, unrevoked identity is loaded once."""
+    from cryptography.hazmat.primitives import hashes
+
+    other = server.simulator()
+    other.enroll(server.enrollment_url())
+    other.process_commands()
+    with server.session() as s:
+        revoke_identity(s, s.scalar(select(IdentityCertificate).where(IdentityCertificate.device.has(udid=other.udid))),
+                        "keyCompromise")
+    cache = fastpath.IdentityCache()
+    assert fastpath.preload(server.instance.database, cache) == 1 and cache.preloaded
+    known = cache.get(enrolled.identity.fingerprint(hashes.SHA256()).hex())
+    assert known is not None and known.udid == enrolled.udid
+    assert cache.get(other.identity.fingerprint(hashes.SHA256()).hex()) is None  # revoked: not loaded
+    assert fastpath.preload(server.instance.database, cache) == 0  # once per process
+    other.close()
