@@ -104,10 +104,12 @@ def refresh_access(session: Session, device_ids) -> None:
     table = DeviceAccess.__table__
     # An upsert in device order: no failure on a concurrent first insert (which would abort a
     # PostgreSQL transaction), and two transactions lock the same devices in the same order.
-    stmt = insert(table).values(rows)
+    # Executed once per row of one cached statement (the driver pipelines them), not as one
+    # statement with thousands of VALUES that would be compiled and parsed anew every time.
+    stmt = insert(table)
     stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
                                       set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != "device_id"})
-    session.connection().execute(stmt)
+    session.connection().execute(stmt, rows)
 
 
 # ------------------------------------------------------------------ leaders
