@@ -117,6 +117,9 @@ def trials(base, verify, sims, peers, tokens, doc, wg_log: Path, timeout: float)
                     break
                 time.sleep(0.005)
             if r.status_code != 200 or refused is None or gone is None:
+                for log in (wg_log, wg_log.parent / "worker.log", wg_log.parent / "web.log"):
+                    if log.exists():
+                        print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
                 raise SystemExit(f"bench FAILED: status report {r.status_code}, refused {refused}, peer removed {gone}")
             out.append((report, refused, gone))
             back = status_body(sim, {"passcode.is-present": True, "passcode.is-compliant": True})

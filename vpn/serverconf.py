@@ -399,13 +399,34 @@ def _remove_logged(instance, public_keys: list[str]) -> dict:
     return {"removed": len(public_keys), "detail": detail}
 
 
+_run_lock = threading.Lock()
+_rerun = threading.Event()
+
+
 @background_task(SYNC_TASK)
 def sync_task(rt, committed_at: float = 0.0) -> dict:
+    """One regeneration at a time per process; a request that arrives meanwhile does not wait (a
+    worker slot blocked on the lock is a slot the fast `vpn.remove_peers` cannot have): it marks
+    the state dirty and the running regeneration goes once more when it is done."""
     global _last_sync_started
     if _last_sync_started > committed_at:
         return {"skipped": True}
-    _last_sync_started = time.time()
-    result = sync_server_config(rt.instance)
+    result = None
+    while True:
+        if not _run_lock.acquire(blocking=False):
+            _rerun.set()
+            return {"coalesced": True} if result is None else _summary(result)
+        try:
+            _rerun.clear()
+            _last_sync_started = time.time()
+            result = sync_server_config(rt.instance)
+        finally:
+            _run_lock.release()
+        if not _rerun.is_set():
+            return _summary(result)
+
+
+def _summary(result) -> dict:
     return {"changed": result.changed, "applied": result.applied, "peers": result.active_peers}
 
 
