@@ -193,11 +193,14 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(locked)))}
         identities = latest_identities(s, locked)
         ddm_facts = declarative.compliance_facts(s, devices)
+        # New verdicts and transitions go in with one executemany each (pipelined by the driver),
+        # not through the ORM's unit of work; careful mode keeps the ORM to pin a failure on a device.
+        new_rows: list | None = None if careful else []
         for device in devices:
             try:
                 res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
                                       identity=identities.get(device.id), verdict=verdicts.get(device.id),
-                                      declarative_facts=ddm_facts.get(device.id))
+                                      declarative_facts=ddm_facts.get(device.id), new_rows=new_rows)
                 if careful:
                     s.flush()
             except Exception:
@@ -207,4 +210,26 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
             transitions += len(res.transitions)
             if res.push_needed:
                 push.append(device.id)
+        if new_rows:
+            insert_rows(s, new_rows)
     return evaluated, transitions, push
+
+
+def insert_rows(session, objects: list) -> None:
+    """Insert transient ORM objects with one executemany per table, in the order given (verdicts
+    before the transitions that name them), filling the Python-side column defaults the ORM would."""
+    by_table: dict = {}
+    for obj in objects:
+        table = type(obj).__table__
+        row = {}
+        for column in table.columns:
+            value = getattr(obj, column.key, None)
+            if value is None and column.primary_key:
+                continue  # the database numbers it
+            if value is None and column.default is not None:
+                arg = column.default.arg
+                value = arg(None) if callable(arg) else arg
+            row[column.key] = value
+        by_table.setdefault(table, []).append(row)
+    for table, rows in by_table.items():
+        session.connection().execute(table.insert(), rows)

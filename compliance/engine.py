@@ -230,11 +230,14 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
                     trigger: str = "api", policies: PolicySet | None = None,
                     identity: IdentityCertificate | None | bool = False,
                     verdict: DeviceVerdict | None | bool = False,
-                    new_enrollment: bool = False, declarative_facts=False) -> EvaluationResult:
+                    new_enrollment: bool = False, declarative_facts=False,
+                    new_rows: list | None = None) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
     Runs inside the caller's transaction; the caller commits. `policies`, `identity`
-    and `verdict` let bulk callers pass preloaded rows (False = load here).
+    and `verdict` let bulk callers pass preloaded rows (False = load here); `new_rows`: a bulk
+    caller's list that receives the new verdict and transition rows instead of the session, and
+    which the caller inserts in one statement each before committing (compliance.bulk).
     `new_enrollment`: inventory stored before now belongs to a previous enrollment
     of this device (it may have been wiped or handed over) and no longer counts.
     """
@@ -271,7 +274,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     if verdict is None:
         verdict = DeviceVerdict(device_id=device.id, state="unknown", since=now, evaluated_at=now, failing_rules=[],
                                 reasons_vi=[], reasons_en=[], policy_versions=[], actions=[])
-        session.add(verdict)
+        (new_rows.append if new_rows is not None else session.add)(verdict)
         prev_state = None
     else:
         prev_state = verdict.state
@@ -358,7 +361,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
         taken = run_actions(session, device, eff, from_state, to_state, after, result)
         row.actions = announce(session, hooks, device, before, after, taken)
         row.actions_pending = any(a.get("status") == "failed" for a in row.actions)
-        session.add(row)
+        (new_rows.append if new_rows is not None else session.add)(row)
         result.transitions.append(row)
         log.info("compliance: device %s %s -> %s (%s) [%s]", device.udid, from_state, to_state,
                  "; ".join(verdict.reasons_en) or "all rules pass", trigger)
