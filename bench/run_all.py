@@ -326,7 +326,7 @@ def main() -> None:
                 # 1. Enrollment over the real protocol: wall rate and the workers' CPU per iPad.
                 spy = None
                 if os.environ.get("BENCH_PYSPY_ENROLL"):
-                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", "-p",
+                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p",
                                             str(web.pid), "-d", "600", "-f", "raw", "-o",
                                             os.environ["BENCH_PYSPY_ENROLL"]], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
@@ -356,7 +356,7 @@ def main() -> None:
                 runs = []
                 spy = None
                 if os.environ.get("BENCH_PYSPY"):  # where the workers' time goes (collapsed stacks)
-                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", "-p",
+                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p",
                                             str(web.pid), "-d", str(int(args.seconds)), "-f", "raw", "-o",
                                             os.environ["BENCH_PYSPY"]], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)

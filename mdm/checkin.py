@@ -106,9 +106,15 @@ def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate 
 
 def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Certificate) -> IdentityCertificate:
     """The stored identity certificate, if it is ours, current and not revoked."""
-    row = session.scalar(
-        select(IdentityCertificate).where(IdentityCertificate.sha256_fingerprint == cert.fingerprint(hashes.SHA256()).hex())
-    )
+    # The identity's device comes in the same query (into the session's identity map, where
+    # _device_for finds it): one statement, not two, for every device request on the full path.
+    found = session.execute(
+        select(IdentityCertificate, Device).outerjoin(Device, Device.id == IdentityCertificate.device_id)
+        .where(IdentityCertificate.sha256_fingerprint == cert.fingerprint(hashes.SHA256()).hex())
+    ).first()
+    row = found[0] if found is not None else None
+    if found is not None:
+        session.info["mdm.identity_device"] = found[1]  # the identity map holds rows weakly
     judge_identity(ca, cert, known=row is not None, revoked_at=row.revoked_at if row is not None else None)
     return row
 
@@ -139,14 +145,16 @@ def _device_for(session: Session, identity: IdentityCertificate, udid: str, mess
     identity naming it is an IdentityConflict (a takeover attempt when the UDID still has an
     unrevoked identity), unless this is the Authenticate of an explicit re-enrollment of that
     very device."""
-    device = session.scalar(select(Device).where(Device.udid == udid))
     if identity.device_id is not None:
-        if device is None or identity.device_id != device.id:
+        device = session.get(Device, identity.device_id)
+        if device is None or device.udid != udid:
+            device = session.scalar(select(Device).where(Device.udid == udid))
             raise IdentityConflict("identity_mismatch", "UDID does not match the device certificate", udid=udid,
                                    identity=identity, device_id=device.id if device else None,
                                    message_type=message_type, revoke=False)
         _track_current_identity(session, device, identity, message_type)
         return device
+    device = session.scalar(select(Device).where(Device.udid == udid))
     token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
     if device is not None and _has_identity_history(session, device):
         if message_type == "Authenticate" and token is not None and token.reenroll_device_id == device.id:
@@ -347,7 +355,7 @@ def handle_connect(session: Session, hooks: Hooks, identity: IdentityCertificate
     device = _device_for(session, identity, response.udid, "connect")
     if device.enrollment_state not in ("enrolled", "authenticated"):
         raise DeviceAuthError(403, f"device is {device.enrollment_state}", "device_state")
-    device.last_seen_at = utcnow()
+    fastpath.touch(device, utcnow())
     if response.status != "Idle":
         command_queue.record_response(session, hooks, device, response)
     nxt = command_queue.next_for_delivery(session, device, after_idle=response.status == "Idle")
@@ -375,7 +383,7 @@ def handle_declarative(session: Session, hooks: Hooks, identity: IdentityCertifi
     merged, changed = ddm.merge_status(device.ddm_status, report, now)
     device.ddm_status = merged
     device.ddm_status_at = now
-    device.last_seen_at = now
+    fastpath.touch(device, now)
     version = report.items.get("device.operating-system.version")
     build = report.items.get("device.operating-system.build-version")
     if isinstance(version, str) and version:

@@ -17,6 +17,7 @@ import plistlib
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
@@ -86,10 +87,13 @@ def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> 
             update(Command)
             .where(Command.id == cmd.id, Command.status == cmd.status, Command.attempts == cmd.attempts)
             .values(status="sent", sent_at=now, attempts=Command.attempts + 1)
+            .returning(Command.attempts)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed == 1:
-            session.refresh(cmd)
+        ).first()
+        if claimed is not None:
+            # What the UPDATE wrote, taken from RETURNING rather than read back with a SELECT.
+            for key, value in (("status", "sent"), ("sent_at", now), ("attempts", claimed.attempts)):
+                set_committed_value(cmd, key, value)
             session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
             return cmd
         session.expire(cmd)
@@ -107,30 +111,35 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
         log.info("duplicate %s answer for command %s ignored", response.status, cmd.uuid)
         return cmd
     new_status = _STATUS_OF_RESPONSE[response.status]
+    # The answer's columns go in the compare-and-set itself (one UPDATE, not a claim and a flush).
+    values: dict = {"status": new_status}
+    if new_status != "notnow":
+        values["completed_at"] = utcnow()
+        if new_status == "acknowledged":
+            values["result"] = to_json(response.result())
+        else:
+            values["error_chain"] = to_json(response.error_chain) if response.error_chain else None
+            values["result"] = to_json(response.result()) or None
     # Compare-and-set: of two concurrent copies of one answer, only one is applied.
     claimed = session.execute(
         update(Command).where(Command.id == cmd.id, Command.status == cmd.status)
-        .values(status=new_status).execution_options(synchronize_session=False)
+        .values(**values).execution_options(synchronize_session=False)
     ).rowcount
     if claimed != 1:
         log.info("concurrent %s answer for command %s ignored", response.status, cmd.uuid)
         return cmd
-    cmd.status = new_status
+    for key, value in values.items():
+        set_committed_value(cmd, key, value)
     detail = None
     if new_status == "notnow":
         session.add(CommandEvent(command_id=cmd.id, status=new_status))
         return cmd
-    cmd.completed_at = utcnow()
     forget_secrets(cmd)
     if new_status == "acknowledged":
-        cmd.result = to_json(response.result())
         apply_inventory(session, hooks, device, cmd, response.raw)
-    else:
-        cmd.error_chain = to_json(response.error_chain) if response.error_chain else None
-        cmd.result = to_json(response.result()) or None
-        if cmd.error_chain:
-            first = cmd.error_chain[0]
-            detail = f"{first.get('ErrorDomain')} {first.get('ErrorCode')}: {first.get('LocalizedDescription', '')}"[:500]
+    elif cmd.error_chain:
+        first = cmd.error_chain[0]
+        detail = f"{first.get('ErrorDomain')} {first.get('ErrorCode')}: {first.get('LocalizedDescription', '')}"[:500]
     session.add(CommandEvent(command_id=cmd.id, status=new_status, detail=detail))
     hooks.emit("command.completed", session=session, device=device, command=cmd)
     return cmd
