@@ -40,7 +40,7 @@ STATES = ("registered", "enrollment_pending", "enrolled", "assigned", "handed_ov
 # action -> states it may start from -> state it leads to
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "enroll_token": (("registered", "enrollment_pending"), "enrollment_pending"),
-    "enrolled": (("enrollment_pending",), "enrolled"),
+    "enrolled": (("registered", "enrollment_pending"), "enrolled"),
     "assign": (("enrolled", "returned"), "assigned"),
     "hand_over": (("assigned",), "handed_over"),
     "training": (("handed_over",), "trained"),
@@ -67,6 +67,7 @@ STATE_LABELS = {
 
 ACTION_LABELS = {
     "register": ("Đăng ký thiết bị", "Register device"),
+    "adopted": ("Thiết bị đã cài đặt MDM, chưa đăng ký trước", "Enrolled without a prior registration"),
     "enroll_token": ("Tạo mã cài đặt MDM", "Create enrollment token"),
     "enrolled": ("Thiết bị đã cài đặt MDM", "Device enrolled"),
     "assign": ("Gán cho lãnh đạo", "Assign to leader"),
@@ -78,6 +79,7 @@ ACTION_LABELS = {
     "retired": ("Đã xoá dữ liệu, hoàn tất loại bỏ", "Erased, retirement complete"),
     "force_retire": ("Loại bỏ ngay (không chờ xoá)", "Retire now (without erase)"),
     "cancel": ("Huỷ đăng ký", "Cancel registration"),
+    "set_unit": ("Xác định đơn vị sử dụng", "Set the unit"),
 }
 
 SERIAL_RE = re.compile(r"^[A-Z0-9]{8,20}$")
@@ -189,13 +191,61 @@ def on_device_enrolled(session: Session, device: Device) -> None:
         record = session.scalar(select(DeviceRecord).where(DeviceRecord.enrollment_token_id == device.enrollment_token_id,
                                                            DeviceRecord.state == "enrollment_pending"))
     if record is None and device.serial_number:
-        record = session.scalar(select(DeviceRecord).where(DeviceRecord.serial_number == device.serial_number,
-                                                           DeviceRecord.state == "enrollment_pending"))
+        # A registered iPad enrolled with any token (CLI, API) is the same iPad: its record goes on.
+        record = session.scalar(select(DeviceRecord).where(
+            DeviceRecord.serial_number == normalise_serial(device.serial_number),
+            DeviceRecord.state.in_(("registered", "enrollment_pending"))).order_by(DeviceRecord.id.desc()).limit(1))
     if record is None:
+        adopt(session, device)
         return
     record.device_id = device.id
     record.enrollment_url_enc = None  # used: nothing left to show
     _transition(session, record, "enrolled", by="mdm", note=f"UDID {device.udid}")
+
+
+def adopt(session: Session, device: Device) -> DeviceRecord | None:
+    """An iPad enrolled with a CLI or API token (or a console token that was not a registration)
+    joins the workflow as "enrolled, not yet assigned": every managed iPad is handed over through
+    it. A device that already has a live record (re-enrollment) keeps it."""
+    live = session.scalar(select(DeviceRecord).where(DeviceRecord.device_id == device.id,
+                                                     DeviceRecord.state != "retired").limit(1))
+    if live is not None:
+        return None
+    record = DeviceRecord(serial_number=normalise_serial(device.serial_number or "") or "",
+                          model=device.product_name or device.model or "", unit_id=device.unit_id, state="enrolled",
+                          device_id=device.id, created_by="mdm", note="")
+    session.add(record)
+    session.flush()
+    session.add(HandoverEvent(record_id=record.id, action="adopted", from_state=None, to_state="enrolled",
+                              at=utcnow(), by="mdm", note=f"UDID {device.udid}"))
+    log.info("handover record %s adopted for device %s (enrolled without a registration)", record.id, device.udid)
+    return record
+
+
+def set_unit(session: Session, hooks: Hooks, record: DeviceRecord, unit_id: int | None, *, by: str) -> HandoverEvent:
+    """The unit an adopted (or misfiled) iPad belongs to; the device's own unit follows, and with
+    it the policies that apply: it is evaluated again in this transaction."""
+    unit = session.get(Unit, unit_id) if unit_id else None
+    if unit is None:
+        raise TransitionRefused("Vui lòng chọn đơn vị.", "Please choose a unit.")
+    if record.state == "retired":
+        raise TransitionRefused("Thiết bị đã loại bỏ, không thay đổi đơn vị.", "The device is retired; its unit stays.")
+    old = session.get(Unit, record.unit_id) if record.unit_id is not None else None
+    record.unit_id = unit.id
+    record.updated_at = utcnow()
+    event = HandoverEvent(record_id=record.id, action="set_unit", from_state=record.state, to_state=record.state,
+                          at=record.updated_at, by=by[:128],
+                          note=f"{old.name_vi if old else '—'} → {unit.name_vi}")
+    session.add(event)
+    device = device_of(session, record)
+    if device is not None and device.unit_id != unit.id:
+        from compliance import evaluate_device
+
+        device.unit_id = unit.id
+        session.flush()
+        evaluate_device(session, hooks, device, trigger="unit_changed")
+    session.flush()
+    return event
 
 
 def device_of(session: Session, record: DeviceRecord) -> Device | None:
@@ -225,7 +275,7 @@ def minute_snapshot(session: Session, record: DeviceRecord, hooks: Hooks | None 
 
     device = device_of(session, record)
     leader = session.get(Leader, record.leader_id) if record.leader_id else None
-    unit = session.get(Unit, record.unit_id)
+    unit = session.get(Unit, record.unit_id) if record.unit_id is not None else None
     leader_unit = session.get(Unit, leader.unit_id) if leader else None
     profiles = []
     for entry in (device.profile_list or []) if device else []:

@@ -76,7 +76,8 @@ class DeviceRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     serial_number: Mapped[str] = mapped_column(String(64), index=True)
     model: Mapped[str] = mapped_column(String(128), default="")
-    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    # None: an iPad enrolled with a token of no unit (adopted; the IT center sets the unit).
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
     state: Mapped[str] = mapped_column(String(24), default="registered")
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), default=None, index=True)
     enrollment_token_id: Mapped[int | None] = mapped_column(ForeignKey("enrollment_tokens.id"), default=None)

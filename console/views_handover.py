@@ -83,8 +83,10 @@ def _render_record(record_id: int, error: str | None = None):
         leader = s.get(Leader, record.leader_id) if record.leader_id else None
         leaders = list(s.scalars(select(Leader).where(Leader.active.is_(True)).order_by(Leader.full_name)))
         url = handover.enrollment_url(instance().fernet(), record) if can("handover.write") else None
+        units = list(s.scalars(select(Unit).order_by((Unit.stage != "pilot"), Unit.name_vi)))
         return render_page("handover_record.html", record=record, device=device, leader=leader, leaders=leaders,
-                           unit=s.get(Unit, record.unit_id), events=list(record.events), enrollment_url=url,
+                           units=units,
+                           unit=s.get(Unit, record.unit_id) if record.unit_id is not None else None, events=list(record.events), enrollment_url=url,
                            actions=handover.allowed_actions(record.state), error=error)
 
 
@@ -160,6 +162,8 @@ def handover_action(record_id, action):
             elif action == "force_retire":
                 handover.force_retire(s, hooks(), record, by=by, confirm_serial=request.form.get("confirm_serial", ""),
                                       note=note)
+            elif action == "set_unit":
+                handover.set_unit(s, hooks(), record, int_arg("unit_id", args=request.form), by=by)
             elif action == "cancel":
                 handover.cancel(s, record, by=by, note=note)
             else:
