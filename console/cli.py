@@ -22,6 +22,12 @@ def _password(from_stdin: bool) -> str:
     # Never a command-line argument: it would show in `ps` and the shell history.
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        # No terminal to ask on (a script, a pipe): say so instead of click's bare "Aborted!".
+        click.echo("error: no terminal to ask for the password on; pipe it in with --password-stdin, e.g.\n"
+                   "  printf '%s\\n' \"$PASSWORD\" | ipad-mdm user create NAME --role it_admin --password-stdin",
+                   err=True)
+        sys.exit(2)
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
@@ -31,7 +37,8 @@ def user():
 
 
 @user.command("create")
-@click.argument("username")
+@click.argument("username", required=False)
+@click.option("--username", "username_option", default=None, help="The account name (or give it as the argument)")
 @click.option("--role", type=click.Choice(CONSOLE_ROLES), required=True)
 @click.option("--full-name", default="")
 @click.option("--unit", default=None, help="Unit code")
@@ -39,9 +46,15 @@ def user():
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def create(ctx, username, role, full_name, unit, leader_id, password_stdin, as_json):
-    """Create a console account."""
+def create(ctx, username, username_option, role, full_name, unit, leader_id, password_stdin, as_json):
+    """Create a console account: USERNAME (or --username) and --role."""
     from .accounts import AccountError, create_user
+
+    if username and username_option and username != username_option:
+        raise click.UsageError("give the account name once (argument or --username)")
+    username = username or username_option
+    if not username:
+        raise click.UsageError("the account name is missing (ipad-mdm user create NAME --role ...)")
 
     inst = open_instance_for(ctx)
     try:

@@ -140,7 +140,7 @@ def register_device(session: Session, *, serial_number: str, model: str, unit, b
         raise TransitionRefused("Đơn vị không tồn tại.", "Unknown unit.")
     model = (model or "").strip()[:128]
     if not model:
-        raise TransitionRefused("Hãy nhập kiểu máy (ví dụ iPad Pro 11 inch).", "Enter the model (e.g. iPad Pro 11-inch).")
+        raise TransitionRefused("Vui lòng nhập kiểu máy (ví dụ iPad Pro 11 inch).", "Enter the model (e.g. iPad Pro 11-inch).")
     open_record = session.scalar(select(DeviceRecord).where(DeviceRecord.serial_number == serial,
                                                             DeviceRecord.state != "retired"))
     if open_record is not None:
@@ -393,7 +393,7 @@ def force_retire(session: Session, hooks: Hooks, record: DeviceRecord, *, by: st
         return _transition(session, record, "force_retire", by=by)  # raises
     _check_confirmation(record, confirm_serial)
     if not (note or "").strip():
-        raise TransitionRefused("Hãy ghi lý do loại bỏ ngay (ví dụ: thiết bị bị mất).",
+        raise TransitionRefused("Vui lòng ghi lý do loại bỏ ngay (ví dụ: thiết bị bị mất).",
                                 "Give the reason for retiring without erase (e.g. device lost).")
     device = device_of(session, record)
     if device is not None and device.enrollment_state != "retired":

@@ -51,9 +51,9 @@ COMMAND_LABELS = {
     "CertificateList": ("Cập nhật danh sách chứng thư", "Refresh certificate list"),
     "InstalledApplicationList": ("Cập nhật danh sách ứng dụng", "Refresh installed apps"),
     "DeviceLock": ("Khoá màn hình thiết bị", "Lock device"),
-    "EnableLostMode": ("Bật chế độ thất lạc", "Enable Lost Mode"),
-    "DisableLostMode": ("Tắt chế độ thất lạc", "Disable Lost Mode"),
-    "DeviceLocation": ("Xác định vị trí (chế độ thất lạc)", "Locate (Lost Mode)"),
+    "EnableLostMode": ("Bật chế độ mất", "Enable Lost Mode"),
+    "DisableLostMode": ("Tắt chế độ mất", "Disable Lost Mode"),
+    "DeviceLocation": ("Xác định vị trí (chế độ mất)", "Locate (Lost Mode)"),
     "RestartDevice": ("Khởi động lại", "Restart"),
     "ShutDownDevice": ("Tắt máy", "Shut down"),
     "EraseDevice": ("Xoá toàn bộ dữ liệu (loại bỏ thiết bị)", "Erase all data (retire device)"),
@@ -430,7 +430,7 @@ def units():
                 if not code or len(code) > 64 or not all(c.isalnum() or c in "-_" for c in code):
                     error = tr("Mã đơn vị: chữ, số, - và _, tối đa 64 ký tự.", "Unit code: letters, digits, - and _, at most 64.")
                 elif not name_vi or len(name_vi) > 255 or len(name_en) > 255:
-                    error = tr("Hãy nhập tên đơn vị (tối đa 255 ký tự).", "Enter the unit name (at most 255 characters).")
+                    error = tr("Vui lòng nhập tên đơn vị (tối đa 255 ký tự).", "Enter the unit name (at most 255 characters).")
                 elif stage not in ("pilot", "general"):
                     error = tr("Giai đoạn không hợp lệ.", "Invalid stage.")
                 elif s.scalar(select(Unit.id).where(Unit.code == code)) is not None:

@@ -146,7 +146,7 @@ def handover_action(record_id, action):
             elif action == "assign":
                 leader = s.get(Leader, int_arg("leader_id", args=request.form) or 0)
                 if leader is None:
-                    raise handover.TransitionRefused("Hãy chọn lãnh đạo.", "Choose a leader.")
+                    raise handover.TransitionRefused("Vui lòng chọn lãnh đạo.", "Choose a leader.")
                 handover.assign(s, record, leader, by=by)
             elif action == "hand_over":
                 handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note)

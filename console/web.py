@@ -45,13 +45,13 @@ LANGS = ("vi", "en")
 
 ROLE_LABELS = {
     "it_admin": ("Quản trị CNTT", "IT administrator"),
-    "security_officer": ("Cán bộ an toàn thông tin", "Security officer"),
-    "auditor": ("Kiểm toán", "Auditor"),
+    "security_officer": ("Cán bộ phụ trách an toàn thông tin", "Security officer"),
+    "auditor": ("Cán bộ kiểm tra, giám sát", "Auditor"),
     "leader": ("Lãnh đạo", "Leader"),
 }
 VERDICT_LABELS = {
     "compliant": ("Tuân thủ", "Compliant"),
-    "grace": ("Trong thời gian ân hạn", "Grace period"),
+    "grace": ("Trong thời hạn khắc phục", "Grace period"),
     "non_compliant": ("Không tuân thủ", "Non-compliant"),
     "blocked": ("Bị chặn", "Blocked"),
     "unknown": ("Chưa xác định", "Unknown"),
@@ -61,6 +61,14 @@ MDM_STATE_LABELS = {
     "enrolled": ("Đang được quản lý", "Managed"),
     "checked_out": ("Đã gỡ quản lý", "Checked out"),
     "retired": ("Đã loại bỏ", "Retired"),
+}
+PUSH_LABELS = {
+    "ok": ("Hoạt động bình thường", "Working"),
+    "waiting": ("Đang chờ gửi", "Waiting to be sent"),
+    "failing": ("Gửi không thành công, hệ thống tự thử lại", "Failing, retried automatically"),
+    "no_token": ("Chưa có mã đánh thức (iPad chưa gửi TokenUpdate)", "No push token yet"),
+    "off_demo": ("Đang tắt (chế độ thử nghiệm, chưa có chứng thư số đánh thức của Apple): lệnh được gửi khi iPad tự kết nối",
+                 "Off (demo mode, no Apple push certificate): commands go out when the iPad checks in by itself"),
 }
 STAGE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "general": ("Triển khai chung", "General rollout")}
 
@@ -104,7 +112,7 @@ def _check_csrf():
     if not expected or not hmac.compare_digest(expected.encode(), sent.encode()):
         log.warning("CSRF check failed on %s %s", request.method, request.path)
         return render_page("error.html", status=400, code=400,
-                           message=tr("Phiên làm việc đã hết hạn hoặc yêu cầu không hợp lệ (CSRF). Hãy tải lại trang và thử lại.",
+                           message=tr("Phiên làm việc đã hết hạn hoặc yêu cầu không hợp lệ (CSRF). Vui lòng tải lại trang và thử lại.",
                                       "Your session expired or the request is not valid (CSRF). Reload the page and try again.")), 400
     return None
 
@@ -169,6 +177,7 @@ def requires(permission: str | None = None):
                 abort(401)
             if permission is not None and not can(permission):
                 log.warning("%s (%s) refused %s on %s", g.user.username, g.user.role, permission, request.path)
+                g.refused_permission = permission
                 abort(403)
             return view(*args, **kwargs)
 
@@ -205,6 +214,7 @@ def _context():
         "can": can, "state_label": lambda s: label(STATE_LABELS, s), "action_label": lambda a: label(ACTION_LABELS, a),
         "role_label": lambda r: label(ROLE_LABELS, r), "verdict_label": lambda v: label(VERDICT_LABELS, v),
         "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
+        "push_label": lambda v: label(PUSH_LABELS, v),
     }
 
 
@@ -214,12 +224,22 @@ def _error_page(code: int, vi: str, en: str):
 
 @bp.errorhandler(401)
 def _unauthorized(_exc):
-    return _error_page(401, "Bạn cần đăng nhập.", "You need to sign in.")
+    return _error_page(401, "Vui lòng đăng nhập.", "You need to sign in.")
 
 
 @bp.errorhandler(403)
 def _forbidden(_exc):
-    return _error_page(403, "Bạn không có quyền thực hiện thao tác này.", "You are not allowed to do this.")
+    permission = g.get("refused_permission")
+    roles = [r for r in ROLE_LABELS if permission and accounts.allowed(r, permission)]
+    if not roles:
+        return _error_page(403, "Tài khoản không có quyền thực hiện thao tác này.", "This account may not do this.")
+    you_vi, you_en = ROLE_LABELS.get(g.user.role, (g.user.role, g.user.role)) if g.get("user") else ("", "")
+    return _error_page(
+        403,
+        f"Tài khoản với vai trò “{you_vi}” không có quyền thực hiện thao tác này. Chức năng này dành cho: "
+        f"{', '.join(ROLE_LABELS[r][0] for r in roles)}. Đề nghị liên hệ người có vai trò đó hoặc quản trị hệ thống.",
+        f"An account with the role “{you_en}” may not do this. It is for: "
+        f"{', '.join(ROLE_LABELS[r][1] for r in roles)}. Please ask someone with that role or the administrator.")
 
 
 @bp.errorhandler(BadPaging)

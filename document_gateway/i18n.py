@@ -12,18 +12,18 @@ IT_CONTACT_EN = "the IT Center of the Government Office"
 REASONS: dict[str, tuple[str, str, str, str]] = {
     "allowed": ("Được phép truy cập.", "", "Access allowed.", ""),
     "allowed_grace": (
-        "Được phép truy cập tạm thời: thiết bị đang trong thời gian ân hạn để khắc phục vi phạm chính sách bảo mật.",
+        "Được phép truy cập tạm thời: thiết bị đang trong thời hạn khắc phục vi phạm chính sách bảo mật.",
         "Vui lòng khắc phục trước thời hạn, nếu không quyền truy cập tài liệu sẽ bị chặn.",
         "Temporary access: the device is in its grace period to fix a security-policy violation.",
         "Please fix it before the deadline, or access to documents will be blocked."),
     "no_client_certificate": (
         "Thiết bị không xuất trình chứng thư định danh.",
-        f"Hãy mở tài liệu trên iPad đã được đăng ký quản lý (MDM). Nếu iPad đã đăng ký, liên hệ {IT_CONTACT_VI}.",
+        f"Vui lòng mở tài liệu trên iPad đã được đăng ký quản lý (MDM). Nếu iPad đã đăng ký, liên hệ {IT_CONTACT_VI}.",
         "The device presented no identity certificate.",
         f"Open documents on an iPad enrolled in device management (MDM). If it is enrolled, contact {IT_CONTACT_EN}."),
     "untrusted_proxy": (
         "Yêu cầu đi qua một máy chủ trung gian không được tin cậy.",
-        f"Hãy kết nối qua mạng riêng ảo (VPN) của cơ quan; nếu vẫn lỗi, liên hệ {IT_CONTACT_VI}.",
+        f"Vui lòng kết nối qua mạng riêng ảo (VPN) của cơ quan; nếu vẫn lỗi, liên hệ {IT_CONTACT_VI}.",
         "The request came through an untrusted proxy.",
         f"Connect through the office VPN; if it persists, contact {IT_CONTACT_EN}."),
     "certificate_invalid": (
@@ -52,7 +52,7 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
         f"The device must be enrolled again. Contact {IT_CONTACT_EN}."),
     "certificate_unbound": (
         "Thiết bị chưa hoàn tất đăng ký quản lý.",
-        "Hãy chờ vài phút để iPad hoàn tất đăng ký rồi thử lại.",
+        "Vui lòng chờ vài phút để iPad hoàn tất đăng ký rồi thử lại.",
         "The device has not finished enrolling.", "Wait a few minutes for the iPad to finish enrolling, then retry."),
     "device_retired": (
         "Thiết bị đã bị thu hồi khỏi hệ thống quản lý.",
@@ -66,7 +66,7 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
         f"Contact {IT_CONTACT_EN} to install the management profile again."),
     "device_not_enrolled": (
         "Thiết bị chưa hoàn tất đăng ký quản lý.",
-        "Hãy chờ vài phút để iPad hoàn tất đăng ký rồi thử lại.",
+        "Vui lòng chờ vài phút để iPad hoàn tất đăng ký rồi thử lại.",
         "The device has not finished enrolling.", "Wait a few minutes for the iPad to finish enrolling, then retry."),
     "lost_mode": (
         "Thiết bị đang ở Chế độ mất (Lost Mode).",
@@ -82,35 +82,35 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
         "The leader this device is assigned to is no longer active.", f"Contact {IT_CONTACT_EN}."),
     "verdict_unknown": (
         "Chưa xác định được tình trạng tuân thủ chính sách bảo mật của thiết bị.",
-        "Hãy kết nối iPad với mạng (Wi-Fi hoặc 4G) và mở khoá màn hình vài phút để thiết bị gửi thông tin kiểm tra, rồi thử lại.",
+        "Vui lòng kết nối iPad với mạng (Wi-Fi hoặc 4G) và mở khoá màn hình vài phút để thiết bị gửi thông tin kiểm tra, rồi thử lại.",
         "The device's compliance with the security policy is not known yet.",
         "Connect the iPad to the network and keep it unlocked for a few minutes so it reports its state, then retry."),
     "verdict_non_compliant": (
         "Thiết bị không tuân thủ chính sách bảo mật.",
-        "Hãy khắc phục các vấn đề dưới đây; quyền truy cập được mở lại ngay khi thiết bị tuân thủ.",
+        "Đề nghị khắc phục các vấn đề dưới đây; quyền truy cập được mở lại ngay khi thiết bị tuân thủ.",
         "The device does not comply with the security policy.",
         "Fix the problems below; access returns as soon as the device complies."),
     "verdict_blocked": (
         "Thiết bị bị chặn do không tuân thủ chính sách bảo mật quá thời hạn cho phép.",
-        f"Hãy khắc phục các vấn đề dưới đây và liên hệ {IT_CONTACT_VI}.",
+        f"Đề nghị khắc phục các vấn đề dưới đây và liên hệ {IT_CONTACT_VI}.",
         "The device is blocked: it stayed non-compliant past the allowed time.",
         f"Fix the problems below and contact {IT_CONTACT_EN}."),
     "grace_expired": (
-        "Thời gian ân hạn để khắc phục vi phạm chính sách bảo mật đã hết.",
-        "Hãy khắc phục các vấn đề dưới đây; quyền truy cập được mở lại ngay khi thiết bị tuân thủ.",
+        "Thời hạn khắc phục vi phạm chính sách bảo mật đã hết.",
+        "Đề nghị khắc phục các vấn đề dưới đây; quyền truy cập được mở lại ngay khi thiết bị tuân thủ.",
         "The grace period to fix the security-policy violation has ended.",
         "Fix the problems below; access returns as soon as the device complies."),
     "document_unknown": (
-        "Không tìm thấy tài liệu.", "Hãy mở tài liệu từ danh sách.",
+        "Không tìm thấy tài liệu.", "Vui lòng mở tài liệu từ danh sách.",
         "Document not found.", "Open documents from the list."),
     "document_not_visible": (
-        "Không tìm thấy tài liệu.", "Hãy mở tài liệu từ danh sách.",
+        "Không tìm thấy tài liệu.", "Vui lòng mở tài liệu từ danh sách.",
         "Document not found.", "Open documents from the list."),
     "classification_secret": (
-        "Không tìm thấy tài liệu.", "Hãy mở tài liệu từ danh sách.",
+        "Không tìm thấy tài liệu.", "Vui lòng mở tài liệu từ danh sách.",
         "Document not found.", "Open documents from the list."),
     "classification_not_allowed": (
-        "Không tìm thấy tài liệu.", "Hãy mở tài liệu từ danh sách.",
+        "Không tìm thấy tài liệu.", "Vui lòng mở tài liệu từ danh sách.",
         "Document not found.", "Open documents from the list."),
     "audit_unavailable": (
         "Tạm dừng cung cấp tài liệu: nhật ký truy cập tài liệu đang có lỗi toàn vẹn, không thể ghi nhận lượt truy cập.",

@@ -41,6 +41,10 @@ def main(ctx, instance_dir, verbose):
     """ipad-mdm: MDM server for the office's iPads."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Routine chatter of libraries (a schema check on every call, font discovery) is not news.
+        for name in ("alembic", "matplotlib", "fontTools", "PIL"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     ctx.ensure_object(dict)
     ctx.obj["instance"] = instance_dir
     ctx.obj["runtime"] = _runtime
@@ -68,6 +72,7 @@ def serve(ctx, host, port, instance_dir, base_url, no_tls):
     from .scheduler import EmbeddedScheduler
 
     inst = open_instance(_settings(ctx, base_url=base_url.rstrip("/")))
+    _record_base_url(inst)
     app = create_app(inst=inst)
     first = _first_enrollment(inst)
     if inst.settings.celery_broker_url:
@@ -95,6 +100,14 @@ def serve(ctx, host, port, instance_dir, base_url, no_tls):
         click.echo(f"Enrollment URL: {first['url']}")
     sys.stdout.flush()
     run_simple(host, port, app, threaded=True, ssl_context=ssl_context, use_reloader=False)
+
+
+def _record_base_url(inst) -> None:
+    """The CLI of this instance builds its URLs from the running server's (config.recorded_base_url)."""
+    from .config import BASE_URL_FILE
+    from .files import write_atomic
+
+    write_atomic(inst.settings.instance_dir / BASE_URL_FILE, (inst.settings.base_url + "\n").encode())
 
 
 def _first_enrollment(inst) -> dict:
@@ -205,12 +218,40 @@ def unit():
 @click.option("--stage", type=click.Choice(["pilot", "general"]), default="pilot")
 @click.pass_context
 def unit_add(ctx, code, name_vi, name_en, stage):
+    """Add a unit: CODE (e.g. TTTH) and its Vietnamese name."""
+    from sqlalchemy import select
+
+    from .models import Unit
+
+    code = code.strip().upper()
+    if not code or len(code) > 32 or not name_vi.strip():
+        fail("a unit needs a code (up to 32 characters) and a name")
+    inst = _instance(ctx)
+    with inst.database.session() as s:
+        if s.scalar(select(Unit.id).where(Unit.code == code)) is not None:
+            fail(f"unit {code} exists already (ipad-mdm unit list)")
+        s.add(Unit(code=code, name_vi=name_vi.strip(), name_en=name_en.strip(), stage=stage))
+    click.echo(f"unit {code} added")
+
+
+@unit.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def unit_list(ctx, as_json):
+    from sqlalchemy import select
+
     from .models import Unit
 
     inst = _instance(ctx)
     with inst.database.session() as s:
-        s.add(Unit(code=code, name_vi=name_vi, name_en=name_en, stage=stage))
-    click.echo(f"unit {code} added")
+        rows = [{"code": u.code, "name_vi": u.name_vi, "name_en": u.name_en, "stage": u.stage}
+                for u in s.scalars(select(Unit).order_by(Unit.code))]
+    if as_json:
+        emit(rows, True)
+        return
+    for u in rows:
+        click.echo(f"{u['code']:10} {u['stage']:8} {u['name_vi']}")
+    click.echo(f"{len(rows)} unit(s)")
 
 
 @main.group()

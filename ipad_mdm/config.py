@@ -102,11 +102,24 @@ def _pkcs11_from_env(prefix: str) -> Pkcs11Settings | None:
     )
 
 
+BASE_URL_FILE = "base-url"
+
+
+def recorded_base_url(instance_dir: Path) -> str | None:
+    """The public URL the last `serve` of this instance announced (instance/base-url), so that the
+    CLI prints enrollment URLs for the server that really runs, not for the default port."""
+    try:
+        value = (Path(instance_dir) / BASE_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return value if value.startswith(("https://", "http://")) and len(value) < 2048 else None
+
+
 def load_settings(instance_dir: str | os.PathLike | None = None, **overrides) -> Settings:
     """Build settings from the environment; explicit keyword overrides win."""
     inst = Path(instance_dir or os.environ.get("IPAD_MDM_INSTANCE") or "./instance").resolve()
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{inst / 'ipad-mdm.sqlite3'}"
-    base_url = os.environ.get("IPAD_MDM_BASE_URL") or "https://127.0.0.1:8000"
+    base_url = os.environ.get("IPAD_MDM_BASE_URL") or recorded_base_url(inst) or "https://127.0.0.1:8000"
     push_cert = os.environ.get("IPAD_MDM_PUSH_CERT")
     push_key = os.environ.get("IPAD_MDM_PUSH_KEY")
     settings = Settings(

@@ -61,6 +61,18 @@ class Instance:
     def fernet(self) -> Fernet:
         return Fernet(self.data_key)
 
+    @property
+    def pushes_off_reason(self) -> str | None:
+        """"demo_push_certificate" when pushes cannot work: the demo's self-signed stand-in of a push
+        certificate, aimed at Apple's real APNs (which refuses it). Commands are then only queued and
+        reach the iPad when it checks in by itself; nothing waits on Apple."""
+        if self.settings.push_cert_path is None and urlsplit(self.settings.apns_url).hostname in APPLE_APNS_HOSTS:
+            return "demo_push_certificate"
+        return None
+
+
+APPLE_APNS_HOSTS = ("api.push.apple.com", "api.sandbox.push.apple.com", "api.development.push.apple.com")
+
 
 def _secret_bytes(path: Path, factory) -> bytes:
     if not path.exists():

@@ -53,6 +53,31 @@ def create_enrollment_token():
     return jsonify(result), 201
 
 
+@bp.get("/enrollment-tokens")
+@require("enroll.create", unit_scoped=True)
+def list_enrollment_tokens():
+    limit, offset = paging()
+    include_spent = request.args.get("all", "") in ("1", "true", "yes")
+    with unit_of_work() as s:
+        total, rows = service.list_enrollment_tokens(s, include_spent=include_spent, unit_id=caller_unit_id(),
+                                                     limit=limit, offset=offset)
+    return jsonify({"total": total, "enrollment_tokens": rows})
+
+
+@bp.post("/enrollment-tokens/<int:token_id>/revoke")
+@require("enroll.create", unit_scoped=True)
+def revoke_enrollment_token(token_id):
+    try:
+        with unit_of_work() as s:
+            result = service.revoke_enrollment_token(s, token_id, unit_id=caller_unit_id())
+            log.info("enrollment token #%s revoked by %s", token_id, g.api_principal)
+    except service.NotFound as exc:
+        return error(404, str(exc))
+    except ValueError as exc:
+        return error(409, str(exc))
+    return jsonify(result)
+
+
 @bp.get("/devices")
 @require("devices.read", unit_scoped=True)
 def list_devices():

@@ -39,6 +39,42 @@ def enroll_token_create(ctx, serial, unit, as_json):
     emit(result, as_json)
 
 
+@enroll_token.command("list")
+@click.option("--all", "include_spent", is_flag=True, help="Also used, expired and revoked tokens")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def enroll_token_list(ctx, include_spent, as_json):
+    """Tokens an iPad could still use (the token itself is never shown again)."""
+    from . import service
+
+    inst = open_instance_for(ctx)
+    with inst.database.session() as s:
+        total, rows = service.list_enrollment_tokens(s, include_spent=include_spent, limit=1000)
+    if as_json:
+        emit(rows, True)
+        return
+    for r in rows:
+        click.echo(f"#{r['id']:<5} {r['state']:16} unit {r['unit'] or '-':8} serial {r['serial_number'] or '-':14} "
+                   f"expires {r['expires_at']}  by {r['created_by'] or '-'}")
+    click.echo(f"{total} token(s)")
+
+
+@enroll_token.command("revoke")
+@click.argument("token_id", type=click.IntRange(1, 2**31 - 1))
+@click.pass_context
+def enroll_token_revoke(ctx, token_id):
+    """An unused token stops working at once (a lost QR code or URL)."""
+    from . import service
+
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            service.revoke_enrollment_token(s, token_id)
+    except (service.NotFound, ValueError) as exc:
+        fail(str(exc))
+    click.echo(f"enrollment token #{token_id} revoked")
+
+
 @click.group()
 def device():
     """Devices and their inventory."""
@@ -138,11 +174,25 @@ def command_send(ctx, udid, request_type, params, as_json):
     if hasattr(rt.dispatcher, "wait_idle"):
         rt.dispatcher.wait_idle(timeout=30)
     rt.close()
+    from .models import Device
+
+    with inst.database.session() as s:
+        push = service.push_state(s.get(Device, device_id))
     if as_json:
         emit({"command_uuid": command_uuid, "uuid": command_uuid, "udid": udid, "request_type": request_type,
-               "status": "queued"}, True)
+               "status": "queued", "push": push}, True)
     else:
         click.echo(command_uuid)
+        if push != "ok":
+            click.echo(f"queued; push: {PUSH_WORDS.get(push, push)}", err=True)
+
+
+PUSH_WORDS = {
+    "off_demo": "off in demo mode (no Apple push certificate): the iPad gets the command when it next checks in",
+    "no_token": "not possible yet (the iPad has not sent its push token)",
+    "failing": "failed, retried with backoff (see `device show`)",
+    "waiting": "waiting to be sent",
+}
 
 
 @command.command("show")

@@ -113,10 +113,31 @@ def apns_client(instance):
                       verify=s.apns_ca_file or True)
 
 
+PUSHES_OFF = "pushes_off_demo"  # last_push_error of a device whose push was not even tried
+_told_off = threading.Event()
+
+
+def _pushes_off(database: Database, device_ids: list[int], reason: str) -> dict:
+    """Demo mode: say so once per process, leave the devices' pushes pending (a real push
+    certificate installed later wakes them) and record why nothing was sent. No network."""
+    if not _told_off.is_set():
+        _told_off.set()
+        log.warning("Apple push notifications are off (%s: no Apple MDM push certificate is configured, "
+                    "IPAD_MDM_PUSH_CERT / IPAD_MDM_PUSH_KEY). Commands are queued and reach an iPad when it "
+                    "next checks in by itself.", reason)
+    with database.session() as s:
+        for d in s.scalars(select(Device).where(Device.id.in_(sorted(set(device_ids))))):
+            d.last_push_error = PUSHES_OFF
+    return {str(i): False for i in device_ids}
+
+
 @background_task("mdm.send_pushes")
 def send_pushes(rt, device_ids: list[int]) -> dict:
     """Push the given devices; a failure stays `push_pending` for the retry job. One APNs
     connection per process (a runtime resource), reused across tasks."""
+    reason = getattr(rt.instance, "pushes_off_reason", None)
+    if reason:
+        return _pushes_off(rt.instance.database, device_ids, reason)
     sender = rt.resource("mdm.push_sender", lambda: PushSender(rt.instance.database, lambda: apns_client(rt.instance)))
     outcome = sender.push(device_ids)
     return {str(k): v for k, v in outcome.items()}

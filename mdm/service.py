@@ -25,7 +25,9 @@ def unit_by_code(session: Session, code: str | None) -> Unit | None:
         return None
     unit = session.scalar(select(Unit).where(Unit.code == code))
     if unit is None:
-        raise NotFound(f"unknown unit {code!r}")
+        known = list(session.scalars(select(Unit.code).order_by(Unit.code).limit(20)))
+        raise NotFound(f"unknown unit {code!r} (known: {', '.join(known) or 'none yet'}; "
+                       f"add one with: ipad-mdm unit add {code} \"Unit name\")")
     return unit
 
 
@@ -48,6 +50,52 @@ def _token_dict(settings, plain: str, row) -> dict:
     """What the caller of a new token sees, once: the token and its URL."""
     return {"id": row.id, "token": plain, "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),
             "expires_at": iso(row.expires_at), "serial_number": row.serial_number}
+
+
+def token_state(row: EnrollmentToken, now=None) -> str:
+    """usable | profile_fetched (the iPad is enrolling) | used | expired | revoked."""
+    now = now or utcnow()
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.challenge_used_at is not None:
+        return "used"
+    if row.expires_at <= now:
+        return "expired"
+    return "profile_fetched" if row.profile_fetched_at is not None else "usable"
+
+
+def list_enrollment_tokens(session: Session, *, include_spent: bool = False, unit_id: int | None = None,
+                           limit: int = 100, offset: int = 0) -> tuple[int, list[dict]]:
+    """Enrollment tokens, newest first; never the token or its URL (shown once, at creation).
+    Without include_spent: those an iPad could still use."""
+    stmt = select(EnrollmentToken)
+    if not include_spent:
+        stmt = stmt.where(EnrollmentToken.revoked_at.is_(None), EnrollmentToken.challenge_used_at.is_(None),
+                          EnrollmentToken.expires_at > utcnow())
+    if unit_id is not None:
+        stmt = stmt.where(EnrollmentToken.unit_id == unit_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = list(session.scalars(stmt.order_by(EnrollmentToken.id.desc()).limit(limit).offset(offset)))
+    units = {u.id: u.code for u in session.scalars(select(Unit).where(Unit.id.in_({r.unit_id for r in rows})))}
+    now = utcnow()
+    return total, [{"id": r.id, "state": token_state(r, now), "serial_number": r.serial_number,
+                    "unit": units.get(r.unit_id), "created_by": r.created_by, "created_at": iso(r.created_at),
+                    "expires_at": iso(r.expires_at), "revoked_at": iso(r.revoked_at),
+                    "reenroll": r.reenroll_device_id is not None} for r in rows]
+
+
+def revoke_enrollment_token(session: Session, token_id: int, *, unit_id: int | None = None) -> dict:
+    """An unused token stops working at once (a lost QR code, a printed URL). Revoking a token an
+    iPad has already used changes nothing: the iPad's identity is revoked by retiring it."""
+    row = session.get(EnrollmentToken, token_id)
+    if row is None or (unit_id is not None and row.unit_id != unit_id):
+        raise NotFound(f"unknown enrollment token {token_id}")
+    state = token_state(row)
+    if state == "used":
+        raise ValueError(f"enrollment token {token_id} has been used by an iPad; retire the iPad instead")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return {"id": row.id, "state": "revoked", "revoked_at": iso(row.revoked_at)}
 
 
 def create_reenrollment(session: Session, settings, udid: str, *, created_by: str = "") -> dict:
@@ -100,6 +148,20 @@ def list_devices(session: Session, *, limit: int = 100, offset: int = 0, unit_id
     return total, rows
 
 
+def push_state(device: Device) -> str:
+    """How waking this iPad stands, for people: no_token (it has not sent a TokenUpdate),
+    off_demo (demo mode: no Apple push certificate), failing, waiting, ok."""
+    from .push import PUSHES_OFF
+
+    if not device.push_token:
+        return "no_token"
+    if device.last_push_error == PUSHES_OFF:
+        return "off_demo"
+    if device.push_failures:
+        return "failing"
+    return "waiting" if device.push_pending else "ok"
+
+
 def device_detail(session: Session, hooks: Hooks, device: Device) -> dict:
     """Inventory, certificates, push state and whatever other packages contribute (verdict)."""
     detail = device_summary(device)
@@ -114,6 +176,7 @@ def device_detail(session: Session, hooks: Hooks, device: Device) -> dict:
                 "last_push_at": iso(device.last_push_at),
                 "last_error": device.last_push_error,
                 "failures": device.push_failures,
+                "state": push_state(device),
             },
             "inventory": {
                 "DeviceInformation": device.device_information,

@@ -1,0 +1,112 @@
+"""The IT center's daily tools (#18): enrollment tokens listed and revoked, units and accounts
+from the CLI with clear refusals, demo-mode pushes that never wait on Apple, 403 pages that say
+which role may."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.test_console_support import client_for, seed
+from tests.test_mdm_api_cli import IPAD_MDM, _cli
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_enrollment_tokens_listed_and_revoked_over_the_api(server):
+    from ipad_mdm.models import Unit
+
+    with server.session() as s:
+        s.add_all([Unit(code="TTTH", name_vi="Trung tâm Tin học"), Unit(code="HC", name_vi="Vụ Hành chính")])
+    admin = {"Authorization": f"Bearer {server.api_token('it_admin')}"}
+    with server.http() as http:
+        made = [http.post("/api/v1/enrollment-tokens", headers=admin, json={"unit": unit}).json()
+                for unit in ("TTTH", "HC", None)]
+        listed = http.get("/api/v1/enrollment-tokens", headers=admin).json()
+        assert listed["total"] == 3 and {t["id"] for t in listed["enrollment_tokens"]} == {m["id"] for m in made}
+        text = str(listed)
+        for m in made:  # the token and its URL are shown once, at creation, never again
+            assert m["token"] not in text and m["url"] not in text
+        assert {t["state"] for t in listed["enrollment_tokens"]} == {"usable"}
+        # A unit's API token sees and revokes only its unit's enrollment tokens.
+        r = http.post("/api/v1/api-tokens", headers=admin, json={"name": "hc", "role": "it_admin", "unit": "HC"})
+        unit_token = {"Authorization": f"Bearer {r.json()['token']}"}
+        mine = http.get("/api/v1/enrollment-tokens", headers=unit_token).json()
+        assert [t["unit"] for t in mine["enrollment_tokens"]] == ["HC"]
+        assert http.post(f"/api/v1/enrollment-tokens/{made[0]['id']}/revoke", headers=unit_token).status_code == 404
+        # Revoked: the iPad's profile download is refused, and the token leaves the usable list.
+        r = http.post(f"/api/v1/enrollment-tokens/{made[0]['id']}/revoke", headers=admin)
+        assert r.status_code == 200 and r.json()["state"] == "revoked"
+        sim = server.simulator()
+        refused = sim.fetch_profile(made[0]["url"])
+        assert 400 <= refused.status_code < 500
+        assert made[0]["id"] not in {t["id"] for t in http.get("/api/v1/enrollment-tokens", headers=admin)
+                                     .json()["enrollment_tokens"]}
+        every = http.get("/api/v1/enrollment-tokens?all=1", headers=admin).json()["enrollment_tokens"]
+        assert {t["id"]: t["state"] for t in every}[made[0]["id"]] == "revoked"
+        # A used token cannot be revoked (the iPad is retired instead); unknown ids are 404.
+        sim.enroll(made[2]["url"])
+        r = http.post(f"/api/v1/enrollment-tokens/{made[2]['id']}/revoke", headers=admin)
+        assert r.status_code == 409 and "retire" in r.json()["error"]
+        assert http.post("/api/v1/enrollment-tokens/999999/revoke", headers=admin).status_code == 404
+        assert http.post("/api/v1/enrollment-tokens/99999999999999/revoke", headers=admin).status_code == 404
+        assert http.get("/api/v1/enrollment-tokens?limit=-1", headers=admin).status_code == 400
+        auditor = {"Authorization": f"Bearer {server.api_token('auditor')}"}
+        assert http.get("/api/v1/enrollment-tokens", headers=auditor).status_code == 403
+        sim.close()
+
+
+def test_cli_units_and_accounts_refuse_clearly(server):
+    assert "unit TTTH added" in _cli(server, "unit", "add", "ttth", "Trung tâm Tin học").stdout
+    dup = _cli(server, "unit", "add", "TTTH", "Again", check=False)
+    assert dup.returncode == 1 and "exists already" in dup.stderr and "Traceback" not in dup.stderr
+    unknown = _cli(server, "enroll-token", "create", "--unit", "NOPE", check=False)
+    assert unknown.returncode == 1 and "ipad-mdm unit add NOPE" in unknown.stderr and "TTTH" in unknown.stderr
+    # No terminal and no --password-stdin: a clear instruction, not click's bare "Aborted!".
+    env = dict(os.environ, IPAD_MDM_INSTANCE=str(server.instance.settings.instance_dir),
+               DATABASE_URL=server.instance.settings.database_url)
+    proc = subprocess.run([IPAD_MDM, "user", "create", "x-admin", "--role", "it_admin"], input="", env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--password-stdin" in proc.stderr and "Aborted" not in proc.stderr
+    proc = subprocess.run([IPAD_MDM, "user", "create", "--username", "x-admin", "--role", "it_admin",
+                           "--password-stdin"], input="một-mật-khẩu-dài\n", env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "created x-admin" in proc.stdout
+    assert "alembic" not in proc.stderr  # no schema chatter on every call
+    tokens = _cli(server, "enroll-token", "list").stdout
+    assert "0 token(s)" in tokens
+
+
+def test_demo_mode_queues_commands_without_waiting_on_apple(server, enrolled):
+    """No Apple push certificate and Apple's APNs: the push is not even tried (the log says why,
+    once), the command is queued, the device page says so in words, and the iPad gets the command
+    when it checks in by itself."""
+    inst = server.instance
+    inst.settings = inst.settings.with_(apns_url="https://api.push.apple.com")
+    assert inst.pushes_off_reason == "demo_push_certificate"
+    before = len(server.apns.pushes)
+    admin = {"Authorization": f"Bearer {server.api_token('it_admin')}"}
+    with server.http() as http:
+        r = http.post(f"/api/v1/devices/{enrolled.udid}/commands", headers=admin, json={"request_type": "SecurityInfo"})
+        assert r.status_code == 201
+        server.wait_pushes()
+        detail = http.get(f"/api/v1/devices/{enrolled.udid}", headers=admin).json()
+    assert detail["push"]["state"] == "off_demo" and detail["push"]["failures"] == 0
+    assert len(server.apns.pushes) == before  # nothing went anywhere
+    seed(server)
+    page = client_for(server, "admin").get(f"/console/devices/{enrolled.udid}").text
+    assert "chế độ thử nghiệm" in page and "off_demo" not in page
+    handled = enrolled.process_commands()
+    assert [c["Command"]["RequestType"] for c in handled] == ["SecurityInfo"]
+
+
+def test_forbidden_page_names_the_roles_that_may(server):
+    seed(server)
+    admin = client_for(server, "admin")
+    r = admin.get("/console/audit")
+    assert r.status_code == 403
+    assert "“Quản trị CNTT”" in r.text and "Cán bộ phụ trách an toàn thông tin" in r.text
+    assert "Cán bộ kiểm tra, giám sát" in r.text
+    admin.post("/console/lang", {"lang": "en", "next": "/console/"})
+    r = admin.get("/console/audit")
+    assert r.status_code == 403 and "Security officer" in r.text and "Auditor" in r.text
