@@ -26,6 +26,7 @@ from flask import (
 )
 from markupsafe import Markup
 
+from ipad_mdm.ipad_models import marketing_name, model_mismatch
 from ipad_mdm.web import BadPaging, instance
 
 from . import accounts
@@ -70,6 +71,9 @@ PUSH_LABELS = {
     "off_demo": ("Đang tắt (chế độ thử nghiệm, chưa có chứng thư số đánh thức của Apple): lệnh được gửi khi iPad tự kết nối",
                  "Off (demo mode, no Apple push certificate): commands go out when the iPad checks in by itself"),
 }
+VPN_STATE_LABELS = {"active": ("Đang hoạt động", "Active"), "cut": ("Đã cắt kết nối", "Cut"),
+                    "removed": ("Đã gỡ bỏ", "Removed")}
+VPN_KIND_LABELS = {"wireguard": ("WireGuard", "WireGuard"), "ikev2": ("IKEv2 (chứng thư số)", "IKEv2 (certificate)")}
 STAGE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "general": ("Triển khai chung", "General rollout")}
 
 
@@ -215,7 +219,14 @@ def _context():
         "role_label": lambda r: label(ROLE_LABELS, r), "verdict_label": lambda v: label(VERDICT_LABELS, v),
         "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
         "push_label": lambda v: label(PUSH_LABELS, v),
+        "vpn_state_label": lambda v: label(VPN_STATE_LABELS, v), "vpn_kind_label": lambda v: label(VPN_KIND_LABELS, v),
+        "model_label": _model_label, "model_mismatch": model_mismatch,
     }
+
+
+def _model_label(product: str | None, fallback: str | None = None) -> str:
+    """The iPad's name as people know it ("iPad (thế hệ thứ 10)"), else what is known of it."""
+    return marketing_name(product, lang()) or fallback or product or ""
 
 
 def _error_page(code: int, vi: str, en: str):

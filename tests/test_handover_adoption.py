@@ -38,6 +38,7 @@ def test_ipad_enrolled_with_a_cli_token_is_adopted_then_handed_over(server):
     home = admin.get("/console/").text
     assert 'id="no-unit-row"' in home and "Chưa xác định đơn vị" in home
     page = admin.get(f"/console/handover/{record_id}").text
+    assert 'id="model-mismatch"' not in page  # nothing registered, nothing to disagree with
     assert "Thiết bị đã cài đặt MDM, chưa đăng ký trước" in page and "Chưa xác định đơn vị" in page
     assert "adopted" not in page  # the action code never reaches the page
     # A unit must be chosen from the list; nonsense is refused with a Vietnamese reason.
@@ -78,5 +79,13 @@ def test_registered_ipad_enrolled_with_another_token_keeps_its_record(server):
     server.wait_pushes()
     records = _records(server, _device_id(server, sim.udid))
     assert records == [(record_id, "enrolled", world["units"]["HC"], sim.serial)]
+    # Registered as an iPad Air, the iPad reports iPad13,18 (iPad, 10th generation): said on both pages.
+    record_page = admin.get(f"/console/handover/{record_id}").text
+    assert 'id="model-mismatch"' in record_page and "iPad (thế hệ thứ 10)" in record_page
+    device_page = admin.get(f"/console/devices/{sim.udid}").text
+    assert 'id="model-mismatch"' in device_page and "iPad (thế hệ thứ 10)" in device_page
+    assert ">Đang hoạt động<" in device_page and ">active<" not in device_page  # the VPN state in words
+    admin.post("/console/lang", {"lang": "en", "next": "/console/"})
+    assert "iPad (10th generation)" in admin.get(f"/console/devices/{sim.udid}").text
     sim.close()
     admin.close()

@@ -110,3 +110,14 @@ def test_forbidden_page_names_the_roles_that_may(server):
     admin.post("/console/lang", {"lang": "en", "next": "/console/"})
     r = admin.get("/console/audit")
     assert r.status_code == 403 and "Security officer" in r.text and "Auditor" in r.text
+
+
+def test_model_names_and_mismatch_rules():
+    from ipad_mdm.ipad_models import family_of_text, marketing_name, model_mismatch
+
+    assert marketing_name("iPad13,18") == "iPad (thế hệ thứ 10)"
+    assert marketing_name("iPad13,18", "en") == "iPad (10th generation)"
+    assert marketing_name("iPad16,5", "en") == "iPad Pro 13-inch (M4)" and marketing_name("iPad99,1") is None
+    assert family_of_text("iPad Air 13 inch") == "air" and family_of_text("máy tính bảng") is None
+    assert model_mismatch("iPad Pro 11 inch", "iPad13,18") and not model_mismatch("iPad 10", "iPad13,18")
+    assert not model_mismatch("iPad Pro 11 inch", "iPad99,1")  # unknown identifier: no false alarm
