@@ -458,21 +458,86 @@ def leaders():
     if request.method == "POST":
         if not can("leaders.write"):
             abort(403)
+        form = request.form
         with unit_of_work() as s:
-            try:
-                gw.create_leader(s, request.form.get("full_name", ""), int_arg("unit_id", args=request.form),
-                                 request.form.get("role", ""), title=request.form.get("title", ""),
-                                 created_by=principal())
-            except gw.GatewayError as exc:
-                error = str(exc)
+            error = _leader_form_error(s, form)
+            if error is None:
+                gw.create_leader(s, form["full_name"].strip(), int_arg("unit_id", args=form), form["role"],
+                                 title=form.get("title", "").strip(), created_by=principal())
         if error is None:
             flash(tr("Đã thêm lãnh đạo.", "Leader added."))
             return redirect(url_for("console.leaders"))
     with unit_of_work() as s:
-        rows = list(s.scalars(select(Leader).order_by(Leader.full_name)))
+        rows = list(s.scalars(select(Leader).order_by(Leader.active.desc(), Leader.full_name)))
         units = {u.id: u for u in s.scalars(select(Unit).order_by(Unit.name_vi))}
-        return render_page("leaders.html", leaders=rows, units=units, roles=LEADER_ROLES, error=error), \
-            (400 if error else 200)
+        return render_page("leaders.html", leaders=rows, units=units, roles=LEADER_ROLES, error=error,
+                           form=request.form if error else {}), (400 if error else 200)
+
+
+def _leader_form_error(s, form, leader=None) -> str | None:
+    """Why this leader form cannot be saved, in the reader's language (None: it can). The same
+    person twice (same name, same unit, still active) is refused unless confirmed."""
+    from document_gateway import LEADER_ROLES, Leader
+
+    name = (form.get("full_name") or "").strip()
+    if not name or len(name) > 255:
+        return tr("Vui lòng nhập họ tên (tối đa 255 ký tự).", "Please enter the full name (at most 255 characters).")
+    if len(form.get("title") or "") > 255:
+        return tr("Chức vụ dài tối đa 255 ký tự.", "The title has at most 255 characters.")
+    if form.get("role") not in LEADER_ROLES:
+        return tr("Vui lòng chọn cấp lãnh đạo trong danh sách.", "Please choose a rank from the list.")
+    unit_id = int_arg("unit_id", args=form)
+    if not unit_id or s.get(Unit, unit_id) is None:
+        return tr("Vui lòng chọn đơn vị.", "Please choose a unit.")
+    # Compared in Python: SQLite's lower() folds ASCII only ("Đ" stays "Đ").
+    key = " ".join(name.casefold().split())
+    same = next((other for other in s.scalars(select(Leader).where(Leader.unit_id == unit_id, Leader.active.is_(True)))
+                 if " ".join(other.full_name.casefold().split()) == key and (leader is None or other.id != leader.id)),
+                None)
+    if same is not None and form.get("confirm_duplicate") != "1":
+        return tr(f"Lãnh đạo “{same.full_name}” của đơn vị này đã có trong danh sách. Nếu đúng là hai người khác "
+                  f"nhau, đánh dấu “Xác nhận trùng tên” rồi lưu lại.",
+                  f"“{same.full_name}” of this unit is already listed. If these are two different people, tick "
+                  f"“Confirm the same name” and save again.")
+    return None
+
+
+@bp.post("/leaders/<int:leader_id>")
+@requires("leaders.write")
+def leader_update(leader_id):
+    """Edit a leader, or deactivate / reactivate (their iPads are refused documents at once)."""
+    from document_gateway import service as gw
+    from document_gateway import Leader
+
+    form = request.form
+    with unit_of_work() as s:
+        leader = s.get(Leader, leader_id)
+        if leader is None:
+            abort(404)
+        if "active" in form and len(form) <= 2:  # the deactivate / reactivate button (+ CSRF)
+            gw.update_leader(s, leader, active=form["active"] == "1")
+            log.warning("leader #%s %s by %s", leader_id, "reactivated" if leader.active else "deactivated",
+                        principal())
+            done = tr("Đã kích hoạt lại lãnh đạo.", "Leader reactivated.") if leader.active else \
+                tr("Đã ngừng kích hoạt lãnh đạo; iPad của lãnh đạo này bị từ chối mở tài liệu ngay.",
+                   "Leader deactivated; their iPads are refused documents at once.")
+            error = None
+        else:
+            error = _leader_form_error(s, form, leader)
+            if error is None:
+                gw.update_leader(s, leader, full_name=form["full_name"].strip(), title=form.get("title", "").strip(),
+                                 role=form["role"], unit_id=int_arg("unit_id", args=form))
+                done = tr("Đã cập nhật thông tin lãnh đạo.", "Leader updated.")
+    if error is not None:
+        with unit_of_work() as s:
+            from document_gateway import LEADER_ROLES
+
+            rows = list(s.scalars(select(Leader).order_by(Leader.active.desc(), Leader.full_name)))
+            units = {u.id: u for u in s.scalars(select(Unit).order_by(Unit.name_vi))}
+            return render_page("leaders.html", leaders=rows, units=units, roles=LEADER_ROLES, error=error,
+                               form={}, editing=leader_id), 400
+    flash(done)
+    return redirect(url_for("console.leaders"), 303)
 
 
 # ------------------------------------------------------------------ a leader's own device

@@ -71,6 +71,11 @@ PUSH_LABELS = {
     "off_demo": ("Đang tắt (chế độ thử nghiệm, chưa có chứng thư số đánh thức của Apple): lệnh được gửi khi iPad tự kết nối",
                  "Off (demo mode, no Apple push certificate): commands go out when the iPad checks in by itself"),
 }
+LEADER_RANK_LABELS = {
+    "minister": ("Bộ trưởng, Chủ nhiệm", "Minister"), "vice_minister": ("Phó Chủ nhiệm", "Vice minister"),
+    "director": ("Vụ trưởng và tương đương", "Director general"),
+    "deputy_director": ("Phó Vụ trưởng và tương đương", "Deputy director general"),
+}
 VPN_STATE_LABELS = {"active": ("Đang hoạt động", "Active"), "cut": ("Đã cắt kết nối", "Cut"),
                     "removed": ("Đã gỡ bỏ", "Removed")}
 VPN_KIND_LABELS = {"wireguard": ("WireGuard", "WireGuard"), "ikev2": ("IKEv2 (chứng thư số)", "IKEv2 (certificate)")}
@@ -220,7 +225,7 @@ def _context():
         "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
         "push_label": lambda v: label(PUSH_LABELS, v),
         "vpn_state_label": lambda v: label(VPN_STATE_LABELS, v), "vpn_kind_label": lambda v: label(VPN_KIND_LABELS, v),
-        "model_label": _model_label, "model_mismatch": model_mismatch,
+        "rank_label": lambda v: label(LEADER_RANK_LABELS, v), "model_label": _model_label, "model_mismatch": model_mismatch,
     }
 
 

@@ -121,3 +121,39 @@ def test_model_names_and_mismatch_rules():
     assert family_of_text("iPad Air 13 inch") == "air" and family_of_text("máy tính bảng") is None
     assert model_mismatch("iPad Pro 11 inch", "iPad13,18") and not model_mismatch("iPad 10", "iPad13,18")
     assert not model_mismatch("iPad Pro 11 inch", "iPad99,1")  # unknown identifier: no false alarm
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_leaders_are_not_added_twice_and_can_be_edited_and_deactivated(server):
+    from document_gateway import Leader
+    from sqlalchemy import select
+
+    world = seed(server)
+    admin = client_for(server, "admin")
+    form = {"full_name": "NGUYỄN  VĂN AN", "unit_id": world["units"]["TCCB"], "role": "director", "title": ""}
+    dup = admin.post("/console/leaders", form)  # seed() has "Nguyễn Văn An" of TCCB
+    assert dup.status_code == 400 and "đã có trong danh sách" in dup.text and "Xác nhận trùng tên" in dup.text
+    with server.session() as s:
+        assert s.scalar(select(func_count()).select_from(Leader)) == 2
+    assert admin.post("/console/leaders", {**form, "confirm_duplicate": "1"}).status_code == 302
+    bad = admin.post("/console/leaders", {**form, "role": "king"})
+    assert bad.status_code == 400 and "Vui lòng chọn cấp lãnh đạo" in bad.text
+    page = admin.get("/console/leaders").text
+    assert "Vụ trưởng và tương đương" in page and ">director<" not in page  # ranks in words
+    leader_id = world["leader_b"]
+    r = admin.post(f"/console/leaders/{leader_id}", {"full_name": "Trần Thị Bình", "title": "Phó Vụ trưởng",
+                                                     "unit_id": world["units"]["HC"], "role": "deputy_director"})
+    assert r.status_code == 303
+    assert admin.post(f"/console/leaders/{leader_id}", {"active": "0"}).status_code == 303
+    with server.session() as s:
+        leader = s.get(Leader, leader_id)
+        assert (leader.title, leader.role, leader.active) == ("Phó Vụ trưởng", "deputy_director", False)
+    assert "Đã ngừng kích hoạt" in admin.get("/console/leaders").text
+    assert admin.post("/console/leaders/999999", {"active": "1"}).status_code == 404
+    assert client_for(server, "auditor").post(f"/console/leaders/{leader_id}", {"active": "1"}).status_code == 403
+
+
+def func_count():
+    from sqlalchemy import func
+
+    return func.count()
