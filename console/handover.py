@@ -174,7 +174,8 @@ def create_enrollment_token(session: Session, settings, fernet, record: DeviceRe
         EnrollmentToken.token_sha256 == hashlib.sha256(result["token"].encode()).hexdigest()))
     record.enrollment_token_id = token.id
     record.enrollment_url_enc = fernet.encrypt(result["url"].encode())
-    _transition(session, record, "enroll_token", by=by, note=f"expires {result['expires_at']}")
+    # The expiry goes in data, not in a note: the page shows it in the reader's language and local time.
+    _transition(session, record, "enroll_token", by=by, data={"expires_at": result["expires_at"]})
     return result["url"]
 
 

@@ -24,7 +24,10 @@ def make_dispatcher(inst: Instance, runtime):
     return BackgroundDispatcher(runtime)
 
 
-def create_app(settings: Settings | None = None, *, inst: Instance | None = None, dispatcher=None) -> Flask:
+def create_app(settings: Settings | None = None, *, inst: Instance | None = None, dispatcher=None,
+               serving: bool = True) -> Flask:
+    """serving=False: a CLI command's runtime (hooks and dispatcher only); start-up work of a
+    server (regenerating the VPN gateway file) is not done, and not logged, for a read-only command."""
     from .logs import install_redaction
 
     install_redaction()
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
         JSON_SORT_KEYS=False,
+        IPAD_MDM_SERVING=serving,
     )
     from .web import BadPaging, bounded_int_converter
 

@@ -28,7 +28,7 @@ def _runtime(inst, *, dispatch: bool):
     from .app import create_app
     from .dispatch import NoDispatch
 
-    app = create_app(inst=inst, dispatcher=None if dispatch else NoDispatch())
+    app = create_app(inst=inst, dispatcher=None if dispatch else NoDispatch(), serving=False)
     return app.extensions["ipad_mdm.runtime"]
 
 

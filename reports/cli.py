@@ -28,8 +28,9 @@ def _generate(ctx, kind, period, formats, lang, output, as_json, instance_dir, q
     except service.ReportInputError as exc:
         raise click.BadParameter(str(exc)) from None
     inst = open_instance_for(ctx, instance_dir)
-    bar = tqdm(total=service.progress_steps(kind, formats), file=sys.stderr, desc=f"{kind} {period} {lang}",
-               unit="step", disable=quiet)
+    # No rate in the bar ("7step/s" read as a step count): how far, and what is being done.
+    bar = tqdm(total=service.progress_steps(kind, formats, period), file=sys.stderr, desc=f"{kind} {period} {lang}",
+               bar_format="{desc}: {n_fmt}/{total_fmt} |{bar:20}| {postfix}", disable=quiet)
 
     def step(name):
         bar.set_postfix_str(name)

@@ -161,8 +161,16 @@ def build(db: Database, kind: str, period: str, lang: str, formats: list[str], p
     return build_report(db, kind, period, lang, formats, progress, thresholds, as_of, **kw).outputs
 
 
-def progress_steps(kind: str, formats: list[str]) -> int:
-    return (2 if kind == "monthly" else 12) + 1 + len(formats)
+def progress_steps(kind: str, formats: list[str], period: str | None = None, as_of: dt.datetime | None = None) -> int:
+    """Steps build_report announces: a year counts only its months that have begun."""
+    if kind == "monthly":
+        computed = 2
+    elif period is None:
+        computed = 12
+    else:
+        now = as_of or utcnow()
+        computed = sum(1 for m in range(1, 13) if Month(parse_year(period), m).start < now)
+    return computed + 1 + len(formats)
 
 
 def file_name(kind: str, period: str, lang: str, fmt: str) -> str:

@@ -101,7 +101,9 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("device.detail", on_detail)
 
     # Bring the gateway file in line with the database at start-up (it may be
-    # missing on a new host, or stale after a restore from backup).
+    # missing on a new host, or stale after a restore from backup); not for a CLI command.
+    if not app.config.get("IPAD_MDM_SERVING", True):
+        return
     try:
         sync_server_config(instance)
     except Exception:
