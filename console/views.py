@@ -16,7 +16,9 @@ from mdm import protocol
 from mdm import service as mdm_service
 from mdm import Device
 
-from . import accounts, handover
+from ipad_mdm.db import utcnow
+
+from . import accounts, fleet, handover
 from .models import DeviceRecord, User
 from .web import (
     LANGS,
@@ -223,8 +225,10 @@ def home():
         for unit_id, state, n in s.execute(select(DeviceRecord.unit_id, DeviceRecord.state, func.count())
                                            .group_by(DeviceRecord.unit_id, DeviceRecord.state)):
             per_unit.setdefault(unit_id, {})[state] = n
+        now = utcnow()
         return render_page("home.html", by_state=by_state, by_mdm=by_mdm, by_verdict=by_verdict, units=units,
-                           per_unit=per_unit, states=handover.STATES)
+                           per_unit=per_unit, states=handover.STATES, needs=fleet.need_counts(s, now),
+                           need_labels=fleet.NEEDS, series=fleet.compliance_series(s, now))
 
 
 # ------------------------------------------------------------------ devices
@@ -234,7 +238,7 @@ def devices():
     from compliance import DeviceVerdict
 
     page, offset = _page_args()
-    f = {k: request.args.get(k, "").strip() for k in ("unit", "state", "verdict", "mdm", "q")}
+    f = {k: request.args.get(k, "").strip() for k in ("unit", "state", "verdict", "mdm", "q", "need")}
     with unit_of_work() as s:
         stmt = (select(Device, DeviceRecord, DeviceVerdict.state)
                 .outerjoin(DeviceRecord, DeviceRecord.device_id == Device.id)
@@ -250,6 +254,8 @@ def devices():
                 stmt.where(DeviceVerdict.state.is_(None))
         if f["mdm"]:
             stmt = stmt.where(Device.enrollment_state == f["mdm"])
+        if f["need"] in fleet.NEEDS:
+            stmt = stmt.where(fleet.need_condition(f["need"], utcnow()))
         if f["q"]:
             like = "%" + f["q"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             stmt = stmt.where(or_(Device.serial_number.ilike(like, escape="\\"), Device.device_name.ilike(like, escape="\\"),
@@ -258,7 +264,7 @@ def devices():
         rows = s.execute(stmt.order_by(Device.id.desc()).limit(PAGE_SIZE).offset(offset)).all()
         units = {u.id: u for u in s.scalars(select(Unit).order_by(Unit.name_vi))}
         return render_page("devices.html", rows=rows, total=total, page=page, pages=max(1, math.ceil(total / PAGE_SIZE)),
-                           f=f, units=units, states=handover.STATES)
+                           f=f, units=units, states=handover.STATES, need_labels=fleet.NEEDS)
 
 
 def _leader_device_ids(s, user: User) -> set[int]:

@@ -188,3 +188,56 @@ def test_security_officer_downloads_a_report(server, browser):
     link.click()
     report = _download(browser, "*.pdf")
     assert report.read_bytes().startswith(b"%PDF")
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-screenshots"
+
+
+def test_dashboard_shows_devices_needing_action_and_compliance_over_time(server, browser, tmp_path):
+    """The fleet at a glance (#18, item 5): each need is a count linking to its list; the chart
+    replays the verdict history; the English switch keeps the same picture."""
+    import datetime as dt
+
+    from selenium.webdriver.common.by import By
+
+    from compliance import DeviceVerdict
+    from mdm.models import Device
+
+    seed(server)
+    sims = []
+    for _ in range(3):
+        sim = server.simulator()
+        sim.enroll(server.enrollment_url())
+        server.wait_pushes()
+        sim.process_commands()
+        sims.append(sim)
+    from sqlalchemy import select
+
+    with server.session() as s:
+        s.scalar(select(Device).where(Device.udid == sims[0].udid)).lost_mode_enabled = True
+        away = s.scalar(select(Device).where(Device.udid == sims[1].udid))
+        away.last_seen_at = away.last_seen_at - dt.timedelta(days=5)
+        s.get(DeviceVerdict, away.id).state = "non_compliant"
+    _login(browser, server, "admin")
+    browser.get(server.url + "/console/")
+    counts = {code: browser.find_element(By.CSS_SELECTOR, f"#need-{code} .big").text
+              for code in ("non_compliant", "grace_ending", "cert_expiring", "not_seen", "lost_mode")}
+    assert counts == {"non_compliant": "1", "grace_ending": "0", "cert_expiring": "0", "not_seen": "1",
+                      "lost_mode": "1"}, counts
+    bars = browser.find_elements(By.CSS_SELECTOR, "#compliance-chart rect")
+    assert len(bars) >= 3  # today's day at least: three stacked parts
+    assert "Thiết bị cần xử lý" in browser.page_source and "not_seen" not in browser.find_element(By.ID, "needs").text
+    SCREENSHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard-vi.png"))
+    _click(browser, "need-lost_mode")
+    _wait(lambda: "need=lost_mode" in browser.current_url, what="the filtered list")
+    table = browser.find_element(By.ID, "device-table").text
+    assert sims[0].serial in table and sims[1].serial not in table and sims[2].serial not in table
+    assert "Đang ở chế độ mất" in browser.find_element(By.ID, "need-filter").text
+    browser.get(server.url + "/console/")
+    _click(browser, "lang-en")
+    _wait(lambda: "Devices needing action" in browser.page_source, what="the English dashboard")
+    assert "Not seen for 3 days or more" in browser.find_element(By.ID, "needs").text
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard-en.png"))
+    for sim in sims:
+        sim.close()
