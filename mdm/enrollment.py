@@ -111,7 +111,7 @@ def build_enrollment_profile(*, urls: EnrollmentURLs, topic: str, ca_cert: x509.
     ca = payloads.root_certificate_payload(
         identifier=f"{org_identifier}.enroll.ca",
         certificate_der=ca_cert.public_bytes(serialization.Encoding.DER),
-        display_name="iPad MDM CA",
+        display_name="Chứng thư số gốc của hệ thống quản lý iPad (MDM)",
     )
     scep = payloads.scep_payload(
         identifier=f"{org_identifier}.enroll.scep",
@@ -122,7 +122,7 @@ def build_enrollment_profile(*, urls: EnrollmentURLs, topic: str, ca_cert: x509.
         challenge=challenge,
         keysize=2048,
         key_usage=5,
-        display_name="Device identity",
+        display_name="Chứng thư số định danh thiết bị",
     )
     mdm = payloads.mdm_payload(
         identifier=f"{org_identifier}.enroll.mdm",
@@ -133,7 +133,7 @@ def build_enrollment_profile(*, urls: EnrollmentURLs, topic: str, ca_cert: x509.
         sign_message=True,
         access_rights=ACCESS_RIGHTS_ALL,
         check_out_when_removed=True,
-        display_name="Mobile Device Management",
+        display_name="Quản lý thiết bị di động (MDM)",
     )
     profile = payloads.Profile(
         identifier=f"{org_identifier}.enroll",

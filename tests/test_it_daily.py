@@ -157,3 +157,14 @@ def func_count():
     from sqlalchemy import func
 
     return func.count()
+
+
+def test_enrollment_profile_parts_are_named_in_vietnamese(server):
+    """What the iPad's Settings shows for the profile's parts is Vietnamese (#18, item 8)."""
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    names = {p["PayloadType"]: p["PayloadDisplayName"] for p in sim.profile["PayloadContent"]}
+    assert names == {"com.apple.security.root": "Chứng thư số gốc của hệ thống quản lý iPad (MDM)",
+                     "com.apple.security.scep": "Chứng thư số định danh thiết bị",
+                     "com.apple.mdm": "Quản lý thiết bị di động (MDM)"}
+    sim.close()

@@ -118,7 +118,7 @@ def ikev2_profile(instance, vs: VpnSettings, *, device_udid: str, cert, key, loc
     password = secrets.token_urlsafe(24)
     identity = pkcs12_payload(
         identifier=f"{profile_identifier(s.org_identifier)}.identity",
-        display_name="VPN identity",
+        display_name="Chứng thư số mạng riêng ảo (VPN)",
         data=_pkcs12(cert, key, password, local_id),
         password=password,
         filename="vpn-identity.p12",
