@@ -21,10 +21,12 @@ from ipad_mdm.db import utcnow
 from . import accounts, fleet, handover
 from .models import DeviceRecord, User
 from .web import (
+    COMMAND_STATUS_LABELS,
     LANGS,
     _end_session,
     bp,
     can,
+    label,
     lang,
     principal,
     render_page,
@@ -323,7 +325,8 @@ def command_status(command_uuid):
             cmd = mdm_service.get_command(s, command_uuid)
         except mdm_service.NotFound:
             abort(404)
-        return jsonify({"uuid": cmd.uuid, "status": cmd.status, "request_type": cmd.request_type})
+        return jsonify({"uuid": cmd.uuid, "status": cmd.status, "request_type": cmd.request_type,
+                        "label": label(COMMAND_STATUS_LABELS, cmd.status)})
 
 
 def _command_params(request_type: str) -> dict | None:

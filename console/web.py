@@ -71,6 +71,28 @@ PUSH_LABELS = {
     "off_demo": ("Đang tắt (chế độ thử nghiệm, chưa có chứng thư số đánh thức của Apple): lệnh được gửi khi iPad tự kết nối",
                  "Off (demo mode, no Apple push certificate): commands go out when the iPad checks in by itself"),
 }
+COMMAND_STATUS_LABELS = {
+    "queued": ("Đang chờ gửi", "Queued"), "sent": ("Đã gửi, chờ thiết bị trả lời", "Sent, awaiting the device"),
+    "notnow": ("Thiết bị đang bận, sẽ thực hiện sau", "Device busy, will retry"),
+    "acknowledged": ("Đã thực hiện", "Done"), "error": ("Thiết bị báo lỗi", "Device reported an error"),
+    "command_format_error": ("Lệnh không hợp lệ với thiết bị", "Command not valid for the device"),
+    "cancelled": ("Đã huỷ", "Cancelled"),
+}
+# Commands the server sends by itself (the console's own menu is console.views.COMMAND_LABELS).
+OTHER_COMMAND_LABELS = {
+    "InstallProfile": ("Cài đặt hồ sơ cấu hình", "Install profile"),
+    "RemoveProfile": ("Gỡ hồ sơ cấu hình", "Remove profile"),
+    "InstallApplication": ("Cài đặt ứng dụng", "Install app"),
+    "RemoveApplication": ("Gỡ ứng dụng", "Remove app"),
+    "ManagedApplicationList": ("Cập nhật danh sách ứng dụng được quản lý", "Refresh managed apps"),
+    "Settings": ("Áp dụng thiết lập", "Apply settings"),
+    "DeclarativeManagement": ("Đồng bộ khai báo cấu hình", "Declarative management sync"),
+    "ScheduleOSUpdate": ("Cập nhật iPadOS", "Update iPadOS"),
+    "AvailableOSUpdates": ("Kiểm tra bản cập nhật iPadOS", "Check iPadOS updates"),
+    "OSUpdateStatus": ("Kiểm tra tiến độ cập nhật iPadOS", "iPadOS update progress"),
+    "ClearPasscode": ("Xoá mật mã mở khoá", "Clear passcode"),
+    "ProvisioningProfileList": ("Cập nhật danh sách hồ sơ cấp phép", "Refresh provisioning profiles"),
+}
 LEADER_RANK_LABELS = {
     "minister": ("Bộ trưởng, Chủ nhiệm", "Minister"), "vice_minister": ("Phó Chủ nhiệm", "Vice minister"),
     "director": ("Vụ trưởng và tương đương", "Director general"),
@@ -225,8 +247,15 @@ def _context():
         "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
         "push_label": lambda v: label(PUSH_LABELS, v),
         "vpn_state_label": lambda v: label(VPN_STATE_LABELS, v), "vpn_kind_label": lambda v: label(VPN_KIND_LABELS, v),
-        "rank_label": lambda v: label(LEADER_RANK_LABELS, v), "model_label": _model_label, "model_mismatch": model_mismatch,
+        "rank_label": lambda v: label(LEADER_RANK_LABELS, v), "model_label": _model_label,
+        "command_status_label": lambda v: label(COMMAND_STATUS_LABELS, v), "command_label": command_label, "model_mismatch": model_mismatch,
     }
+
+
+def command_label(request_type: str | None) -> str:
+    from .views import COMMAND_LABELS
+
+    return label(COMMAND_LABELS if request_type in COMMAND_LABELS else OTHER_COMMAND_LABELS, request_type)
 
 
 def _model_label(product: str | None, fallback: str | None = None) -> str:

@@ -295,7 +295,9 @@ def test_commands_roles_and_confirmation(server, world):
     handled = [c["Command"]["RequestType"] for c in sim.process_commands()]
     assert "EnableLostMode" in handled and "SecurityInfo" in handled
     page = admin.get(f"/console/devices/{sim.udid}").text
-    assert "EnableLostMode" in page and "acknowledged" in page
+    # Command names and statuses in words; the codes stay only in attributes.
+    assert "Bật chế độ mất" in page and ">Đã thực hiện<" in page and ">acknowledged<" not in page
+    assert ">EnableLostMode<" not in page
     for x in (admin, auditor, sec, sim):
         x.close()
 

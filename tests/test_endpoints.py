@@ -96,7 +96,7 @@ def test_console_leaders_policies_and_command_status(server, enrolled):
         cmd = s.scalars(select(Command).where(Command.device_id == device.id)).first()
     r = admin.get(f"/console/commands/{cmd.uuid}.json")
     assert r.status_code == 200 and r.json() == {"uuid": cmd.uuid, "status": "acknowledged",
-                                                 "request_type": cmd.request_type}
+                                                 "request_type": cmd.request_type, "label": "Đã thực hiện"}
     assert admin.get("/console/commands/no-such-command.json").status_code == 404
 
 

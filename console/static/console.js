@@ -51,7 +51,7 @@
     document.querySelectorAll("[data-poll-command]").forEach(function (cell) {
       var url = cell.getAttribute("data-poll-command");
       if (!url) { return; }
-      poll(url, function (data) { cell.textContent = data.status; cell.className = "status-" + data.status; },
+      poll(url, function (data) { cell.textContent = data.label || data.status; cell.className = "status-" + data.status; },
         function (data) { return ["acknowledged", "error", "command_format_error", "cancelled"].indexOf(data.status) >= 0; });
     });
   });
