@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ from mdm import Command, Device, EnrollmentToken, IdentityCertificate
 from .models import DeviceRecord, HandoverEvent
 
 log = logging.getLogger("console.handover")
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 STATES = ("registered", "enrollment_pending", "enrolled", "assigned", "handed_over", "trained", "in_service",
           "returned", "retiring", "retired")
@@ -305,13 +307,40 @@ def minute_snapshot(session: Session, record: DeviceRecord, hooks: Hooks | None 
     }
 
 
-def hand_over(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "") -> HandoverEvent:
+def _minute_details(data: dict, details: dict | None) -> dict:
+    """What the people at the handover state: the IT representative's position, the device's
+    condition and accessories (free text, bounded)."""
+    for key in ("it_position", "condition", "accessories"):
+        value = ((details or {}).get(key) or "").strip()
+        data[key] = value[:500]
+    return data
+
+
+def _register_minute(session: Session, event: HandoverEvent) -> None:
+    """The next number of this year's minute register (one sequence for handover and return
+    minutes; the database's unique (year, number) is the last guard)."""
+    from sqlalchemy import func
+
+    if session.get_bind().dialect.name == "postgresql":
+        # Two minutes at once: one waits for the other's number (released at commit).
+        session.execute(select(func.pg_advisory_xact_lock(0x4D494E55)))
+    year = event.at.astimezone(LOCAL_TZ).year
+    last = session.scalar(select(func.max(HandoverEvent.minute_number)).where(HandoverEvent.minute_year == year))
+    event.minute_year, event.minute_number = year, (last or 0) + 1
+    event.data = {**(event.data or {}), "number": event.minute_number}
+    session.flush()
+
+
+def hand_over(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "",
+              details: dict | None = None) -> HandoverEvent:
     if record.state not in TRANSITIONS["hand_over"][0]:
         return _transition(session, record, "hand_over", by=by)  # raises
-    data = minute_snapshot(session, record)
+    data = _minute_details(minute_snapshot(session, record), details)
     data["kind"] = "handover"
     data["it_officer"] = by_name or by
-    return _transition(session, record, "hand_over", by=by, note=note, data=data)
+    event = _transition(session, record, "hand_over", by=by, note=note, data=data)
+    _register_minute(session, event)
+    return event
 
 
 def training_done(session: Session, record: DeviceRecord, *, by: str, note: str = "") -> HandoverEvent:
@@ -322,20 +351,23 @@ def put_in_service(session: Session, record: DeviceRecord, *, by: str, note: str
     return _transition(session, record, "in_service", by=by, note=note)
 
 
-def return_device(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "") -> HandoverEvent:
+def return_device(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "",
+                  details: dict | None = None) -> HandoverEvent:
     """The leader hands the iPad back: document access ends at once (assignment closed)."""
     from document_gateway import service as gw
 
     if record.state not in TRANSITIONS["return"][0]:
         return _transition(session, record, "return", by=by)  # raises
-    data = minute_snapshot(session, record)
+    data = _minute_details(minute_snapshot(session, record), details)
     data["kind"] = "return"
     data["it_officer"] = by_name or by
     device = device_of(session, record)
     if device is not None:
         gw.unassign_device(session, device, by=f"console:{by}")
     record.leader_id = None
-    return _transition(session, record, "return", by=by, note=note, data=data)
+    event = _transition(session, record, "return", by=by, note=note, data=data)
+    _register_minute(session, event)
+    return event
 
 
 # ------------------------------------------------------------------ retirement

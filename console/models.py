@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -100,6 +100,8 @@ class HandoverEvent(Base):
     returned): device, leader, profiles, certificate serial, as they were at that moment."""
 
     __tablename__ = "console_handover_events"
+    # A minute's number ("Số: 7/BB-TTTH") comes from a yearly register, restarting each year.
+    __table_args__ = (UniqueConstraint("minute_year", "minute_number", name="uq_console_minute_register"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("console_device_records.id"), index=True)
@@ -110,5 +112,7 @@ class HandoverEvent(Base):
     by: Mapped[str] = mapped_column(String(128), default="")
     note: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict | None] = mapped_column(default=None)
+    minute_year: Mapped[int | None] = mapped_column(Integer, default=None)
+    minute_number: Mapped[int | None] = mapped_column(Integer, default=None)
 
     record: Mapped[DeviceRecord] = relationship(back_populates="events")

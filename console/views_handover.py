@@ -149,13 +149,13 @@ def handover_action(record_id, action):
                     raise handover.TransitionRefused("Vui lòng chọn lãnh đạo.", "Choose a leader.")
                 handover.assign(s, record, leader, by=by)
             elif action == "hand_over":
-                handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note)
+                handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form)
             elif action == "training":
                 handover.training_done(s, record, by=by, note=note)
             elif action == "in_service":
                 handover.put_in_service(s, record, by=by, note=note)
             elif action == "return":
-                handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note)
+                handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form)
             elif action == "retire":
                 handover.retire(s, record, by=by, confirm_serial=request.form.get("confirm_serial", ""), note=note)
                 push_after_commit(s, record.device_id)

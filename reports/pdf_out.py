@@ -7,42 +7,10 @@ from __future__ import annotations
 
 import html
 import io
-import os
-from pathlib import Path
+
+from ipad_mdm.fonts import SERIF, register_serif as _register_fonts
 
 from .document import Document, Figure, Section, Table
-
-FONT_DIR = Path(os.environ.get("IPAD_MDM_REPORT_FONT_DIR", "/usr/share/fonts/truetype/liberation2"))
-VIETNAMESE = "ạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹđĐƠƯ"
-SERIF = "LiberationSerif"
-_FONTS: dict = {}
-
-
-def _register_fonts() -> None:
-    """Liberation Serif has every Vietnamese diacritic; reportlab's built-in Times has none, so the
-    PDF refuses to fall back silently."""
-    if _FONTS:
-        return
-    from reportlab.lib.fonts import addMapping
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    files = {"": "Regular", "-Bold": "Bold", "-Italic": "Italic", "-BoldItalic": "BoldItalic"}
-    for suffix, style in files.items():
-        path = FONT_DIR / f"LiberationSerif-{style}.ttf"
-        if not path.exists():
-            raise RuntimeError(f"font {path} not found: install Debian package fonts-liberation2 "
-                               "or set IPAD_MDM_REPORT_FONT_DIR to a folder holding LiberationSerif-*.ttf")
-        font = TTFont(SERIF + suffix, str(path))
-        lacking = [c for c in VIETNAMESE if ord(c) not in font.face.charToGlyph]
-        if lacking:  # Liberation 1.x (fonts-liberation) has no Vietnamese: it would print empty boxes
-            raise RuntimeError(f"font {path} has no glyph for {''.join(lacking[:5])}…: install fonts-liberation2")
-        pdfmetrics.registerFont(font)
-    addMapping(SERIF, 0, 0, SERIF)
-    addMapping(SERIF, 1, 0, SERIF + "-Bold")
-    addMapping(SERIF, 0, 1, SERIF + "-Italic")
-    addMapping(SERIF, 1, 1, SERIF + "-BoldItalic")
-    _FONTS["ok"] = True
 
 
 def _col_widths(frame, width: float) -> list[float]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 
 import pyotp
@@ -358,7 +359,9 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
     status = admin.get(f"/console/handover/{record_id}/status.json").json()
     assert status["state"] == "enrolled" and status["device"]["udid"] == sim.udid
     assert admin.post(f"/console/handover/{record_id}/assign", {"leader_id": world["leader_a"]}).status_code == 303
-    assert admin.post(f"/console/handover/{record_id}/hand_over", {"note": "Bàn giao tại phòng họp"}).status_code == 303
+    assert admin.post(f"/console/handover/{record_id}/hand_over", {
+        "note": "Bàn giao tại phòng họp", "it_position": "Phó Giám đốc Trung tâm Tin học",
+        "condition": "Mới, nguyên hộp", "accessories": "Sạc 20W, cáp USB-C, bao da"}).status_code == 303
     with server.session() as s:
         ev = s.scalar(select(HandoverEvent).where(HandoverEvent.record_id == record_id, HandoverEvent.action == "hand_over"))
         event_id, snap = ev.id, ev.data
@@ -368,9 +371,20 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/pdf" and resp.content.startswith(b"%PDF")
     _pdf_png_not_blank(resp.content, tmp_path)
     text = subprocess.run(["pdftotext", "-", "-"], input=resp.content, capture_output=True, check=True).stdout.decode()
-    for expected in ("BIÊN BẢN BÀN GIAO THIẾT BỊ", sim.serial, sim.udid, "Nguyễn Văn An", snap["certificate"]["serial"],
-                     "ĐẠI DIỆN BÊN GIAO", "ĐẠI DIỆN BÊN NHẬN"):
+    for expected in ("BIÊN BẢN", "Bàn giao máy tính bảng iPad", sim.serial, sim.udid, "Nguyễn Văn An",
+                     snap["certificate"]["serial"], "ĐẠI DIỆN BÊN GIAO", "ĐẠI DIỆN BÊN NHẬN", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA",
+                     "Độc lập - Tự do - Hạnh phúc", "Số: 1/BB-TTTH", "Phó Giám đốc Trung tâm Tin học", "Mới, nguyên hộp",
+                     "Sạc 20W, cáp USB-C, bao da", "Biên bản kết thúc vào lúc"):
         assert expected in text, expected
+    # Decree 30 date line: two-digit day, month without a leading zero from March on.
+    assert re.search(r"Hà Nội, ngày \d{2} tháng (0[12]|[3-9]|1[012]) năm \d{4}", text), text[:400]
+    # The closing line, the signature headings and both names are on one page.
+    pages = text.split("\f")
+    [signed] = [pg for pg in pages if "ĐẠI DIỆN BÊN GIAO" in pg]
+    assert "Biên bản kết thúc" in signed and "Nguyễn Văn An" in signed.split("ĐẠI DIỆN BÊN GIAO")[1]
+    fonts = subprocess.run(["pdffonts", "-"], input=resp.content, capture_output=True).stdout.decode() or \
+        resp.content.decode("latin-1")
+    assert "LiberationSerif" in fonts and "DejaVu" not in fonts
     # A reprint is identical.
     assert admin.get(f"/console/handover/{record_id}/minute/{event_id}.pdf").content == resp.content
     # An auditor reads the minute, a leader does not.
@@ -389,7 +403,8 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
         assert current_assignment(s, device.id) is None
         ret = s.scalar(select(HandoverEvent).where(HandoverEvent.record_id == record_id, HandoverEvent.action == "return"))
     minute = admin.get(f"/console/handover/{record_id}/minute/{ret.id}.pdf")
-    assert "BIÊN BẢN THU HỒI" in subprocess.run(["pdftotext", "-", "-"], input=minute.content, capture_output=True, check=True).stdout.decode()
+    returned = subprocess.run(["pdftotext", "-", "-"], input=minute.content, capture_output=True, check=True).stdout.decode()
+    assert "Thu hồi máy tính bảng iPad" in returned and "Số: 2/BB-TTTH" in returned  # the register goes on
     # Retire: the typed serial must match.
     resp = admin.post(f"/console/handover/{record_id}/retire", {"confirm_serial": "NOTTHESERIAL"})
     assert resp.status_code == 409 and "không khớp" in resp.text
