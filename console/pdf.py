@@ -35,6 +35,15 @@ def _local(iso: str | None) -> dt.datetime:
     return value.astimezone(LOCAL_TZ)
 
 
+def _page_number(canvas, doc) -> None:
+    """Decree 30: page numbers at the top centre, from the second page."""
+    canvas.saveState()
+    canvas.setFont(SERIF, 13)
+    canvas.drawCentredString((doc.leftMargin + doc.pagesize[0] - doc.rightMargin) / 2, doc.pagesize[1] - 12 * mm,
+                             str(doc.page))
+    canvas.restoreState()
+
+
 def minute_pdf(data: dict, *, event_id: int) -> bytes:
     """Render a minute from its snapshot (HandoverEvent.data). Deterministic for a given snapshot
     (reportlab's invariant mode), so a reprint is byte-identical to the first print."""
@@ -69,7 +78,7 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
              p("BIÊN BẢN", title),
              p("Bàn giao máy tính bảng iPad phục vụ xử lý văn bản, hồ sơ công việc" if handover else
                "Thu hồi máy tính bảng iPad phục vụ xử lý văn bản, hồ sơ công việc", center_bold),
-             HRFlowable(width=40 * mm, thickness=0.6, color=colors.black, spaceBefore=2, spaceAfter=4),
+             HRFlowable(width=40 * mm, thickness=0.6, color=colors.black, spaceBefore=5, spaceAfter=4),
              Spacer(1, 2 * mm)]
     leader = data.get("leader") or {}
     unit = data.get("unit") or {}
@@ -109,7 +118,7 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
         prof = Table([[p("STT", bold), p("Tên hồ sơ", bold), p("Định danh", bold)]] +
                      [[p(i, cell), p(x.get("name", ""), cell), p(x.get("identifier", ""), cell)]
                       for i, x in enumerate(profiles, 1)],
-                     colWidths=[12 * mm, 70 * mm, 83 * mm])
+                     colWidths=[15 * mm, 68 * mm, 82 * mm])
         prof.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black)]))
         story.append(prof)
     else:
@@ -134,5 +143,5 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
     # The closing line, the headings and the names stay on one page (never "ĐẠI DIỆN" on one page and
     # the signatures on the next).
     story.append(KeepTogether([closing, Spacer(1, 6 * mm), sign]))
-    doc.build(story)
+    doc.build(story, onLaterPages=_page_number)
     return buf.getvalue()
