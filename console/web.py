@@ -93,6 +93,14 @@ OTHER_COMMAND_LABELS = {
     "ClearPasscode": ("Xoá mật mã mở khoá", "Clear passcode"),
     "ProvisioningProfileList": ("Cập nhật danh sách hồ sơ cấp phép", "Refresh provisioning profiles"),
 }
+CLASSIFICATION_LABELS = {
+    "public": ("Công khai", "Public"), "internal": ("Nội bộ", "Internal"),
+    "confidential": ("Hạn chế tiếp cận", "Restricted"),
+    "secret": ("Thuộc bí mật nhà nước", "State secret"),
+}
+SIGNATURE_LABELS = {"valid": ("Chữ ký số hợp lệ", "Valid digital signature"),
+                    "invalid": ("Chữ ký số không hợp lệ", "Invalid digital signature"),
+                    "unsigned": ("Không có chữ ký số", "Not signed")}
 LEADER_RANK_LABELS = {
     "minister": ("Bộ trưởng, Chủ nhiệm", "Minister"), "vice_minister": ("Phó Chủ nhiệm", "Vice minister"),
     "director": ("Vụ trưởng và tương đương", "Director general"),
@@ -247,7 +255,9 @@ def _context():
         "mdm_label": lambda v: label(MDM_STATE_LABELS, v), "stage_label": lambda v: label(STAGE_LABELS, v),
         "push_label": lambda v: label(PUSH_LABELS, v),
         "vpn_state_label": lambda v: label(VPN_STATE_LABELS, v), "vpn_kind_label": lambda v: label(VPN_KIND_LABELS, v),
-        "rank_label": lambda v: label(LEADER_RANK_LABELS, v), "model_label": _model_label,
+        "rank_label": lambda v: label(LEADER_RANK_LABELS, v),
+        "classification_label": lambda v: label(CLASSIFICATION_LABELS, v),
+        "signature_label": lambda v: label(SIGNATURE_LABELS, v), "model_label": _model_label,
         "command_status_label": lambda v: label(COMMAND_STATUS_LABELS, v), "command_label": command_label, "model_mismatch": model_mismatch,
     }
 

@@ -528,7 +528,7 @@ def test_documents_page_matrix_and_roles(server, world):
     sec = client_for(server, "security")
     page = sec.get("/console/documents")
     # The classification matrix: secret is never on a mobile device.
-    assert page.status_code == 200 and "secret" in page.text and "✗" in page.text
+    assert page.status_code == 200 and "Thuộc bí mật nhà nước" in page.text and "✗" in page.text
     assert sec.post("/console/documents", {"document": "unknown", "action": "withdraw"}).status_code == 404
     auditor = client_for(server, "auditor")
     assert auditor.get("/console/documents").status_code == 200

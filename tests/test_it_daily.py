@@ -4,6 +4,7 @@ which role may."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -167,4 +168,71 @@ def test_enrollment_profile_parts_are_named_in_vietnamese(server):
     assert names == {"com.apple.security.root": "Chứng thư số gốc của hệ thống quản lý iPad (MDM)",
                      "com.apple.security.scep": "Chứng thư số định danh thiết bị",
                      "com.apple.mdm": "Quản lý thiết bị di động (MDM)"}
+    sim.close()
+
+
+RAW_CODES = re.compile(
+    r"\b(acknowledged|active|wireguard|ikev2|monthly|yearly|director|minister|vice_minister|deputy_director|"
+    r"non_compliant|compliant|grace|blocked|unknown|queued|sent|notnow|pending|running|done|failed|revoked|"
+    r"superseded|supervised|public|internal|confidential|secret|it_admin|security_officer|auditor|leader|"
+    r"enrolled|authenticated|retired|checked_out|adopted|off_demo|True|False|None|null)\b")
+ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _visible_text(html: str) -> str:
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts, self.skip = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style", "title")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style", "title")
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    return " ".join(parser.parts)
+
+
+def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
+    """Every code a person reads is translated and every time is local and formatted (#18, items
+    4 and 8): the console's pages, as each staff role sees them, with an enrolled, adopted iPad."""
+    world = seed(server)
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    server.wait_pushes()
+    sim.process_commands()
+    from console.models import DeviceRecord
+    from sqlalchemy import select
+
+    with server.session() as s:
+        record_id = s.scalar(select(DeviceRecord.id))
+    admin = client_for(server, "admin")
+    admin.post(f"/console/handover/{record_id}/set_unit", {"unit_id": world["units"]["TCCB"]})
+    admin.post(f"/console/devices/{sim.udid}/commands", {"request_type": "SecurityInfo"})
+    pages = ["/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
+             f"/console/handover/{record_id}", "/console/leaders", "/console/units", "/console/policies",
+             "/console/reports", "/console/audit", "/console/documents", "/console/security-events",
+             "/console/apps", "/console/declarations"]
+    seen = 0
+    for user in ("admin", "security", "auditor"):
+        client = client_for(server, user)
+        for path in pages:
+            r = client.get(path)
+            if r.status_code != 200:
+                continue
+            seen += 1
+            text = _visible_text(r.text)
+            assert not RAW_CODES.findall(text), (user, path, sorted(set(RAW_CODES.findall(text))))
+            assert not ISO_TIME.findall(text), (user, path, ISO_TIME.findall(text)[:3])
+        client.close()
+    assert seen >= 30
     sim.close()
