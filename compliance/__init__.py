@@ -6,7 +6,7 @@ Public surface
                                                reasons_en, failing_rules, evaluated_at, ...)
   current_verdicts(session, device_ids)     -> {device_id: VerdictView}, one query
   evaluate_device(session, hooks, device, now=None) -> EvaluationResult
-  policies (module), clock (module), DeviceVerdict, Policy, VerdictTransition, PolicyInputError
+  policies (module), clock (module), labels (rule, parameter and action names in vi/en), DeviceVerdict, Policy, VerdictTransition, PolicyInputError
   VerdictView.cut_vpn                       whether the VPN should cut the peer
 
 Evaluation happens synchronously on `inventory.updated` and `status.reported` (same session, so the
@@ -21,13 +21,13 @@ import logging
 
 from ipad_mdm.manifest import Manifest
 
-from . import clock, policies
+from . import clock, labels, policies
 from .engine import evaluate_device as _evaluate_device
 from .verdicts import VerdictView, current_verdict, current_verdicts
 from .models import DeviceVerdict, Policy, VerdictTransition
 from .rules import RULE_KINDS, PolicyInputError
 
-__all__ = ["MANIFEST", "register", "clock", "policies", "VerdictView", "current_verdict", "current_verdicts",
+__all__ = ["MANIFEST", "register", "clock", "labels", "policies", "VerdictView", "current_verdict", "current_verdicts",
            "evaluate_device",
            "DeviceVerdict", "Policy", "VerdictTransition", "RULE_KINDS", "PolicyInputError"]
 

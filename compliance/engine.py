@@ -265,7 +265,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     immediate = outcome.immediate
     if device.enrollment_state in ("checked_out", "retired"):
         failures = failures + [Failure(
-            "enrollment", True, "Thiết bị đã rời khỏi hệ thống quản lý MDM (hồ sơ MDM bị gỡ hoặc thiết bị bị thu hồi)",
+            "enrollment", True, "Thiết bị đã rời khỏi hệ thống quản lý MDM (hồ sơ MDM bị gỡ hoặc thiết bị đã bị loại bỏ)",
             "The device has left MDM management (MDM profile removed or device retired)",
             {"enrollment_state": device.enrollment_state}, [])]
         immediate = True

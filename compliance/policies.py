@@ -18,7 +18,8 @@ from ipad_mdm.timefmt import iso
 from . import clock
 from .models import Policy, PolicyUnit, PolicyVersion
 from .action_specs import validate_actions
-from .rules import PolicyInputError, validate_rules
+from .labels import vi_path
+from .rules import PolicyInputError, validate_rules, vn_int
 
 MAX_HOURS = 24 * 365
 _FIELDS = ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign")
@@ -29,7 +30,14 @@ class PolicyNotFound(LookupError):
 
 
 class PolicyConflict(Exception):
-    pass
+    """The name is taken, or the policy changed since the editor loaded it (409)."""
+
+    def __init__(self, message: str, vi: str | None = None):
+        super().__init__(message)
+        self.vi = vi or message
+
+    def message(self, lang: str) -> str:
+        return self.vi if lang == "vi" else str(self)
 
 
 def _hours(field: str, value: Any, *, nullable: bool) -> int | None:
@@ -37,55 +45,63 @@ def _hours(field: str, value: Any, *, nullable: bool) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_HOURS:
         extra = " or null" if nullable else ""
-        raise PolicyInputError(f"{field} must be an integer number of hours between 0 and {MAX_HOURS}{extra}, got {value!r}")
+        raise PolicyInputError(f"{field} must be an integer number of hours between 0 and {MAX_HOURS}{extra}, got {value!r}",
+                               f"{vi_path(field)}: cần một số nguyên từ 0 đến {vn_int(MAX_HOURS)}" +
+                               (" (để trống nếu không chuyển sang chặn)" if nullable else "") + f", không phải “{value}”.")
     return value
 
 
 def _assignment(session: Session, value: Any) -> tuple[bool, list[int]]:
     """{"all": bool, "units": ["code", ...]} -> (assign_all, unit ids)."""
     if not isinstance(value, dict):
-        raise PolicyInputError('assign must be an object like {"all": false, "units": ["VP-PILOT-1"]}')
+        raise PolicyInputError('assign must be an object like {"all": false, "units": ["VP-PILOT-1"]}',
+                               'Phạm vi áp dụng cần dạng {"all": false, "units": ["VP-PILOT-1"]}.')
     unknown = set(value) - {"all", "units"}
     if unknown:
-        raise PolicyInputError(f"assign: unknown key(s) {', '.join(sorted(unknown))}; allowed: all, units")
+        raise PolicyInputError(f"assign: unknown key(s) {', '.join(sorted(unknown))}; allowed: all, units",
+                               f"Phạm vi áp dụng: không có mục {', '.join(sorted(unknown))} (chỉ có all, units).")
     assign_all = value.get("all", False)
     if not isinstance(assign_all, bool):
-        raise PolicyInputError("assign.all must be true or false")
+        raise PolicyInputError("assign.all must be true or false", "Áp dụng cho toàn cơ quan: phải là có hoặc không.")
     codes = value.get("units", [])
     if not isinstance(codes, list) or not all(isinstance(c, str) and c for c in codes):
-        raise PolicyInputError("assign.units must be a list of unit codes")
+        raise PolicyInputError("assign.units must be a list of unit codes", "Các đơn vị áp dụng: cần danh sách mã đơn vị.")
     ids = []
     for code in dict.fromkeys(codes):
         unit = session.scalar(select(Unit).where(Unit.code == code))
         if unit is None:
-            raise PolicyInputError(f"assign.units: unknown unit code {code!r}")
+            raise PolicyInputError(f"assign.units: unknown unit code {code!r}", f"Không có đơn vị mã “{code}”.")
         ids.append(unit.id)
     return assign_all, sorted(ids)
 
 
 def _validated(session: Session, body: Any, *, creating: bool) -> dict:
     if not isinstance(body, dict):
-        raise PolicyInputError("request body must be a JSON object")
+        raise PolicyInputError("request body must be a JSON object", "Nội dung phải là một đối tượng JSON.")
     unknown = set(body) - set(_FIELDS) - {"version"}
     if unknown:
-        raise PolicyInputError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(_FIELDS)}")
+        raise PolicyInputError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(_FIELDS)}",
+                               f"Không có mục {', '.join(sorted(unknown))}; các mục được dùng: {', '.join(_FIELDS)}.")
     out: dict[str, Any] = {}
     if "name" in body or creating:
         name = body.get("name")
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 128:
-            raise PolicyInputError("name is required: a string of 1-128 characters")
+            raise PolicyInputError("name is required: a string of 1-128 characters",
+                                   "Vui lòng nhập tên chính sách (1–128 ký tự).")
         out["name"] = name.strip()
     if "description" in body:
         if not isinstance(body["description"], str) or len(body["description"]) > 4000:
-            raise PolicyInputError("description must be a string of at most 4000 characters")
+            raise PolicyInputError("description must be a string of at most 4000 characters",
+                                   "Mô tả dài tối đa 4.000 ký tự.")
         out["description"] = body["description"]
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
-            raise PolicyInputError("enabled must be true or false")
+            raise PolicyInputError("enabled must be true or false", "Trạng thái bật/tắt phải là có hoặc không.")
         out["enabled"] = body["enabled"]
     if "rules" in body or creating:
         if "rules" not in body:
-            raise PolicyInputError("rules is required: a non-empty list of rule objects")
+            raise PolicyInputError("rules is required: a non-empty list of rule objects",
+                                   "Chính sách cần ít nhất một quy tắc.")
         out["rules"] = validate_rules(body["rules"])
     if "actions" in body:
         out["actions"] = validate_actions(body["actions"])
@@ -123,7 +139,8 @@ def _name_taken(session: Session, name: str, except_id: int | None = None) -> bo
 def create_policy(session: Session, body: Any, *, by: str = "") -> Policy:
     data = _validated(session, body, creating=True)
     if _name_taken(session, data["name"]):
-        raise PolicyConflict(f"a policy named {data['name']!r} already exists")
+        raise PolicyConflict(f"a policy named {data['name']!r} already exists",
+                             f"Đã có chính sách tên “{data['name']}”. Vui lòng chọn tên khác.")
     now = clock.now()
     policy = Policy(
         name=data["name"], description=data.get("description", ""), enabled=data.get("enabled", True), version=1,
@@ -151,7 +168,9 @@ def _check_version(policy: Policy, body: Any) -> None:
     if isinstance(body, dict) and "version" in body:
         if body["version"] != policy.version:
             raise PolicyConflict(f"policy {policy.id} is at version {policy.version}, not {body['version']!r}; "
-                                 "reload it and apply your change again")
+                                 "reload it and apply your change again",
+                                 f"Chính sách đã được người khác sửa (nay là phiên bản {policy.version}). Vui lòng tải "
+                                 "lại trang và thực hiện lại thay đổi.")
 
 
 def update_policy(session: Session, policy_id: int, body: Any, *, by: str = "") -> Policy:
@@ -159,9 +178,11 @@ def update_policy(session: Session, policy_id: int, body: Any, *, by: str = "") 
     data = _validated(session, body, creating=False)
     _check_version(policy, body)
     if not data:
-        raise PolicyInputError("nothing to change: give at least one of " + ", ".join(_FIELDS))
+        raise PolicyInputError("nothing to change: give at least one of " + ", ".join(_FIELDS),
+                               "Không có nội dung nào thay đổi.")
     if "name" in data and _name_taken(session, data["name"], policy.id):
-        raise PolicyConflict(f"a policy named {data['name']!r} already exists")
+        raise PolicyConflict(f"a policy named {data['name']!r} already exists",
+                             f"Đã có chính sách tên “{data['name']}”. Vui lòng chọn tên khác.")
     for key in ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign_all"):
         if key in data:
             setattr(policy, key, data[key])

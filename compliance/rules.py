@@ -44,7 +44,32 @@ from typing import Any, Callable
 
 
 class PolicyInputError(ValueError):
-    """Invalid policy input; the message names the offending field."""
+    """Invalid policy input; the message names the offending field (English, and Vietnamese for people
+    reading the console in Vietnamese)."""
+
+    def __init__(self, message: str, vi: str | None = None):
+        super().__init__(message)
+        self.vi = vi or message
+
+    def message(self, lang: str) -> str:
+        return self.vi if lang == "vi" else str(self)
+
+
+def vn_int(n: int) -> str:
+    """1.234 (Vietnamese thousands separator)."""
+    return f"{n:,}".replace(",", ".")
+
+
+def _param_vi(name: str) -> str:
+    from .labels import PARAM_LABELS
+
+    return PARAM_LABELS.get(name, (name,))[0]
+
+
+def _vi(path: str) -> str:
+    from .labels import vi_path
+
+    return vi_path(path)
 
 
 # ------------------------------------------------------------------ versions
@@ -76,14 +101,16 @@ class RuleSpec:
 
 def _version_param(path: str, value: Any) -> str:
     if not isinstance(value, str) or not _VERSION_RE.match(value.strip()):
-        raise PolicyInputError(f"{path} must be a version like 17.0 or 17.4.1, got {value!r}")
+        raise PolicyInputError(f"{path} must be a version like 17.0 or 17.4.1, got {value!r}",
+                               f"{_vi(path)}: cần một phiên bản dạng 17.0 hoặc 17.4.1, không phải “{value}”.")
     return value.strip()
 
 
 def _int_param(lo: int, hi: int):
     def check(path: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise PolicyInputError(f"{path} must be an integer between {lo} and {hi}, got {value!r}")
+            raise PolicyInputError(f"{path} must be an integer between {lo} and {hi}, got {value!r}",
+                                   f"{_vi(path)}: cần một số nguyên từ {lo} đến {vn_int(hi)}, không phải “{value}”.")
         return value
 
     return check
@@ -95,11 +122,14 @@ _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 def _ident_list(what: str):
     def check(path: str, value: Any) -> list[str]:
         if not isinstance(value, list) or not value:
-            raise PolicyInputError(f"{path} must be a non-empty list of {what}")
+            raise PolicyInputError(f"{path} must be a non-empty list of {what}",
+                                   f"{_vi(path)}: cần ít nhất một giá trị.")
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str) or not _IDENT_RE.match(item):
-                raise PolicyInputError(f"{path}[{i}] must be a {what[:-1]} like com.example.app, got {item!r}")
+                raise PolicyInputError(f"{path}[{i}] must be a {what[:-1]} like com.example.app, got {item!r}",
+                                       f"{_vi(f'{path}[{i}]')}: “{item}” không phải định danh hợp lệ (dạng "
+                                       f"vn.gov.vpcp.vanban).")
             if item not in out:
                 out.append(item)
         return out
@@ -133,24 +163,29 @@ RULE_KINDS = tuple(RULE_SPECS)
 def validate_rules(value: Any) -> list[dict]:
     """Validate and normalise the `rules` of a policy; raises PolicyInputError."""
     if not isinstance(value, list) or not value:
-        raise PolicyInputError("rules must be a non-empty list of rule objects")
+        raise PolicyInputError("rules must be a non-empty list of rule objects",
+                               "Chính sách cần ít nhất một quy tắc.")
     out = []
     for i, raw in enumerate(value):
         path = f"rules[{i}]"
         if not isinstance(raw, dict):
-            raise PolicyInputError(f"{path} must be an object with a 'kind'")
+            raise PolicyInputError(f"{path} must be an object with a 'kind'",
+                                   f"{_vi(path)}: cần một đối tượng có “kind” (loại quy tắc).")
         kind = raw.get("kind")
         spec = RULE_SPECS.get(kind) if isinstance(kind, str) else None
         if spec is None:
-            raise PolicyInputError(f"{path}.kind: unknown rule kind {kind!r}; allowed: {', '.join(RULE_KINDS)}")
+            raise PolicyInputError(f"{path}.kind: unknown rule kind {kind!r}; allowed: {', '.join(RULE_KINDS)}",
+                                   f"{_vi(path)}: không có loại quy tắc “{kind}”.")
         path = f"rules[{i}] ({kind})"
         unknown = set(raw) - set(spec.params) - {"kind", "immediate"}
         if unknown:
             allowed = ", ".join(sorted(spec.params)) or "no parameters"
-            raise PolicyInputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {allowed}")
+            raise PolicyInputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {allowed}",
+                                   f"{_vi(path)}: không có tham số {', '.join(sorted(unknown))}.")
         missing = [p for p in spec.required if p not in raw]
         if missing:
-            raise PolicyInputError(f"{path}: missing required key(s) {', '.join(missing)}")
+            raise PolicyInputError(f"{path}: missing required key(s) {', '.join(missing)}",
+                                   f"{_vi(path)}: vui lòng nhập " + ", ".join(_param_vi(m) for m in missing) + ".")
         rule: dict[str, Any] = {"kind": kind}
         for name, check in spec.params.items():
             if name in raw:
@@ -159,13 +194,15 @@ def validate_rules(value: Any) -> list[dict]:
                 rule[name] = spec.defaults[name]
         if "immediate" in raw:
             if not isinstance(raw["immediate"], bool):
-                raise PolicyInputError(f"{path}.immediate must be true or false")
+                raise PolicyInputError(f"{path}.immediate must be true or false",
+                                       f"{_vi(path)}: “áp dụng ngay” phải là có hoặc không.")
             rule["immediate"] = raw["immediate"]
         out.append(rule)
     mins = [r for r in out if r["kind"] == "min_os_version"]
     maxs = [r for r in out if r["kind"] == "max_os_version"]
     if mins and maxs and parse_version(max(m["version"] for m in mins)) > parse_version(min(m["version"] for m in maxs)):
-        raise PolicyInputError("rules: min_os_version is above max_os_version; no device could comply")
+        raise PolicyInputError("rules: min_os_version is above max_os_version; no device could comply",
+                               "Phiên bản hệ điều hành tối thiểu cao hơn phiên bản tối đa: không thiết bị nào tuân thủ được.")
     return out
 
 

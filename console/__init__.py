@@ -20,7 +20,8 @@ MANIFEST = Manifest(name="console", register="console:register", models=("consol
 
 
 def register(app, hooks, instance) -> None:
-    from . import handover, views, views_admin, views_apps, views_ddm, views_handover  # noqa: F401  (routes register on bp)
+    from . import (  # noqa: F401  (routes register on bp)
+        handover, views, views_admin, views_apps, views_ddm, views_handover, views_usb_tokens)
     from .web import bp
 
     app.register_blueprint(bp)

@@ -77,3 +77,27 @@ def compliance_series(session, now: dt.datetime, days: int = 14) -> list[dict]:
                         "other": total - counts.get("compliant", 0) - counts.get("grace", 0)
                         - counts.get("non_compliant", 0) - counts.get("blocked", 0)})
     return out
+
+
+# Needs outside the devices list: each (Vietnamese, English, console endpoint, its arguments).
+OTHER_NEEDS = {
+    "app_profile_expiring": ("Ứng dụng nội bộ có hồ sơ cấp phép hết hạn trong 30 ngày",
+                             "In-house apps whose provisioning profile expires within 30 days", "console.apps_page", {}),
+    "usb_token_expiring": ("USB token có chứng thư số ký hết hạn trong 30 ngày",
+                           "USB tokens whose signing certificate expires within 30 days", "console.usb_tokens",
+                           {"expiring": "30"}),
+    "usb_token_lost": ("USB token bị mất, chờ xác nhận thu hồi chứng thư số",
+                       "Lost USB tokens awaiting the certificate's revocation", "console.usb_tokens", {"state": "lost"}),
+}
+
+
+def other_need_counts(session, now: dt.datetime) -> dict[str, int]:
+    from apps import App, AppRelease
+    from usb_tokens import UsbToken, service as tokens
+
+    soon = now + CERT_EXPIRING
+    apps = session.scalar(select(func.count(func.distinct(App.id))).join(AppRelease, AppRelease.app_id == App.id).where(
+        AppRelease.state != "withdrawn", AppRelease.profile_expires_at.is_not(None), AppRelease.profile_expires_at <= soon))
+    expiring = session.scalar(select(func.count()).select_from(UsbToken).where(tokens.expiring_condition(now, 30)))
+    lost = session.scalar(select(func.count()).select_from(UsbToken).where(UsbToken.state == "lost"))
+    return {"app_profile_expiring": apps or 0, "usb_token_expiring": expiring or 0, "usb_token_lost": lost or 0}

@@ -62,7 +62,7 @@ STATE_LABELS = {
     "handed_over": ("Đã bàn giao", "Handed over"),
     "trained": ("Đã hướng dẫn sử dụng", "Training done"),
     "in_service": ("Đang sử dụng", "In service"),
-    "returned": ("Đã thu hồi", "Returned"),
+    "returned": ("Đã hoàn trả", "Returned"),
     "retiring": ("Đang xoá dữ liệu để loại bỏ", "Retiring (erase pending)"),
     "retired": ("Đã loại bỏ", "Retired"),
 }
@@ -76,7 +76,7 @@ ACTION_LABELS = {
     "hand_over": ("Lập biên bản bàn giao", "Hand over (minute)"),
     "training": ("Xác nhận đã hướng dẫn", "Training done"),
     "in_service": ("Đưa vào sử dụng", "Put in service"),
-    "return": ("Thu hồi (bàn giao lại)", "Return (hand back)"),
+    "return": ("Nhận hoàn trả (lãnh đạo trả lại)", "Return (hand back)"),
     "retire": ("Loại bỏ (xoá dữ liệu)", "Retire (erase)"),
     "retired": ("Đã xoá dữ liệu, hoàn tất loại bỏ", "Erased, retirement complete"),
     "force_retire": ("Loại bỏ ngay (không chờ xoá)", "Retire now (without erase)"),
@@ -332,15 +332,39 @@ def _register_minute(session: Session, event: HandoverEvent) -> None:
 
 
 def hand_over(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "",
-              details: dict | None = None) -> HandoverEvent:
+              details: dict | None = None, usb_token_ids: tuple[int, ...] = ()) -> HandoverEvent:
+    """The minute; the leader's signing USB tokens (if any) go out on the same minute."""
+    from document_gateway import Leader
+    from usb_tokens import service as tokens
+
     if record.state not in TRANSITIONS["hand_over"][0]:
         return _transition(session, record, "hand_over", by=by)  # raises
+    leader = session.get(Leader, record.leader_id)
+    chosen = _tokens(session, usb_token_ids)
     data = _minute_details(minute_snapshot(session, record), details)
     data["kind"] = "handover"
     data["it_officer"] = by_name or by
+    data["usb_tokens"] = [tokens.snapshot(t) for t in chosen]
     event = _transition(session, record, "hand_over", by=by, note=note, data=data)
     _register_minute(session, event)
+    for token in chosen:
+        try:
+            tokens.hand_over(session, token, leader, by=by, minute=f"{event.minute_number}/BB-TTTH")
+        except tokens.TokenRefused as exc:
+            raise TransitionRefused(exc.message_vi, exc.message_en) from None
     return event
+
+
+def _tokens(session: Session, ids) -> list:
+    from usb_tokens import service as tokens
+
+    chosen = []
+    for token_id in dict.fromkeys(ids):
+        token = tokens.get(session, int(token_id))
+        if token is None:
+            raise TransitionRefused("Không tìm thấy USB token đã chọn.", "The chosen USB token does not exist.")
+        chosen.append(token)
+    return chosen
 
 
 def training_done(session: Session, record: DeviceRecord, *, by: str, note: str = "") -> HandoverEvent:
@@ -352,21 +376,30 @@ def put_in_service(session: Session, record: DeviceRecord, *, by: str, note: str
 
 
 def return_device(session: Session, record: DeviceRecord, *, by: str, by_name: str = "", note: str = "",
-                  details: dict | None = None) -> HandoverEvent:
-    """The leader hands the iPad back: document access ends at once (assignment closed)."""
+                  details: dict | None = None, usb_token_ids: tuple[int, ...] = ()) -> HandoverEvent:
+    """The leader hands the iPad back: document access ends at once (assignment closed). USB tokens
+    the leader hands back with it are on the same minute."""
     from document_gateway import service as gw
+    from usb_tokens import service as tokens
 
     if record.state not in TRANSITIONS["return"][0]:
         return _transition(session, record, "return", by=by)  # raises
+    chosen = _tokens(session, usb_token_ids)
+    if any(t.holder_leader_id != record.leader_id or t.state != "handed_over" for t in chosen):
+        raise TransitionRefused("USB token đã chọn không do lãnh đạo này giữ.",
+                                "A chosen USB token is not held by this leader.")
     data = _minute_details(minute_snapshot(session, record), details)
     data["kind"] = "return"
     data["it_officer"] = by_name or by
+    data["usb_tokens"] = [tokens.snapshot(t) for t in chosen]
     device = device_of(session, record)
     if device is not None:
         gw.unassign_device(session, device, by=f"console:{by}")
     record.leader_id = None
     event = _transition(session, record, "return", by=by, note=note, data=data)
     _register_minute(session, event)
+    for token in chosen:
+        tokens.return_token(session, token, by=by, minute=f"{event.minute_number}/BB-TTTH")
     return event
 
 

@@ -5,85 +5,38 @@ a number from the yearly register, the place and date line, and the signature bl
 of the closing line."""
 from __future__ import annotations
 
-import datetime as dt
 import io
 from xml.sax.saxutils import escape
-from zoneinfo import ZoneInfo
 
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_CENTER
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import HRFlowable, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import HRFlowable, KeepTogether, Paragraph, Spacer, Table, TableStyle
 
-from ipad_mdm.fonts import SERIF, register_serif
+from ipad_mdm.decree30 import ISSUER_FULL, document, header, key_value_table, local, page_number, styles, vn_date_line
 
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")  # the minute shows the office's local date
-ORGANISATION = "VĂN PHÒNG CHÍNH PHỦ"
-ISSUER = "TRUNG TÂM TIN HỌC"
-
-
-def vn_date_line(at: dt.datetime, place: str = "Hà Nội") -> str:
-    """Decree 30/2020/NĐ-CP: a day below 10 and the months 1-2 take a leading zero, no other month."""
-    month = f"{at.month:02d}" if at.month < 3 else str(at.month)
-    return f"{place}, ngày {at.day:02d} tháng {month} năm {at.year}"
-
-
-def _local(iso: str | None) -> dt.datetime:
-    value = dt.datetime.fromisoformat(iso) if iso else dt.datetime.now(dt.UTC)
-    return value.astimezone(LOCAL_TZ)
-
-
-def _page_number(canvas, doc) -> None:
-    """Decree 30: page numbers at the top centre, from the second page."""
-    canvas.saveState()
-    canvas.setFont(SERIF, 13)
-    canvas.drawCentredString((doc.leftMargin + doc.pagesize[0] - doc.rightMargin) / 2, doc.pagesize[1] - 12 * mm,
-                             str(doc.page))
-    canvas.restoreState()
+__all__ = ["minute_pdf", "vn_date_line"]
 
 
 def minute_pdf(data: dict, *, event_id: int) -> bytes:
     """Render a minute from its snapshot (HandoverEvent.data). Deterministic for a given snapshot
     (reportlab's invariant mode), so a reprint is byte-identical to the first print."""
-    register_serif()
+    st = styles()
     handover = data.get("kind", "handover") == "handover"
-    at = _local(data.get("at"))
-    base = ParagraphStyle("base", fontName=SERIF, fontSize=13, leading=17)
-    center = ParagraphStyle("center", parent=base, alignment=TA_CENTER)
-    center_bold = ParagraphStyle("center_bold", parent=center, fontName=SERIF + "-Bold")
-    italic_right = ParagraphStyle("date", parent=center, fontName=SERIF + "-Italic")
-    title = ParagraphStyle("title", parent=center_bold, fontSize=14, leading=19, spaceBefore=6, spaceAfter=2)
-    bold = ParagraphStyle("bold", parent=base, fontName=SERIF + "-Bold", fontSize=12, leading=15)
-    cell = ParagraphStyle("cell", parent=base, fontSize=12, leading=15)
+    at = local(data.get("at"))
+    base, center_bold, title, bold, cell = st.base, st.center_bold, st.title, st.bold, st.cell
     buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=A4, leftMargin=30 * mm, rightMargin=15 * mm, topMargin=20 * mm,
-                            bottomMargin=20 * mm, title="Biên bản bàn giao thiết bị" if handover else
-                            "Biên bản thu hồi thiết bị", author="Trung tâm Tin học - Văn phòng Chính phủ",
-                            invariant=1)
-    p = lambda text, style=base: Paragraph(escape(str(text)), style)
+    doc = document(buf, "Biên bản bàn giao thiết bị" if handover else "Biên bản hoàn trả thiết bị")
+    p = st.p
     number = data.get("number") or event_id  # minutes from before the register print their old number
-    header = Table([
-        [p(ORGANISATION, ParagraphStyle("org", parent=center, fontSize=12)),
-         p("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", ParagraphStyle("qh", parent=center_bold, fontSize=12))],
-        [p(ISSUER, ParagraphStyle("iss", parent=center_bold, fontSize=12)), p("Độc lập - Tự do - Hạnh phúc", center_bold)],
-        [HRFlowable(width=22 * mm, thickness=0.6, color=colors.black, spaceBefore=0, spaceAfter=0),
-         HRFlowable(width=58 * mm, thickness=0.6, color=colors.black, spaceBefore=0, spaceAfter=0)],
-        [p(f"Số: {number}/BB-TTTH", center), p(vn_date_line(at), italic_right)],
-    ], colWidths=[62 * mm, 103 * mm])
-    header.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                                ("TOPPADDING", (0, 0), (-1, -1), 1)]))
-    story = [header, Spacer(1, 6 * mm),
+    story = [header(st, f"{number}/BB-TTTH", at), Spacer(1, 6 * mm),
              p("BIÊN BẢN", title),
              p("Bàn giao máy tính bảng iPad phục vụ xử lý văn bản, hồ sơ công việc" if handover else
-               "Thu hồi máy tính bảng iPad phục vụ xử lý văn bản, hồ sơ công việc", center_bold),
+               "Hoàn trả máy tính bảng iPad phục vụ xử lý văn bản, hồ sơ công việc", center_bold),
              HRFlowable(width=40 * mm, thickness=0.6, color=colors.black, spaceBefore=5, spaceAfter=4),
              Spacer(1, 2 * mm)]
     leader = data.get("leader") or {}
     unit = data.get("unit") or {}
-    it_side = ", ".join(filter(None, [data.get("it_officer", ""), data.get("it_position", ""),
-                                      "Trung tâm Tin học, Văn phòng Chính phủ"]))
+    it_side = ", ".join(filter(None, [data.get("it_officer", ""), data.get("it_position", ""), ISSUER_FULL]))
     leader_side = ", ".join(filter(None, [leader.get("full_name", ""), leader.get("title", ""), leader.get("unit_vi", "")]))
     giver, receiver = (it_side, leader_side) if handover else (leader_side, it_side)
     story += [
@@ -92,7 +45,7 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
         Paragraph("<b>Bên giao (Bên A):</b> " + escape(giver), base),
         Paragraph("<b>Bên nhận (Bên B):</b> " + escape(receiver), base),
         Spacer(1, 3 * mm),
-        p("Cùng thống nhất " + ("bàn giao" if handover else "thu hồi") + " thiết bị với thông tin như sau:"),
+        p("Cùng thống nhất " + ("bàn giao" if handover else "hoàn trả") + " thiết bị với thông tin như sau:"),
         Spacer(1, 3 * mm),
     ]
     cert = data.get("certificate") or {}
@@ -105,14 +58,11 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
         ["Tên thiết bị", data.get("device_name") or ""],
         ["Đơn vị quản lý", unit.get("name_vi", "")],
         ["Chứng thư số thiết bị (số sê-ri)", cert.get("serial", "chưa có")],
-        ["Chứng thư có hiệu lực đến", _local(cert["not_after"]).strftime("%d/%m/%Y") if cert.get("not_after") else ""],
+        ["Chứng thư có hiệu lực đến", local(cert["not_after"]).strftime("%d/%m/%Y") if cert.get("not_after") else ""],
         ["Tình trạng thiết bị", data.get("condition") or "Hoạt động bình thường"],
         ["Phụ kiện kèm theo", data.get("accessories") or "Không có"],
     ]
-    table = Table([[p(k, bold), p(v, cell)] for k, v in rows], colWidths=[58 * mm, 107 * mm])
-    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black), ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                               ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#eef2f7"))]))
-    story += [table, Spacer(1, 4 * mm), p("Cấu hình quản lý (hồ sơ cấu hình) đã cài đặt trên thiết bị:", bold)]
+    story += [key_value_table(st, rows), Spacer(1, 4 * mm), p("Cấu hình quản lý (hồ sơ cấu hình) đã cài đặt trên thiết bị:", bold)]
     profiles = data.get("profiles") or []
     if profiles:
         prof = Table([[p("STT", bold), p("Tên hồ sơ", bold), p("Định danh", bold)]] +
@@ -124,24 +74,46 @@ def minute_pdf(data: dict, *, event_id: int) -> bytes:
     else:
         story.append(p("(chưa có danh sách hồ sơ cấu hình từ thiết bị)"))
     story += [Spacer(1, 4 * mm)]
+    story += _usb_tokens(st, data.get("usb_tokens") or [], handover)
     if handover:
         story += [p("Bên B có trách nhiệm quản lý, sử dụng thiết bị đúng mục đích; không xử lý tài liệu có nội dung "
                     "mật trên thiết bị; không gỡ bỏ cấu hình quản lý; báo ngay cho Trung tâm Tin học khi mất "
                     "thiết bị hoặc nghi ngờ lộ lọt thông tin.")]
     else:
-        story += [p("Thiết bị được thu hồi về Trung tâm Tin học; quyền truy cập tài liệu của Bên A trên thiết bị "
+        story += [p("Thiết bị được hoàn trả cho Trung tâm Tin học; quyền truy cập tài liệu của Bên A trên thiết bị "
                     "đã chấm dứt kể từ thời điểm lập biên bản.")]
     closing = p(f"Biên bản kết thúc vào lúc {at:%H} giờ {at:%M} cùng ngày, được lập thành 02 bản có giá trị "
                 "pháp lý như nhau, mỗi bên giữ 01 bản; các bên đã đọc lại, thống nhất và cùng ký dưới đây.")
     sign = Table([
         [p("ĐẠI DIỆN BÊN GIAO", center_bold), p("ĐẠI DIỆN BÊN NHẬN", center_bold)],
-        [p("(Ký, ghi rõ họ tên)", ParagraphStyle("hint", parent=center, fontName=SERIF + "-Italic")),
-         p("(Ký, ghi rõ họ tên)", ParagraphStyle("hint2", parent=center, fontName=SERIF + "-Italic"))],
+        [p("(Ký, ghi rõ họ tên)", st.italic), p("(Ký, ghi rõ họ tên)", st.italic)],
         [Spacer(1, 24 * mm), Spacer(1, 24 * mm)],
         [p(giver.split(",")[0], center_bold), p(receiver.split(",")[0], center_bold)],
     ], colWidths=[82 * mm, 83 * mm])
     # The closing line, the headings and the names stay on one page (never "ĐẠI DIỆN" on one page and
     # the signatures on the next).
     story.append(KeepTogether([closing, Spacer(1, 6 * mm), sign]))
-    doc.build(story, onLaterPages=_page_number)
+    doc.build(story, onLaterPages=page_number)
     return buf.getvalue()
+
+
+def _usb_tokens(st, tokens: list[dict], handover: bool) -> list:
+    """USB tokens (thiết bị lưu khóa bí mật) handed over or returned on the same minute as the iPad."""
+    if not tokens:
+        return []
+    p = st.p
+    head = ("Thiết bị chữ ký số (USB token) bàn giao kèm theo:" if handover
+            else "Thiết bị chữ ký số (USB token) hoàn trả kèm theo:")
+    rows = [[p("STT", st.bold), p("Số sê-ri, loại", st.bold), p("Chứng thư số ký (người được cấp, tổ chức cấp)", st.bold),
+             p("Hiệu lực đến", st.bold)]]
+    for i, t in enumerate(tokens, 1):
+        until = local(t["not_after"]).strftime("%d/%m/%Y") if t.get("not_after") else "chưa có chứng thư"
+        rows.append([p(i, st.cell), p(", ".join(filter(None, [t.get("serial_number"), t.get("kind")])), st.cell),
+                     p("; ".join(filter(None, [t.get("holder_name"), t.get("issuer_name")])) or "chưa có chứng thư", st.cell),
+                     p(until, st.cell)])
+    table = Table(rows, colWidths=[12 * mm, 48 * mm, 75 * mm, 30 * mm])
+    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    note = ("Bên B giữ USB token và mã PIN theo quy định; không giao cho người khác sử dụng; báo ngay cho Trung tâm "
+            "Tin học khi mất để đề nghị thu hồi chứng thư số." if handover else
+            "USB token được hoàn trả cùng thiết bị.")
+    return [p(head, st.bold), table, Spacer(1, 2 * mm), p(note), Spacer(1, 4 * mm)]

@@ -230,7 +230,8 @@ def home():
         now = utcnow()
         return render_page("home.html", by_state=by_state, by_mdm=by_mdm, by_verdict=by_verdict, units=units,
                            per_unit=per_unit, states=handover.STATES, needs=fleet.need_counts(s, now),
-                           need_labels=fleet.NEEDS, series=fleet.compliance_series(s, now))
+                           need_labels=fleet.NEEDS, series=fleet.compliance_series(s, now),
+                           other_needs=fleet.other_need_counts(s, now), other_need_labels=fleet.OTHER_NEEDS)
 
 
 # ------------------------------------------------------------------ devices

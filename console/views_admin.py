@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 
-from flask import abort, flash, jsonify, redirect, request, send_file, url_for
+from flask import abort, flash, g, jsonify, redirect, request, send_file, url_for
 from sqlalchemy import func, select
 
 from ipad_mdm.models import Unit
@@ -14,6 +15,11 @@ from ipad_mdm.web import dispatcher, instance, unit_of_work
 from . import integrations
 from .views import PAGE_SIZE, _page_args
 from .web import bp, can, label, lang, principal, render_page, requires, tr
+
+log = logging.getLogger("console.policies")
+
+POLICY_CHANGE_LABELS = {"created": ("Tạo mới", "Created"), "updated": ("Sửa nội dung", "Updated"),
+                        "assigned": ("Đổi phạm vi áp dụng", "Assignment changed"), "deleted": ("Xoá", "Deleted")}
 
 # The fields of a policy that the editor shows as JSON (what compliance.policies accepts).
 POLICY_FIELDS = ("name", "description", "enabled", "rules", "actions", "grace_hours", "escalation_hours", "assign")
@@ -50,25 +56,57 @@ def _parse_policy_json(text: str) -> tuple[dict | None, str | None]:
     return body, None
 
 
+def _posted_policy() -> tuple[dict | None, str | None, str]:
+    """(body, error, JSON text to show again): from the form, or from the JSON view (mode=json; an old
+    client posting only "body" is the JSON view too)."""
+    from . import policy_form
+
+    if request.form.get("mode") == "form":
+        body = policy_form.body(request.form)
+        return body, None, json.dumps(body, ensure_ascii=False, indent=2)
+    text = request.form.get("body", "")
+    body, error = _parse_policy_json(text)
+    return body, error, text
+
+
+def _render_policy(policy: dict | None, body: dict, text: str, error: str | None, status: int = 200):
+    from . import policy_form
+
+    with unit_of_work() as s:
+        units = list(s.scalars(select(Unit).order_by((Unit.stage != "pilot"), Unit.name_vi)))
+    form_ok = policy_form.representable(body)
+    return render_page("policy_edit.html", policy=policy, body=body, text=text, error=error, units=units,
+                       change_label=lambda c: label(POLICY_CHANGE_LABELS, c),
+                       form=policy_form.fields(body, lang()) if form_ok else None,
+                       json_open=(not form_ok) or request.form.get("mode") == "json"), status
+
+
+def _refusal(exc) -> str:
+    return exc.message(lang()) if hasattr(exc, "message") else str(exc)
+
+
 @bp.route("/policies/new", methods=["GET", "POST"])
 @requires("policies.write")
 def policy_new():
     from compliance import policies as svc
     from compliance import PolicyInputError
 
-    text = request.form.get("body") if request.method == "POST" else json.dumps(NEW_POLICY_TEMPLATE, ensure_ascii=False, indent=2)
-    error = None
-    if request.method == "POST":
-        body, error = _parse_policy_json(text or "")
-        if error is None:
-            try:
-                with unit_of_work() as s:
-                    policy_id = svc.create_policy(s, body, by=principal()).id
-                flash(tr("Đã tạo chính sách.", "Policy created."))
-                return redirect(url_for("console.policy_edit", policy_id=policy_id))
-            except (PolicyInputError, svc.PolicyConflict) as exc:
-                error = str(exc)
-    return render_page("policy_edit.html", policy=None, text=text, error=error), (400 if error else 200)
+    if request.method == "GET":
+        return _render_policy(None, NEW_POLICY_TEMPLATE, json.dumps(NEW_POLICY_TEMPLATE, ensure_ascii=False, indent=2), None)
+    body, error, text = _posted_policy()
+    status = 400
+    if error is None:
+        try:
+            with unit_of_work() as s:
+                policy_id = svc.create_policy(s, body, by=principal()).id
+            flash(tr("Đã tạo chính sách.", "Policy created."))
+            return redirect(url_for("console.policy_edit", policy_id=policy_id))
+        except PolicyInputError as exc:
+            error = _refusal(exc)
+        except svc.PolicyConflict as exc:
+            error, status = _refusal(exc), 409
+    log.warning("policy not created: %s", error)
+    return _render_policy(None, body if isinstance(body, dict) else NEW_POLICY_TEMPLATE, text, error, status)
 
 
 @bp.route("/policies/<int:policy_id>", methods=["GET", "POST"])
@@ -77,12 +115,13 @@ def policy_edit(policy_id):
     from compliance import policies as svc
     from compliance import PolicyInputError
 
-    error, text = None, None
+    error, text, body, status = None, None, None, 200
     if request.method == "POST":
         if not can("policies.write"):
+            g.refused_permission = "policies.write"
             abort(403)
-        text = request.form.get("body", "")
-        body, error = _parse_policy_json(text)
+        body, error, text = _posted_policy()
+        status = 400
         if error is None:
             # Optimistic concurrency: the version the editor was loaded at; a concurrent edit → 409.
             body["version"] = request.form.get("version", type=int)
@@ -96,15 +135,20 @@ def policy_edit(policy_id):
                 return redirect(url_for("console.policy_edit", policy_id=policy_id))
             except svc.PolicyNotFound:
                 abort(404)
-            except (PolicyInputError, svc.PolicyConflict) as exc:
-                error = str(exc)
+            except PolicyInputError as exc:
+                error = _refusal(exc)
+            except svc.PolicyConflict as exc:
+                error, status = _refusal(exc), 409
+            body.pop("version", None)
+        log.warning("policy %s not saved: %s", policy_id, error)
     with unit_of_work() as s:
         try:
             policy = svc.policy_dict(s, svc.get_policy(s, policy_id, include_deleted=True), versions=True)
         except svc.PolicyNotFound:
             abort(404)
-    return render_page("policy_edit.html", policy=policy, text=text or _editable(policy), error=error), \
-        (400 if error else 200)
+    if not isinstance(body, dict):
+        body = {k: policy[k] for k in POLICY_FIELDS}
+    return _render_policy(policy, body, text or _editable(policy), error, status)
 
 
 # ------------------------------------------------------------------ documents and classification

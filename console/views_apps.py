@@ -9,7 +9,7 @@ from ipad_mdm.web import instance, unit_of_work
 from .web import bp, can, label, lang, principal, render_page, requires, tr
 
 RELEASE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "accepted": ("Đã nghiệm thu", "Accepted"),
-                  "withdrawn": ("Đã thu hồi", "Withdrawn")}
+                  "withdrawn": ("Đã rút lại", "Withdrawn")}
 STATUS_LABELS = {"pending": ("Chờ cài đặt", "Pending"), "installing": ("Đang cài đặt", "Installing"),
                  "installed": ("Đã cài đặt", "Installed"), "failed": ("Cài đặt lỗi", "Failed")}
 MAX_MINUTE = 20 * 1024 * 1024
@@ -110,6 +110,6 @@ _REFUSALS = {
     "no_info_plist": "ứng dụng thiếu tệp Info.plist", "bad_info_plist": "Info.plist không hợp lệ",
     "bad_profile": "hồ sơ cấp phép đã bị thay đổi hoặc không hợp lệ", "bundle_mismatch": "tệp là của ứng dụng khác",
     "not_newer": "phiên bản không mới hơn phiên bản đã có", "version_exists": "phiên bản này đã được tải lên",
-    "not_pilot": "phiên bản không còn ở giai đoạn thí điểm", "withdrawn": "phiên bản đã bị thu hồi",
+    "not_pilot": "phiên bản không còn ở giai đoạn thí điểm", "withdrawn": "phiên bản đã bị rút lại",
     "unknown_release": "không có phiên bản này", "too_large": "tệp quá lớn",
 }

@@ -76,6 +76,7 @@ def handover_record(record_id):
 
 def _render_record(record_id: int, error: str | None = None):
     from document_gateway import Leader
+    from usb_tokens import service as tokens
 
     with unit_of_work() as s:
         record = _record_or_404(s, record_id)
@@ -85,7 +86,8 @@ def _render_record(record_id: int, error: str | None = None):
         url = handover.enrollment_url(instance().fernet(), record) if can("handover.write") else None
         units = list(s.scalars(select(Unit).order_by((Unit.stage != "pilot"), Unit.name_vi)))
         return render_page("handover_record.html", record=record, device=device, leader=leader, leaders=leaders,
-                           units=units,
+                           units=units, tokens_available=tokens.available(s) if can("tokens.write") else [],
+                           tokens_held=tokens.held_by(s, leader.id) if leader and can("tokens.write") else [],
                            unit=s.get(Unit, record.unit_id) if record.unit_id is not None else None, events=list(record.events), enrollment_url=url,
                            actions=handover.allowed_actions(record.state), error=error)
 
@@ -127,9 +129,16 @@ def handover_minute(record_id, event_id):
             abort(404)
         data = dict(event.data)
     body = pdf.minute_pdf(data, event_id=event_id)
-    name = f"bien-ban-{'ban-giao' if data['kind'] == 'handover' else 'thu-hoi'}-{data['serial_number']}-{event_id}.pdf"
+    name = f"bien-ban-{'ban-giao' if data['kind'] == 'handover' else 'hoan-tra'}-{data['serial_number']}-{event_id}.pdf"
     return Response(body, mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+def _ids(values) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in values if v)
+    except ValueError:
+        raise handover.TransitionRefused("USB token đã chọn không hợp lệ.", "Invalid USB token choice.") from None
 
 
 @bp.post("/handover/<int:record_id>/<action>")
@@ -149,13 +158,15 @@ def handover_action(record_id, action):
                     raise handover.TransitionRefused("Vui lòng chọn lãnh đạo.", "Choose a leader.")
                 handover.assign(s, record, leader, by=by)
             elif action == "hand_over":
-                handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form)
+                handover.hand_over(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form,
+                                   usb_token_ids=_ids(request.form.getlist("usb_token_id")))
             elif action == "training":
                 handover.training_done(s, record, by=by, note=note)
             elif action == "in_service":
                 handover.put_in_service(s, record, by=by, note=note)
             elif action == "return":
-                handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form)
+                handover.return_device(s, record, by=by, by_name=g.user.full_name, note=note, details=request.form,
+                                       usb_token_ids=_ids(request.form.getlist("usb_token_id")))
             elif action == "retire":
                 handover.retire(s, record, by=by, confirm_serial=request.form.get("confirm_serial", ""), note=note)
                 push_after_commit(s, record.device_id)

@@ -246,6 +246,13 @@ def _format_dt(value) -> str:
     return value.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y %H:%M")
 
 
+@bp.app_template_filter("d")
+def _format_date(value) -> str:
+    """A date for people: dd/mm/yyyy in local time."""
+    text = _format_dt(value)
+    return text[:10]
+
+
 @bp.context_processor
 def _context():
     return {

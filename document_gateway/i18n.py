@@ -55,7 +55,7 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
         "Vui lòng chờ vài phút để iPad hoàn tất đăng ký rồi thử lại.",
         "The device has not finished enrolling.", "Wait a few minutes for the iPad to finish enrolling, then retry."),
     "device_retired": (
-        "Thiết bị đã bị thu hồi khỏi hệ thống quản lý.",
+        "Thiết bị đã bị loại bỏ khỏi hệ thống quản lý.",
         f"Thiết bị này không còn được dùng để đọc tài liệu. Liên hệ {IT_CONTACT_VI}.",
         "The device has been retired from management.",
         f"This device can no longer read documents. Contact {IT_CONTACT_EN}."),
@@ -137,7 +137,7 @@ AUDIT_DETAIL_EN = {
 }
 AUDIT_DETAIL_VI = {
     "document_unknown": "không có tài liệu với mã này",
-    "document_not_visible": "tài liệu tồn tại nhưng đơn vị/chức vụ của lãnh đạo không được xem (hoặc đã thu hồi)",
+    "document_not_visible": "tài liệu tồn tại nhưng đơn vị/chức vụ của lãnh đạo không được xem (hoặc đã rút lại)",
     "classification_secret": "tài liệu mật: không bao giờ được phục vụ trên thiết bị di động",
     "classification_not_allowed": "mức độ mật vượt quá quyền của chức vụ lãnh đạo",
 }

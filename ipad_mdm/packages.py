@@ -12,7 +12,8 @@ import importlib
 from .manifest import Manifest, resolve
 
 # Order matters only for route registration and hook subscription order.
-PACKAGES = ("mdm", "profiles", "declarative", "apps", "vpn", "compliance", "document_gateway", "reports", "console")
+PACKAGES = ("mdm", "profiles", "declarative", "apps", "vpn", "compliance", "document_gateway", "usb_tokens", "reports",
+            "console")
 
 CORE = Manifest(name="ipad_mdm", register="ipad_mdm.core_api:register",
                 models=("ipad_mdm.models", "ipad_mdm.security_events"))

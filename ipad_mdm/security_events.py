@@ -40,6 +40,9 @@ KINDS: dict[str, tuple[str, str, str]] = {
                              "Document access log has been tampered with"),
     "app_profile_expiring": ("warning", "Hồ sơ cấp phép của ứng dụng nội bộ sắp hết hạn",
                              "An in-house app's provisioning profile is about to expire"),
+    "usb_token_expiring": ("warning", "Chứng thư số ký trên USB token sắp hết hạn",
+                           "The signing certificate on a USB token is about to expire"),
+    "usb_token_lost": ("high", "USB token ký số bị mất", "A signing USB token was lost"),
 }
 
 

@@ -163,7 +163,7 @@ def follow_up(previous: list[dict], current: list[dict], lang: str) -> list[str]
 ADVICE = {
     "passcode": ("Đề nghị các đơn vị nhắc lãnh đạo đặt mật mã mở khoá đạt yêu cầu; Trung tâm Tin học hỗ trợ trực tiếp các thiết bị còn vi phạm.",
                  "Units should remind leaders to set a compliant passcode; the IT Center supports the remaining devices in person."),
-    "encryption": ("Đề nghị rà soát các thiết bị chưa bật mã hoá và thu hồi để cấu hình lại.",
+    "encryption": ("Đề nghị rà soát các thiết bị chưa bật mã hoá và đề nghị hoàn trả để cấu hình lại.",
                    "Review the devices without encryption and take them back for reconfiguration."),
     "os": ("Đề nghị cập nhật iPadOS cho các thiết bị còn chậm và đặt lịch cập nhật bắt buộc.",
            "Update iPadOS on the lagging devices and schedule mandatory updates."),

@@ -137,6 +137,14 @@ def label_values(df: pd.DataFrame, lang: str, keep_codes: bool = False) -> pd.Da
     for col, table in mapping.items():
         if col in df.columns:
             df[col] = df[col].map(lambda v, t=table: pick(t, v, lang) if isinstance(v, str) else v)
+    if "token_state" in df.columns or "why" in df.columns:
+        from usb_tokens import service as tokens
+
+        from .i18n import TOKEN_NOT_RETURNED
+
+        for col, table in (("token_state", tokens.STATE_LABELS), ("why", TOKEN_NOT_RETURNED)):
+            if col in df.columns:
+                df[col] = df[col].map(lambda v, t=table: pick(t, v, lang) if isinstance(v, str) else v)
     if "ddm_reason" in df.columns:
         from declarative import reasons
 
@@ -184,7 +192,7 @@ def _cell(col: str, v, lang: str) -> str:
         return fmt.NO_DATA
     if isinstance(v, (pd.Timestamp, dt.datetime)):
         return fmt.datetime(v, lang)
-    if col == "date" and isinstance(v, str):
+    if col in ("date", "lost_on") and isinstance(v, str):
         return fmt.iso_date(v, lang)
     if col == "month" and isinstance(v, str):
         return fmt.month_label(v, lang, short=True)

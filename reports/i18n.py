@@ -1,6 +1,8 @@
 """Report texts: Vietnamese (default) and English. Every label the outputs show is here."""
 from __future__ import annotations
 
+from compliance import labels as _compliance_labels
+
 LANGS = ("vi", "en")
 
 T = {
@@ -24,6 +26,7 @@ T = {
         "incidents": "Sự cố an toàn thông tin",
         "ddm": "Cập nhật iPadOS bắt buộc và tình trạng khai báo cấu hình",
         "apps": "Ứng dụng của cơ quan: mức độ triển khai phiên bản đã nghiệm thu",
+        "usb_tokens": "USB token ký số của lãnh đạo",
         "incident_events": "Danh sách sự kiện trong tháng",
         "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
         "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
@@ -66,6 +69,7 @@ T = {
         "incidents": "Security incidents",
         "ddm": "Enforced iPadOS updates and declaration health",
         "apps": "The office's apps: coverage of the accepted release",
+        "usb_tokens": "The leaders' signing USB tokens",
         "incident_events": "Events in the month",
         "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
         "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
@@ -198,31 +202,23 @@ COLUMNS = {
     "raw_value": ("Giá trị (số)", "Value (number)"), "unit_name": ("Đơn vị", "Unit"), "risk": ("Rủi ro", "Risk"),
     "priority": ("Mức ưu tiên", "Priority"), "model": ("Dòng máy", "Model"), "max_ipados": ("iPadOS cao nhất hỗ trợ", "Newest iPadOS supported"),
     "serial_number": ("Số sê-ri", "Serial number"), "expiring": ("Số chứng thư hết hạn", "Certificates expiring"),
+    "token_serial": ("Số sê-ri USB token", "USB token serial"), "holder": ("Người được cấp / đang giữ", "Holder"),
+    "issuer_name": ("Tổ chức cấp", "Issued by"), "token_state": ("Trạng thái USB token", "Token state"),
+    "lost_on": ("Ngày mất", "Lost on"), "revocation_request": ("Công văn đề nghị thu hồi", "Revocation request"),
+    "handed_over_at": ("Bàn giao lúc", "Handed over"), "why": ("Lý do", "Reason"),
 }
+
+TOKEN_NOT_RETURNED = {"no_ipad": ("Lãnh đạo không còn được giao iPad, USB token chưa hoàn trả",
+                                 "The holder has no iPad any more; the token was not handed back"),
+                      "leader_inactive": ("Lãnh đạo không còn sử dụng hệ thống", "Leader no longer active")}
 
 STATE = {
     "compliant": ("Tuân thủ", "Compliant"), "grace": ("Trong thời hạn khắc phục", "Within remediation period"), "non_compliant": ("Không tuân thủ", "Non-compliant"),
     "blocked": ("Bị chặn", "Blocked"), "unknown": ("Chưa xác định", "Unknown"),
 }
 
-RULES = {
-    "min_os_version": ("Phiên bản hệ điều hành tối thiểu", "Minimum OS version"),
-    "max_os_version": ("Phiên bản hệ điều hành tối đa", "Maximum OS version"),
-    "passcode_present": ("Có mật mã mở khoá", "Passcode set"),
-    "passcode_compliant": ("Mật mã đạt yêu cầu", "Passcode compliant"),
-    "hardware_encryption": ("Mã hoá phần cứng", "Hardware encryption"),
-    "supervised": ("Thiết bị được giám sát", "Supervised"),
-    "required_profiles": ("Hồ sơ cấu hình bắt buộc", "Required profiles"),
-    "identity_certificate_valid": ("Chứng thư số thiết bị còn hiệu lực", "Valid identity certificate"),
-    "last_checkin_within_hours": ("Kết nối định kỳ với máy chủ", "Recent check-in"),
-    "not_in_lost_mode": ("Không ở Chế độ mất", "Not in Lost Mode"),
-    "mdm_profile_present": ("Hồ sơ quản lý MDM còn cài đặt", "MDM profile installed"),
-    "disallowed_apps": ("Không cài ứng dụng bị cấm", "No disallowed apps"),
-    "os_update_deadline": ("Cập nhật iPadOS đúng hạn", "iPadOS updated by the deadline"),
-    "app_installed": ("Cài ứng dụng bắt buộc", "Required apps installed"),
-    "app_min_version": ("Ứng dụng ở phiên bản đã nghiệm thu", "Apps at the accepted version"),
-    "declarations_active": ("Khai báo cấu hình áp dụng được", "Declarations applied"),
-}
+# Rule names have one owner: compliance (the console's policy form shows the same words).
+RULES = {kind: (vi, en) for kind, (vi, en, _hint_vi, _hint_en) in _compliance_labels.RULE_LABELS.items()}
 
 GATEWAY_REASONS = {
     "allowed": ("Được phép", "Allowed"), "allowed_grace": ("Được phép (trong thời hạn khắc phục)", "Allowed (within remediation period)"),
@@ -234,7 +230,7 @@ GATEWAY_REASONS = {
     "certificate_unknown": ("Chứng thư không xác định", "Unknown certificate"),
     "certificate_revoked": ("Chứng thư đã bị thu hồi", "Certificate revoked"),
     "certificate_unbound": ("Chứng thư chưa gắn thiết bị", "Certificate not bound"),
-    "device_retired": ("Thiết bị đã thu hồi", "Device retired"),
+    "device_retired": ("Thiết bị đã loại bỏ", "Device retired"),
     "device_checked_out": ("Thiết bị đã gỡ quản lý", "Device checked out"),
     "device_not_enrolled": ("Thiết bị chưa đăng ký", "Device not enrolled"),
     "lost_mode": ("Thiết bị ở Chế độ mất", "Device in Lost Mode"),
@@ -281,6 +277,8 @@ SHEETS = {
     "os_update_failures": ("Lỗi cập nhật iPadOS", "iPadOS update failures"),
     "declaration_health": ("Tình trạng khai báo", "Declaration health"), "ddm_devices": ("Thiết bị dùng DDM", "DDM devices"),
     "app_coverage": ("Triển khai ứng dụng", "App coverage"), "app_coverage_units": ("Ứng dụng theo đơn vị", "Apps by unit"),
+    "usb_tokens_expiring": ("USB token sắp hết hạn", "USB tokens expiring"), "usb_tokens_lost": ("USB token bị mất", "USB tokens lost"),
+    "usb_tokens_not_returned": ("USB token chưa hoàn trả", "USB tokens not returned"),
 }
 
 

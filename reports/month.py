@@ -28,6 +28,7 @@ from .metrics import (
     vpn_figures,
 )
 from .periods import Month, ReportPeriod, period_of
+from .token_figures import token_figures
 
 
 @dataclass
@@ -48,8 +49,8 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     devices = loaders.load_devices(conn, end)
     udids = devices[["device_id", "udid"]]
     checkins = loaders.load_checkins(conn, start, end)
-    fleet, fleet_ids = fleet_status(devices, loaders.load_enrollment_tokens(conn, end), loaders.load_assignments(conn, end),
-                                    checkins, units, month)
+    assignments = loaders.load_assignments(conn, end)
+    fleet, fleet_ids = fleet_status(devices, loaders.load_enrollment_tokens(conn, end), assignments, checkins, units, month)
     kpis: dict = {"provisional": month.provisional, "until": month.until.isoformat(),
                   "fleet_enrolled": int(fleet["enrolled"].sum()), "fleet_new": int(fleet["new_in_month"].sum()),
                   "fleet_pending": int(fleet["pending"].sum()), "fleet_handed_over": int(fleet["handed_over"].sum()),
@@ -95,6 +96,9 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     kpis.update(k)
     tables.update(ddm_figures(conn, os_reports, month, udids))
     tables.update(apps_figures(conn, devices, units, month))
+    t, k = token_figures(conn, month, assignments)
+    tables.update(t)
+    kpis.update(k)
     t, k = measure_figures(intervals, pieces, transitions, vpn_events, gateway_events, security_events, month, units)
     tables.update(t)
     kpis.update(k)

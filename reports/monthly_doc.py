@@ -225,7 +225,26 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     _audit_checkpoint(b, cp, lang)
     _ddm_section(sub(12, "ddm"), t, lang, num, nodata)
     _apps_section(sub(13, "apps"), t, lang, num)
+    _tokens_section(sub(14, "usb_tokens"), k, t, lang, num)
     return secs
+
+
+def _tokens_section(b, k, t, lang, num) -> None:
+    n = lambda key: fmt.number(k.get(key, 0), lang)
+    b.append(_v(lang, f"USB token đang quản lý cuối kỳ: {n('usb_tokens')}; chứng thư số ký hết hạn trong 30 ngày hoặc đã hết hạn: "
+                      f"{n('usb_tokens_expiring_30d')}; bị mất trong kỳ: {n('usb_tokens_lost')}; chưa hoàn trả: "
+                      f"{n('usb_tokens_not_returned')}.",
+                f"USB tokens held at the end of the period: {n('usb_tokens')}; signing certificates expiring within 30 days "
+                f"or expired: {n('usb_tokens_expiring_30d')}; lost in the period: {n('usb_tokens_lost')}; not handed back: "
+                f"{n('usb_tokens_not_returned')}."))
+    add_table(b, num, _v(lang, "USB token có chứng thư số ký sắp hết hạn hoặc đã hết hạn",
+                         "USB tokens whose signing certificate expires soon or has expired"), t.get("usb_tokens_expiring"), lang,
+              _v(lang, "Không có chứng thư số ký nào hết hạn trong 30 ngày sau cuối kỳ.",
+                 "No signing certificate expires within 30 days after the period."))
+    add_table(b, num, _v(lang, "USB token bị mất trong kỳ", "USB tokens lost in the period"), t.get("usb_tokens_lost"), lang,
+              _v(lang, "Không có USB token nào bị mất trong kỳ.", "No USB token was lost in the period."))
+    add_table(b, num, _v(lang, "USB token chưa hoàn trả", "USB tokens not handed back"), t.get("usb_tokens_not_returned"), lang,
+              _v(lang, "Không có USB token nào chưa hoàn trả.", "Every USB token that should have come back did."))
 
 
 def _apps_section(b, t, lang, num) -> None:

@@ -18,7 +18,10 @@ MAIN_TOKEN = "mdm-test"
 # PKCS#11 login state is per process, so a token someone already logged into
 # would accept any PIN.
 PIN_TEST_TOKEN = "mdm-pin-test"
-TOKEN_LABELS = (MAIN_TOKEN, PIN_TEST_TOKEN)
+# A leader's signing USB token (tests/test_usb_tokens.py): a key pair and its certificates, read back
+# by `ipad-mdm usb-token add --from-token`.
+LEADER_TOKEN = "leader-usb"
+TOKEN_LABELS = (MAIN_TOKEN, PIN_TEST_TOKEN, LEADER_TOKEN)
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,8 @@ def softhsm_token(softhsm) -> SoftHsmToken:
 def softhsm_pin_token(softhsm) -> SoftHsmToken:
     """A second token reserved for login-failure tests."""
     yield softhsm.token(PIN_TEST_TOKEN)
+
+
+@pytest.fixture(scope="session")
+def softhsm_leader_token(softhsm) -> SoftHsmToken:
+    yield softhsm.token(LEADER_TOKEN)

@@ -84,6 +84,10 @@ class SoftHsmToken:
         self._run_child("generate", label=label, kind="ec", curve=curve)
         return self.settings(label)
 
+    def store_certificate(self, label: str, der: bytes, key_id: str = "") -> dict:
+        """Put an X.509 certificate object on the token (as a CA's enrollment tool does)."""
+        return self._run_child("store_certificate", label=label, der=der.hex(), key_id=key_id)
+
     def private_key_report(self, label: str) -> dict:
         """What the token tells about a private key: flags, and which secret attributes it refused."""
         return self._run_child("inspect", label=label)
@@ -204,6 +208,20 @@ if req["action"] == "generate":
                 public_template=public_template, private_template=private_template,
             )
     print(json.dumps({"label": label, "id": key_id.hex()}))
+
+elif req["action"] == "store_certificate":
+    from pkcs11 import CertificateType
+    from cryptography import x509
+    der = bytes.fromhex(req["der"])
+    cert = x509.load_der_x509_certificate(der)
+    with token.open(rw=True, user_pin=pin) as session:
+        session.create_object({
+            Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+            Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.LABEL: label,
+            Attribute.ID: bytes.fromhex(req["key_id"]) if req["key_id"] else b"\x01",
+            Attribute.SUBJECT: cert.subject.public_bytes(), Attribute.VALUE: der,
+        })
+    print(json.dumps({"label": label}))
 
 elif req["action"] == "inspect":
     with token.open(user_pin=pin) as session:

@@ -404,7 +404,7 @@ def test_handover_state_machine_and_minutes(server, world, tmp_path):
         ret = s.scalar(select(HandoverEvent).where(HandoverEvent.record_id == record_id, HandoverEvent.action == "return"))
     minute = admin.get(f"/console/handover/{record_id}/minute/{ret.id}.pdf")
     returned = subprocess.run(["pdftotext", "-", "-"], input=minute.content, capture_output=True, check=True).stdout.decode()
-    assert "Thu hồi máy tính bảng iPad" in returned and "Số: 2/BB-TTTH" in returned  # the register goes on
+    assert "Hoàn trả máy tính bảng iPad" in returned and "Số: 2/BB-TTTH" in returned  # the register goes on
     # Retire: the typed serial must match.
     resp = admin.post(f"/console/handover/{record_id}/retire", {"confirm_serial": "NOTTHESERIAL"})
     assert resp.status_code == 409 and "không khớp" in resp.text
@@ -491,7 +491,7 @@ def test_policy_editor_shows_validation_errors(server, world):
     assert "Phiên bản iPadOS tối thiểu" in page.text
     # Editing with a stale version is refused (someone else saved meanwhile).
     resp = sec.post(policy_url, {"body": json.dumps({**good, "grace_hours": 24}), "version": "0"})
-    assert resp.status_code == 400 and "version" in resp.text
+    assert resp.status_code == 409 and "người khác sửa" in resp.text
     resp = sec.post(policy_url, {"body": json.dumps({**good, "grace_hours": 24}), "version": "1"})
     assert resp.status_code == 302
     auditor = client_for(server, "auditor")

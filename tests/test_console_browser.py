@@ -226,7 +226,7 @@ def test_dashboard_shows_devices_needing_action_and_compliance_over_time(server,
                       "lost_mode": "1"}, counts
     bars = browser.find_elements(By.CSS_SELECTOR, "#compliance-chart rect")
     assert len(bars) >= 3  # today's day at least: three stacked parts
-    assert "Thiết bị cần xử lý" in browser.page_source and "not_seen" not in browser.find_element(By.ID, "needs").text
+    assert "Cần xử lý" in browser.page_source and "not_seen" not in browser.find_element(By.ID, "needs").text
     SCREENSHOTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / "dashboard-vi.png"))
     _click(browser, "need-lost_mode")
@@ -236,8 +236,100 @@ def test_dashboard_shows_devices_needing_action_and_compliance_over_time(server,
     assert "Đang ở chế độ mất" in browser.find_element(By.ID, "need-filter").text
     browser.get(server.url + "/console/")
     _click(browser, "lang-en")
-    _wait(lambda: "Devices needing action" in browser.page_source, what="the English dashboard")
+    _wait(lambda: "Needing action" in browser.page_source, what="the English dashboard")
     assert "Not seen for 3 days or more" in browser.find_element(By.ID, "needs").text
     browser.save_screenshot(str(SCREENSHOTS / "dashboard-en.png"))
     for sim in sims:
         sim.close()
+
+
+def test_ipad_handed_over_with_a_usb_token_in_the_browser(server, browser, tmp_path):
+    """#18: the IT officer registers a leader's signing USB token, hands it over with the iPad on one
+    minute, and reads the registry in Vietnamese and English (screenshots in test-screenshots/)."""
+    import subprocess
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.test_console_support import client_for, enroll_recorded
+    from tests.test_usb_tokens import der, leader_cert, make_state_ca
+
+    world = seed(server)
+    ca = make_state_ca()
+    cert_file = tmp_path / "nguyen-van-an.cer"
+    cert_file.write_bytes(der(leader_cert(ca, "Nguyễn Văn An", days=400)))
+    admin_http = client_for(server, "admin")
+    sim, record_id = enroll_recorded(server, admin_http, world["units"]["TCCB"])
+    admin_http.close()
+    _login(browser, server, "admin")
+    _click(browser, "nav-usb-tokens")
+    _click(browser, "usb-token-new")
+    browser.find_element(By.ID, "serial_number").send_keys("TK7788")
+    browser.find_element(By.ID, "kind").send_keys("Token Ban Cơ yếu")
+    browser.find_element(By.ID, "certificate").send_keys(str(cert_file))
+    _click(browser, "usb-token-submit")
+    _expect_text(browser, "token-state", "Trong kho")
+    _expect_text(browser, "cert-holder", "Nguyễn Văn An")
+    # The iPad's record: assign, then hand over with the token on the same minute.
+    browser.get(f"{server.url}/console/handover/{record_id}")
+    Select(browser.find_element(By.ID, "leader_id")).select_by_value(str(world["leader_a"]))
+    _click(browser, "action-assign")
+    _expect_text(browser, "leader", "Nguyễn Văn An")
+    Select(browser.find_element(By.ID, "hand_over-usb_token")).select_by_visible_text(
+        browser.find_element(By.CSS_SELECTOR, "#hand_over-usb_token option:nth-child(2)").text)
+    browser.find_element(By.ID, "hand_over-accessories").send_keys("Sạc, cáp USB-C, USB token")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "handover-with-usb-token-vi.png"))
+    _click(browser, "action-hand_over")
+    _expect_text(browser, "record-state", "Đã bàn giao")
+    browser.find_element(By.CSS_SELECTOR, "a.minute").click()
+    minute = _download(browser, "bien-ban-ban-giao-*.pdf")
+    text = subprocess.run(["pdftotext", "-layout", str(minute), "-"], capture_output=True, text=True, check=True).stdout
+    assert "TK7788" in text and "bàn giao kèm theo" in text
+    _click(browser, "nav-usb-tokens")
+    table = _text(browser, "usb-tokens")
+    assert "TK7788" in table and "Đã bàn giao" in table and "Nguyễn Văn An" in table
+    browser.save_screenshot(str(SCREENSHOTS / "usb-tokens-vi.png"))
+    _click(browser, "lang-en")
+    _wait(lambda: "Signing USB tokens" in browser.page_source, what="the English registry")
+    assert "Handed over" in _text(browser, "usb-tokens")
+    browser.save_screenshot(str(SCREENSHOTS / "usb-tokens-en.png"))
+    sim.close()
+
+
+def test_security_officer_writes_a_policy_with_the_form(server, browser):
+    """#18, item 3, in the browser: rules with their parameters, a mistake explained in Vietnamese, the
+    saved policy shown back, the English switch (screenshots in test-screenshots/)."""
+    from selenium.webdriver.common.by import By
+
+    seed(server)
+    _login(browser, server, "security")
+    _click(browser, "nav-policies")
+    _click(browser, "policy-new")
+    browser.find_element(By.ID, "policy-name").send_keys("iPad lãnh đạo — tối thiểu")
+    hours = browser.find_element(By.ID, "rule-last_checkin_within_hours-hours")
+    _click(browser, "rule-last_checkin_within_hours")
+    hours.clear()
+    hours.send_keys("ba ngày")
+    _click(browser, "rule-passcode_present")
+    _click(browser, "action-cut_vpn")
+    _click(browser, "assign-all")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "policy-form-vi.png"))
+    _click(browser, "policy-save")
+    error = _wait(lambda: _text(browser, "error"), what="the form's error")
+    assert "Kết nối định kỳ với máy chủ" in error and "cần một số nguyên" in error
+    assert browser.find_element(By.ID, "policy-name").get_attribute("value") == "iPad lãnh đạo — tối thiểu"
+    browser.save_screenshot(str(SCREENSHOTS / "policy-form-error-vi.png"))
+    hours = browser.find_element(By.ID, "rule-last_checkin_within_hours-hours")
+    hours.clear()
+    hours.send_keys("72")
+    _click(browser, "policy-save")
+    _wait(lambda: "/console/policies/" in browser.current_url and "/new" not in browser.current_url, what="saved")
+    assert browser.find_element(By.ID, "rule-last_checkin_within_hours").is_selected()
+    assert browser.find_element(By.ID, "rule-last_checkin_within_hours-hours").get_attribute("value") == "72"
+    assert browser.find_element(By.ID, "action-cut_vpn").is_selected()
+    _click(browser, "lang-en")
+    _wait(lambda: "Recent check-in" in browser.page_source, what="the English form")
+    assert "Cut the VPN" in browser.page_source and "Remediation period (hours)" in browser.page_source
+    browser.save_screenshot(str(SCREENSHOTS / "policy-form-en.png"))

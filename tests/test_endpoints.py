@@ -86,7 +86,7 @@ def test_console_leaders_policies_and_command_status(server, enrolled):
         saved = api.get(f"/api/v1/policies/{policy['id']}").json()
     assert saved["grace_hours"] == 12 and saved["version"] == policy["version"] + 1
     stale = security.post(f"/console/policies/{policy['id']}", {"body": json.dumps(body), "version": policy["version"]})
-    assert stale.status_code == 400  # edited meanwhile: reload and apply again
+    assert stale.status_code == 409  # edited meanwhile: reload and apply again
     assert admin.post(f"/console/policies/{policy['id']}", {"body": "{}", "version": "1"}).status_code == 403
 
     with server.session() as s:

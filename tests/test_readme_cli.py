@@ -101,6 +101,11 @@ def test_readme_first_steps_run_in_order_on_a_fresh_instance(tmp_path):
                 seen["TOKEN_ID"] = ids[0]
             elif "enroll-token revoke" in line:
                 assert f"#{seen['TOKEN_ID']} revoked" in out
+            elif "usb-token add" in line:
+                token = json.loads(out)
+                assert token["state"] == "in_stock" and token["serial_number"] == "TK000123" and token["certificate"] is None
+            elif "usb-token list" in line:
+                assert json.loads(out) == []  # no certificate on record yet: nothing can be expiring
         log = log_path.read_text()
         assert log.count("Apple push notifications are off") <= 1
     finally:

@@ -67,6 +67,7 @@ def test_unit_scoped_tokens_role_by_unit_matrix(server):
     device_routes = [(m, p) for m, p in routes if "<udid>" in p]
     # Routes that look their device up through mdm.scope or filter by the token's unit.
     unit_aware = {("GET", "/api/v1/devices"), ("GET", "/api/v1/vpn/peers"), ("POST", "/api/v1/enrollment-tokens"),
+                  ("GET", "/api/v1/enrollment-tokens"), ("POST", "/api/v1/enrollment-tokens/<int:token_id>/revoke"),
                   ("POST", "/api/v1/api-tokens"), ("GET", "/api/v1/commands/<command_uuid>"),
                   ("POST", "/api/v1/identities/<serial>/revoke")}
     for role in ("it_admin", "security_officer", "auditor", "leader"):
@@ -104,6 +105,12 @@ def test_unit_scoped_tokens_role_by_unit_matrix(server):
     # Enrollment into its own unit only; tokens it mints stay in its unit and role.
     assert admin.post("/api/v1/enrollment-tokens", json={"unit": "HC"}).status_code == 403
     assert admin.post("/api/v1/enrollment-tokens", json={}).json()["unit"] == "TCCB"
+    # Listing and revoking enrollment tokens stay inside the unit too.
+    foreign_token = api(server, "it_admin").post("/api/v1/enrollment-tokens", json={"unit": "HC"}).json()
+    listed = admin.get("/api/v1/enrollment-tokens").json()["enrollment_tokens"]
+    assert listed and {t["unit"] for t in listed} == {"TCCB"}
+    assert foreign_token["id"] not in {t["id"] for t in listed}
+    assert admin.post(f"/api/v1/enrollment-tokens/{foreign_token['id']}/revoke").status_code == 404
     assert admin.post("/api/v1/api-tokens", json={"name": "x", "unit": "HC"}).status_code == 403
     assert admin.post("/api/v1/api-tokens", json={"name": "x", "role": "security_officer"}).status_code == 403
     minted = admin.post("/api/v1/api-tokens", json={"name": "tccb-reader"})
