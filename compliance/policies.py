@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.models import Unit
+from ipad_mdm.refusal import Refusal
 from ipad_mdm.timefmt import iso
 
 from . import clock
@@ -29,15 +30,8 @@ class PolicyNotFound(LookupError):
     pass
 
 
-class PolicyConflict(Exception):
+class PolicyConflict(Refusal):
     """The name is taken, or the policy changed since the editor loaded it (409)."""
-
-    def __init__(self, message: str, vi: str | None = None):
-        super().__init__(message)
-        self.vi = vi or message
-
-    def message(self, lang: str) -> str:
-        return self.vi if lang == "vi" else str(self)
 
 
 def _hours(field: str, value: Any, *, nullable: bool) -> int | None:

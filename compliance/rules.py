@@ -42,17 +42,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ipad_mdm.refusal import Refusal
 
-class PolicyInputError(ValueError):
+
+class PolicyInputError(Refusal):
     """Invalid policy input; the message names the offending field (English, and Vietnamese for people
     reading the console in Vietnamese)."""
-
-    def __init__(self, message: str, vi: str | None = None):
-        super().__init__(message)
-        self.vi = vi or message
-
-    def message(self, lang: str) -> str:
-        return self.vi if lang == "vi" else str(self)
 
 
 def vn_int(n: int) -> str:

@@ -267,7 +267,7 @@ def assign(session: Session, record: DeviceRecord, leader, *, by: str) -> Handov
     try:
         gw.assign_device(session, device, leader, by=f"console:{by}")
     except gw.GatewayError as exc:
-        raise TransitionRefused(f"Không gán được: {exc}", f"Cannot assign: {exc}") from None
+        raise TransitionRefused(f"Không gán được: {exc.message('vi')}", f"Cannot assign: {exc}") from None
     record.leader_id = leader.id
     return _transition(session, record, "assign", by=by, note=f"{leader.full_name} (#{leader.id})")
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.refusal import Refusal
 
 log = logging.getLogger("console.integrations")
 
@@ -22,7 +23,7 @@ MIMETYPES = {"pdf": "application/pdf", "html": "text/html", "csv": "text/csv",
              "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
-class ReportRequestError(ValueError):
+class ReportRequestError(Refusal):
     pass
 
 
@@ -64,7 +65,7 @@ def start_generation(instance, dispatcher, *, kind: str, period: str, lang: str,
     try:
         kind, period, lang, formats = rservice.normalise(kind, period, lang, formats)
     except rservice.ReportInputError as exc:
-        raise ReportRequestError(str(exc)) from None
+        raise ReportRequestError(str(exc), exc.vi) from None
     with instance.database.session() as s:
         row, must_run = rservice.request_report(s, kind, period, lang, formats, by, regenerate=regenerate)
         report_id = row.id
@@ -97,7 +98,8 @@ def set_classification(session: Session, doc, classification: str, *, by: str) -
     from document_gateway import service as gw
 
     if not can_set_classification():
-        raise gw.GatewayError("changing a document's classification is not available", 501)
+        raise gw.GatewayError("changing a document's classification is not available", 501,
+                              vi="Chưa hỗ trợ đổi mức độ mật của tài liệu.")
     gw.set_classification(session, doc, classification, by=by)
 
 

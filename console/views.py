@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import time
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from .web import (
     _end_session,
     bp,
     can,
+    command_label,
     label,
     lang,
     principal,
@@ -330,6 +332,25 @@ def command_status(command_uuid):
                         "label": label(COMMAND_STATUS_LABELS, cmd.status)})
 
 
+# What the protocol layer says about a command's parameters (English, for the API), said to people.
+_COMMAND_REFUSALS = (
+    (re.compile(r"PIN must be six digits"), "Mã PIN phải gồm đúng 6 chữ số.", "The PIN must be six digits."),
+    (re.compile(r"Message or PhoneNumber is required"),
+     "Vui lòng nhập nội dung thông báo hoặc số điện thoại hiển thị trên iPad.",
+     "Enter the message or the phone number shown on the iPad."),
+    (re.compile(r"(\w+) longer than (\d+) characters"), "Nội dung nhập quá dài (tối đa {1} ký tự).",
+     "Too long ({1} characters at most)."),
+)
+
+
+def command_refusal(message: str) -> str:
+    for pattern, vi, en in _COMMAND_REFUSALS:
+        m = pattern.search(message)
+        if m:
+            return tr(vi.format(*m.groups()), en.format(*m.groups()))
+    return tr("Lệnh không hợp lệ. Vui lòng kiểm tra các thông tin đã nhập.", "Invalid command: " + message)
+
+
 def _command_params(request_type: str) -> dict | None:
     form = request.form
     if request_type == "DeviceLock":
@@ -384,9 +405,11 @@ def send_command(udid):
             flash(exc.message(lang()), "error")
             return redirect(url_for("console.device_page", udid=udid))
         except (protocol.ProtocolError, ValueError) as exc:
-            flash(tr("Lệnh không hợp lệ: ", "Invalid command: ") + str(exc), "error")
+            log.warning("command %s for %s refused: %s", request_type, udid, exc)
+            flash(command_refusal(str(exc)), "error")
             return redirect(url_for("console.device_page", udid=udid))
-    flash(tr(f"Đã xếp hàng lệnh {request_type} ({cmd_uuid}).", f"{request_type} queued ({cmd_uuid})."))
+    name = command_label(request_type)
+    flash(tr(f"Đã xếp hàng lệnh “{name}” ({cmd_uuid}).", f"“{name}” queued ({cmd_uuid})."))
     return redirect(url_for("console.device_page", udid=udid))
 
 

@@ -179,7 +179,7 @@ def documents():
             flash(tr("Đã cập nhật tài liệu.", "Document updated."))
             return redirect(url_for("console.documents", **request.args))
         except gw.GatewayError as exc:
-            error = str(exc)
+            error = exc.message(lang())
     page, offset = _page_args()
     classification = request.args.get("classification", "")
     with unit_of_work() as s:
@@ -269,7 +269,7 @@ def report_generate():
         report_id = integrations.start_generation(instance(), dispatcher(), kind=kind, period=period, lang=report_lang,
                                                     formats=formats, by=principal())
     except integrations.ReportRequestError as exc:
-        flash(str(exc), "error")
+        flash(exc.message(lang()), "error")
         return redirect(url_for("console.reports")), 303
     flash(tr("Đã bắt đầu lập báo cáo; trang sẽ tự cập nhật khi xong.",
              "Report generation started; this page updates when it is done."))

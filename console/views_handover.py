@@ -13,7 +13,7 @@ from ipad_mdm.web import hooks, instance, int_arg, push_after_commit, unit_of_wo
 from . import handover, pdf
 from .models import DeviceRecord, HandoverEvent
 from .views import PAGE_SIZE, _page_args
-from .web import bp, can, lang, render_page, requires, tr
+from .web import bp, can, label, lang, render_page, requires, tr
 
 
 def _record_or_404(s, record_id: int) -> DeviceRecord:
@@ -184,3 +184,55 @@ def handover_action(record_id, action):
         return _render_record(record_id, error=exc.message(lang())), 409
     flash(tr("Đã cập nhật: ", "Updated: ") + handover.ACTION_LABELS[action][0 if lang() == "vi" else 1])
     return redirect(url_for("console.handover_record", record_id=record_id)), 303
+
+
+# ------------------------------------------------------------------ enrollment tokens
+TOKEN_STATE_LABELS = {"usable": ("Chưa dùng", "Not used yet"), "profile_fetched": ("iPad đang cài đặt", "iPad enrolling"),
+                      "used": ("Đã dùng", "Used"), "expired": ("Đã hết hạn", "Expired"), "revoked": ("Đã huỷ", "Cancelled")}
+
+
+@bp.get("/enrollment-tokens")
+@requires("handover.read")
+def enrollment_tokens():
+    """Enrollment tokens (console, CLI or API made): which could still enroll an iPad, and cancelling one
+    (a lost QR code or printed link) at once. The token itself is never shown again."""
+    from mdm import service as mdm_service
+
+    page, offset = _page_args()
+    include_spent = request.args.get("all") == "1"
+    with unit_of_work() as s:
+        total, rows = mdm_service.list_enrollment_tokens(s, include_spent=include_spent, limit=PAGE_SIZE, offset=offset)
+        units = {u.code: u for u in s.scalars(select(Unit))}
+    return render_page("enrollment_tokens.html", rows=rows, total=total, page=page, units=units,
+                       pages=max(1, math.ceil(total / PAGE_SIZE)), f={"all": "1" if include_spent else ""},
+                       token_state_label=lambda v: label(TOKEN_STATE_LABELS, v), creator=_creator)
+
+
+def _creator(by: str | None) -> str:
+    """Who made a token, for people: an account's name, "Dòng lệnh (CLI)", "API: <token name>"."""
+    by = by or ""
+    if by == "cli":
+        return tr("Dòng lệnh (CLI)", "Command line")
+    if by.startswith(("user:", "console:")):
+        return by.split(":", 1)[1]
+    if by.startswith("api:"):
+        return "API: " + by.split(":", 1)[1]
+    return by
+
+
+@bp.post("/enrollment-tokens/<int:token_id>/revoke")
+@requires("handover.write")
+def enrollment_token_revoke(token_id):
+    from mdm import service as mdm_service
+
+    try:
+        with unit_of_work() as s:
+            mdm_service.revoke_enrollment_token(s, token_id)
+    except mdm_service.NotFound:
+        abort(404)
+    except ValueError:
+        flash(tr("Mã này đã được iPad sử dụng; không huỷ được. Để thu hồi quyền của iPad, vui lòng loại bỏ thiết bị.",
+                 "An iPad has already used this token; to take the iPad's access away, retire it."), "error")
+        return redirect(url_for("console.enrollment_tokens")), 303
+    flash(tr(f"Đã huỷ mã cài đặt số {token_id}: mã không còn dùng được.", f"Enrollment token #{token_id} cancelled."))
+    return redirect(url_for("console.enrollment_tokens")), 303

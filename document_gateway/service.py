@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
+from ipad_mdm.refusal import Refusal
 from mdm import Device
 
 from . import filetypes, signatures
@@ -27,11 +28,11 @@ from .storage import DocumentStore
 log = logging.getLogger("document_gateway")
 
 
-class GatewayError(ValueError):
+class GatewayError(Refusal):
     """Bad input to a service function; `status` is the HTTP status the API answers."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
+    def __init__(self, message: str, status: int = 400, vi: str | None = None):
+        super().__init__(message, vi)
         self.status = status
 
 
@@ -122,7 +123,7 @@ def _unit(session: Session, unit) -> Unit:
     elif isinstance(unit, str) and unit:
         row = session.scalar(select(Unit).where(Unit.code == unit))
     if row is None:
-        raise GatewayError(f"unknown unit {unit!r}")
+        raise GatewayError(f"unknown unit {unit!r}", vi=f"Không có đơn vị “{unit}”.")
     return row
 
 
@@ -130,11 +131,12 @@ def create_leader(session: Session, full_name: str, unit, role: str, *, title: s
                   created_by: str = "") -> Leader:
     full_name = (full_name or "").strip()
     if not full_name or len(full_name) > 255:
-        raise GatewayError("full_name is required (at most 255 characters)")
+        raise GatewayError("full_name is required (at most 255 characters)",
+                           vi="Vui lòng nhập họ và tên (tối đa 255 ký tự).")
     if role not in LEADER_ROLES:
-        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}")
+        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}", vi="Vui lòng chọn chức vụ trong danh sách.")
     if not isinstance(title, str) or len(title) > 255:
-        raise GatewayError("title must be a string of at most 255 characters")
+        raise GatewayError("title must be a string of at most 255 characters", vi="Chức danh dài tối đa 255 ký tự.")
     leader = Leader(full_name=full_name, title=title.strip(), unit_id=_unit(session, unit).id, role=role,
                     active=bool(active), created_by=created_by[:128])
     session.add(leader)
@@ -150,7 +152,7 @@ def _assigned_device_ids(session: Session, leader_id: int) -> list[int]:
 def update_leader(session: Session, leader: Leader, **changes) -> Leader:
     """Change active / role / unit_id / title / full_name; devices of the leader re-decide at once."""
     if "role" in changes and changes["role"] not in LEADER_ROLES:
-        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}")
+        raise GatewayError(f"role must be one of {', '.join(LEADER_ROLES)}", vi="Vui lòng chọn chức vụ trong danh sách.")
     if "unit" in changes:
         changes["unit_id"] = _unit(session, changes.pop("unit")).id
     for key in ("full_name", "title", "role", "unit_id", "active"):
@@ -177,9 +179,10 @@ def _lock_device(session: Session, device: Device) -> None:
 def assign_device(session: Session, device: Device, leader: Leader, *, by: str = "") -> DeviceAssignment:
     """Hand `device` to `leader`, closing any previous open assignment of the device."""
     if not leader.active:
-        raise GatewayError("leader is not active", 409)
+        raise GatewayError("leader is not active", 409, vi="Lãnh đạo này đã ngừng sử dụng hệ thống.")
     if device.enrollment_state in ("retired", "checked_out"):
-        raise GatewayError(f"device is {device.enrollment_state}", 409)
+        raise GatewayError(f"device is {device.enrollment_state}", 409,
+                           vi="Thiết bị đã bị loại bỏ hoặc đã gỡ quản lý: không gán cho lãnh đạo được.")
     _lock_device(session, device)
     now = utcnow()
     previous = current_assignment(session, device.id)
@@ -249,13 +252,14 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
 
     title = (title or "").strip()
     if not title or len(title) > 500:
-        raise GatewayError("title is required (at most 500 characters)")
+        raise GatewayError("title is required (at most 500 characters)", vi="Vui lòng nhập tiêu đề (tối đa 500 ký tự).")
     if classification not in CLASSIFICATIONS:
-        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
+        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}",
+                           vi="Vui lòng chọn mức độ mật trong danh sách.")
     roles = sorted(set(visible_roles or ()))
     bad = [r for r in roles if r not in LEADER_ROLES]
     if bad:
-        raise GatewayError(f"unknown role(s) {', '.join(bad)}")
+        raise GatewayError(f"unknown role(s) {', '.join(bad)}", vi="Có chức vụ không nằm trong danh sách.")
     owner = _unit(session, unit)
     shared = sorted({_unit(session, u).id for u in shared_units or ()} - {owner.id})
     filename = safe_filename(filename)
@@ -265,7 +269,7 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
         raise GatewayError(str(exc), 413) from None
     try:
         if size == 0:
-            raise GatewayError("empty file")
+            raise GatewayError("empty file", vi="Tệp trống.")
         try:
             ftype = filetypes.check(tmp, size, filename)
         except filetypes.Rejected as exc:
@@ -293,7 +297,8 @@ def set_classification(session: Session, doc: Document, classification: str, *, 
     """Reclassify a document. Takes effect on the next request: the gate reads the
     classification from the database on every request (secret is never served)."""
     if classification not in CLASSIFICATIONS:
-        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}")
+        raise GatewayError(f"classification must be one of {', '.join(CLASSIFICATIONS)}",
+                           vi="Vui lòng chọn mức độ mật trong danh sách.")
     old = doc.classification
     if old != classification:
         doc.classification = classification

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ipad_mdm.db import Database, utcnow
 from ipad_mdm.files import private_dir, write_atomic
 from ipad_mdm.timefmt import iso
+from ipad_mdm.refusal import Refusal
 
 from . import assessment, render
 from .metrics import MetricOptions
@@ -39,25 +40,27 @@ STALE_AFTER = dt.timedelta(minutes=30)
 Progress = Callable[[str], None] | None
 
 
-class ReportInputError(ValueError):
+class ReportInputError(Refusal):
     """Bad kind / period / lang / formats; the message names the field."""
 
 
 def normalise(kind: str, period: str, lang: str = "vi", formats: Iterable[str] | str | None = None) -> tuple[str, str, str, list[str]]:
     if kind not in KINDS:
-        raise ReportInputError(f"kind must be one of {', '.join(KINDS)}")
+        raise ReportInputError(f"kind must be one of {', '.join(KINDS)}", "Vui lòng chọn loại báo cáo (tháng hoặc năm).")
     try:
         period = str(Month.parse(period)) if kind == "monthly" else str(parse_year(period))
     except ValueError as exc:
-        raise ReportInputError(f"period: {exc}") from None
+        raise ReportInputError(f"period: {exc}", "Kỳ báo cáo không hợp lệ: vui lòng nhập tháng dạng 2026-10 "
+                                                 "hoặc năm dạng 2026.") from None
     if lang not in LANGS:
-        raise ReportInputError(f"lang must be one of {', '.join(LANGS)}")
+        raise ReportInputError(f"lang must be one of {', '.join(LANGS)}", "Vui lòng chọn ngôn ngữ của báo cáo.")
     if formats is None or formats == "":
         formats = list(FORMATS)
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     if not isinstance(formats, (list, tuple)) or not formats or any(f not in FORMATS for f in formats):
-        raise ReportInputError(f"formats must be a non-empty subset of {', '.join(FORMATS)}")
+        raise ReportInputError(f"formats must be a non-empty subset of {', '.join(FORMATS)}",
+                               "Vui lòng chọn ít nhất một định dạng (PDF, HTML, XLSX, CSV).")
     return kind, period, lang, [f for f in FORMATS if f in formats]  # canonical order, no duplicates
 
 
@@ -130,7 +133,7 @@ def build_report(db: Database, kind: str, period: str, lang: str, formats: list[
     issued_on = issued_on or local_date(as_of)
     end = period_end(kind, period)
     if as_of <= (Month.parse(period).start if kind == "monthly" else Month(parse_year(period), 1).start):
-        raise ReportInputError(f"period: {period} has not begun yet")
+        raise ReportInputError(f"period: {period} has not begun yet", f"Kỳ {period} chưa bắt đầu: chưa có gì để báo cáo.")
     bound = None if as_of >= end else as_of
     with _snapshot(db) as conn:
         if kind == "monthly":

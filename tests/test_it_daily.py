@@ -187,11 +187,12 @@ def _visible_text(html: str) -> str:
             super().__init__()
             self.parts, self.skip = [], 0
 
+        # A policy's JSON view is code on purpose (the advanced view next to the form).
         def handle_starttag(self, tag, attrs):
-            self.skip += tag in ("script", "style", "title")
+            self.skip += tag in ("script", "style", "title") or (tag == "textarea" and ("id", "policy-body") in attrs)
 
         def handle_endtag(self, tag):
-            self.skip -= tag in ("script", "style", "title")
+            self.skip -= tag in ("script", "style", "title", "textarea") and self.skip > 0
 
         def handle_data(self, data):
             if not self.skip:
@@ -218,10 +219,17 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
     admin = client_for(server, "admin")
     admin.post(f"/console/handover/{record_id}/set_unit", {"unit_id": world["units"]["TCCB"]})
     admin.post(f"/console/devices/{sim.udid}/commands", {"request_type": "SecurityInfo"})
+    from usb_tokens import service as tokens
+
+    with server.session() as s:
+        token = tokens.register(s, serial_number="TK-CRAWL", kind="Token", by="cli")
+        tokens.report_lost(s, token, by="cli", circumstances="Thử nghiệm")
+        token_id = token.id
     pages = ["/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
              f"/console/handover/{record_id}", "/console/leaders", "/console/units", "/console/policies",
              "/console/reports", "/console/audit", "/console/documents", "/console/security-events",
-             "/console/apps", "/console/declarations"]
+             "/console/apps", "/console/declarations", "/console/enrollment-tokens?all=1", "/console/usb-tokens",
+             "/console/policies/new", f"/console/usb-tokens/{token_id}"]
     seen = 0
     for user in ("admin", "security", "auditor"):
         client = client_for(server, user)
@@ -236,3 +244,46 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
         client.close()
     assert seen >= 30
     sim.close()
+
+
+def test_console_refusals_are_in_vietnamese_and_enrollment_tokens_are_managed(server, enrolled):
+    """#18, items 7-8: refusals from the command, report and gateway layers reach people in their language;
+    enrollment tokens are listed and cancelled from the console."""
+    from document_gateway import service as gw
+    from mdm import service as mdm_service
+
+    world = seed(server)
+    with server.session() as s:
+        usable = mdm_service.create_enrollment(s, server.instance.settings, unit_code="TCCB", created_by="cli")["id"]
+    admin, sec, auditor = client_for(server, "admin"), client_for(server, "security"), client_for(server, "auditor")
+    page = admin.get("/console/enrollment-tokens").text
+    assert f'id="token-{usable}"' in page and "Chưa dùng" in page and "Dòng lệnh (CLI)" in page
+    assert ">usable<" not in page and ">cli<" not in page
+    assert auditor.post(f"/console/enrollment-tokens/{usable}/revoke").status_code == 403
+    assert admin.post(f"/console/enrollment-tokens/{usable}/revoke").status_code == 303
+    with server.session() as s:
+        assert all(t["id"] != usable for t in mdm_service.list_enrollment_tokens(s)[1])
+    assert "Đã huỷ" in admin.get("/console/enrollment-tokens?all=1").text
+    assert admin.post("/console/enrollment-tokens/99999999/revoke").status_code == 404
+
+    # A command with a bad PIN: the reason in Vietnamese, nothing queued.
+    r = admin.post(f"/console/devices/{enrolled.udid}/commands",
+                   {"request_type": "DeviceLock", "confirm": "1", "confirm_serial": enrolled.serial, "PIN": "12"},
+                   follow_redirects=True)
+    assert "Mã PIN phải gồm đúng 6 chữ số." in r.text and "must be six digits" not in r.text
+    # A report period that is not one.
+    r = sec.post("/console/reports/generate", {"kind": "monthly", "period": "tháng mười"}, follow_redirects=True)
+    assert "Kỳ báo cáo không hợp lệ" in r.text and "period:" not in r.text
+    # The gateway's refusal inside a handover step: an inactive leader.
+    with server.session() as s:
+        from document_gateway import Leader
+
+        gw.update_leader(s, s.get(Leader, world["leader_b"]), active=False)
+    from tests.test_console_support import enroll_recorded
+
+    sim, record_id = enroll_recorded(server, admin, world["units"]["HC"])
+    r = admin.post(f"/console/handover/{record_id}/assign", {"leader_id": world["leader_b"]})
+    assert r.status_code == 409 and "Lãnh đạo này đã ngừng sử dụng hệ thống." in r.text and "not active" not in r.text
+    sim.close()
+    for c in (admin, sec, auditor):
+        c.close()
