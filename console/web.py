@@ -109,6 +109,16 @@ LEADER_RANK_LABELS = {
 VPN_STATE_LABELS = {"active": ("Đang hoạt động", "Active"), "cut": ("Đã cắt kết nối", "Cut"),
                     "removed": ("Đã gỡ bỏ", "Removed")}
 VPN_KIND_LABELS = {"wireguard": ("WireGuard", "WireGuard"), "ikev2": ("IKEv2 (chứng thư số)", "IKEv2 (certificate)")}
+REVOCATION_REASON_LABELS = {
+    "unspecified": ("Không nêu lý do", "Unspecified"), "keyCompromise": ("Lộ khóa bí mật", "Key compromise"),
+    "affiliationChanged": ("Thay đổi đơn vị quản lý", "Affiliation changed"),
+    "superseded": ("Đã được cấp chứng thư mới thay thế", "Superseded by a new certificate"),
+    "cessationOfOperation": ("Thiết bị ngừng sử dụng (đã loại bỏ)", "The device is out of service (retired)"),
+    "certificateHold": ("Tạm dừng hiệu lực", "On hold"),
+    "privilegeWithdrawn": ("Bị rút quyền (phát hiện chiếm quyền định danh)", "Privilege withdrawn (takeover attempt)"),
+}
+AUDIT_ACTION_LABELS = {"list": ("Xem danh sách tài liệu", "List documents"), "view": ("Mở tài liệu", "Open a document")}
+DECISION_LABELS = {"allow": ("Cho phép", "Allowed"), "deny": ("Từ chối", "Denied")}
 STAGE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "general": ("Triển khai chung", "General rollout")}
 
 
@@ -266,7 +276,29 @@ def _context():
         "classification_label": lambda v: label(CLASSIFICATION_LABELS, v),
         "signature_label": lambda v: label(SIGNATURE_LABELS, v), "model_label": _model_label,
         "command_status_label": lambda v: label(COMMAND_STATUS_LABELS, v), "command_label": command_label, "model_mismatch": model_mismatch,
+        "revocation_label": lambda v: label(REVOCATION_REASON_LABELS, v), "vpn_reason_label": vpn_reason_label,
+        "audit_action_label": lambda v: label(AUDIT_ACTION_LABELS, v), "decision_label": lambda v: label(DECISION_LABELS, v),
+        "gateway_reason_label": gateway_reason_label,
     }
+
+
+def vpn_reason_label(reason: str | None) -> str:
+    """Why a VPN peer was cut or removed: the compliance verdict in words; an operator's own words as typed."""
+    if not reason:
+        return ""
+    if reason.startswith("compliance verdict "):
+        state = reason.rsplit(" ", 1)[1]
+        return tr("Không đáp ứng chính sách tuân thủ: ", "Compliance verdict: ") + label(VERDICT_LABELS, state)
+    if reason in REVOCATION_REASON_LABELS:
+        return label(REVOCATION_REASON_LABELS, reason)
+    return reason
+
+
+def gateway_reason_label(code: str | None) -> str:
+    from document_gateway import i18n
+
+    vi, _fix_vi, en, _fix_en = i18n.texts(code or "")
+    return (vi if lang() == "vi" else en).rstrip(".")
 
 
 def command_label(request_type: str | None) -> str:

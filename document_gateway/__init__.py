@@ -7,6 +7,7 @@ Public surface
                  state when the caller's transaction commits), refresh_access
   audit          the keyed, append-only decision log and its signed checkpoints
   policy         ROLE_CLEARANCE / OFFICE_WIDE_ROLES: the classification matrix
+  i18n           texts(reason code) -> the reason and the fix, in Vietnamese and English
   models         Leader, DeviceAssignment, Document, GatewayAuditEvent, AuditCheckpoint,
                  LEADER_ROLES, CLASSIFICATIONS
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
-from . import audit, policy, service
+from . import audit, i18n, policy, service
 from .models import (
     CLASSIFICATIONS,
     LEADER_ROLES,
@@ -32,7 +33,7 @@ from .models import (
     Leader,
 )
 
-__all__ = ["MANIFEST", "register", "audit", "policy", "service", "CLASSIFICATIONS", "LEADER_ROLES",
+__all__ = ["MANIFEST", "register", "audit", "i18n", "policy", "service", "CLASSIFICATIONS", "LEADER_ROLES",
            "AuditCheckpoint", "DeviceAssignment", "Document", "GatewayAuditEvent", "Leader"]
 
 MANIFEST = Manifest(name="document_gateway", register="document_gateway:register",

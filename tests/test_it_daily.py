@@ -175,7 +175,9 @@ RAW_CODES = re.compile(
     r"\b(acknowledged|active|wireguard|ikev2|monthly|yearly|director|minister|vice_minister|deputy_director|"
     r"non_compliant|compliant|grace|blocked|unknown|queued|sent|notnow|pending|running|done|failed|revoked|"
     r"superseded|supervised|public|internal|confidential|secret|it_admin|security_officer|auditor|leader|"
-    r"enrolled|authenticated|retired|checked_out|adopted|off_demo|True|False|None|null)\b")
+    r"enrolled|authenticated|retired|checked_out|adopted|off_demo|True|False|None|null|allow|deny|"
+    r"cessationOfOperation|privilegeWithdrawn|keyCompromise|unspecified|in_stock|handed_over|lost|"
+    r"compliance verdict)\b")
 ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 
@@ -221,6 +223,22 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
     admin.post(f"/console/devices/{sim.udid}/commands", {"request_type": "SecurityInfo"})
     from usb_tokens import service as tokens
 
+    # A gateway refusal in the audit log, a superseded identity certificate, a VPN peer cut by compliance.
+    with server.http() as anonymous:
+        assert anonymous.get("/docs/").status_code in (401, 403)
+    from mdm import service as mdm_service
+    from mdm.models import Device
+    from vpn import cut_peer
+
+    with server.session() as s:
+        reenroll = mdm_service.create_reenrollment(s, server.instance.settings, sim.udid, created_by="cli")
+    again = server.simulator(udid=sim.udid, serial=sim.serial)
+    again.enroll(reenroll["url"])
+    server.wait_pushes()
+    again.process_commands()
+    with server.session() as s:
+        device = s.scalar(select(Device).where(Device.udid == sim.udid))
+        cut_peer(s, server.instance, device, "compliance verdict non_compliant", by="compliance")
     with server.session() as s:
         token = tokens.register(s, serial_number="TK-CRAWL", kind="Token", by="cli")
         tokens.report_lost(s, token, by="cli", circumstances="Thử nghiệm")
@@ -241,8 +259,13 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
             text = _visible_text(r.text)
             assert not RAW_CODES.findall(text), (user, path, sorted(set(RAW_CODES.findall(text))))
             assert not ISO_TIME.findall(text), (user, path, ISO_TIME.findall(text)[:3])
+            if path == f"/console/devices/{sim.udid}":
+                assert "Đã được cấp chứng thư mới thay thế" in text and "Không đáp ứng chính sách tuân thủ" in text
+            if path == "/console/audit":
+                assert "Từ chối" in text and "Xem danh sách tài liệu" in text
         client.close()
     assert seen >= 30
+    again.close()
     sim.close()
 
 
