@@ -21,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import ARRAY, Integer, bindparam, func, select, update
+from sqlalchemy import func, select, update
 
 import declarative
 from ipad_mdm.hooks import Hooks
 from mdm import Device, IdentityCertificate
 
 from . import clock
-from .engine import NO_POLICY, PolicySet, evaluate_device, facts_of, latest_identities
+from .engine import NO_POLICY, PolicySet, among, evaluate_device, facts_of, latest_identities
 from .models import DeviceVerdict
 from .rules import CertFacts, evaluate_rules
 
@@ -77,7 +77,7 @@ def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, 
                 changed.append(row.id)
         if unchanged:
             with database.session() as s:
-                s.execute(update(DeviceVerdict).where(_among(s, DeviceVerdict.device_id, unchanged))
+                s.execute(update(DeviceVerdict).where(among(s, DeviceVerdict.device_id, unchanged))
                           .values(evaluated_at=now).execution_options(synchronize_session=False))
         counts["unchanged"] += len(unchanged)
         counts["evaluated"] += len(unchanged)
@@ -91,13 +91,6 @@ def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, 
             push.extend(batch_push)
     counts["push_device_ids"] = push
     return counts
-
-
-def _among(session, column, ids: list[int]):
-    """column IN ids; on PostgreSQL as `= ANY(array)`, one parameter instead of thousands."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == func.any(bindparam("ids", ids, type_=ARRAY(Integer)))
-    return column.in_(ids)
 
 
 def _read_statement(after_id: int):
@@ -182,7 +175,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
     evaluated = transitions = 0
     push: list[int] = []
     with database.session(**({"dispatcher": dispatcher} if dispatcher is not None else {})) as s:
-        stmt = select(Device).where(Device.id.in_(ids), Device.enrollment_state == "enrolled").order_by(Device.id)
+        stmt = select(Device).where(among(s, Device.id, ids), Device.enrollment_state == "enrolled").order_by(Device.id)
         if s.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=Device)
         devices = list(s.scalars(stmt))
@@ -190,7 +183,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
             return 0, 0, []
         locked = [d.id for d in devices]
         policies = PolicySet.load(s)
-        verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(DeviceVerdict.device_id.in_(locked)))}
+        verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(among(s, DeviceVerdict.device_id, locked)))}
         identities = latest_identities(s, locked)
         ddm_facts = declarative.compliance_facts(s, devices)
         # New verdicts and transitions go in with one executemany each (pipelined by the driver),
@@ -220,7 +213,7 @@ def insert_rows(session, objects: list) -> None:
     before the transitions that name them), filling the Python-side column defaults the ORM would."""
     by_table: dict = {}
     for obj in objects:
-        table = type(obj).__table__
+        table = getattr(obj, "model", type(obj)).__table__
         row = {}
         for column in table.columns:
             value = getattr(obj, column.key, None)
@@ -232,4 +225,25 @@ def insert_rows(session, objects: list) -> None:
             row[column.key] = value
         by_table.setdefault(table, []).append(row)
     for table, rows in by_table.items():
-        session.connection().execute(table.insert(), rows)
+        if session.get_bind().dialect.name == "postgresql":
+            _copy_in(session, table, rows)
+        else:
+            session.connection().execute(table.insert(), rows)
+
+
+def _copy_in(session, table, rows: list[dict]) -> None:
+    """PostgreSQL: the rows go in through COPY on the session's own connection (same transaction): one
+    stream instead of a statement per row; JSON columns are sent as JSON text."""
+    from psycopg.types.json import Json
+    from sqlalchemy import JSON
+
+    from ipad_mdm.db import json_dumps
+
+    columns = list(rows[0])
+    is_json = [isinstance(table.columns[c].type, JSON) for c in columns]
+    raw = session.connection().connection.driver_connection
+    names = ", ".join(f'"{c}"' for c in columns)
+    with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([Json(row[c], dumps=json_dumps) if j and row[c] is not None else row[c]
+                            for c, j in zip(columns, is_json)])
