@@ -96,6 +96,9 @@ def refresh_access(session: Session, device_ids) -> None:
             "reasons_vi": list(v.reasons_vi) if v else [], "reasons_en": list(v.reasons_en) if v else [],
         })
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and len(rows) > 8:
+        _upsert_arrays(session, rows)
+        return
     if dialect == "postgresql":
         insert = postgresql.insert
     elif dialect == "sqlite":
@@ -111,6 +114,29 @@ def refresh_access(session: Session, device_ids) -> None:
     stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
                                       set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != "device_id"})
     session.connection().execute(stmt, rows)
+
+
+# Column -> PostgreSQL array type of the set-based upsert (JSON travels as text, cast per row).
+_ACCESS_ARRAYS = (("device_id", "int"), ("leader_id", "int"), ("leader_name", "text"), ("leader_title", "text"),
+                  ("leader_role", "text"), ("leader_unit_id", "int"), ("leader_active", "bool"),
+                  ("verdict_state", "text"), ("grace_deadline", "timestamptz"), ("unassessed", "bool"),
+                  ("reasons_vi", "text"), ("reasons_en", "text"), ("updated_at", "timestamptz"))
+
+
+def _upsert_arrays(session: Session, rows: list[dict]) -> None:
+    """PostgreSQL, many devices (a bulk evaluation's commit): one statement over column arrays
+    (unnest), in device order, instead of one upsert per device."""
+    from ipad_mdm.db import json_dumps
+
+    names = [c for c, _ in _ACCESS_ARRAYS]
+    params = {c: [json_dumps(r[c]) if c.startswith("reasons_") else r[c] for r in rows] for c in names}
+    select_list = ", ".join(f"u.{c}::json" if c.startswith("reasons_") else f"u.{c}" for c in names)
+    arrays = ", ".join(f"%({c})s::{t}[]" for c, t in _ACCESS_ARRAYS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c != "device_id")
+    session.connection().exec_driver_sql(
+        f"INSERT INTO gateway_device_access ({', '.join(names)}) "
+        f"SELECT {select_list} FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(names)}, ord) ORDER BY u.ord "
+        f"ON CONFLICT (device_id) DO UPDATE SET {updates}", params)
 
 
 # ------------------------------------------------------------------ leaders

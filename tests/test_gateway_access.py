@@ -75,3 +75,57 @@ def test_device_without_access_row_is_decided_and_gets_one(world):  # noqa: F811
     assert world.ipad.get(f"/docs/{world.doc['id']}").status_code == 200
     row = access_row(world.server, world.sim.udid)
     assert (row.verdict_state, row.leader_id) == ("compliant", world.leader["id"])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_many_devices_refreshed_at_once_get_what_one_by_one_gives(world):  # noqa: F811
+    """A bulk evaluation's commit refreshes hundreds of access states in one statement over column
+    arrays (PostgreSQL); it writes exactly what the per-device upsert writes, leader and reasons included."""
+    import datetime as dt
+
+    from compliance.models import DeviceVerdict
+    from ipad_mdm.db import utcnow
+
+    server = world.server
+    with server.session() as s:
+        like = s.scalar(select(Device).where(Device.udid == world.sim.udid))
+        ids = [like.id]
+        now = utcnow()
+        for i in range(11):
+            d = Device(udid=f"ARRAY-{i:04d}", serial_number=f"ARR{i:05d}", unit_id=like.unit_id,
+                       enrollment_state="enrolled", enrolled_at=now)
+            s.add(d)
+            s.flush()
+            ids.append(d.id)
+            state = ("compliant", "grace", "non_compliant")[i % 3]
+            s.add(DeviceVerdict(device_id=d.id, state=state, since=now, evaluated_at=now,
+                                grace_deadline=now + dt.timedelta(hours=5) if state == "grace" else None,
+                                failing_rules=[] if state == "compliant" else [{"rule": "passcode_present"}],
+                                reasons_vi=[] if state == "compliant" else [f"Lý do “{i}” — chưa đặt mật mã"],
+                                reasons_en=[] if state == "compliant" else [f"Reason {i}"], policy_versions=[],
+                                actions=[]))
+
+    def snapshot():
+        with server.session() as s:
+            return {r.device_id: (r.leader_id, r.leader_name, r.leader_title, r.leader_role, r.leader_unit_id,
+                                  r.leader_active, r.verdict_state, r.grace_deadline, r.unassessed, r.reasons_vi,
+                                  r.reasons_en)
+                    for r in s.scalars(select(DeviceAccess).where(DeviceAccess.device_id.in_(ids)))}
+
+    with server.session() as s:
+        service.refresh_access(s, ids)  # 12 devices: the array statement
+    together = snapshot()
+    with server.session() as s:
+        s.execute(delete(DeviceAccess).where(DeviceAccess.device_id.in_(ids)))
+    for device_id in ids:
+        with server.session() as s:
+            service.refresh_access(s, [device_id])  # one at a time: the per-row upsert
+    one_by_one = snapshot()
+    assert set(together) == set(ids) and together == one_by_one
+    assert together[ids[0]][0] == world.leader["id"] and together[ids[0]][5] is True
+    assert {v[6] for v in together.values()} == {"compliant", "grace", "non_compliant"}
+    # And again over existing rows: the conflict branch updates them.
+    with server.session() as s:
+        s.get(DeviceVerdict, ids[1]).state = "blocked"
+        service.refresh_access(s, ids)
+    assert snapshot()[ids[1]][6] == "blocked"
