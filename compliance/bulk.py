@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import defer
 
 import declarative
 from ipad_mdm.hooks import Hooks
@@ -175,7 +176,10 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
     evaluated = transitions = 0
     push: list[int] = []
     with database.session(**({"dispatcher": dispatcher} if dispatcher is not None else {})) as s:
-        stmt = select(Device).where(among(s, Device.id, ids), Device.enrollment_state == "enrolled").order_by(Device.id)
+        # The rules never read the certificate list (the largest inventory value) or the unlock token:
+        # left unloaded (a subscriber that wants them still gets them, loaded on access).
+        stmt = (select(Device).options(defer(Device.certificate_list), defer(Device.unlock_token))
+                .where(among(s, Device.id, ids), Device.enrollment_state == "enrolled").order_by(Device.id))
         if s.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=Device)
         devices = list(s.scalars(stmt))

@@ -5,7 +5,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import re
 from pathlib import Path
 
 import orjson
@@ -47,8 +46,18 @@ class Base(DeclarativeBase):
 
 
 # Any run of 19 digits (an integer that may not fit 64 bits, or a long fraction) takes the exact path.
-_LONG_NUMBER_TEXT = re.compile(r"\d{19}")
-_LONG_NUMBER_BYTES = re.compile(rb"\d{19}")
+# Found by mapping digits to "1" and everything else to "0" (bytes.translate) and searching for nineteen
+# "1"s: a memory-speed pass, where a regular expression took thirty times orjson's own parse on an
+# inventory full of base64 certificates.
+_DIGIT_MAP = bytes(49 if 48 <= i <= 57 else 48 for i in range(256))
+_DIGIT_RUN = b"1" * 19
+
+
+def _has_long_number(data) -> bool:
+    if len(data) < 19:
+        return False
+    raw = data.encode() if data.__class__ is str else data if data.__class__ is bytes else bytes(data)
+    return _DIGIT_RUN in raw.translate(_DIGIT_MAP)
 
 
 def json_loads(data):
@@ -56,7 +65,7 @@ def json_loads(data):
     (inventory, verdict), 70,000 for an office of 10,000, and the standard library's decoder was a third
     of its time. orjson reads integers beyond 64 bits as floats, so a value with a very long number is
     decoded by the standard library instead (exactly as stored), as is anything orjson refuses (NaN)."""
-    if (_LONG_NUMBER_TEXT if data.__class__ is str else _LONG_NUMBER_BYTES).search(data) is None:
+    if not _has_long_number(data):
         try:
             return orjson.loads(data)  # str, bytes or psycopg's memoryview, without a copy
         except orjson.JSONDecodeError:
