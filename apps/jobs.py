@@ -11,6 +11,7 @@ from sqlalchemy import select
 from ipad_mdm import security_events
 from ipad_mdm.db import utcnow
 from ipad_mdm.jobs import background_task, periodic
+from ipad_mdm.timefmt import days_until
 
 from .models import App, AppRelease
 
@@ -25,8 +26,7 @@ def warn_expiring_profiles(session, now: dt.datetime | None = None) -> list[str]
     rows = session.execute(select(AppRelease, App).join(App, App.id == AppRelease.app_id)
                            .where(AppRelease.state != "withdrawn", AppRelease.profile_expires_at.is_not(None)))
     for release, app in rows:
-        left = release.profile_expires_at - now
-        days = left.days + (1 if left.seconds or left.microseconds else 0) if left > dt.timedelta(0) else 0
+        days = days_until(release.profile_expires_at, now)
         crossed = [t for t in THRESHOLDS if days <= t]
         if not crossed:
             continue

@@ -381,7 +381,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
 
 
 class NewRow:
-    """A row compliance.bulk inserts itself (one executemany per table): plain attributes, every column
+    """A row compliance.bulk inserts itself (COPY or one executemany per table): plain attributes, every column
     present (None until set), none of the ORM's per-attribute bookkeeping, which was a third of a first
     evaluation of the whole fleet."""
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.models import Unit
+from ipad_mdm.refusal import Refusal
 from mdm import Command, Device, EnrollmentToken, IdentityCertificate
 
 from .models import DeviceRecord, HandoverEvent
@@ -87,15 +88,11 @@ ACTION_LABELS = {
 SERIAL_RE = re.compile(r"^[A-Z0-9]{8,20}$")
 
 
-class TransitionRefused(ValueError):
+class TransitionRefused(Refusal):
     """An action that the current state does not allow, or bad input; the message is for the user."""
 
     def __init__(self, message_vi: str, message_en: str):
-        super().__init__(message_en)
-        self.message_vi, self.message_en = message_vi, message_en
-
-    def message(self, lang: str) -> str:
-        return self.message_vi if lang == "vi" else self.message_en
+        super().__init__(message_en, message_vi)
 
 
 def allowed_actions(state: str) -> list[str]:
@@ -351,7 +348,7 @@ def hand_over(session: Session, record: DeviceRecord, *, by: str, by_name: str =
         try:
             tokens.hand_over(session, token, leader, by=by, minute=f"{event.minute_number}/BB-TTTH")
         except tokens.TokenRefused as exc:
-            raise TransitionRefused(exc.message_vi, exc.message_en) from None
+            raise TransitionRefused(exc.message("vi"), str(exc)) from None
     return event
 
 

@@ -11,6 +11,11 @@ from compliance import RULE_KINDS, labels
 ACTION_TYPES = tuple(labels.ACTION_LABELS)
 
 
+def _param(name: str) -> tuple[str, str, str]:
+    """(Vietnamese, English, input kind) of a rule or action parameter."""
+    return labels.PARAM_LABELS.get(name, (name, name, "text"))
+
+
 def representable(policy: dict) -> bool:
     """The form holds one rule per kind; a policy written through the API with a kind twice is edited as JSON."""
     rules, actions = policy.get("rules"), policy.get("actions") or []
@@ -41,8 +46,7 @@ def fields(policy: dict, lang: str) -> dict:
         rules.append({
             "kind": kind, "label": label[i], "hint": label[2 + i], "on": current is not None, "immediate": immediate,
             "immediate_default": labels.rule_defaults(kind)["immediate"],
-            "params": [{"name": p, "label": labels.PARAM_LABELS.get(p, (p, p, "text"))[i],
-                        "input": labels.PARAM_LABELS.get(p, (p, p, "text"))[2],
+            "params": [{"name": p, "label": _param(p)[i], "input": _param(p)[2],
                         "value": _text((current or {}).get(p, labels.rule_defaults(kind).get(p)))}
                        for p in labels.rule_parameters(kind)],
         })
@@ -52,8 +56,7 @@ def fields(policy: dict, lang: str) -> dict:
     for kind in ACTION_TYPES:
         current = actions_by_type.get(kind)
         actions.append({"type": kind, "label": labels.ACTION_LABELS[kind][i], "on": current is not None,
-                        "options": [{"name": o, "label": labels.PARAM_LABELS.get(o, (o, o, "text"))[i],
-                                     "input": labels.PARAM_LABELS.get(o, (o, o, "text"))[2],
+                        "options": [{"name": o, "label": _param(o)[i], "input": _param(o)[2],
                                      "value": _text((current or {}).get(o))} for o in labels.action_options(kind)]})
     return {"rules": rules, "actions": actions}
 
@@ -76,7 +79,7 @@ def _filled(form, prefix: str, names) -> dict:
     """The parameters typed in; one left empty is left out (a required one: compliance says "vui lòng nhập …")."""
     out = {}
     for name in names:
-        value = _value(form.get(f"{prefix}.{name}", ""), labels.PARAM_LABELS.get(name, (name, name, "text"))[2])
+        value = _value(form.get(f"{prefix}.{name}", ""), _param(name)[2])
         if value not in ("", []):
             out[name] = value
     return out

@@ -81,10 +81,6 @@ def _render_policy(policy: dict | None, body: dict, text: str, error: str | None
                        json_open=(not form_ok) or request.form.get("mode") == "json"), status
 
 
-def _refusal(exc) -> str:
-    return exc.message(lang()) if hasattr(exc, "message") else str(exc)
-
-
 @bp.route("/policies/new", methods=["GET", "POST"])
 @requires("policies.write")
 def policy_new():
@@ -102,9 +98,9 @@ def policy_new():
             flash(tr("Đã tạo chính sách.", "Policy created."))
             return redirect(url_for("console.policy_edit", policy_id=policy_id))
         except PolicyInputError as exc:
-            error = _refusal(exc)
+            error = exc.message(lang())
         except svc.PolicyConflict as exc:
-            error, status = _refusal(exc), 409
+            error, status = exc.message(lang()), 409
     log.warning("policy not created: %s", error)
     return _render_policy(None, body if isinstance(body, dict) else NEW_POLICY_TEMPLATE, text, error, status)
 
@@ -136,9 +132,9 @@ def policy_edit(policy_id):
             except svc.PolicyNotFound:
                 abort(404)
             except PolicyInputError as exc:
-                error = _refusal(exc)
+                error = exc.message(lang())
             except svc.PolicyConflict as exc:
-                error, status = _refusal(exc), 409
+                error, status = exc.message(lang()), 409
             body.pop("version", None)
         log.warning("policy %s not saved: %s", policy_id, error)
     with unit_of_work() as s:

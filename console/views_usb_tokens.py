@@ -10,6 +10,7 @@ from flask import Response, abort, flash, g, redirect, request, url_for
 from sqlalchemy import func, select
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.decree30 import LOCAL_TZ
 from ipad_mdm.models import Unit
 from ipad_mdm.web import int_arg, unit_of_work
 
@@ -17,6 +18,9 @@ from .views import PAGE_SIZE, _page_args
 from .web import bp, can, label, lang, render_page, requires, tr
 
 MAX_CERTIFICATE_UPLOAD = 64 * 1024
+# Who may take each step on a token (the page offers only these; the endpoint checks them).
+ACTION_PERMISSIONS = {"hand_over": "tokens.write", "return": "tokens.write", "lost": "tokens.lost",
+                      "revoked": "tokens.revoked", "certificate": "tokens.write"}
 
 
 def _helpers():
@@ -56,8 +60,7 @@ def _certificate_upload() -> bytes | None:
     upload = request.files.get("certificate")
     if upload is None or not upload.filename:
         return None
-    data = upload.read(MAX_CERTIFICATE_UPLOAD + 1)
-    return data
+    return upload.read(MAX_CERTIFICATE_UPLOAD + 1)  # one byte over: the service refuses it as too large
 
 
 @bp.route("/usb-tokens/new", methods=["GET", "POST"])
@@ -102,12 +105,10 @@ def _render_token(token_id: int, error: str | None = None):
         holder = s.get(Leader, token.holder_leader_id) if token.holder_leader_id else None
         leaders = list(s.scalars(select(Leader).where(Leader.active.is_(True)).order_by(Leader.full_name)))
         unit = s.get(Unit, token.unit_id) if token.unit_id else None
-        actions = [a for a in service.allowed_actions(token.state)
-                   if can({"hand_over": "tokens.write", "return": "tokens.write", "lost": "tokens.lost",
-                           "revoked": "tokens.revoked"}[a])]
+        actions = [a for a in service.allowed_actions(token.state) if can(ACTION_PERMISSIONS[a])]
         return render_page("usb_token.html", token=token, holder=holder, leaders=leaders, unit=unit,
                            events=list(token.events), actions=actions, days_left=service.days_left(token, now),
-                           error=error, today=now.astimezone(service.LOCAL_TZ).date().isoformat(), **_helpers())
+                           error=error, today=now.astimezone(LOCAL_TZ).date().isoformat(), **_helpers())
 
 
 @bp.post("/usb-tokens/<int:token_id>/<action>")
@@ -116,8 +117,7 @@ def usb_token_action(token_id, action):
     from document_gateway import Leader
     from usb_tokens import service
 
-    needed = {"hand_over": "tokens.write", "return": "tokens.write", "lost": "tokens.lost",
-              "revoked": "tokens.revoked", "certificate": "tokens.write"}.get(action)
+    needed = ACTION_PERMISSIONS.get(action)
     if needed is None:
         abort(404)
     if not can(needed):

@@ -33,10 +33,7 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        tz = value.tzinfo
-        if tz is dt.timezone.utc:
-            return value
-        if tz is None:
+        if value.tzinfo is None:
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
 

@@ -17,7 +17,7 @@ ISSUER = "TRUNG TÂM TIN HỌC"
 ISSUER_FULL = "Trung tâm Tin học, Văn phòng Chính phủ"
 
 
-def vn_date_line(at: dt.datetime, place: str = "Hà Nội") -> str:
+def vn_date_line(at: dt.date, place: str = "Hà Nội") -> str:
     """Decree 30/2020/NĐ-CP: a day below 10 and the months 1-2 take a leading zero, no other month."""
     month = f"{at.month:02d}" if at.month < 3 else str(at.month)
     return f"{place}, ngày {at.day:02d} tháng {month} năm {at.year}"

@@ -93,8 +93,9 @@ def issue_date_line(place: str, day: dt.date, lang: str) -> str:
     """Decree 30/2020/NĐ-CP: 'Hà Nội, ngày 02 tháng 12 năm 2026' — days below 10 and the months
     January and February take a leading zero."""
     if lang == "vi":
-        month = f"{day.month:02d}" if day.month <= 2 else str(day.month)
-        return f"{place}, ngày {day.day:02d} tháng {month} năm {day.year}"
+        from ipad_mdm.decree30 import vn_date_line
+
+        return vn_date_line(day, place)
     return f"{place}, {day.day} {MONTHS_EN[day.month - 1]} {day.year}"
 
 

@@ -4,7 +4,7 @@ Public surface
   MANIFEST
   service    register, load_certificate, hand_over, return_token, report_lost, mark_revoked, get, held_by,
              available, expiring_condition, days_left, warn_expiring, snapshot, token_dict, certificate_facts,
-             STATES, STATE_LABELS, ACTION_LABELS, allowed_actions, label, TokenRefused
+             STATES, STATE_LABELS, ACTION_LABELS, allowed_actions, TokenRefused
   letter     revocation_request_pdf(event data): the request to the issuing CA after a loss
   UsbToken, UsbTokenEvent   the stored rows (reports read them)
 """

@@ -86,7 +86,7 @@ def add_cmd(ctx, serial, kind, unit, note, cert_file, from_token, module, token_
                                      source="pkcs11" if from_token else "file", unit_id=unit_id, by="cli", note=note)
             result = service.token_dict(token)
     except service.TokenRefused as exc:
-        fail(exc.message_en, 2)
+        fail(str(exc), 2)
     emit(result, True)
 
 
@@ -107,7 +107,7 @@ def certificate_cmd(ctx, serial, cert_file, from_token, module, token_label, tok
             service.load_certificate(s, token, found["certificate"], source="pkcs11" if from_token else "file", by="cli")
             result = service.token_dict(token)
     except service.TokenRefused as exc:
-        fail(exc.message_en, 2)
+        fail(str(exc), 2)
     emit(result, True)
 
 
@@ -167,7 +167,7 @@ def lost_cmd(ctx, serial, circumstances, lost_on, letter_path):
             data, number = dict(event.data), event.letter_number
             result = service.token_dict(token)
     except service.TokenRefused as exc:
-        fail(exc.message_en, 2)
+        fail(str(exc), 2)
     result["revocation_request"] = f"{number}/TTTH-ATTT"
     if letter_path:
         Path(letter_path).write_bytes(revocation_request_pdf(data))
@@ -189,5 +189,5 @@ def revoked_cmd(ctx, serial, note):
             service.mark_revoked(s, token, by="cli", note=note)
             result = service.token_dict(token)
     except service.TokenRefused as exc:
-        fail(exc.message_en, 2)
+        fail(str(exc), 2)
     emit(result, True)

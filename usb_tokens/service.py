@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from ipad_mdm import security_events
 from ipad_mdm.db import utcnow
 from ipad_mdm.decree30 import LOCAL_TZ
+from ipad_mdm.refusal import Refusal
+from ipad_mdm.timefmt import days_until
 
 from .models import UsbToken, UsbTokenEvent
 
@@ -57,20 +59,11 @@ MAX_CERTIFICATE = 64 * 1024
 EXPIRY_THRESHOLDS = (30, 14, 7, 0)
 
 
-class TokenRefused(ValueError):
+class TokenRefused(Refusal):
     """Bad input or an action the token's state does not allow; the message is for the user."""
 
     def __init__(self, message_vi: str, message_en: str):
-        super().__init__(message_en)
-        self.message_vi, self.message_en = message_vi, message_en
-
-    def message(self, lang: str) -> str:
-        return self.message_vi if lang == "vi" else self.message_en
-
-
-def label(table: dict, code: str, lang: str) -> str:
-    pair = table.get(code)
-    return (pair[0] if lang == "vi" else pair[1]) if pair else code
+        super().__init__(message_en, message_vi)
 
 
 def allowed_actions(state: str) -> list[str]:
@@ -326,8 +319,7 @@ def expiring_condition(now: dt.datetime, days: int = 30):
 def days_left(token: UsbToken, now: dt.datetime) -> int | None:
     if token.cert_not_after is None:
         return None
-    left = token.cert_not_after - now
-    return left.days + (1 if left.seconds or left.microseconds else 0) if left > dt.timedelta(0) else 0
+    return days_until(token.cert_not_after, now)
 
 
 def warn_expiring(session: Session, now: dt.datetime | None = None) -> list[str]:
