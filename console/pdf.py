@@ -111,7 +111,7 @@ def _usb_tokens(st, tokens: list[dict], handover: bool) -> list:
         rows.append([p(i, st.cell), p(", ".join(filter(None, [t.get("serial_number"), t.get("kind")])), st.cell),
                      p("; ".join(filter(None, [t.get("holder_name"), t.get("issuer_name")])) or "chưa có chứng thư", st.cell),
                      p(until, st.cell)])
-    table = Table(rows, colWidths=[12 * mm, 48 * mm, 75 * mm, 30 * mm])
+    table = Table(rows, colWidths=[15 * mm, 45 * mm, 75 * mm, 30 * mm])  # STT as wide as in the profile table
     table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
     note = ("Bên B giữ USB token và mã PIN theo quy định; không giao cho người khác sử dụng; báo ngay cho Trung tâm "
             "Tin học khi mất để đề nghị thu hồi chứng thư số." if handover else
