@@ -294,7 +294,7 @@ def _deployments(session: Session, device: Device):
                            .where(AppDeployment.device_id == device.id)).all()
 
 
-def on_inventory(session: Session, device: Device, kind: str) -> None:
+def on_inventory(session: Session, device: Device, kind: str, **_) -> None:
     """InstalledApplicationList: an iPad reporting the release's version has it installed."""
     if kind != "InstalledApplicationList":
         return

@@ -9,7 +9,8 @@ Public surface
   policies (module), clock (module), labels (rule, parameter and action names in vi/en), DeviceVerdict, Policy, VerdictTransition, PolicyInputError
   VerdictView.cut_vpn                       whether the VPN should cut the peer
 
-Evaluation happens synchronously on `inventory.updated` and `status.reported` (same session, so the
+Evaluation happens synchronously on `inventory.updated` (the last answer of a refresh) and
+`status.reported` (same session, so the
 verdict is stored atomically with the inventory that produced it), on enrolment
 and check-out, and every 5 minutes for all enrolled devices (compliance.jobs),
 so a device that went silent turns non-compliant without sending anything.
@@ -48,7 +49,7 @@ def register(app, hooks, instance) -> None:
     MDM request goes on) and the scheduled run evaluates the device again."""
     from . import api, engine
 
-    def on_inventory(session, device, kind):
+    def on_inventory(session, device, kind, **_):
         engine.evaluate_device(session, hooks, device, trigger=f"inventory:{kind}")
 
     def on_enrolled(session, device):
@@ -67,7 +68,10 @@ def register(app, hooks, instance) -> None:
         # A status report is evaluated like an inventory answer, in the same transaction.
         engine.evaluate_device(session, hooks, device, trigger="status")
 
-    hooks.subscribe("inventory.updated", on_inventory, name="compliance.evaluate")
+    # Once per inventory refresh, on its last answer; a refresh left half answered is evaluated by
+    # the scheduled run (the facts already stored count there).
+    hooks.subscribe("inventory.updated", on_inventory, name="compliance.evaluate",
+                    when=lambda batch_pending=False, **_: not batch_pending)
     hooks.subscribe("status.reported", on_status, name="compliance.evaluate")
     hooks.subscribe("device.enrolled", on_enrolled, name="compliance.evaluate")
     hooks.subscribe("device.checked_out", on_left("checked_out"), name="compliance.evaluate")

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 #   device.authenticated(session, device)        Authenticate accepted
 #   device.enrolled(session, device)             first TokenUpdate
 #   device.checked_out(session, device)          CheckOut or retirement
-#   inventory.updated(session, device, kind)     kind: DeviceInformation, SecurityInfo, ...
+#   inventory.updated(session, device, kind, batch_pending)
+#                                                kind: DeviceInformation, SecurityInfo, ...;
+#                                                batch_pending: more inventory answers of this
+#                                                device are still to come
 #   command.completed(session, device, command)  Acknowledged / Error / CommandFormatError
 #   device.detail(session, device, detail)       contribute keys to the device detail dict
 #   device.retired(session, device)              IT staff retired the device (wipe, revoke)

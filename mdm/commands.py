@@ -25,7 +25,7 @@ from ipad_mdm.plists import dumps as dumps_plist
 from ipad_mdm.plists import to_json
 
 from .models import Command, CommandEvent, Device
-from .protocol import SECRET_KEYS, CommandResponse, build_command, clip
+from .protocol import INVENTORY_COMMANDS, SECRET_KEYS, CommandResponse, build_command, clip
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command
     now = utcnow()
     if cmd.request_type in ("EnableLostMode", "DisableLostMode"):
         device.lost_mode_enabled = cmd.request_type == "EnableLostMode"
-        hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
+        hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type, batch_pending=False)
         return
     spec = _INVENTORY.get(cmd.request_type)
     if spec is None:
@@ -183,7 +183,17 @@ def apply_inventory(session: Session, hooks: Hooks, device: Device, cmd: Command
             device.lost_mode_enabled = value["IsMDMLostModeEnabled"]
         if isinstance(value.get("AwaitingConfiguration"), bool):
             device.awaiting_configuration = value["AwaitingConfiguration"]
-    hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type)
+    hooks.emit("inventory.updated", session=session, device=device, kind=cmd.request_type,
+               batch_pending=_inventory_outstanding(session, device.id, cmd.id))
+
+
+def _inventory_outstanding(session: Session, device_id: int, answered_id: int) -> bool:
+    """Whether another inventory query of this device is still unanswered: an iPad answers the
+    five of a refresh one after the other, and a decision on the whole (a compliance verdict) is
+    worth taking once, on the last answer, not five times on partial facts."""
+    return session.scalar(select(Command.id).where(
+        Command.device_id == device_id, Command.id != answered_id, Command.status.in_(("queued", "sent", "notnow")),
+        Command.request_type.in_(INVENTORY_COMMANDS)).limit(1)) is not None
 
 
 def forget_secrets(cmd: Command) -> None:

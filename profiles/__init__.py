@@ -18,7 +18,7 @@ def register(app, hooks, instance) -> None:
     app.register_blueprint(api.bp)
     settings = instance.settings
 
-    def on_inventory_updated(session, device, kind):
+    def on_inventory_updated(session, device, kind, **_):
         if kind == "ProfileList":
             drift.reconcile(session, settings, device)
 

@@ -178,7 +178,8 @@ def test_full_escalation_lifecycle(server, enrolled, officer, admin, notifier, f
     assert all(not t.actions_pending for t in rows)
     assert acts["compliant"]["block_gateway"]["status"] == "allow"
     assert rows[0].trigger == "enrolled"  # before this test's policy existed
-    assert rows[1].trigger == "inventory:ProfileList"  # the last inventory the baseline needed
+    # Evaluated once per inventory refresh, on its last answer (the enrollment batch ends with the app list).
+    assert rows[1].trigger == "inventory:InstalledApplicationList"
     assert rows[2].trigger == "inventory:SecurityInfo" and rows[3].trigger == "schedule"
     assert rows[3].at == grace_deadline + H and rows[3].at.tzinfo is not None
     assert rows[3].reasons_vi == ["Thiết bị chưa đặt mật mã mở khoá"]

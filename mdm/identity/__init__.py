@@ -20,7 +20,7 @@ def register(app, hooks, instance) -> None:
     app.register_blueprint(views.bp)
     settings = instance.settings
 
-    def on_inventory_updated(session, device, kind):
+    def on_inventory_updated(session, device, kind, **_):
         if kind == "CertificateList":
             check_certificates(session, instance.ca, device)
 
