@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         JSON_SORT_KEYS=False,
         IPAD_MDM_SERVING=serving,
     )
-    from .web import BadPaging, bounded_int_converter
+    from .web import BadBody, BadPaging, bounded_int_converter
 
     app.url_map.converters["int"] = bounded_int_converter()
     from . import packages
@@ -66,8 +66,9 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         resp.status_code = exc.code or 500
         return resp
 
+    @app.errorhandler(BadBody)
     @app.errorhandler(BadPaging)
-    def bad_paging(exc: BadPaging):
+    def bad_paging(exc: ValueError):
         log.warning("%s %s -> 400: %s", request.method, request.path, exc)
         resp = jsonify({"error": str(exc), "status": 400})
         resp.status_code = 400

@@ -17,10 +17,10 @@ from .web import error, instance
 # What each role may do through the API.
 PERMISSIONS = {
     "it_admin": {"devices.read", "devices.write", "commands.send", "commands.destructive", "enroll.create",
-                 "profiles.write", "policies.read", "reports.read", "tokens.create"},
+                 "profiles.write", "policies.read", "reports.read", "tokens.create", "vpn.migrate"},
     "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write",
                          "reports.read", "reports.write", "audit.read", "documents.admin", "tokens.create",
-                         "security.read", "security.write", "apps.accept"},
+                         "security.read", "security.write", "apps.accept", "vpn.migrate"},
     "auditor": {"devices.read", "policies.read", "reports.read", "audit.read", "security.read"},
     "leader": set(),
 }

@@ -26,6 +26,7 @@ from ipad_mdm.crypto.keys import FileKey
 
 from . import sim_scep
 from .sim_ddm import DDMDevice, DDMState
+from .sim_vpn import VPNDevice
 
 _SHORT_NAMES = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
                 "C": NameOID.COUNTRY_NAME}
@@ -70,10 +71,11 @@ class DeviceState:
     store_apps: dict = field(default_factory=dict)      # iTunesStoreID -> bundle id
     store_versions: dict = field(default_factory=dict)  # bundle id -> (version, build) the App Store has
     not_now: set = field(default_factory=set)      # request types answered NotNow
+    vpn_broken: set = field(default_factory=set)   # VPNSubTypes whose tunnel never comes up ("*": all)
     errors: dict = field(default_factory=dict)     # request type -> ErrorChain to answer with
 
 
-class SimulatedIPad(DDMDevice):
+class SimulatedIPad(DDMDevice, VPNDevice):
     def __init__(self, base_url: str, *, verify=True, udid: str | None = None, serial: str | None = None,
                  client: httpx.Client | None = None, state: DeviceState | None = None, key=None):
         self.base_url = base_url.rstrip("/")

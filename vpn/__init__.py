@@ -11,6 +11,9 @@ Public surface (other packages use only this):
   sync_server_config(instance, *, force_apply=False) (regenerate + apply; idempotent)
   register_applier(name, factory)                    (pluggable apply step)
   VpnError, NoPeer, WrongState, PoolExhausted, VpnConfigError
+  providers, campaigns, inventory, sightings (modules)  VPN providers as data, migration campaigns,
+                                                     what each iPad has installed, tunnels seen (issue #19)
+  compliance_facts(session, device_ids)              {device id: {"providers": {...}, "seen": {key: at}}}
 
 All operations run in the caller's session; the gateway config is regenerated
 from the database only after that session commits.
@@ -36,6 +39,7 @@ from .service import (
 )
 from .models import VpnEvent
 from .settings import VpnConfigError, vpn_settings
+from . import campaigns, inventory, providers, sightings
 
 from ipad_mdm.manifest import Manifest  # noqa: E402
 
@@ -43,18 +47,32 @@ MANIFEST = Manifest(name="vpn", register="vpn:register", models=("vpn.models",),
                     cli=("vpn.cli:vpn",))
 
 __all__ = [
-    "MANIFEST", "VpnEvent", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "MANIFEST", "VpnEvent", "campaigns", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
     "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
 ]
 
 log = logging.getLogger(__name__)
 
 
+def compliance_facts(session, device_ids):
+    return inventory.facts(session, list(device_ids))
+
+
 def register(app, hooks, instance) -> None:
-    from . import api
+    from . import api, api_campaigns
 
     vpn_settings(instance)  # a malformed VPN setting stops start-up with its name, not the first enrollment
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_campaigns.bp)
+
+    def on_profile_list(session, device, kind, **_):
+        inventory.update(session, instance.settings.org_identifier, device)
+
+    hooks.subscribe("inventory.updated", on_profile_list, name="vpn.inventory",
+                    when=lambda kind, **_: kind == "ProfileList")
+    hooks.subscribe("command.completed", lambda session, device, command: campaigns.on_command_completed(
+        session, instance, device, command), name="vpn.campaigns",
+        when=lambda command, **_: command.request_type in ("InstallProfile", "RemoveProfile"))
 
     def on_enrolled(session, device):
         # VPN trouble (pool exhausted, signing token unplugged) must not make MDM enrollment
@@ -69,16 +87,22 @@ def register(app, hooks, instance) -> None:
         try:
             # The policy decides: only verdicts whose actions include cut_vpn cut the peer.
             if state in CUT_VERDICTS and getattr(verdict, "cut_vpn", True):
-                cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
-                         requested_by="compliance")
-                return {"status": "done", "result": "cut"}
+                status = cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
+                                  requested_by="compliance")
+                return {"status": "done", "result": "cut", "providers": _kinds(status)}
             if state in RESTORE_VERDICTS:
-                restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
-                             requested_by="compliance")
-                return {"status": "done", "result": "restored"}
+                status = restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
+                                      requested_by="compliance")
+                return {"status": "done", "result": "restored", "providers": _kinds(status)}
         except NoPeer:
             return {"status": "not_applicable", "result": "no VPN access"}
         return {"status": "not_applicable"}
+
+    def _kinds(status):
+        # Which VPNs the cut reached (WireGuard peer removal, a certificate put on hold), for the history.
+        status = status or {}
+        kinds = [k for k in ("wireguard", "ikev2") if k in status and status[k]["state"] != "removed"]
+        return kinds + [p["provider"] for p in status.get("providers", ())]
 
     def on_gone(event):
         def handler(session, device):

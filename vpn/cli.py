@@ -107,3 +107,176 @@ def sync(ctx, force):
            "applied": result.applied, "method": result.method, "ok": result.ok, "detail": result.detail})
     if not result.ok:
         sys.exit(1)
+
+
+# ------------------------------------------------------------------ providers, tunnels, campaigns (issue #19)
+
+def _fail(message: str, code: int = 2):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@vpn.group("provider")
+def provider():
+    """VPN providers as data: OpenVPN from an .ovpn, or any VPN app."""
+
+
+@provider.command("add")
+@click.argument("key")
+@click.option("--name", required=True)
+@click.option("--ovpn", "ovpn_file", type=click.File("r", encoding="utf-8"), help="an OpenVPN client .ovpn")
+@click.option("--app", "vpn_subtype", help="a VPN app's bundle identifier (VPNSubType)")
+@click.option("--vendor-config", "vendor_file", type=click.File("r", encoding="utf-8"),
+              help="a JSON object of the app's VendorConfig keys")
+@click.option("--secret-key", "secret_keys", multiple=True, help="a VendorConfig key to keep encrypted (repeatable)")
+@click.option("--auth", type=click.Choice(["device_certificate", "imported_identity"]), required=True)
+@click.option("--identity-p12", type=click.File("rb"), help="an imported identity (PKCS#12)")
+@click.option("--identity-password-env", help="name of the variable holding the PKCS#12 password")
+@click.option("--recognise", multiple=True, help="profile identifier pattern of this VPN already on iPads")
+@click.option("--openvpn-status", help="the OpenVPN server's status file: tunnels are seen there")
+@click.option("--on-demand/--no-on-demand", default=None)
+@click.pass_context
+def provider_add(ctx, key, name, ovpn_file, vpn_subtype, vendor_file, secret_keys, auth, identity_p12,
+                 identity_password_env, recognise, openvpn_status, on_demand):
+    """Define a VPN provider (nothing secret is printed back)."""
+    import base64
+    import os
+
+    from . import providers
+
+    if bool(ovpn_file) == bool(vpn_subtype):
+        _fail("give either --ovpn (OpenVPN Connect) or --app BUNDLE_ID (another VPN app)")
+    body: dict = {"key": key, "name": name, "auth": auth, "recognise": list(recognise),
+                  "kind": "openvpn" if ovpn_file else "vpn_app"}
+    if ovpn_file:
+        body["ovpn"] = ovpn_file.read()
+    else:
+        body["vpn_subtype"] = vpn_subtype
+        try:
+            body["vendor_config"] = json.load(vendor_file) if vendor_file else {}
+        except ValueError:
+            _fail("--vendor-config is not a JSON object")
+        body["secret_keys"] = list(secret_keys)
+    if identity_p12:
+        body["identity_p12"] = base64.b64encode(identity_p12.read()).decode()
+        body["identity_password"] = os.environ.get(identity_password_env or "", "")
+    if openvpn_status:
+        body["verification"] = {"kind": "openvpn_status", "path": openvpn_status}
+    if on_demand is not None:
+        body["on_demand"] = {"enabled": on_demand}
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            row = providers.define(s, inst, body, by="cli")
+            out = providers.describe(row)
+    except providers.ProviderError as exc:
+        _fail(str(exc))
+    _emit(out)
+
+
+@provider.command("list")
+@click.pass_context
+def provider_list(ctx):
+    from . import providers
+
+    inst = open_instance_for(ctx)
+    with inst.database.session() as s:
+        _emit(providers.list_all(s))
+
+
+@vpn.command("tunnels")
+@click.option("--wg-dump", type=click.File("r"), help="`wg show <iface> dump` output of a gateway ('-': stdin)")
+@click.option("--openvpn-status", type=click.File("r"), help="an OpenVPN server's status file")
+@click.option("--provider", "provider_key", help="the provider whose server wrote --openvpn-status")
+@click.pass_context
+def tunnels(ctx, wg_dump, openvpn_status, provider_key):
+    """Record which tunnels a gateway has seen (without options: every source this host can read)."""
+    from . import sightings
+
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            if wg_dump is None and openvpn_status is None:
+                out = sightings.read_all(s, inst)
+            else:
+                out = {}
+                if wg_dump is not None:
+                    out["wireguard"] = sightings.record_wireguard(s, sightings.parse_wg_dump(wg_dump.read()))
+                if openvpn_status is not None:
+                    if not provider_key:
+                        _fail("--openvpn-status needs --provider KEY")
+                    out[provider_key] = sightings.record_openvpn(
+                        s, provider_key, sightings.parse_openvpn_status(openvpn_status.read()))
+    except sightings.DumpError as exc:
+        _fail(str(exc))
+    _emit({"recorded": out})
+
+
+@vpn.group("campaign")
+def campaign():
+    """Migration campaigns from one VPN provider to another."""
+
+
+@campaign.command("create")
+@click.option("--name", required=True)
+@click.option("--from", "source", required=True)
+@click.option("--to", "target", required=True)
+@click.option("--verify-hours", default=24, type=int)
+@click.pass_context
+def campaign_create(ctx, name, source, target, verify_hours):
+    from . import campaigns
+
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            row = campaigns.create(s, {"name": name, "source": source, "target": target,
+                                       "verify_hours": verify_hours}, by="cli")
+            campaigns.advance(s, inst, row)
+            out = campaigns.progress(s, row)
+    except campaigns.CampaignError as exc:
+        _fail(str(exc))
+    _emit(out)
+
+
+@campaign.command("status")
+@click.argument("campaign_id", type=int)
+@click.pass_context
+def campaign_status(ctx, campaign_id):
+    from . import campaigns
+    from .models import VpnCampaign
+
+    inst = open_instance_for(ctx)
+    with inst.database.session() as s:
+        row = s.get(VpnCampaign, campaign_id) if 0 < campaign_id < 2**31 else None
+        if row is None:
+            _fail(f"unknown campaign {campaign_id}", 1)
+        _emit(campaigns.progress(s, row))
+
+
+@campaign.command("act")
+@click.argument("campaign_id", type=int)
+@click.argument("action", type=click.Choice(["pause", "resume", "widen", "rollback", "advance"]))
+@click.pass_context
+def campaign_act(ctx, campaign_id, action):
+    from . import campaigns
+    from .models import VpnCampaign
+
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            row = s.get(VpnCampaign, campaign_id) if 0 < campaign_id < 2**31 else None
+            if row is None:
+                _fail(f"unknown campaign {campaign_id}", 1)
+            if action in ("pause", "resume"):
+                campaigns.set_paused(row, action == "pause")
+            elif action == "widen":
+                campaigns.widen(row)
+                campaigns.advance(s, inst, row)
+            elif action == "rollback":
+                campaigns.roll_back(s, inst, row)
+            else:
+                campaigns.advance(s, inst, row)
+            out = campaigns.progress(s, row)
+    except campaigns.CampaignError as exc:
+        _fail(str(exc))
+    _emit(out)

@@ -54,9 +54,21 @@ def _peer(session: Session, device: Device) -> WireGuardPeer | None:
     return session.scalar(select(WireGuardPeer).where(WireGuardPeer.device_id == device.id))
 
 
-def _live_certs(session: Session, device: Device) -> list[VpnCertificate]:
-    return list(session.scalars(select(VpnCertificate).where(
-        VpnCertificate.device_id == device.id, VpnCertificate.state.in_(("active", "cut"))).order_by(VpnCertificate.id)))
+_ALL = object()
+
+
+def _live_certs(session: Session, device: Device, provider=_ALL) -> list[VpnCertificate]:
+    """Live client certificates: of every provider, or of one (None: the built-in IKEv2)."""
+    stmt = select(VpnCertificate).where(VpnCertificate.device_id == device.id,
+                                        VpnCertificate.state.in_(("active", "cut")))
+    if provider is not _ALL:
+        stmt = stmt.where(VpnCertificate.provider_key.is_(None) if provider is None
+                          else VpnCertificate.provider_key == provider)
+    return list(session.scalars(stmt.order_by(VpnCertificate.id)))
+
+
+def _cert_kind(cert: VpnCertificate) -> str:
+    return cert.provider_key or "ikev2"
 
 
 # ------------------------------------------------------------------ provisioning
@@ -141,7 +153,7 @@ def _in_pool(vs: VpnSettings, address: str) -> bool:
 def _provision_ikev2(session: Session, instance, vs: VpnSettings, device: Device, *, send_profile: bool,
                      requested_by: str) -> VpnCertificate:
     now = utcnow()
-    previous = _live_certs(session, device)
+    previous = _live_certs(session, device, None)
     held = any(c.state == "cut" for c in previous)
     for old in previous:  # one identity per device: the new certificate supersedes
         old.state, old.removed_at, old.reason = "removed", now, "superseded"
@@ -181,7 +193,7 @@ def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str
     changed = False
     targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + certs
     for item in targets:
-        kind = "wireguard" if isinstance(item, WireGuardPeer) else "ikev2"
+        kind = "wireguard" if isinstance(item, WireGuardPeer) else _cert_kind(item)
         if item.state == "active":
             item.state, item.cut_at, item.cut_by, item.reason = "cut", now, by, reason[:255]
             _event(session, device, kind, "cut", reason, requested_by or by, getattr(item, "address_v4", None))
@@ -214,7 +226,7 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
         if by == "compliance" and item.cut_by == "manual":
             log.info("device %s is compliant again but its VPN was cut manually; left cut", device.udid)
             continue
-        kind = "wireguard" if isinstance(item, WireGuardPeer) else "ikev2"
+        kind = "wireguard" if isinstance(item, WireGuardPeer) else _cert_kind(item)
         item.state, item.restored_at, item.cut_by, item.reason = "active", now, None, reason[:255]
         _event(session, device, kind, "restored", reason, requested_by or by, getattr(item, "address_v4", None))
         log.info("VPN access of device %s restored (%s): %s", device.udid, by, reason)
@@ -226,9 +238,12 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
     return peer_status(session, device)
 
 
-def remove_peer(session: Session, instance, device: Device, reason: str, *, requested_by: str | None = None) -> dict | None:
-    """Remove the device's VPN access for good: release the address, drop the key material, revoke certificates."""
-    peer = _peer(session, device)
+def remove_peer(session: Session, instance, device: Device, reason: str, *, requested_by: str | None = None,
+                kind: str | None = None) -> dict | None:
+    """Remove the device's VPN access for good: release the address, drop the key material, revoke certificates.
+    `kind`: only that provider's access ("wireguard", "ikev2" or a provider key), as a migration
+    removes the VPN it moved the device off; None: all of it (the device left)."""
+    peer = _peer(session, device) if kind in (None, "wireguard") else None
     now = utcnow()
     if peer is not None and peer.state != "removed":
         if peer.state == "active":
@@ -239,9 +254,11 @@ def remove_peer(session: Session, instance, device: Device, reason: str, *, requ
         peer.private_key_enc = peer.preshared_key_enc = None
         _event(session, device, "wireguard", "removed", reason, requested_by, address)
         log.info("VPN peer of device %s removed (%s); address %s released", device.udid, reason, address)
-    for cert in _live_certs(session, device):
+    certs = (_live_certs(session, device) if kind is None else [] if kind == "wireguard"
+             else _live_certs(session, device, None if kind == "ikev2" else kind))
+    for cert in certs:
         cert.state, cert.removed_at, cert.reason = "removed", now, reason[:255]
-        _event(session, device, "ikev2", "removed", reason, requested_by)
+        _event(session, device, _cert_kind(cert), "removed", reason, requested_by)
     sync_after_commit(session, instance)
     return peer_status(session, device)
 
@@ -251,11 +268,19 @@ def remove_peer(session: Session, instance, device: Device, reason: str, *, requ
 def peer_status(session: Session, device: Device) -> dict | None:
     """What the API and the device detail show. Never any key material but the public key."""
     peer = _peer(session, device)
-    cert = session.scalar(select(VpnCertificate).where(VpnCertificate.device_id == device.id)
+    cert = session.scalar(select(VpnCertificate).where(VpnCertificate.device_id == device.id,
+                                                       VpnCertificate.provider_key.is_(None))
                           .order_by(VpnCertificate.id.desc()).limit(1))
-    if peer is None and cert is None:
+    provided = list(session.scalars(select(VpnCertificate).where(
+        VpnCertificate.device_id == device.id, VpnCertificate.provider_key.is_not(None),
+        VpnCertificate.state != "removed").order_by(VpnCertificate.id)))
+    if peer is None and cert is None and not provided:
         return None
     out: dict = {}
+    if provided:
+        out["providers"] = [{"provider": c.provider_key, "state": c.state, "certificate_serial": c.serial,
+                             "not_after": iso(c.not_after), "cut_by": c.cut_by, "reason": c.reason}
+                            for c in provided]
     if peer is not None:
         out["wireguard"] = {
             "state": peer.state, "address": peer.address_v4, "address6": peer.address_v6,
@@ -272,8 +297,13 @@ def peer_status(session: Session, device: Device) -> dict | None:
             "cut_at": iso(cert.cut_at), "restored_at": iso(cert.restored_at),
             "profile_command_uuid": cert.profile_command_uuid,
         }
-    # Top-level summary of the kind in use (WireGuard unless only IKEv2 exists / is live).
+    # Top-level summary of the kind in use (WireGuard unless only IKEv2 or a provider exists / is live).
     primary = out.get("wireguard")
+    if (primary is None or primary["state"] == "removed") and cert is None and provided:
+        first = out["providers"][0]
+        out.update(kind=first["provider"], state=first["state"], address=None, public_key=None,
+                   cut_by=first["cut_by"], reason=first["reason"])
+        return out
     if primary is None or (primary["state"] == "removed" and cert is not None and cert.state != "removed"):
         primary = {**out["ikev2"], "address": None, "public_key": None}
         out["kind"] = "ikev2"
