@@ -29,9 +29,10 @@ from ipad_mdm.hooks import Hooks
 from mdm import Device, IdentityCertificate
 
 from . import clock
-from .engine import NO_POLICY, PolicySet, among, evaluate_device, facts_of, latest_identities
+from .engine import NO_POLICY, PolicySet, among, evaluate_device, facts_of, latest_identities, vpn_facts_of
 from .models import DeviceVerdict
-from .rules import CertFacts, evaluate_rules
+from .checks import evaluate_rules
+from .rules import CertFacts
 
 log = logging.getLogger("compliance")
 
@@ -68,11 +69,13 @@ def evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None = None, 
             if not rows:
                 break
             ddm_facts = declarative.compliance_facts(s, rows)
+            vpn_facts = vpn_facts_of(s, policies, [r.id for r in rows])
         last_id = rows[-1].id
         unchanged, changed = [], []
         for row in rows:
             identity = CertFacts(row.not_after, row.revoked_at) if row.not_after is not None else None
-            if row.device_id is not None and unchanged_verdict(row, row, policies, identity, ddm_facts.get(row.id), now):
+            if row.device_id is not None and unchanged_verdict(row, row, policies, identity, ddm_facts.get(row.id), now,
+                                                               vpn_facts.get(row.id)):
                 unchanged.append(row.id)
             else:
                 changed.append(row.id)
@@ -109,12 +112,12 @@ def _read_statement(after_id: int):
 
 
 def unchanged_verdict(device, verdict, policies: PolicySet, identity: CertFacts | None,
-                      declarative_facts, now: dt.datetime) -> bool:
+                      declarative_facts, now: dt.datetime, vpn_facts=None) -> bool:
     """True only when `engine.evaluate_device` would leave this verdict exactly as it is (apart
     from evaluated_at): same state, reasons, policies and actions, and no deadline reached or
     moved. Any doubt answers False and the device takes the full path."""
     eff = policies.for_unit(device.unit_id)
-    facts = facts_of(device, identity, verdict.inventory_since, declarative_facts)
+    facts = facts_of(device, identity, verdict.inventory_since, declarative_facts, vpn_facts)
     facts.accepted_versions = policies.accepted_versions
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown
@@ -190,6 +193,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(among(s, DeviceVerdict.device_id, locked)))}
         identities = latest_identities(s, locked)
         ddm_facts = declarative.compliance_facts(s, devices)
+        vpn_facts = vpn_facts_of(s, policies, locked)
         # New verdicts and transitions go in with one executemany each (pipelined by the driver),
         # not through the ORM's unit of work; careful mode keeps the ORM to pin a failure on a device.
         new_rows: list | None = None if careful else []
@@ -197,7 +201,8 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
             try:
                 res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
                                       identity=identities.get(device.id), verdict=verdicts.get(device.id),
-                                      declarative_facts=ddm_facts.get(device.id), new_rows=new_rows)
+                                      declarative_facts=ddm_facts.get(device.id), vpn_facts=vpn_facts.get(device.id),
+                                      new_rows=new_rows)
                 if careful:
                     s.flush()
             except Exception:

@@ -58,7 +58,8 @@ from . import clock
 from .actions import announce, run_actions
 from .models import DeviceVerdict, Policy, VerdictTransition
 from .action_specs import merge_actions
-from .rules import CertFacts, DeviceFacts, Failure, MergedRule, evaluate_rules, merge_rules
+from .checks import evaluate_rules
+from .rules import CertFacts, DeviceFacts, Failure, MergedRule, merge_rules
 from .verdicts import view_of
 
 log = logging.getLogger("compliance")
@@ -94,6 +95,7 @@ class PolicySet:
         self._cache: dict[int | None, Effective] = {}
 
     accepted_versions: dict = {}
+    needs_vpn: bool = False  # a rule looks at the installed VPN and its tunnel (vpn.compliance_facts)
 
     @classmethod
     def load(cls, session: Session) -> "PolicySet":
@@ -103,6 +105,7 @@ class PolicySet:
             import apps
 
             out.accepted_versions = apps.accepted_versions(session)
+        out.needs_vpn = any(r.get("kind", "").startswith("vpn_") for p in out._policies for r in p[5])
         return out
 
     def for_unit(self, unit_id: int | None) -> Effective:
@@ -175,7 +178,7 @@ def _installed_apps(device: Device, inventory_since) -> list | None:
 
 
 def facts_of(device: Device, identity: CertFacts | None, inventory_since: dt.datetime | None,
-             declarative_facts=None) -> DeviceFacts:
+             declarative_facts=None, vpn_facts=None) -> DeviceFacts:
     di = _fresh(device.device_information, device.device_information_at, inventory_since)
     si = _fresh(device.security_info, device.security_info_at, inventory_since)
     status_os, _ = _status(device, "device.operating-system.version", inventory_since)
@@ -196,7 +199,17 @@ def facts_of(device: Device, identity: CertFacts | None, inventory_since: dt.dat
         last_seen_at=device.last_seen_at,
         identity=identity,
         enrollment_state=device.enrollment_state,
+        vpn=vpn_facts,
     )
+
+
+def vpn_facts_of(session: Session, policies: PolicySet, device_ids: list[int]) -> dict:
+    """The VPN facts of these devices, read only when a policy has a VPN rule."""
+    if not policies.needs_vpn:
+        return {}
+    import vpn
+
+    return vpn.compliance_facts(session, device_ids)
 
 
 def among(session: Session, column, ids: list[int]):
@@ -240,7 +253,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
                     trigger: str = "api", policies: PolicySet | None = None,
                     identity: CertFacts | None | bool = False,
                     verdict: DeviceVerdict | None | bool = False,
-                    new_enrollment: bool = False, declarative_facts=False,
+                    new_enrollment: bool = False, declarative_facts=False, vpn_facts=False,
                     new_rows: list | None = None) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
@@ -265,7 +278,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     inventory_since = utcnow() if new_enrollment else (verdict.inventory_since if verdict else None)
     if declarative_facts is False:
         declarative_facts = declarative.compliance_facts(session, [device]).get(device.id)
-    facts = facts_of(device, identity, inventory_since, declarative_facts)
+    if vpn_facts is False:
+        vpn_facts = vpn_facts_of(session, policies, [device.id]).get(device.id)
+    facts = facts_of(device, identity, inventory_since, declarative_facts, vpn_facts)
     facts.accepted_versions = policies.accepted_versions
     outcome = evaluate_rules(eff.rules, facts, now)
     failures, unknown = outcome.failures, outcome.unknown

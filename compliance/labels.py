@@ -38,6 +38,12 @@ RULE_LABELS: dict[str, tuple[str, str, str, str]] = {
                         "Mỗi dòng một mã ứng dụng (bundle ID).", "One bundle ID per line."),
     "declarations_active": ("Khai báo cấu hình áp dụng được", "Declarations applied",
                             "Không có khai báo nào thiết bị báo là không hợp lệ.", "No declaration reported invalid."),
+    "vpn_provider_in": ("Mạng riêng ảo (VPN) thuộc danh sách cho phép", "VPN provider allowed",
+                        "Mỗi dòng một mã nhà cung cấp VPN (ví dụ wireguard); mọi VPN trên iPad phải thuộc danh sách.",
+                        "One VPN provider key per line (e.g. wireguard); every VPN on the iPad must be listed."),
+    "vpn_seen_within_hours": ("Kết nối mạng riêng ảo (VPN) gần đây", "VPN tunnel seen recently",
+                              "Không tuân thủ khi cổng VPN không ghi nhận kết nối của iPad quá số giờ này.",
+                              "Fails when no VPN gateway has seen the iPad's tunnel for longer."),
 }
 
 # parameter -> (Vietnamese, English, input kind: version | int | list | text | emails)
@@ -47,6 +53,7 @@ PARAM_LABELS: dict[str, tuple[str, str, str]] = {
     "not_expiring_within_days": ("số ngày còn hiệu lực tối thiểu", "minimum days left", "int"),
     "identifiers": ("định danh hồ sơ", "profile identifiers", "list"),
     "bundle_ids": ("mã ứng dụng (bundle ID)", "bundle IDs", "list"),
+    "providers": ("mã nhà cung cấp mạng riêng ảo (VPN)", "VPN provider keys", "list"),
     "recipients": ("địa chỉ thư điện tử nhận thông báo", "e-mail recipients", "emails"),
     "message": ("nội dung hiển thị trên iPad", "message shown on the iPad", "text"),
     "phone_number": ("số điện thoại liên hệ", "contact phone number", "text"),

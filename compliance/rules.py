@@ -132,6 +132,22 @@ def _ident_list(what: str):
     return check
 
 
+_KEY_RE = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
+
+
+def _key_list(path: str, value: Any) -> list[str]:
+    """VPN provider keys (wireguard, ikev2, or a defined provider's key)."""
+    if not isinstance(value, list) or not value:
+        raise PolicyInputError(f"{path} must be a non-empty list of VPN provider keys",
+                               f"{_vi(path)}: cần ít nhất một nhà cung cấp mạng riêng ảo (VPN).")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _KEY_RE.match(item):
+            raise PolicyInputError(f"{path}[{i}] must be a VPN provider key like wireguard, got {item!r}",
+                                   f"{_vi(f'{path}[{i}]')}: “{item}” không phải mã nhà cung cấp VPN hợp lệ "
+                                   f"(ví dụ wireguard).")
+    return list(dict.fromkeys(value))
+
+
 RULE_SPECS: dict[str, RuleSpec] = {s.kind: s for s in (
     RuleSpec("min_os_version", {"version": _version_param}, ("version",), needs="os_version"),
     RuleSpec("max_os_version", {"version": _version_param}, ("version",), needs="os_version"),
@@ -150,6 +166,8 @@ RULE_SPECS: dict[str, RuleSpec] = {s.kind: s for s in (
     RuleSpec("app_min_version", {"bundle_ids": _ident_list("bundle ids")}, ("bundle_ids",),
              needs="installed_applications"),
     RuleSpec("os_update_deadline", {}),
+    RuleSpec("vpn_provider_in", {"providers": _key_list}, ("providers",), needs="profile_list"),
+    RuleSpec("vpn_seen_within_hours", {"hours": _int_param(1, 24 * 365)}, ("hours",), needs="profile_list"),
     RuleSpec("declarations_active", {}),
 )}
 RULE_KINDS = tuple(RULE_SPECS)
@@ -238,8 +256,10 @@ def merge_rules(policies: list[tuple[dict, list[dict]]]) -> list[MergedRule]:
             elif kind == "max_os_version":
                 if parse_version(params["version"]) < parse_version(cur.params["version"]):
                     cur.params["version"] = params["version"]
-            elif kind == "last_checkin_within_hours":
+            elif kind in ("last_checkin_within_hours", "vpn_seen_within_hours"):
                 cur.params["hours"] = min(cur.params["hours"], params["hours"])
+            elif kind == "vpn_provider_in":  # strictest: only providers every policy allows
+                cur.params["providers"] = [k for k in cur.params["providers"] if k in params["providers"]]
             elif kind == "identity_certificate_valid":
                 cur.params["not_expiring_within_days"] = max(cur.params["not_expiring_within_days"],
                                                              params["not_expiring_within_days"])
@@ -279,6 +299,8 @@ class DeviceFacts:
     failed_declarations: list = field(default_factory=list)
     # bundle id -> the accepted release's version (apps package), for app_min_version.
     accepted_versions: dict = field(default_factory=dict)
+    # vpn.compliance_facts: {"providers": installed provider keys, "seen": {key: last tunnel sighting}}.
+    vpn: dict | None = None
 
 
 @dataclass
@@ -295,199 +317,6 @@ class Failure:
                 "reason_vi": self.reason_vi, "reason_en": self.reason_en, "policies": self.sources}
 
 
-_INVENTORY_NAMES = {
-    "os_version": ("DeviceInformation", "thông tin thiết bị (DeviceInformation)"),
-    "security_info": ("SecurityInfo", "thông tin bảo mật (SecurityInfo)"),
-    "device_information": ("DeviceInformation", "thông tin thiết bị (DeviceInformation)"),
-    "profile_list": ("ProfileList", "danh sách hồ sơ cấu hình (ProfileList)"),
-    "installed_applications": ("InstalledApplicationList", "danh sách ứng dụng (InstalledApplicationList)"),
-}
-
-
-def _local(value: dt.datetime) -> dt.datetime:
-    from zoneinfo import ZoneInfo
-
-    return value.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))
-
-
-def _fmt_dt(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _check(rule: MergedRule, f: DeviceFacts, now: dt.datetime) -> tuple[bool, str, str] | None:
-    """None = passes; (immediate, vi, en) = fails. Raises _Unknown when data is missing."""
-    k, p = rule.kind, rule.params
-    if k in ("min_os_version", "max_os_version"):
-        have = parse_version(f.os_version)
-        if have is None:
-            raise _Unknown("os_version")
-        want = parse_version(p["version"])
-        if k == "min_os_version" and have < want:
-            return False, (f"Phiên bản iPadOS {f.os_version} thấp hơn mức tối thiểu {p['version']}",
-                           f"iPadOS {f.os_version} is below the minimum {p['version']}")
-        if k == "max_os_version" and have > want:
-            return False, (f"Phiên bản iPadOS {f.os_version} cao hơn mức tối đa được phép {p['version']}",
-                           f"iPadOS {f.os_version} is above the maximum allowed {p['version']}")
-        return None
-    if k == "passcode_present":
-        if f.passcode_present is None:
-            raise _Unknown("security_info")
-        if f.passcode_present is not True:
-            return False, ("Thiết bị chưa đặt mật mã mở khoá", "No passcode is set on the device")
-        return None
-    if k == "passcode_compliant":
-        if f.passcode_compliant is None:
-            raise _Unknown("security_info")
-        if f.passcode_compliant is not True:
-            return False, ("Mật mã mở khoá không đáp ứng yêu cầu chính sách",
-                           "The passcode does not meet the policy requirements")
-        return None
-    if k == "os_update_deadline":
-        enf = f.enforcement
-        if enf is None or now < enf.deadline:
-            return None
-        have = parse_version(f.os_version)
-        if have is None:
-            raise _Unknown("os_version")
-        if have < parse_version(enf.target_version):
-            local = _local(enf.deadline)
-            return False, (f"Chưa cập nhật iPadOS {enf.target_version} (đang dùng {f.os_version}) dù đã quá hạn "
-                           f"{local:%H:%M} ngày {local:%d/%m/%Y}",
-                           f"iPadOS {f.os_version} not updated to {enf.target_version} although the deadline "
-                           f"{local:%d/%m/%Y %H:%M} has passed")
-        return None
-    if k == "declarations_active":
-        if f.failed_declarations:
-            names = ", ".join(sorted(d["identifier"] for d in f.failed_declarations)[:5])
-
-            def why(key):
-                texts = list(dict.fromkeys(t for d in f.failed_declarations for t in d.get(key, [])))[:3]
-                return f" ({'; '.join(texts)})" if texts else ""
-            return False, (f"Thiết bị báo khai báo cấu hình không áp dụng được: {names}{why('reasons_vi')}",
-                           f"The device reports declaration(s) that could not be applied: {names}{why('reasons_en')}")
-        return None
-    if k == "hardware_encryption":
-        si = f.security_info
-        if not isinstance(si, dict):
-            raise _Unknown("security_info")
-        caps = si.get("HardwareEncryptionCaps")
-        if not isinstance(caps, int) or caps & 3 != 3:
-            return False, (f"Mã hoá phần cứng chưa đầy đủ (HardwareEncryptionCaps={caps})",
-                           f"Hardware encryption is incomplete (HardwareEncryptionCaps={caps})")
-        return None
-    if k == "supervised":
-        if f.is_supervised is None:
-            raise _Unknown("device_information")
-        if not f.is_supervised:
-            return False, ("Thiết bị không ở chế độ giám sát (supervised)", "The device is not supervised")
-        return None
-    if k in ("required_profiles", "mdm_profile_present"):
-        if not isinstance(f.profile_list, list):
-            raise _Unknown("profile_list")
-        idents = {e.get("PayloadIdentifier") for e in f.profile_list if isinstance(e, dict)}
-        if k == "mdm_profile_present":
-            if not any(isinstance(i, str) and i.endswith(".enroll") for i in idents):
-                return True, ("Hồ sơ đăng ký MDM đã bị gỡ khỏi thiết bị", "The MDM enrollment profile was removed")
-            return None
-        missing = [i for i in p["identifiers"] if i not in idents]
-        if missing:
-            return False, (f"Thiếu hồ sơ cấu hình bắt buộc: {', '.join(missing)}",
-                           f"Required configuration profile(s) missing: {', '.join(missing)}")
-        return None
-    if k in ("app_installed", "app_min_version"):
-        if not isinstance(f.installed_applications, list):
-            raise _Unknown("installed_applications")
-        have = {a.get("Identifier"): str(a.get("ShortVersion") or a.get("Version") or "")
-                for a in f.installed_applications if isinstance(a, dict)}
-        missing = [b for b in p["bundle_ids"] if b not in have]
-        if missing:
-            return False, (f"Chưa cài ứng dụng bắt buộc: {', '.join(missing)}",
-                           f"Required app(s) not installed: {', '.join(missing)}")
-        if k == "app_min_version":
-            behind = [(b, have[b], f.accepted_versions[b]) for b in p["bundle_ids"]
-                      if f.accepted_versions.get(b) and parse_version(have[b] or "0") < parse_version(f.accepted_versions[b])]
-            if behind:
-                vi = "; ".join(f"{b} {v} (phiên bản đã nghiệm thu: {a})" for b, v, a in behind)
-                en = "; ".join(f"{b} {v} (accepted version: {a})" for b, v, a in behind)
-                return False, (f"Ứng dụng chưa lên phiên bản đã nghiệm thu: {vi}", f"App(s) below the accepted version: {en}")
-        return None
-    if k == "disallowed_apps":
-        if not isinstance(f.installed_applications, list):
-            raise _Unknown("installed_applications")
-        installed = {a.get("Identifier") for a in f.installed_applications if isinstance(a, dict)}
-        found = [b for b in p["bundle_ids"] if b in installed]
-        if found:
-            return False, (f"Có ứng dụng bị cấm: {', '.join(found)}", f"Disallowed app(s) installed: {', '.join(found)}")
-        return None
-    if k == "not_in_lost_mode":
-        if f.lost_mode_enabled:
-            return True, ("Thiết bị đang ở Chế độ mất (Lost Mode)", "The device is in Lost Mode")
-        return None
-    if k == "last_checkin_within_hours":
-        hours = p["hours"]
-        if f.last_seen_at is None:
-            return True, ("Thiết bị chưa từng kết nối với máy chủ MDM", "The device has never checked in")
-        if now - f.last_seen_at > dt.timedelta(hours=hours):
-            return True, (f"Thiết bị không kết nối quá {hours} giờ (lần cuối {_fmt_dt(f.last_seen_at)})",
-                          f"No check-in for more than {hours} hours (last {_fmt_dt(f.last_seen_at)})")
-        return None
-    if k == "identity_certificate_valid":
-        cert = f.identity
-        if cert is None:
-            return True, ("Thiết bị không có chứng thư định danh", "The device has no identity certificate")
-        if cert.revoked_at is not None:
-            return True, ("Chứng thư định danh của thiết bị đã bị thu hồi", "The device identity certificate is revoked")
-        if cert.not_after <= now:
-            return True, (f"Chứng thư định danh đã hết hạn ngày {_fmt_dt(cert.not_after)}",
-                          f"The device identity certificate expired on {_fmt_dt(cert.not_after)}")
-        days = p["not_expiring_within_days"]
-        if days and cert.not_after - now < dt.timedelta(days=days):
-            # Still valid: a renewal problem, not a compromise, so the normal grace applies.
-            return False, (f"Chứng thư định danh sắp hết hạn ({_fmt_dt(cert.not_after)}, dưới {days} ngày)",
-                           f"The device identity certificate expires within {days} days ({_fmt_dt(cert.not_after)})")
-        return None
-    raise AssertionError(f"unhandled rule kind {k}")  # pragma: no cover - RULE_SPECS is closed
-
-
-class _Unknown(Exception):
-    def __init__(self, needs: str):
-        self.needs = needs
-
-
-@dataclass
-class RuleOutcome:
-    failures: list[Failure]
-    unknown: list[Failure]  # reasons for rules that could not be evaluated
-
-    @property
-    def immediate(self) -> bool:
-        return any(f.immediate for f in self.failures)
-
-
-def evaluate_rules(rules: list[MergedRule], facts: DeviceFacts, now: dt.datetime) -> RuleOutcome:
-    failures: list[Failure] = []
-    unknown: list[Failure] = []
-    for rule in rules:
-        try:
-            result = _check(rule, facts, now)
-        except _Unknown as exc:
-            name_en, name_vi = _INVENTORY_NAMES[exc.needs]
-            unknown.append(Failure(rule.kind, False, f"Chưa nhận được {name_vi} từ thiết bị",
-                                   f"No {name_en} inventory reported yet", rule.params, rule.sources))
-            continue
-        if result is None:
-            continue
-        default_immediate, (vi, en) = result
-        if rule.immediate is not None and rule.kind != "identity_certificate_valid":
-            immediate = rule.immediate
-        elif rule.immediate is not None:
-            # A revoked/expired certificate is always immediate; the override only
-            # applies to the "expiring soon" warning.
-            immediate = default_immediate or rule.immediate
-        else:
-            immediate = default_immediate
-        failures.append(Failure(rule.kind, immediate, vi, en, rule.params, rule.sources))
-    return RuleOutcome(failures, unknown)
 
 
 # Policy actions are validated and merged in compliance.action_specs.

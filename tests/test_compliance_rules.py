@@ -6,7 +6,8 @@ import datetime as dt
 import pytest
 
 from compliance.action_specs import validate_actions
-from compliance.rules import (CertFacts, DeviceFacts, PolicyInputError, evaluate_rules, merge_rules, parse_version,
+from compliance.checks import evaluate_rules
+from compliance.rules import (CertFacts, DeviceFacts, PolicyInputError, merge_rules, parse_version,
                               validate_rules)
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)

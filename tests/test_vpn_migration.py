@@ -311,3 +311,118 @@ def test_campaign_openvpn_to_wireguard_one_fails_then_rolled_back(server, tmp_pa
     assert officer.post("/api/v1/vpn/campaigns/999999/pause").status_code == 404
     for sim in sims:
         sim.close()
+
+
+# ------------------------------------------------------------------ compliance: which VPN, and is it up
+
+def test_vpn_rules_pure():
+    from compliance.checks import evaluate_rules
+    from compliance.rules import DeviceFacts, merge_rules, validate_rules
+
+    now = dt.datetime(2026, 12, 4, 3, 0, tzinfo=dt.timezone.utc)
+    rules = merge_rules([({"policy_id": 1, "version": 1}, validate_rules([
+        {"kind": "vpn_provider_in", "providers": ["wireguard", "openvpn-office"]},
+        {"kind": "vpn_seen_within_hours", "hours": 24}])),
+        ({"policy_id": 2, "version": 1}, validate_rules([{"kind": "vpn_provider_in", "providers": ["wireguard"]},
+                                                        {"kind": "vpn_seen_within_hours", "hours": 12}]))])
+    assert [r.params for r in rules] == [{"providers": ["wireguard"]}, {"hours": 12}]  # strictest of both
+
+    def run(providers, seen):
+        facts = DeviceFacts(os_version="18.1", security_info={}, device_information={}, is_supervised=True,
+                            profile_list=[], installed_applications=[], lost_mode_enabled=False, last_seen_at=now,
+                            identity=None, vpn={"providers": set(providers), "seen": seen})
+        out = evaluate_rules(rules, facts, now)
+        return [f.kind for f in out.failures], [f.reason_vi for f in out.failures]
+
+    assert run(["wireguard"], {"wireguard": now - dt.timedelta(hours=1)}) == ([], [])
+    kinds, reasons = run(["wireguard", "openvpn-office"], {"wireguard": now - dt.timedelta(hours=13)})
+    assert kinds == ["vpn_provider_in", "vpn_seen_within_hours"]
+    assert "openvpn-office" in reasons[0] and "quá 12 giờ" in reasons[1]
+    assert run([], {})[0] == ["vpn_provider_in", "vpn_seen_within_hours"]
+    with pytest.raises(Exception, match="VPN provider key"):
+        validate_rules([{"kind": "vpn_provider_in", "providers": ["Not A Key"]}])
+
+
+def test_vpn_rules_through_the_server(server):
+    server.instance.settings.extra["vpn_auto_provision"] = "false"
+    officer, admin = _api(server, "security_officer"), _api(server, "it_admin")
+    assert officer.post("/api/v1/vpn/providers", json=_provider_body()).status_code == 201
+    r = officer.post("/api/v1/policies", json={
+        "name": "VPN văn phòng", "rules": [{"kind": "vpn_provider_in", "providers": ["openvpn-office"]},
+                                            {"kind": "vpn_seen_within_hours", "hours": 24}],
+        "actions": ["notify"], "grace_hours": 0, "assign": {"all": True}})
+    assert r.status_code == 201, r.text
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    sim.process_commands()
+    verdict = admin.get(f"/api/v1/devices/{sim.udid}/verdict").json()
+    assert verdict["state"] == "non_compliant" and {f["rule"] for f in verdict["failing_rules"]} == {
+        "vpn_provider_in", "vpn_seen_within_hours"}
+    admin.post(f"/api/v1/devices/{sim.udid}/vpn/install", json={"provider": "openvpn-office"})
+    sim.process_commands()
+    _refresh_profiles(server, admin, [sim])  # installed, but its tunnel not yet seen
+    verdict = admin.get(f"/api/v1/devices/{sim.udid}/verdict").json()
+    assert [f["rule"] for f in verdict["failing_rules"]] == ["vpn_seen_within_hours"]
+    _gateways_report(server, [sim])
+    _refresh_profiles(server, admin, [sim])
+    assert admin.get(f"/api/v1/devices/{sim.udid}/verdict").json()["state"] == "compliant"
+    sim.close()
+
+
+def test_readme_vpn_migration_block_runs_as_written(server, tmp_path):
+    """The README's VPN block, line by line through the real CLI, on the server's own instance."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    block = re.search(r"<!-- cli-vpn-migration -->\n```sh\n(.*?)\n```", (root / "README.md").read_text(encoding="utf-8"), re.S)
+    assert block, "README lost its VPN migration block"
+    server.instance.settings.extra["vpn_auto_provision"] = "false"
+    with server.session() as s:
+        s.add(Unit(code="TTTH", name_vi="Trung tâm Tin học", stage="pilot"))
+    (tmp_path / "office.ovpn").write_text(OVPN, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAD_MDM_") and k != "DATABASE_URL"}
+    env.update(IPAD_MDM_INSTANCE=str(server.instance.settings.instance_dir), IPAD_MDM_VPN_AUTO_PROVISION="false",
+               DATABASE_URL=server.instance.settings.database_url)
+    admin = _api(server, "it_admin")
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url(unit_code="TTTH"))
+    sim.process_commands()
+    bin_dir = str(Path(sys.executable).parent) + "/"
+    for line in [x for x in block.group(1).splitlines() if x.strip()]:
+        if "vpn tunnels" in line:
+            (tmp_path / "wg0.dump").write_text(wg_show_dump([sim]))
+        proc = subprocess.run(["bash", "-c", line.replace(".venv/bin/", bin_dir)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (line, proc.stdout, proc.stderr)
+        out = json.loads(proc.stdout)
+        if "provider add" in line:
+            assert out["secret_keys_held"] == ["tls-crypt"] and "Static key" not in proc.stdout
+            assert admin.post(f"/api/v1/devices/{sim.udid}/vpn/install", json={"provider": "openvpn-office"}
+                              ).status_code == 202
+            sim.process_commands()
+            _refresh_profiles(server, admin, [sim])
+        elif "provider list" in line:
+            assert [p["key"] for p in out] == ["wireguard", "ikev2", "openvpn-office"]
+        elif "campaign create" in line:
+            assert out["steps"] == {"installing": 1}
+            sim.process_commands()
+        elif "vpn tunnels" in line:
+            assert out == {"recorded": {"wireguard": 1}}
+        elif line.split("#")[0].strip().endswith("advance"):
+            assert out["steps"] == {"removing_source": 1}
+            sim.process_commands()
+            assert [t["subtype"] for t in sim.vpn_tunnels()] == [WIREGUARD]
+        elif "campaign status" in line:
+            assert out["steps"] == {"done": 1} and out["units"] == {"TTTH": {"done": 1}}
+        elif "widen" in line:
+            assert out["stage"] == "all" and out["state"] == "done"
+        elif "rollback" in line:
+            assert out["state"] == "rolling_back"
+            sim.process_commands()
+            assert [t["subtype"] for t in sim.vpn_tunnels()] == [OPENVPN]
+    sim.close()
