@@ -39,7 +39,8 @@ RULE_LABELS: dict[str, tuple[str, str, str, str]] = {
     "declarations_active": ("Khai báo cấu hình áp dụng được", "Declarations applied",
                             "Không có khai báo nào thiết bị báo là không hợp lệ.", "No declaration reported invalid."),
     "vpn_provider_in": ("Mạng riêng ảo (VPN) thuộc danh sách cho phép", "VPN provider allowed",
-                        "Mỗi dòng một mã nhà cung cấp VPN (ví dụ wireguard); mọi VPN trên iPad phải thuộc danh sách.",
+                        "Mỗi dòng một mã nhà cung cấp VPN như trong danh sách nhà cung cấp; mọi VPN trên iPad phải "
+                        "thuộc danh sách.",
                         "One VPN provider key per line (e.g. wireguard); every VPN on the iPad must be listed."),
     "vpn_seen_within_hours": ("Kết nối mạng riêng ảo (VPN) gần đây", "VPN tunnel seen recently",
                               "Không tuân thủ khi cổng VPN không ghi nhận kết nối của iPad quá số giờ này.",

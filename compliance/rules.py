@@ -144,7 +144,7 @@ def _key_list(path: str, value: Any) -> list[str]:
         if not isinstance(item, str) or not _KEY_RE.match(item):
             raise PolicyInputError(f"{path}[{i}] must be a VPN provider key like wireguard, got {item!r}",
                                    f"{_vi(f'{path}[{i}]')}: “{item}” không phải mã nhà cung cấp VPN hợp lệ "
-                                   f"(ví dụ wireguard).")
+                                   f"(chữ thường, chữ số và dấu gạch ngang, như trong danh sách nhà cung cấp).")
     return list(dict.fromkeys(value))
 
 
