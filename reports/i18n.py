@@ -27,6 +27,7 @@ T = {
         "ddm": "Cập nhật iPadOS bắt buộc và tình trạng khai báo cấu hình",
         "apps": "Ứng dụng của cơ quan: mức độ triển khai phiên bản đã nghiệm thu",
         "usb_tokens": "USB token ký số của lãnh đạo",
+        "vpn_migration": "Mạng riêng ảo (VPN) đang dùng và việc chuyển đổi khỏi OpenVPN",
         "incident_events": "Danh sách sự kiện trong tháng",
         "audit_checkpoint": "Điểm kiểm tra có chữ ký số gần nhất của nhật ký truy cập tài liệu: dòng số {seq}, mã băm {hash}, lúc {at}.",
         "audit_checkpoint_none": "Chưa có điểm kiểm tra có chữ ký số nào của nhật ký truy cập tài liệu trước cuối kỳ.",
@@ -70,6 +71,7 @@ T = {
         "ddm": "Enforced iPadOS updates and declaration health",
         "apps": "The office's apps: coverage of the accepted release",
         "usb_tokens": "The leaders' signing USB tokens",
+        "vpn_migration": "The VPNs in use and the move off OpenVPN",
         "incident_events": "Events in the month",
         "audit_checkpoint": "Newest signed checkpoint of the document access log: row {seq}, hash {hash}, at {at}.",
         "audit_checkpoint_none": "No signed checkpoint of the document access log before the end of the period.",
@@ -206,6 +208,9 @@ COLUMNS = {
     "issuer_name": ("Tổ chức cấp", "Issued by"), "token_state": ("Trạng thái USB token", "Token state"),
     "lost_on": ("Ngày mất", "Lost on"), "revocation_request": ("Công văn đề nghị thu hồi", "Revocation request"),
     "handed_over_at": ("Bàn giao lúc", "Handed over"), "why": ("Lý do", "Reason"),
+    "provider": ("Mạng riêng ảo (VPN)", "VPN"), "campaign": ("Đợt chuyển đổi", "Migration campaign"),
+    "done": ("Đã chuyển xong", "Moved"), "in_progress": ("Đang chuyển", "In progress"),
+    "failed": ("Không chuyển được (giữ VPN cũ)", "Failed (kept the old VPN)"), "rolled_back": ("Đã quay lại VPN cũ", "Rolled back"),
 }
 
 TOKEN_NOT_RETURNED = {"no_ipad": ("Lãnh đạo không còn được giao iPad, USB token chưa hoàn trả",
@@ -279,6 +284,8 @@ SHEETS = {
     "app_coverage": ("Triển khai ứng dụng", "App coverage"), "app_coverage_units": ("Ứng dụng theo đơn vị", "Apps by unit"),
     "usb_tokens_expiring": ("USB token sắp hết hạn", "USB tokens expiring"), "usb_tokens_lost": ("USB token bị mất", "USB tokens lost"),
     "usb_tokens_not_returned": ("USB token chưa hoàn trả", "USB tokens not returned"),
+    "vpn_installed": ("VPN theo đơn vị", "VPN by unit"), "vpn_still_openvpn": ("Còn dùng OpenVPN", "Still on OpenVPN"),
+    "vpn_campaign_progress": ("Chuyển đổi VPN", "VPN migration"),
 }
 
 

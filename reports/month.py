@@ -29,6 +29,7 @@ from .metrics import (
 )
 from .periods import Month, ReportPeriod, period_of
 from .token_figures import token_figures
+from .vpn_migration import vpn_migration_figures
 
 
 @dataclass
@@ -97,6 +98,9 @@ def compute_month(conn: Connection, month: Month, opts: MetricOptions | None = N
     tables.update(ddm_figures(conn, os_reports, month, udids))
     tables.update(apps_figures(conn, devices, units, month))
     t, k = token_figures(conn, month, assignments)
+    tables.update(t)
+    kpis.update(k)
+    t, k = vpn_migration_figures(conn, month, devices, units)
     tables.update(t)
     kpis.update(k)
     t, k = measure_figures(intervals, pieces, transitions, vpn_events, gateway_events, security_events, month, units)

@@ -226,7 +226,25 @@ def _detail_sections(current, mom, lang, opts, num: Numbering) -> list[Section]:
     _ddm_section(sub(12, "ddm"), t, lang, num, nodata)
     _apps_section(sub(13, "apps"), t, lang, num)
     _tokens_section(sub(14, "usb_tokens"), k, t, lang, num)
+    _vpn_migration_section(sub(15, "vpn_migration"), k, t, lang, num)
     return secs
+
+
+def _vpn_migration_section(b, k, t, lang, num) -> None:
+    n = lambda key: fmt.number(k.get(key) or 0, lang)
+    rate = k.get("vpn_tunnel_seen_rate")
+    rate_text = fmt.percent(rate, lang) if rate is not None else "–"
+    b.append(_v(lang, f"iPad có mạng riêng ảo (VPN) được cài: {n('vpn_devices_with_vpn')}; còn dùng OpenVPN: "
+                      f"{n('vpn_devices_openvpn')}; kết nối VPN được cổng VPN ghi nhận trong kỳ: {n('vpn_tunnel_seen')} "
+                      f"iPad ({rate_text}).",
+                f"iPads with a VPN installed: {n('vpn_devices_with_vpn')}; still on OpenVPN: {n('vpn_devices_openvpn')}; "
+                f"tunnels seen by a VPN gateway in the period: {n('vpn_tunnel_seen')} iPads ({rate_text})."))
+    add_table(b, num, _v(lang, "Mạng riêng ảo (VPN) đang cài trên iPad theo đơn vị", "VPNs installed on the iPads by unit"),
+              t.get("vpn_installed"), lang, _v(lang, "Chưa có iPad nào báo cáo VPN đã cài.", "No iPad has reported an installed VPN."))
+    add_table(b, num, _v(lang, "Tiến độ chuyển đổi VPN theo đơn vị", "VPN migration progress by unit"),
+              t.get("vpn_campaign_progress"), lang, _v(lang, "Chưa có đợt chuyển đổi VPN nào.", "No VPN migration campaign yet."))
+    add_table(b, num, _v(lang, "iPad còn dùng OpenVPN", "iPads still on OpenVPN"), t.get("vpn_still_openvpn"), lang,
+              _v(lang, "Không còn iPad nào dùng OpenVPN.", "No iPad is on OpenVPN any more."))
 
 
 def _tokens_section(b, k, t, lang, num) -> None:

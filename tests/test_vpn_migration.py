@@ -295,6 +295,21 @@ def test_campaign_openvpn_to_wireguard_one_fails_then_rolled_back(server, tmp_pa
     _refresh_profiles(server, admin, sims)
     assert [_providers_on(server, sim) for sim in sims] == [{"wireguard"}, {"openvpn-office"}, {"wireguard"}, {"wireguard"}]
 
+    # The monthly report: VPNs per unit, who is still on OpenVPN, the campaign per unit, tunnels seen.
+    from reports.month import compute_month
+    from reports.periods import Month
+
+    with server.instance.database.engine.connect() as conn:
+        fig = compute_month(conn, Month.containing(utcnow()), as_of=utcnow())
+    installed = fig.tables["vpn_installed"]
+    assert sorted(zip(installed["unit_code"], installed["provider"], installed["devices"])) == [
+        ("TTTH", "OpenVPN văn phòng", 1), ("TTTH", "WireGuard", 1), ("VHC", "WireGuard", 2)]
+    assert list(fig.tables["vpn_still_openvpn"]["serial_number"]) == [sims[1].serial]
+    progress = fig.tables["vpn_campaign_progress"].set_index("unit_code")
+    assert (progress.at["TTTH", "done"], progress.at["TTTH", "failed"], progress.at["VHC", "done"]) == (1, 1, 2)
+    assert fig.kpis["vpn_devices_with_vpn"] == 4 and fig.kpis["vpn_devices_openvpn"] == 1
+    assert fig.kpis["vpn_tunnel_seen"] == 4 and fig.kpis["vpn_tunnel_seen_rate"] == 1.0
+
     # Rolled back: OpenVPN comes back first, then WireGuard goes; the failed iPad is left as it is.
     r = officer.post(f"/api/v1/vpn/campaigns/{cid}/rollback")
     assert r.status_code == 200 and r.json()["pass"] == {"reinstalling_source": 3, "removing_target": 0,

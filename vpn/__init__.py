@@ -14,6 +14,7 @@ Public surface (other packages use only this):
   providers, campaigns, inventory, sightings (modules)  VPN providers as data, migration campaigns,
                                                      what each iPad has installed, tunnels seen (issue #19)
   compliance_facts(session, device_ids)              {device id: {"providers": {...}, "seen": {key: at}}}
+  VpnInstallation, VpnTunnelSighting, VpnCampaign, VpnCampaignDevice, VpnProvider   (reports read them)
 
 All operations run in the caller's session; the gateway config is regenerated
 from the database only after that session commits.
@@ -37,7 +38,7 @@ from .service import (
     remove_peer,
     restore_peer,
 )
-from .models import VpnEvent
+from .models import VpnCampaign, VpnCampaignDevice, VpnEvent, VpnInstallation, VpnProvider, VpnTunnelSighting
 from .settings import VpnConfigError, vpn_settings
 from . import campaigns, inventory, providers, sightings
 
@@ -47,7 +48,8 @@ MANIFEST = Manifest(name="vpn", register="vpn:register", models=("vpn.models",),
                     cli=("vpn.cli:vpn",))
 
 __all__ = [
-    "MANIFEST", "VpnEvent", "campaigns", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "MANIFEST", "VpnEvent", "VpnCampaign", "VpnCampaignDevice", "VpnInstallation", "VpnProvider", "VpnTunnelSighting",
+    "campaigns", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
     "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
 ]
 
