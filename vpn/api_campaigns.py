@@ -4,6 +4,7 @@
   POST /api/v1/vpn/providers                         define one (security officers)
   GET  /api/v1/vpn/providers/<key>
   GET  /api/v1/vpn/installed                         devices per installed provider
+  GET  /api/v1/vpn/gateways                          each gateway's last applied state (its agent's reports)
   GET  /api/v1/devices/<udid>/vpn/installed          what the iPad reported, and its campaigns
   POST /api/v1/devices/<udid>/vpn/install            {"provider": key}: its signed profile, queued
   POST /api/v1/vpn/campaigns                         {name, source, target, verify_hours}
@@ -55,6 +56,15 @@ def show_provider(key):
         if row is None:
             return error(404, f"unknown VPN provider {key[:64]}")
         return jsonify(providers.describe(row))
+
+
+@bp.get("/vpn/gateways")
+@require("devices.read")
+def list_gateways():
+    from . import gateways
+
+    with unit_of_work() as s:
+        return jsonify({"gateways": gateways.list_all(s)})
 
 
 @bp.get("/vpn/installed")

@@ -280,3 +280,68 @@ def campaign_act(ctx, campaign_id, action):
     except campaigns.CampaignError as exc:
         _fail(str(exc))
     _emit(out)
+
+
+@vpn.group("gateway")
+def gateway():
+    """VPN gateways on their own hosts, each fed by `ipad-mdm vpn agent`."""
+
+
+@gateway.command("add")
+@click.argument("name")
+@click.option("--interface", default="wg0")
+@click.option("--key-file", type=click.Path(dir_okay=False), required=True,
+              help="where to write the gateway's key (0600); copy it to the gateway host, nowhere else")
+@click.pass_context
+def gateway_add(ctx, name, interface, key_file):
+    from pathlib import Path
+
+    from ipad_mdm.files import write_atomic
+
+    from . import gateways
+
+    path = Path(key_file)
+    if path.exists():
+        _fail(f"{path} exists; choose a new file for the gateway key")
+    inst = open_instance_for(ctx)
+    try:
+        with inst.database.session() as s:
+            row, key = gateways.add(s, inst, name, interface)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(path, key + b"\n", mode=0o600)
+            out = gateways.describe(row)
+    except gateways.GatewayError as exc:
+        _fail(str(exc))
+    _emit({**out, "key_file": str(path)})
+
+
+@gateway.command("list")
+@click.pass_context
+def gateway_list(ctx):
+    """Each gateway's last applied state, as its agent reported it."""
+    from . import gateways
+
+    inst = open_instance_for(ctx)
+    with inst.database.session() as s:
+        _emit(gateways.list_all(s))
+
+
+@vpn.command("agent")
+@click.option("--gateway", "name", required=True)
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--state-dir", type=click.Path(file_okay=False), required=True)
+@click.option("--interface", default="wg0")
+@click.option("--apply", "apply_mode", type=click.Choice(["file", "syncconf"]), default="syncconf",
+              help="syncconf: also change the live interface with wg; file: keep the peer file only")
+@click.option("--interface-config", type=click.Path(exists=True, dir_okay=False),
+              help="the gateway's own [Interface] section (its private key stays on this host)")
+@click.option("--wg-bin", default="wg")
+@click.option("--report-every", default=60, type=int)
+def agent_cmd(name, key_file, state_dir, interface, apply_mode, interface_config, wg_bin, report_every):
+    """Run the gateway agent: apply peer changes from this gateway's queue, report back (no database needed)."""
+    from pathlib import Path
+
+    from .agent import run
+
+    run(name, Path(key_file), Path(state_dir), interface=interface, apply=apply_mode, wg_bin=wg_bin,
+        interface_config=Path(interface_config) if interface_config else None, report_every=report_every)

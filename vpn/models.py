@@ -212,3 +212,25 @@ class VpnCampaignDevice(Base):
     installed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     tunnel_seen_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VpnGateway(Base):
+    """A VPN gateway on its own host, fed by `ipad-mdm vpn agent` through its own Celery queue."""
+
+    __tablename__ = "vpn_gateways"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    interface: Mapped[str] = mapped_column(String(15), default="wg0")
+    key_enc: Mapped[str] = mapped_column(Text)  # Fernet(agent key) under the instance data key; never shown
+    desired_seq: Mapped[int] = mapped_column(Integer, default=0)  # the last change sent
+    applied_seq: Mapped[int] = mapped_column(Integer, default=0)  # the last change the agent reported applied
+    applied_peers: Mapped[int | None] = mapped_column(Integer, default=None)
+    applied_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_report_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<VpnGateway {self.name} desired={self.desired_seq} applied={self.applied_seq}>"

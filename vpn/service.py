@@ -18,7 +18,7 @@ from ipad_mdm.timefmt import iso
 from mdm import commands
 from mdm import Device
 
-from . import keys, pool, vpnprofile
+from . import gateways, keys, pool, vpnprofile
 from .models import VpnCertificate, VpnEvent, WireGuardPeer
 from .serverconf import remove_after_commit, sync_after_commit
 from .settings import VpnSettings, vpn_settings
@@ -108,6 +108,7 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
                          send_profile: bool, requested_by: str) -> WireGuardPeer:
     fernet = instance.fernet()
     peer = _peer(session, device)
+    old_key = peer.public_key if peer is not None and peer.state != "removed" else None
     now = utcnow()
     if peer is None or peer.state == "removed":
         event = "created"
@@ -129,6 +130,7 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
         if peer.address_v4 is None or not _in_pool(vs, peer.address_v4):  # pool was reconfigured
             pool.assign_address(session, vs, peer)
     peer.updated_at = now
+    gateways.note(session, instance, upsert=(device.id,), remove=tuple(k for k in (old_key,) if k and k != peer.public_key))
     if event:
         _event(session, device, "wireguard", event, None, requested_by, peer.address_v4)
         log.info("VPN peer %s for device %s: %s, address %s", peer.public_key, device.udid, event, peer.address_v4)
@@ -206,6 +208,7 @@ def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str
         log.warning("VPN access of device %s cut (%s): %s", device.udid, by, reason)
         if peer is not None and peer.state == "cut":
             remove_after_commit(session, instance, [peer.public_key])
+            gateways.note(session, instance, remove=(peer.public_key,))
     sync_after_commit(session, instance)
     return peer_status(session, device)
 
@@ -235,6 +238,7 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
         restored = True
     if restored:  # nothing was cut: the server's config is already right
         sync_after_commit(session, instance)
+        gateways.note(session, instance, upsert=(device.id,))
     return peer_status(session, device)
 
 
@@ -248,6 +252,7 @@ def remove_peer(session: Session, instance, device: Device, reason: str, *, requ
     if peer is not None and peer.state != "removed":
         if peer.state == "active":
             remove_after_commit(session, instance, [peer.public_key])
+        gateways.note(session, instance, remove=(peer.public_key,))
         address = peer.address_v4
         peer.state, peer.removed_at, peer.reason, peer.updated_at = "removed", now, reason[:255], now
         peer.address_v4 = peer.address_v6 = None  # back to the pool

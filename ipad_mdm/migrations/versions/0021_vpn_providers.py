@@ -29,6 +29,22 @@ def upgrade() -> None:
     sa.Column('updated_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('vpn_gateways',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('interface', sa.String(length=15), nullable=False),
+    sa.Column('key_enc', sa.Text(), nullable=False),
+    sa.Column('desired_seq', sa.Integer(), nullable=False),
+    sa.Column('applied_seq', sa.Integer(), nullable=False),
+    sa.Column('applied_peers', sa.Integer(), nullable=True),
+    sa.Column('applied_sha256', sa.String(length=64), nullable=True),
+    sa.Column('applied_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_report_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('created_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('vpn_providers',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=64), nullable=False),
@@ -120,6 +136,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_vpn_tunnel_sightings_device_id'))
 
     op.drop_table('vpn_tunnel_sightings')
+    op.drop_table('vpn_gateways')
     with op.batch_alter_table('vpn_installations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_vpn_installations_provider_key'))
         batch_op.drop_index(batch_op.f('ix_vpn_installations_device_id'))
