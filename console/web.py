@@ -256,6 +256,13 @@ def _format_dt(value) -> str:
     return value.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y %H:%M")
 
 
+@bp.app_template_filter("num")
+def _format_number(value) -> str:
+    """A whole number for people: 1.234 (vi), 1,234 (en)."""
+    text = f"{int(value):,}"
+    return text.replace(",", ".") if lang() == "vi" else text
+
+
 @bp.app_template_filter("d")
 def _format_date(value) -> str:
     """A date for people: dd/mm/yyyy in local time."""

@@ -243,7 +243,20 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
         token = tokens.register(s, serial_number="TK-CRAWL", kind="Token", by="cli")
         tokens.report_lost(s, token, by="cli", circumstances="Thử nghiệm")
         token_id = token.id
-    pages = ["/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
+    # A VPN migration with an iPad that could not move, a gateway, a provider (#19).
+    from vpn import VpnCampaignDevice, campaigns as vpn_campaigns, gateways as vpn_gateways, providers as vpn_providers
+
+    with server.session() as s:
+        device = s.scalar(select(Device).where(Device.udid == sim.udid))
+        vpn_providers.define(s, server.instance, {
+            "key": "vpn-cy", "name": "VPN Ban Cơ yếu", "kind": "vpn_app", "vpn_subtype": "vn.gov.bcy.vpn",
+            "vendor_config": {"Server": "vpn.bcy.gov.vn"}, "auth": "device_certificate"}, by="cli")
+        campaign = vpn_campaigns.create(s, {"name": "WireGuard → VPN Ban Cơ yếu", "source": "wireguard",
+                                            "target": "vpn-cy"}, by="cli")
+        s.add(VpnCampaignDevice(campaign_id=campaign.id, device_id=device.id, step="failed",
+                                reason="install_failed: MCProfileErrorDomain 1006"))
+        vpn_gateways.add(s, server.instance, "gw1")
+    pages = ["/console/vpn", "/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
              f"/console/handover/{record_id}", "/console/leaders", "/console/units", "/console/policies",
              "/console/reports", "/console/audit", "/console/documents", "/console/security-events",
              "/console/apps", "/console/declarations", "/console/enrollment-tokens?all=1", "/console/usb-tokens",
@@ -263,6 +276,9 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
                 assert "Đã được cấp chứng thư mới thay thế" in text and "Không đáp ứng chính sách tuân thủ" in text
             if path == "/console/audit":
                 assert "Từ chối" in text and "Xem danh sách tài liệu" in text
+            if path == "/console/vpn":
+                assert "iPad từ chối cài hồ sơ VPN mới" in text and "Ứng dụng VPN chuyên dụng" in text
+                assert ("Quay lại VPN cũ" in text) == (user != "auditor")  # auditors read, never act
         client.close()
     assert seen >= 30
     again.close()

@@ -441,3 +441,29 @@ def test_readme_vpn_migration_block_runs_as_written(server, tmp_path):
             sim.process_commands()
             assert [t["subtype"] for t in sim.vpn_tunnels()] == [OPENVPN]
     sim.close()
+
+
+def test_console_campaign_actions_by_role(server):
+    from tests.test_console_support import client_for, seed
+
+    seed(server)
+    officer = _api(server, "security_officer")
+    assert officer.post("/api/v1/vpn/providers", json=_provider_body()).status_code == 201
+    cid = officer.post("/api/v1/vpn/campaigns", json={"name": "OpenVPN → WireGuard", "source": "openvpn-office",
+                                                      "target": "wireguard"}).json()["id"]
+    auditor, security = client_for(server, "auditor"), client_for(server, "security")
+    page = auditor.get("/console/vpn")
+    assert page.status_code == 200 and "OpenVPN văn phòng → WireGuard" in page.text and "Tạm dừng</button>" not in page.text
+    assert auditor.post(f"/console/vpn/campaigns/{cid}/pause").status_code == 403
+    assert security.post(f"/console/vpn/campaigns/{cid}/fly").status_code == 404
+    r = security.post(f"/console/vpn/campaigns/{cid}/pause", follow_redirects=True)
+    assert r.status_code == 200 and "Đã tạm dừng đợt chuyển đổi." in r.text and "Tạm dừng" in r.text
+    with server.session() as s:
+        assert s.get(VpnCampaign, cid).state == "paused"
+    r = security.post(f"/console/vpn/campaigns/{cid}/pause", follow_redirects=True)  # already paused: said, not a 500
+    assert r.status_code == 200 and "đã đổi trạng thái" in r.text
+    security.post(f"/console/vpn/campaigns/{cid}/rollback")
+    with server.session() as s:
+        assert s.get(VpnCampaign, cid).state == "rolled_back"  # no iPad was on its way
+    auditor.close()
+    security.close()

@@ -11,7 +11,7 @@ Public surface (other packages use only this):
   sync_server_config(instance, *, force_apply=False) (regenerate + apply; idempotent)
   register_applier(name, factory)                    (pluggable apply step)
   VpnError, NoPeer, WrongState, PoolExhausted, VpnConfigError
-  providers, campaigns, inventory, sightings (modules)  VPN providers as data, migration campaigns,
+  providers, campaigns, inventory, sightings, gateways, labels (modules)  VPN providers as data, campaigns,
                                                      what each iPad has installed, tunnels seen (issue #19)
   compliance_facts(session, device_ids)              {device id: {"providers": {...}, "seen": {key: at}}}
   VpnInstallation, VpnTunnelSighting, VpnCampaign, VpnCampaignDevice, VpnProvider   (reports read them)
@@ -40,7 +40,7 @@ from .service import (
 )
 from .models import VpnCampaign, VpnCampaignDevice, VpnEvent, VpnInstallation, VpnProvider, VpnTunnelSighting
 from .settings import VpnConfigError, vpn_settings
-from . import campaigns, inventory, providers, sightings
+from . import campaigns, gateways, inventory, labels, providers, sightings
 
 from ipad_mdm.manifest import Manifest  # noqa: E402
 
@@ -49,7 +49,7 @@ MANIFEST = Manifest(name="vpn", register="vpn:register", models=("vpn.models",),
 
 __all__ = [
     "MANIFEST", "VpnEvent", "VpnCampaign", "VpnCampaignDevice", "VpnInstallation", "VpnProvider", "VpnTunnelSighting",
-    "campaigns", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "campaigns", "gateways", "labels", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
     "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
 ]
 
