@@ -38,12 +38,15 @@ class VPNDevice:
             payloads = profile.get("PayloadContent", [])
             by_uuid = {p["PayloadUUID"]: p for p in payloads}
             for p in payloads:
-                if p.get("PayloadType") != "com.apple.vpn.managed":
+                if p.get("PayloadType") not in ("com.apple.vpn.managed", "com.apple.vpn.managed.applayer"):
                     continue
                 subtype = p.get("VPNSubType", "")
                 if subtype in broken or "*" in broken:
                     continue
                 tunnel = {"subtype": subtype, "profile": ident}
+                if p["PayloadType"].endswith(".applayer"):  # per-app: up only for the apps pointing at it
+                    tunnel["apps"] = sorted(b for b, a in self.state.app_attributes.items()
+                                            if a.get("VPNUUID") == p.get("VPNUUID"))
                 vendor = p.get("VendorConfig", {})
                 if subtype == WIREGUARD:
                     private = next(line.split("=", 1)[1].strip() for line in vendor["WgQuickConfig"].splitlines()

@@ -65,6 +65,7 @@ class DeviceState:
         {"Identifier": "com.wireguard.ios", "Name": "WireGuard", "Version": "1.0.16", "ShortVersion": "1.0.16", "BundleSize": 11000000},
     ])
     app_configurations: dict = field(default_factory=dict)  # bundle id -> managed configuration received
+    app_attributes: dict = field(default_factory=dict)      # bundle id -> Attributes (VPNUUID: its per-app VPN)
     os_update_error: str | None = None                  # ScheduleOSUpdate fails with this
     os_builds: dict = field(default_factory=lambda: {"18.2": "22C152", "18.3": "22D63"})
     install_errors: dict = field(default_factory=dict)  # bundle id -> (ErrorCode, ErrorDomain, text)
@@ -379,6 +380,8 @@ class SimulatedIPad(DDMDevice, VPNDevice):
         for item in command["Settings"]:
             if item.get("Item") == "ApplicationConfiguration":
                 self.state.app_configurations[item["Identifier"]] = item.get("Configuration")
+            elif item.get("Item") == "ApplicationAttributes":
+                self.state.app_attributes[item["Identifier"]] = item.get("Attributes") or {}
         return {"Settings": [{"Item": i.get("Item"), "Status": "Acknowledged"} for i in command["Settings"]]}
 
     def _answer_ManagedApplicationList(self, command):

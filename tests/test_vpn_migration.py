@@ -467,3 +467,73 @@ def test_console_campaign_actions_by_role(server):
         assert s.get(VpnCampaign, cid).state == "rolled_back"  # no iPad was on its way
     auditor.close()
     security.close()
+
+
+def test_per_app_vpn_for_the_document_app(server):
+    """A VPN app provider limited to the document app: a per-app VPN payload (VPNUUID) and the app's
+    attributes pointing at it, so only the document app's traffic goes through it."""
+    server.instance.settings.extra["vpn_auto_provision"] = "false"
+    officer, admin = _api(server, "security_officer"), _api(server, "it_admin")
+    r = officer.post("/api/v1/vpn/providers", json={
+        "key": "vpn-cy", "name": "VPN Ban Cơ yếu", "kind": "vpn_app", "vpn_subtype": "vn.gov.bcy.vpn",
+        "provider_bundle_id": "vn.gov.bcy.vpn.tunnel", "provider_type": "packet-tunnel",
+        "vendor_config": {"Server": "vpn.bcy.gov.vn", "Port": 443, "PinnedKey": "c2VjcmV0LXBpbg=="},
+        "secret_keys": ["PinnedKey"], "auth": "device_certificate", "per_app_bundle_ids": ["vn.gov.vpcp.vanban"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["secret_keys_held"] == ["PinnedKey"] and "c2VjcmV0LXBpbg" not in r.text
+    vpn_uuid = r.json()["vpn_uuid"]
+    bad = officer.post("/api/v1/vpn/providers", json={**_provider_body(key="x2"), "per_app_bundle_ids": ["not a bundle"]})
+    assert bad.status_code == 400
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    sim.process_commands()
+    assert admin.post(f"/api/v1/devices/{sim.udid}/vpn/install", json={"provider": "vpn-cy"}).status_code == 202
+    handled = sim.process_commands()
+    assert [c["Command"]["RequestType"] for c in handled] == ["InstallProfile", "Settings"]
+    profile = plistlib.loads(cms.verify(handled[0]["Command"]["Payload"]).content)
+    payload = next(p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.vpn.managed.applayer")
+    assert payload["VPNUUID"] == vpn_uuid and payload["VendorConfig"]["PinnedKey"] == "c2VjcmV0LXBpbg=="
+    assert payload["VPN"]["ProviderBundleIdentifier"] == "vn.gov.bcy.vpn.tunnel"
+    # Apple's applayer schema lists the keys it adds; the VPN keys are those of com.apple.vpn.managed.
+    schema = (apple_schema.load("mdm/profiles/com.apple.vpn.managed.applayer.yaml")["payloadkeys"]
+              + apple_schema.load("mdm/profiles/com.apple.vpn.managed.yaml")["payloadkeys"])
+    checked = {k: v for k, v in payload.items() if k != "VendorConfig" and not k.startswith("Payload")}
+    assert apple_schema.problems(checked, schema) == []
+    assert sim.state.app_attributes == {"vn.gov.vpcp.vanban": {"VPNUUID": vpn_uuid}}
+    assert [t.get("apps") for t in sim.vpn_tunnels()] == [["vn.gov.vpcp.vanban"]]
+    _refresh_profiles(server, admin, [sim])
+    assert _providers_on(server, sim) == {"vpn-cy"}
+    sim.close()
+
+
+def test_verification_hook_reads_an_operator_log(server, tmp_path):
+    """A provider whose server is neither WireGuard nor OpenVPN: the operator's pattern over its own log
+    (here a RADIUS accounting export) says when each iPad's tunnel was up; the periodic job reads it."""
+    from vpn import sightings as vpn_sightings
+
+    server.instance.settings.extra["vpn_auto_provision"] = "false"
+    officer, admin = _api(server, "security_officer"), _api(server, "it_admin")
+    log_file = tmp_path / "radius-acct.log"
+    body = {"key": "vpn-cy", "name": "VPN Ban Cơ yếu", "kind": "vpn_app", "vpn_subtype": "vn.gov.bcy.vpn",
+            "vendor_config": {"Server": "vpn.bcy.gov.vn"}, "auth": "device_certificate",
+            "verification": {"kind": "log_pattern", "path": str(log_file),
+                             "pattern": r'^(?P<iso>\S+) Acct-Status-Type = Start User-Name = "(?P<cn>[^"]+)"'}}
+    for broken, code in (("(?P<cn>x)", "verification_invalid"), ("([", "verification_invalid")):
+        r = officer.post("/api/v1/vpn/providers", json={**body, "verification": {**body["verification"], "pattern": broken}})
+        assert (r.status_code, r.json()["code"]) == (400, code)
+    assert officer.post("/api/v1/vpn/providers", json=body).status_code == 201
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    sim.process_commands()
+    admin.post(f"/api/v1/devices/{sim.udid}/vpn/install", json={"provider": "vpn-cy"})
+    sim.process_commands()
+    [tunnel] = sim.vpn_tunnels()
+    log_file.write_text("2026-12-04T01:00:00Z Acct-Status-Type = Start User-Name = \"someone.else\"\n"
+                        f"2026-12-04T02:30:00Z Acct-Status-Type = Start User-Name = \"{tunnel['common_name']}\"\n"
+                        "garbage line\n")
+    with server.session() as s:
+        assert vpn_sightings.read_all(s, server.instance) == {"vpn-cy": 1}
+    with server.session() as s:
+        device_id = s.scalar(select(Device.id).where(Device.udid == sim.udid))
+        assert vpn_sightings.last_seen(s, device_id, "vpn-cy") == dt.datetime(2026, 12, 4, 2, 30, tzinfo=dt.timezone.utc)
+    sim.close()

@@ -76,7 +76,11 @@ def _install(session: Session, instance, device: Device, key: str, by: str) -> s
         return status[key]["profile_command_uuid"]
     row = providers.get(session, key)
     signed = providers.build_profile(session, instance, row, device)
-    return commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=by).uuid
+    uuid = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=by).uuid
+    settings = providers.app_attributes_settings(row)
+    if settings:  # after the profile, in queue order: the apps then have a VPN to point at
+        commands.enqueue(session, device, "Settings", settings, requested_by=by)
+    return uuid
 
 
 def install_provider(session: Session, instance, device: Device, key: str, *, by: str) -> str:

@@ -141,6 +141,7 @@ class VpnProvider(Base):
     identity_subject: Mapped[str | None] = mapped_column(String(255), default=None)
     vpn_options: Mapped[dict] = mapped_column(JSON, default=dict)     # ProviderType, on demand, ...
     recognise: Mapped[list] = mapped_column(JSON, default=list)       # profile identifier patterns
+    per_app_bundle_ids: Mapped[list] = mapped_column(JSON, default=list)  # per-app VPN: only these managed apps
     verification: Mapped[dict] = mapped_column(JSON, default=dict)    # how its tunnel is seen
     created_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

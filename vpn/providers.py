@@ -36,7 +36,7 @@ UNKNOWN = "unknown"
 _KEY = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
 _BUNDLE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _VENDOR_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-VERIFICATION_KINDS = ("none", "wireguard_handshake", "openvpn_status")
+VERIFICATION_KINDS = ("none", "wireguard_handshake", "openvpn_status", "log_pattern")
 _NS = uuidlib.UUID("0b6f3c1e-8d2a-4c55-9a61-5e0d4f2b7c19")
 
 
@@ -182,16 +182,27 @@ def define(session: Session, instance, body: dict, *, by: str) -> VpnProvider:
         if identity is None:
             raise ProviderError("auth imported_identity needs identity_p12 + identity_password, or an .ovpn with inline "
                                 "<cert> and <key>", code="no_authentication")
+    per_app = body.get("per_app_bundle_ids", [])
+    if not isinstance(per_app, list) or len(per_app) > 50 or not all(isinstance(b, str) and _BUNDLE.match(b) for b in per_app):
+        raise ProviderError("per_app_bundle_ids must list the bundle identifiers of the managed apps whose traffic "
+                            "alone goes through this VPN (for example the document app)")
     recognise = body.get("recognise", [])
     if not isinstance(recognise, list) or not all(isinstance(p, str) and 0 < len(p) <= 255 for p in recognise):
         raise ProviderError("recognise must be a list of profile identifier patterns (for example vn.gov.office.openvpn*)")
     verification = body.get("verification") or {"kind": "none"}
     if not isinstance(verification, dict) or verification.get("kind") not in VERIFICATION_KINDS:
         raise ProviderError(f"verification.kind must be one of {', '.join(VERIFICATION_KINDS)}")
-    if verification["kind"] == "openvpn_status":
+    if verification["kind"] in ("openvpn_status", "log_pattern"):
         path = verification.get("path")
-        if not isinstance(path, str) or not path.startswith("/") or set(verification) - {"kind", "path"}:
-            raise ProviderError("verification openvpn_status needs path: the OpenVPN server's status file (absolute)")
+        if not isinstance(path, str) or not path.startswith("/") or set(verification) - {"kind", "path", "pattern"}:
+            raise ProviderError(f"verification {verification['kind']} needs path: the file the VPN server writes (absolute)")
+    if verification["kind"] == "log_pattern":
+        from .sightings import DumpError, compile_log_pattern
+
+        try:
+            compile_log_pattern(verification.get("pattern"))
+        except DumpError as exc:
+            raise ProviderError(f"verification.pattern: {exc}", code="verification_invalid") from None
     fernet = instance.fernet()
     row = VpnProvider(
         key=key, name=name, kind=kind, vpn_subtype=subtype, vendor_config=vendor, auth=auth, vpn_options=options,
@@ -200,6 +211,7 @@ def define(session: Session, instance, body: dict, *, by: str) -> VpnProvider:
         identity_enc=(fernet.encrypt(json.dumps({"p12": base64.b64encode(identity[0]).decode(),
                                                  "password": identity[1]}).encode()).decode() if identity else None),
         identity_subject=identity[2] if identity else None, recognise=list(recognise), verification=verification,
+        per_app_bundle_ids=list(dict.fromkeys(per_app)),
         created_by=by[:128], created_at=utcnow(), updated_at=utcnow())
     try:  # the payload an iPad would get must pass the profile rules before anything is stored
         _vpn_payload(row, instance.settings.organization, {**vendor, **secret}, "00000000-0000-0000-0000-000000000000")
@@ -224,7 +236,8 @@ def describe(row: VpnProvider) -> dict:
         "key": row.key, "name": row.name, "kind": row.kind, "vpn_subtype": row.vpn_subtype, "auth": row.auth,
         "vendor_config": row.vendor_config, "secret_keys_held": sorted(row.secret_keys or ()),
         "identity_subject": row.identity_subject, "vpn_options": row.vpn_options, "recognise": row.recognise,
-        "verification": row.verification, "created_by": row.created_by, "created_at": row.created_at.isoformat(),
+        "verification": row.verification, "per_app_bundle_ids": row.per_app_bundle_ids or [],
+        "vpn_uuid": vpn_uuid(row) if row.per_app_bundle_ids else None, "created_by": row.created_by, "created_at": row.created_at.isoformat(),
         "builtin": False,
     }
 
@@ -246,7 +259,7 @@ def recognise(org_identifier: str, providers: list[VpnProvider], entry: dict) ->
     """(provider key, managed by us) of one ProfileList entry, or None when it holds no VPN."""
     ident = str(entry.get("PayloadIdentifier", ""))
     payloads = [p for p in entry.get("PayloadContent") or () if isinstance(p, dict)]
-    vpn = [p for p in payloads if p.get("PayloadType") == "com.apple.vpn.managed"]
+    vpn = [p for p in payloads if p.get("PayloadType") in ("com.apple.vpn.managed", "com.apple.vpn.managed.applayer")]
     if not vpn:
         return None
     ours = f"{org_identifier}.vpn"
@@ -263,15 +276,31 @@ def recognise(org_identifier: str, providers: list[VpnProvider], entry: dict) ->
 
 # ------------------------------------------------------------------ the profile for one iPad
 
+def vpn_uuid(row: VpnProvider) -> str:
+    """The per-app VPN's VPNUUID: stable for a provider, so the apps' attributes stay right across reinstalls."""
+    return str(uuidlib.uuid5(_NS, f"vpnuuid:{row.key}")).upper()
+
+
 def _vpn_payload(row: VpnProvider, organization: str, vendor: dict, cert_uuid: str):
     options = dict(row.vpn_options or {})
     vpn = {"AuthenticationMethod": "Certificate", "PayloadCertificateUUID": cert_uuid, **options}
-    return validate_payload_dict({
+    d = {
         "PayloadType": "com.apple.vpn.managed", "PayloadVersion": 1, "PayloadDisplayName": row.name,
         "PayloadIdentifier": f"{row.key}.vpn", "PayloadUUID": str(uuidlib.uuid5(_NS, f"vpn:{row.key}:{cert_uuid}")).upper(),
         "PayloadOrganization": organization, "VPNType": "VPN", "VPNSubType": row.vpn_subtype,
         "UserDefinedName": row.name, "VendorConfig": vendor, "VPN": vpn,
-    })
+    }
+    if row.per_app_bundle_ids:  # only the listed managed apps' traffic, matched by VPNUUID
+        d.update(PayloadType="com.apple.vpn.managed.applayer", VPNUUID=vpn_uuid(row), OnDemandMatchAppEnabled=True)
+    return validate_payload_dict(d)
+
+
+def app_attributes_settings(row: VpnProvider) -> dict | None:
+    """The Settings command that ties the listed managed apps to this per-app VPN (None: device-wide VPN)."""
+    if not row.per_app_bundle_ids:
+        return None
+    return {"Settings": [{"Item": "ApplicationAttributes", "Identifier": bundle_id,
+                          "Attributes": {"VPNUUID": vpn_uuid(row)}} for bundle_id in row.per_app_bundle_ids]}
 
 
 def build_profile(session: Session, instance, row: VpnProvider, device) -> bytes:

@@ -90,6 +90,45 @@ def parse_openvpn_status(text: str) -> dict[str, dt.datetime]:
     return seen
 
 
+def compile_log_pattern(pattern):
+    """A verification hook the operator configures: a regular expression applied to each line of a log or
+    accounting file the VPN server writes, naming the client's certificate common name (?P<cn>…) and when
+    (?P<epoch>…) as a UNIX time or (?P<iso>…) as an ISO 8601 time. Returns the compiled pattern."""
+    import re
+
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= 500:
+        raise DumpError("the pattern must be a regular expression of at most 500 characters")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise DumpError(f"not a regular expression ({exc})") from None
+    groups = set(compiled.groupindex)
+    if "cn" not in groups or not groups & {"epoch", "iso"}:
+        raise DumpError("the pattern needs the groups (?P<cn>…) and (?P<epoch>…) or (?P<iso>…)")
+    return compiled
+
+
+def parse_log_pattern(text: str, pattern: str) -> dict[str, dt.datetime]:
+    """Common name -> the latest time a matching line gives."""
+    compiled = compile_log_pattern(pattern)
+    seen: dict[str, dt.datetime] = {}
+    for line in text.splitlines():
+        m = compiled.search(line)
+        if not m:
+            continue
+        try:
+            if m.groupdict().get("epoch"):
+                at = _utc(int(m.group("epoch")))
+            else:
+                at = dt.datetime.fromisoformat(m.group("iso").replace("Z", "+00:00"))
+                at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+        except (ValueError, OverflowError):
+            continue  # a line the pattern half matched: not evidence of anything
+        if at is not None and (m.group("cn") not in seen or at > seen[m.group("cn")]):
+            seen[m.group("cn")] = at
+    return seen
+
+
 def _store(session: Session, device_id: int, provider_key: str, at: dt.datetime, source: str) -> bool:
     row = session.scalar(select(VpnTunnelSighting).where(
         VpnTunnelSighting.device_id == device_id, VpnTunnelSighting.provider_key == provider_key))
@@ -112,8 +151,8 @@ def record_wireguard(session: Session, handshakes: list[Handshake]) -> int:
     return sum(_store(session, device_id, "wireguard", latest[key], "wg_dump") for key, device_id in peers)
 
 
-def record_openvpn(session: Session, provider_key: str, seen: dict[str, dt.datetime]) -> int:
-    """Store the OpenVPN server's clients whose certificate we issued for this provider."""
+def record_openvpn(session: Session, provider_key: str, seen: dict[str, dt.datetime], source: str = "openvpn_status") -> int:
+    """Store the VPN server's clients (by certificate common name) whose certificate we issued for this provider."""
     if not seen:
         return 0
     certs = session.execute(select(VpnCertificate.local_identifier, VpnCertificate.device_id).where(
@@ -122,7 +161,7 @@ def record_openvpn(session: Session, provider_key: str, seen: dict[str, dt.datet
     for local_id, device_id in certs:
         at = seen.get(local_id[:64])
         if at is not None:
-            n += _store(session, device_id, provider_key, at, "openvpn_status")
+            n += _store(session, device_id, provider_key, at, source)
     return n
 
 
@@ -154,11 +193,15 @@ def read_all(session: Session, instance) -> dict:
         except (DumpError, OSError) as exc:
             log.warning("WireGuard handshakes not read: %s", exc)
     for row in session.scalars(select(VpnProvider)):
-        if (row.verification or {}).get("kind") != "openvpn_status":
+        kind = (row.verification or {}).get("kind")
+        if kind not in ("openvpn_status", "log_pattern"):
             continue
         try:
             with open(row.verification["path"], encoding="utf-8", errors="replace") as fh:
-                out[row.key] = record_openvpn(session, row.key, parse_openvpn_status(fh.read(4 * 1024 * 1024)))
+                text = fh.read(16 * 1024 * 1024)
+            seen = (parse_openvpn_status(text) if kind == "openvpn_status"
+                    else parse_log_pattern(text, row.verification["pattern"]))
+            out[row.key] = record_openvpn(session, row.key, seen, kind)
         except (DumpError, OSError) as exc:
-            log.warning("OpenVPN status of provider %s not read: %s", row.key, exc)
+            log.warning("tunnels of provider %s not read from its %s: %s", row.key, kind, exc)
     return out

@@ -10,13 +10,13 @@ from .certificates import _PKCS1, _PKCS12, _ROOT
 from .device_policy import _PASSCODE, _RESTRICTIONS
 from .mdm_scep import _MDM, _SCEP
 from .spec import PayloadError, _COMMON_KEYS, _PayloadSpec, _check_dict
-from .vpn import _VPN
+from .vpn import _VPN, _VPN_APPLAYER
 from .wifi import _WIFI
 
 
 _SPECS: dict[str, _PayloadSpec] = {
     spec.payload_type: spec
-    for spec in (_MDM, _SCEP, _ROOT, _PKCS1, _PKCS12, _VPN, _PASSCODE, _RESTRICTIONS, _WIFI)
+    for spec in (_MDM, _SCEP, _ROOT, _PKCS1, _PKCS12, _VPN, _VPN_APPLAYER, _PASSCODE, _RESTRICTIONS, _WIFI)
 }
 
 # Payload types whose UUID may be referenced as an identity / as a certificate.

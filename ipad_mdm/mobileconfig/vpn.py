@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .spec import Key, _APPLE_UUID, _PayloadSpec, _d, _fail, _flag, _i, _s, _strings
+from .spec import Key, _APPLE_UUID, _PayloadSpec, _b, _d, _fail, _flag, _i, _s, _strings
 from .wgquick import _WIREGUARD_BUNDLE_IDS, _check_wg_quick
 
 
@@ -242,3 +242,12 @@ _VPN = _PayloadSpec(
     rules=(_vpn_rule,),
 )
 
+
+
+# Per-app VPN: the same settings, tied to managed apps by VPNUUID (the app's Attributes carry it).
+_VPN_APPLAYER = _PayloadSpec(
+    "com.apple.vpn.managed.applayer",
+    "Per-app VPN",
+    _VPN.keys + (_s("VPNUUID", required=True), _b("OnDemandMatchAppEnabled")),
+    rules=(_vpn_rule,),
+)

@@ -59,6 +59,7 @@ def upgrade() -> None:
     sa.Column('identity_subject', sa.String(length=255), nullable=True),
     sa.Column('vpn_options', sa.JSON(), nullable=False),
     sa.Column('recognise', sa.JSON(), nullable=False),
+    sa.Column('per_app_bundle_ids', sa.JSON(), nullable=False),
     sa.Column('verification', sa.JSON(), nullable=False),
     sa.Column('created_by', sa.String(length=128), nullable=False),
     sa.Column('created_at', ipad_mdm.db.UTCDateTime(timezone=True), nullable=False),
