@@ -162,3 +162,38 @@ def test_gateway_agent_applies_in_order_converges_and_reports(server, tmp_path):
                 proc.wait()
     assert "Traceback" not in agent_log.read_text(errors="replace"), agent_log.read_text(errors="replace")[-3000:]
     assert all(k not in agent_log.read_text() for k in active_peers().values())  # no preshared key in its log
+
+
+def test_agent_drives_the_real_wg_tool_and_reports_what_it_could_not_apply(server, tmp_path):
+    """`--apply syncconf`: the agent's `wg set` / `wg syncconf` command lines go to the real wg tool. This
+    machine's kernel has no WireGuard, so wg refuses at the kernel ("Unable to modify interface"), after
+    parsing our arguments (a malformed key or option would be refused by wg's parser instead): the agent
+    keeps its last good state, reports the failure, and the server records it and sends a full resync."""
+    import subprocess as sp
+
+    from vpn import gateways
+    from vpn.agent import Agent
+
+    with server.session() as s:
+        row, key = gateways.add(s, server.instance, "gw2", "ipadmdmtest0")
+    sent = []
+    agent = Agent("gw2", key, tmp_path / "state", interface="ipadmdmtest0", apply="syncconf", wg_bin="wg",
+                  send=lambda task, args: sent.append((task, args)))
+    psk = "c2VjcmV0LXByZXNoYXJlZC1rZXktbm90LWluLWxvZ3M="
+    message = {"gateway": "gw2", "seq": 1, "full": False, "remove": [],
+               "upsert": [{"public_key": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "preshared_key": psk,
+                           "allowed_ips": "10.77.0.2/32"}]}
+    out = agent.handle(Fernet(key).encrypt(json.dumps(message).encode()).decode())
+    assert out == {"failed": 1} and agent.state.seq == 0 and agent.state.peers == {}
+    [(task, (name, token))] = sent
+    report = json.loads(Fernet(key).decrypt(token.encode()))
+    assert task == "vpn.gateway.report" and report["ok"] is False and report["resync"] is True
+    assert "Unable to modify interface" in report["detail"] and psk not in report["detail"]
+    probe = sp.run(["wg", "set", "ipadmdmtest0", "peer", "not-a-key", "remove"], capture_output=True, text=True)
+    assert "Key is not the correct length or format" in probe.stderr  # the parser would have said so for ours
+    # The server records the failure (the resync request itself is exercised through the broker above).
+    failed = Fernet(key).encrypt(json.dumps({k: v for k, v in report.items() if k != "resync"}).encode()).decode()
+    assert gateways.receive_report(server.instance, "gw2", failed)["applied_seq"] == 0
+    with server.session() as s:
+        recorded = s.scalar(select(VpnGateway).where(VpnGateway.name == "gw2"))
+        assert "Unable to modify interface" in recorded.last_error and recorded.applied_seq == 0

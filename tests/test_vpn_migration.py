@@ -294,6 +294,8 @@ def test_campaign_openvpn_to_wireguard_one_fails_then_rolled_back(server, tmp_pa
     assert status["state"] == "done" and status["steps"] == {"done": 3, "failed": 1}, status
     _refresh_profiles(server, admin, sims)
     assert [_providers_on(server, sim) for sim in sims] == [{"wireguard"}, {"openvpn-office"}, {"wireguard"}, {"wireguard"}]
+    [row] = admin.get(f"/api/v1/devices/{sims[0].udid}/vpn/installed").json()["installed"]
+    assert (row["provider"], row["managed_by_us"], row["app_version"]) == ("wireguard", True, "1.0.16")
 
     # The monthly report: VPNs per unit, who is still on OpenVPN, the campaign per unit, tunnels seen.
     from reports.month import compute_month

@@ -45,8 +45,19 @@ def update(session: Session, org_identifier: str, device: Device) -> dict[str, s
     return {ident: v[0] for ident, v in found.items()}
 
 
+_BUILTIN_APPS = {"wireguard": "com.wireguard.ios"}
+
+
 def installed(session: Session, device_id: int) -> list[dict]:
+    """The device's VPN configurations with their provider, whether we installed them, and the version of
+    the VPN app that runs them (from the device's last InstalledApplicationList)."""
+    device = session.get(Device, device_id)
+    apps = {a.get("Identifier"): a.get("ShortVersion") or a.get("Version")
+            for a in (device.installed_applications if device and isinstance(device.installed_applications, list) else [])
+            if isinstance(a, dict)}
+    subtypes = dict(session.execute(select(VpnProvider.key, VpnProvider.vpn_subtype)).all())
     return [{"profile_identifier": r.profile_identifier, "provider": r.provider_key, "managed_by_us": r.managed_by_us,
+             "app_version": apps.get(subtypes.get(r.provider_key) or _BUILTIN_APPS.get(r.provider_key)),
              "last_seen_at": r.last_seen_at.isoformat()}
             for r in session.scalars(select(VpnInstallation).where(VpnInstallation.device_id == device_id)
                                      .order_by(VpnInstallation.profile_identifier))]
