@@ -50,7 +50,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",
         "policies.read", "policies.write", "reports.read", "reports.write", "audit.read",
         "documents.read", "documents.admin", "security.read", "security.write", "apps.accept",
-        "tokens.read", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate",
+        "tokens.read", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate", "vpn.providers",
     }),
     "auditor": frozenset({
         "dashboard", "devices.read", "handover.read", "units.read", "policies.read", "reports.read",

@@ -449,11 +449,26 @@ def test_console_campaign_actions_by_role(server):
     from tests.test_console_support import client_for, seed
 
     seed(server)
-    officer = _api(server, "security_officer")
-    assert officer.post("/api/v1/vpn/providers", json=_provider_body()).status_code == 201
-    cid = officer.post("/api/v1/vpn/campaigns", json={"name": "OpenVPN → WireGuard", "source": "openvpn-office",
-                                                      "target": "wireguard"}).json()["id"]
-    auditor, security = client_for(server, "auditor"), client_for(server, "security")
+    auditor, security, admin = client_for(server, "auditor"), client_for(server, "security"), client_for(server, "admin")
+    # The provider form: an officer uploads the .ovpn; refusals are said in Vietnamese, nothing stored.
+    fields = {"key": "openvpn-office", "name": "OpenVPN văn phòng", "kind": "openvpn", "auth": "device_certificate",
+              "recognise": "vn.gov.office.openvpn*", "verification": "none"}
+    r = security.post("/console/vpn/providers", fields, files={"ovpn": ("office.ovpn", b"client\nca ca.crt\nremote a 1194\n")})
+    assert r.status_code == 400 and "trỏ tới một tệp" in r.text and "names a file" not in r.text
+    assert admin.post("/console/vpn/providers", fields, files={"ovpn": ("office.ovpn", OVPN.encode())}).status_code == 403
+    r = security.post("/console/vpn/providers", fields, files={"ovpn": ("office.ovpn", OVPN.encode())}, follow_redirects=True)
+    assert r.status_code == 200 and "Đã thêm nhà cung cấp VPN “OpenVPN văn phòng”." in r.text
+    assert TLS_CRYPT.splitlines()[5] not in r.text
+    with server.session() as s:
+        assert s.scalar(select(VpnProvider.secret_keys)) == ["tls-crypt"]
+    # The campaign form (IT staff too).
+    r = admin.post("/console/vpn/campaigns", {"name": "Thử", "source": "wireguard", "target": "wireguard"})
+    assert r.status_code == 400 and "VPN mới trùng với VPN cũ" in r.text
+    r = admin.post("/console/vpn/campaigns", {"name": "OpenVPN → WireGuard", "source": "openvpn-office",
+                                              "target": "wireguard", "verify_hours": "24"}, follow_redirects=True)
+    assert r.status_code == 200 and "Đã bắt đầu đợt chuyển đổi" in r.text
+    with server.session() as s:
+        cid = s.scalar(select(VpnCampaign.id))
     page = auditor.get("/console/vpn")
     assert page.status_code == 200 and "OpenVPN văn phòng → WireGuard" in page.text and "Tạm dừng</button>" not in page.text
     assert auditor.post(f"/console/vpn/campaigns/{cid}/pause").status_code == 403
@@ -469,6 +484,7 @@ def test_console_campaign_actions_by_role(server):
         assert s.get(VpnCampaign, cid).state == "rolled_back"  # no iPad was on its way
     auditor.close()
     security.close()
+    admin.close()
 
 
 def test_per_app_vpn_for_the_document_app(server):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ipad_mdm.db import utcnow
 from ipad_mdm.dispatch import push_after_commit
 from ipad_mdm.models import Unit
+from ipad_mdm.refusal import Refusal
 from mdm import Device, commands
 
 from . import providers, service
@@ -31,36 +32,41 @@ BATCH = 200  # devices started per pass: a pass is one short transaction, not th
 ACTIVE_STEPS = ("installing", "verifying", "removing_source", "rolling_back")
 
 
-class CampaignError(ValueError):
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_campaign"):
-        super().__init__(message)
+class CampaignError(Refusal):
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_campaign", *, vi: str | None = None):
+        super().__init__(message, vi)
         self.status, self.code = status, code
 
 
 def create(session: Session, body: dict, *, by: str) -> VpnCampaign:
     if not isinstance(body, dict):
-        raise CampaignError("the request body must be a JSON object")
+        raise CampaignError("the request body must be a JSON object", vi="Dữ liệu gửi lên không hợp lệ.")
     name, source, target = body.get("name"), body.get("source"), body.get("target")
     if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
-        raise CampaignError("name must be a non-empty string of at most 255 characters")
+        raise CampaignError("name must be a non-empty string of at most 255 characters",
+                            vi="Vui lòng đặt tên đợt chuyển đổi (tối đa 255 ký tự).")
     for label, key in (("source", source), ("target", target)):
         if not isinstance(key, str) or not providers.exists(session, key):
             raise CampaignError(f"{label} must be the key of a VPN provider (see GET /api/v1/vpn/providers)",
-                                code="unknown_provider")
+                                code="unknown_provider", vi="Vui lòng chọn VPN cũ và VPN mới trong danh sách nhà cung cấp.")
     if source == target:
-        raise CampaignError("the target provider is the source provider: nothing to migrate", code="same_provider")
+        raise CampaignError("the target provider is the source provider: nothing to migrate", code="same_provider",
+                            vi="VPN mới trùng với VPN cũ: không có gì để chuyển đổi.")
     if source in providers.BUILTIN and target in providers.BUILTIN:
         raise CampaignError("WireGuard and IKEv2 share one profile on the iPad; switch them with the VPN kind setting",
-                            code="builtin_pair")
+                            code="builtin_pair", vi="WireGuard và IKEv2 dùng chung một hồ sơ trên iPad; vui lòng đổi "
+                                                     "bằng thiết lập loại VPN của máy chủ.")
     hours = body.get("verify_hours", 24)
     if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 720:
-        raise CampaignError("verify_hours must be a whole number of hours from 1 to 720")
+        raise CampaignError("verify_hours must be a whole number of hours from 1 to 720",
+                            vi="Thời hạn chờ ghi nhận kết nối phải là số giờ nguyên từ 1 đến 720.")
     busy = session.scalar(select(VpnCampaign.id).where(
         VpnCampaign.state.in_(("running", "paused", "rolling_back")),
         (VpnCampaign.source_key == source) | (VpnCampaign.target_key == source)
         | (VpnCampaign.source_key == target) | (VpnCampaign.target_key == target)).limit(1))
     if busy is not None:
-        raise CampaignError(f"campaign {busy} is still moving devices between these providers", 409, "campaign_busy")
+        raise CampaignError(f"campaign {busy} is still moving devices between these providers", 409, "campaign_busy",
+                            vi="Một đợt chuyển đổi khác giữa các VPN này vẫn đang thực hiện.")
     row = VpnCampaign(name=name.strip(), source_key=source, target_key=target, verify_hours=hours,
                       created_by=by[:128], created_at=utcnow(), updated_at=utcnow())
     session.add(row)
@@ -86,9 +92,11 @@ def _install(session: Session, instance, device: Device, key: str, by: str) -> s
 def install_provider(session: Session, instance, device: Device, key: str, *, by: str) -> str:
     """Put a provider on one iPad outside any campaign (the fleet's current VPN, a single replacement)."""
     if not providers.exists(session, key):
-        raise CampaignError(f"unknown VPN provider {key[:64]}", 404, "unknown_provider")
+        raise CampaignError(f"unknown VPN provider {key[:64]}", 404, "unknown_provider",
+                            vi="Không có nhà cung cấp VPN này.")
     if device.enrollment_state != "enrolled":
-        raise CampaignError(f"device {device.udid} is {device.enrollment_state}", 409, "wrong_state")
+        raise CampaignError(f"device {device.udid} is {device.enrollment_state}", 409, "wrong_state",
+                            vi="iPad này không còn được quản lý.")
     uuid = _install(session, instance, device, key, by)
     push_after_commit(session, [device.id])
     return uuid
@@ -231,21 +239,23 @@ def on_command_completed(session: Session, instance, device: Device, command) ->
 def set_paused(campaign: VpnCampaign, paused: bool) -> None:
     allowed = ("running",) if paused else ("paused",)
     if campaign.state not in allowed:
-        raise CampaignError(f"the campaign is {campaign.state}", 409, "wrong_state")
+        raise CampaignError(f"the campaign is {campaign.state}", 409, "wrong_state",
+                            vi="Đợt chuyển đổi đã đổi trạng thái; vui lòng xem lại.")
     campaign.state, campaign.updated_at = ("paused" if paused else "running"), utcnow()
 
 
 def widen(campaign: VpnCampaign) -> None:
     if campaign.stage != "pilot" or campaign.state not in ("running", "paused"):
         raise CampaignError("only a running or paused campaign still in its pilot can be widened to all units",
-                            409, "wrong_state")
+                            409, "wrong_state", vi="Chỉ mở rộng được đợt chuyển đổi đang ở giai đoạn thí điểm.")
     campaign.stage, campaign.updated_at = "all", utcnow()
 
 
 def roll_back(session: Session, instance, campaign: VpnCampaign) -> dict:
     """Every device back to A: A reinstalled where it was removed (then B removed), B removed elsewhere."""
     if campaign.state in ("rolled_back", "rolling_back"):
-        raise CampaignError(f"the campaign is already {campaign.state.replace('_', ' ')}", 409, "wrong_state")
+        raise CampaignError(f"the campaign is already {campaign.state.replace('_', ' ')}", 409, "wrong_state",
+                            vi="Đợt chuyển đổi đã quay lại VPN cũ.")
     source_buildable = campaign.source_key in providers.BUILTIN or providers.get(session, campaign.source_key)
     by = f"vpn-campaign:{campaign.id}"
     counts = {"reinstalling_source": 0, "removing_target": 0, "untouched": 0, "source_not_rebuildable": 0}

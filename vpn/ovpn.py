@@ -26,7 +26,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
 
 class OvpnError(ValueError):
-    """A .ovpn that cannot be turned into a profile; the message says which line and why."""
+    """A .ovpn that cannot be turned into a profile; the message says which line and why (`vi`: in Vietnamese)."""
+
+    def __init__(self, message: str, vi: str):
+        super().__init__(message)
+        self.vi = vi
 
 
 @dataclass
@@ -52,13 +56,13 @@ def parse_ovpn(text: str | bytes) -> OvpnConfig:
     """Read a client .ovpn; raises OvpnError naming the line for anything an iPad could not use."""
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
-            raise OvpnError(f"the .ovpn file is larger than {MAX_BYTES // 1024} KiB")
+            raise OvpnError(f"the .ovpn file is larger than {MAX_BYTES // 1024} KiB", f"tệp lớn hơn {MAX_BYTES // 1024} KiB.")
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
-            raise OvpnError("the .ovpn file is not UTF-8 text") from None
+            raise OvpnError("the .ovpn file is not UTF-8 text", "tệp không phải văn bản UTF-8.") from None
     if len(text) > MAX_BYTES:
-        raise OvpnError(f"the .ovpn file is larger than {MAX_BYTES // 1024} KiB")
+        raise OvpnError(f"the .ovpn file is larger than {MAX_BYTES // 1024} KiB", f"tệp lớn hơn {MAX_BYTES // 1024} KiB.")
     cfg = OvpnConfig()
     lines = text.replace("\r\n", "\n").split("\n")
     i = 0
@@ -74,31 +78,33 @@ def parse_ovpn(text: str | bytes) -> OvpnConfig:
                 body.append(lines[i].rstrip())
                 i += 1
             if i >= len(lines):
-                raise OvpnError(f"line {start}: <{name}> is never closed")
+                raise OvpnError(f"line {start}: <{name}> is never closed", f"dòng {start}: khối <{name}> không có thẻ đóng.")
             i += 1
             value = "\\n".join(b for b in body if b)
             if not value:
-                raise OvpnError(f"line {start}: <{name}> is empty")
+                raise OvpnError(f"line {start}: <{name}> is empty", f"dòng {start}: khối <{name}> trống.")
             _put(cfg.secret_config if name in SECRET_BLOCKS else cfg.vendor_config, name, value)
             continue
         parts = line.split(None, 1)
         name = parts[0].lower()
         if not _NAME.match(name):
-            raise OvpnError(f"line {i}: {parts[0][:40]!r} is not an OpenVPN directive")
+            raise OvpnError(f"line {i}: {parts[0][:40]!r} is not an OpenVPN directive", f"dòng {i}: “{parts[0][:40]}” không phải chỉ thị OpenVPN.")
         args = parts[1].strip() if len(parts) > 1 else ""
         if name in FILE_DIRECTIVES and args and args != "[inline]":
             raise OvpnError(f"line {i}: '{name}' names a file ({args[:60]}); put it inline as <{name}>…</{name}>, "
-                            "an iPad cannot read files of the machine that wrote the .ovpn")
+                            "an iPad cannot read files of the machine that wrote the .ovpn",
+                            f"dòng {i}: “{name}” trỏ tới một tệp ({args[:60]}); vui lòng đưa nội dung vào tệp .ovpn "
+                            f"dưới dạng <{name}>…</{name}> vì iPad không đọc được tệp của máy khác.")
         if name == "remote":
             if not args:
-                raise OvpnError(f"line {i}: 'remote' needs a server")
+                raise OvpnError(f"line {i}: 'remote' needs a server", f"dòng {i}: “remote” thiếu địa chỉ máy chủ.")
             cfg.remotes.append(args)
         if name in SECRET_BLOCKS:
             _put(cfg.secret_config, name, args or "NOARGS")
         else:
             _put(cfg.vendor_config, name, args or "NOARGS")
     if not cfg.remotes:
-        raise OvpnError("the .ovpn names no server ('remote' directive)")
+        raise OvpnError("the .ovpn names no server ('remote' directive)", "tệp không có máy chủ VPN nào (chỉ thị “remote”).")
     if "ca" not in cfg.vendor_config:
-        raise OvpnError("the .ovpn has no <ca> block: the iPad could not check the server")
+        raise OvpnError("the .ovpn has no <ca> block: the iPad could not check the server", "tệp thiếu khối <ca>, iPad không kiểm tra được máy chủ VPN.")
     return cfg
