@@ -18,9 +18,9 @@ from ipad_mdm.crypto import cms
 from mdm import ddm, protocol, scep
 from mdm.models import CheckinEvent, Command, Device
 
-# 5,000 generated inputs per pure parser (fifty times Hypothesis' default) keeps the whole suite near its
+# 2,500 generated inputs per pure parser (twenty-five times Hypothesis' default) keeps the whole suite near its
 # ten-minute budget on two cores; the live endpoints get their own 300 over real HTTPS.
-PURE = settings(max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck))
+PURE = settings(max_examples=2_500, deadline=None, suppress_health_check=list(HealthCheck))
 LIVE = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
 # plistlib can only write XML-safe text and 64-bit integers; the fuzzer feeds raw bytes too.
@@ -63,7 +63,7 @@ status_items = st.dictionaries(st.sampled_from(["device", "passcode", "managemen
                                                 "x"]), json_values, max_size=4)
 
 
-@settings(max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(st.binary(max_size=400), json_values.map(lambda v: json.dumps(v).encode()),
                  st.fixed_dictionaries({"StatusItems": status_items},
                                        optional={"Errors": json_values, "FullReport": json_values})
