@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 
 from flask import abort, flash, g, redirect, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ipad_mdm.models import Unit
 from ipad_mdm.web import unit_of_work
@@ -29,15 +29,13 @@ def vpn_page():
 
 
 def _render(error: str | None = None, status: int = 200, form: dict | None = None):
-    from vpn import VpnCampaign, VpnInstallation, VpnProvider, campaigns, gateways, labels
+    from vpn import VpnCampaign, VpnProvider, campaigns, gateways, inventory, labels
 
     with unit_of_work() as s:
         names = {p.key: p.name for p in s.scalars(select(VpnProvider))}
         providers = [{"name": p.name, "kind": label(labels.PROVIDER_KINDS, p.kind),
                       "auth": label(labels.PROVIDER_AUTH, p.auth)} for p in s.scalars(select(VpnProvider).order_by(VpnProvider.name))]
-        installed = {_provider_name(names, k): n for k, n in s.execute(
-            select(VpnInstallation.provider_key, func.count(func.distinct(VpnInstallation.device_id)))
-            .group_by(VpnInstallation.provider_key))}
+        installed = {_provider_name(names, k): n for k, n in inventory.counts_by_provider(s).items()}
         units = {u.code: u.name_vi if lang() == "vi" else (u.name_en or u.name_vi) for u in s.scalars(select(Unit))}
         rows = []
         for c in s.scalars(select(VpnCampaign).order_by(VpnCampaign.id.desc()).limit(50)):

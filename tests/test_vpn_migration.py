@@ -209,7 +209,7 @@ def _providers_on(server, sim) -> set[str]:
 def _gateways_report(server, sims):
     with server.session() as s:
         sightings.record_wireguard(s, sightings.parse_wg_dump(wg_show_dump(sims)))
-        sightings.record_openvpn(s, "openvpn-office", sightings.parse_openvpn_status(openvpn_status(sims)))
+        sightings.record_common_names(s, "openvpn-office", sightings.parse_openvpn_status(openvpn_status(sims)))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

@@ -49,7 +49,8 @@ MANIFEST = Manifest(name="vpn", register="vpn:register", models=("vpn.models",),
 
 __all__ = [
     "MANIFEST", "VpnEvent", "VpnCampaign", "VpnCampaignDevice", "VpnInstallation", "VpnProvider", "VpnTunnelSighting",
-    "campaigns", "gateways", "labels", "inventory", "providers", "sightings", "compliance_facts", "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
+    "campaigns", "gateways", "labels", "inventory", "providers", "sightings", "compliance_facts",
+    "register", "provision_peer", "cut_peer", "restore_peer", "remove_peer", "peer_status", "event_counts",
     "sync_server_config", "register_applier", "VpnError", "NoPeer", "WrongState", "PoolExhausted", "VpnConfigError",
 ]
 
@@ -94,14 +95,15 @@ def register(app, hooks, instance) -> None:
                 reached = _kinds(status)
                 # A VPN on the iPad that nothing here can cut (an imported identity shared by every iPad, a
                 # VPN installed by hand): said in the history, not passed over in silence.
-                others = sorted(inventory.facts(session, [device.id])[device.id]["providers"] - set(reached))
+                others = sorted(inventory.installed_providers(session, device.id) - set(reached))
                 return {"status": "done", "result": "cut", "providers": reached, "not_cut": others}
             if state in RESTORE_VERDICTS:
                 status = restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
                                       requested_by="compliance")
                 return {"status": "done", "result": "restored", "providers": _kinds(status)}
         except NoPeer:
-            installed = sorted(inventory.facts(session, [device.id])[device.id]["providers"])
+            # Nothing here to cut or restore; when cutting, the VPNs the iPad has are still named.
+            installed = sorted(inventory.installed_providers(session, device.id)) if state in CUT_VERDICTS else []
             return {"status": "not_applicable", "result": "no VPN access", **({"not_cut": installed} if installed else {})}
         return {"status": "not_applicable"}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
@@ -109,8 +109,7 @@ def _remove(session: Session, instance, device: Device, key: str, identifier: st
 
 
 def _target_identifier(instance, key: str) -> str:
-    org = instance.settings.org_identifier
-    return f"{org}.vpn" if key in providers.BUILTIN else providers.profile_identifier(org, key)
+    return providers.profile_identifier(instance.settings.org_identifier, key)
 
 
 def _verified_by(session: Session, key: str) -> str:
@@ -165,12 +164,14 @@ def advance(session: Session, instance, campaign: VpnCampaign, now: dt.datetime 
             log.warning("campaign %s: installing %s on %s failed: %s", campaign.id, campaign.target_key, device.udid, exc)
             _set(item, "failed", f"install_not_sent: {type(exc).__name__}")
     verification = _verified_by(session, campaign.target_key)
-    waiting = session.execute(select(VpnCampaignDevice, Device).join(Device, Device.id == VpnCampaignDevice.device_id)
-                              .where(VpnCampaignDevice.campaign_id == campaign.id,
-                                     VpnCampaignDevice.step == "verifying")).all()
-    for item, device in waiting:
-        seen = session.scalar(select(VpnTunnelSighting.seen_at).where(
-            VpnTunnelSighting.device_id == device.id, VpnTunnelSighting.provider_key == campaign.target_key))
+    # The target's latest sighting comes in the same query (one read for the whole ring, not one per iPad).
+    waiting = session.execute(
+        select(VpnCampaignDevice, Device, VpnTunnelSighting.seen_at)
+        .join(Device, Device.id == VpnCampaignDevice.device_id)
+        .outerjoin(VpnTunnelSighting, and_(VpnTunnelSighting.device_id == VpnCampaignDevice.device_id,
+                                           VpnTunnelSighting.provider_key == campaign.target_key))
+        .where(VpnCampaignDevice.campaign_id == campaign.id, VpnCampaignDevice.step == "verifying")).all()
+    for item, device, seen in waiting:
         # Gateways report whole seconds: a handshake in the second of the install counts.
         if verification == "none" or (seen is not None and seen >= item.installed_at.replace(microsecond=0)):
             item.tunnel_seen_at = seen if verification != "none" else None
@@ -192,9 +193,13 @@ def advance(session: Session, instance, campaign: VpnCampaign, now: dt.datetime 
     return done
 
 
-def _maybe_finish(session: Session, campaign: VpnCampaign) -> None:
-    steps = dict(session.execute(select(VpnCampaignDevice.step, func.count()).where(
+def _step_counts(session: Session, campaign: VpnCampaign) -> dict[str, int]:
+    return dict(session.execute(select(VpnCampaignDevice.step, func.count()).where(
         VpnCampaignDevice.campaign_id == campaign.id).group_by(VpnCampaignDevice.step)).all())
+
+
+def _maybe_finish(session: Session, campaign: VpnCampaign) -> None:
+    steps = _step_counts(session, campaign)
     if campaign.state == "rolling_back" and not any(steps.get(s) for s in ACTIVE_STEPS):
         campaign.state = "rolled_back"
     elif (campaign.state == "running" and campaign.stage == "all" and steps
@@ -220,7 +225,10 @@ def on_command_completed(session: Session, instance, device: Device, command) ->
             service.remove_peer(session, instance, device, "install refused", requested_by=by, kind=campaign.target_key)
             _set(item, "failed", f"install_failed: {why}"[:255])
     elif item.step == "removing_source":
-        _set(item, "done") if ok else _set(item, "failed", f"source_not_removed: {why}"[:255])
+        if ok:
+            _set(item, "done")
+        else:
+            _set(item, "failed", f"source_not_removed: {why}"[:255])
     elif item.step == "rolling_back":
         if command.request_type == "InstallProfile":
             if ok:  # A is back: now B may go
@@ -291,8 +299,7 @@ def roll_back(session: Session, instance, campaign: VpnCampaign) -> dict:
 # ------------------------------------------------------------------ reading
 
 def progress(session: Session, campaign: VpnCampaign, *, failed_limit: int = 200) -> dict:
-    steps = dict(session.execute(select(VpnCampaignDevice.step, func.count()).where(
-        VpnCampaignDevice.campaign_id == campaign.id).group_by(VpnCampaignDevice.step)).all())
+    steps = _step_counts(session, campaign)
     per_unit: dict = {}
     for unit, step, n in session.execute(
             select(Unit.code, VpnCampaignDevice.step, func.count())
@@ -313,8 +320,8 @@ def progress(session: Session, campaign: VpnCampaign, *, failed_limit: int = 200
 
 
 def running(session: Session) -> list[VpnCampaign]:
-    return list(session.scalars(select(VpnCampaign).where(VpnCampaign.state.in_(("running", "rolling_back")))
-                                .order_by(VpnCampaign.id)))
+    """Campaigns the periodic pass moves (a roll-back moves on the iPads' answers alone)."""
+    return list(session.scalars(select(VpnCampaign).where(VpnCampaign.state == "running").order_by(VpnCampaign.id)))
 
 
 def device_campaign_rows(session: Session, device_id: int) -> list[dict]:

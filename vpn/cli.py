@@ -205,7 +205,7 @@ def tunnels(ctx, wg_dump, openvpn_status, provider_key):
                 if openvpn_status is not None:
                     if not provider_key:
                         _fail("--openvpn-status needs --provider KEY")
-                    out[provider_key] = sightings.record_openvpn(
+                    out[provider_key] = sightings.record_common_names(
                         s, provider_key, sightings.parse_openvpn_status(openvpn_status.read()))
     except sightings.DumpError as exc:
         _fail(str(exc))

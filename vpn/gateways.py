@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ipad_mdm.db import after_commit, utcnow
 from ipad_mdm.jobs import background_task
 from . import sightings
+from .serverconf import active_peers
 from .models import VpnGateway, WireGuardPeer
 
 log = logging.getLogger(__name__)
@@ -92,21 +93,11 @@ def _send_logged(instance, pending) -> None:
         log.exception("VPN gateway change notice not sent; the next resync brings the gateways in line")
 
 
-def _peer_entries(session: Session, instance, *, device_ids=None, keys=None) -> tuple[list[dict], set[str]]:
-    """(active peers as the agent applies them, public keys among `keys` that are active)."""
-    stmt = select(WireGuardPeer.public_key, WireGuardPeer.preshared_key_enc, WireGuardPeer.address_v4,
-                  WireGuardPeer.address_v6).where(WireGuardPeer.state == "active", WireGuardPeer.address_v4.is_not(None))
-    if device_ids is not None:
-        stmt = stmt.where((WireGuardPeer.device_id.in_(device_ids)) | (WireGuardPeer.public_key.in_(keys or [])))
-    fernet, out = instance.fernet(), []
-    for public, psk_enc, v4, v6 in session.execute(stmt.order_by(WireGuardPeer.id)):
-        try:
-            psk = fernet.decrypt(psk_enc.encode()).decode()
-        except (InvalidToken, AttributeError):
-            log.error("VPN peer %s: preshared key cannot be decrypted; left out", public)
-            continue
-        out.append({"public_key": public, "preshared_key": psk,
-                    "allowed_ips": f"{v4}/32" + (f",{v6}/128" if v6 else "")})
+def _peer_entries(session: Session, instance, **only) -> tuple[list[dict], set[str]]:
+    """(active peers as the agent applies them, their public keys); `only` as serverconf.active_peers."""
+    # `wg set … allowed-ips` takes the list without spaces (a config file line may have them).
+    out = [{"public_key": p.public_key, "preshared_key": p.preshared_key, "allowed_ips": p.allowed_ips.replace(" ", "")}
+           for p in active_peers(session, instance, **only)]
     return out, {p["public_key"] for p in out}
 
 

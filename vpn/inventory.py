@@ -7,10 +7,11 @@ gone from the list is gone from the table: the list is the device's whole truth 
 """
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.mobileconfig import WIREGUARD_IOS_BUNDLE_ID
 from mdm import Device
 
 from . import providers
@@ -45,7 +46,7 @@ def update(session: Session, org_identifier: str, device: Device) -> dict[str, s
     return {ident: v[0] for ident, v in found.items()}
 
 
-_BUILTIN_APPS = {"wireguard": "com.wireguard.ios"}
+_BUILTIN_APPS = {"wireguard": WIREGUARD_IOS_BUNDLE_ID}
 
 
 def installed(session: Session, device_id: int) -> list[dict]:
@@ -61,6 +62,10 @@ def installed(session: Session, device_id: int) -> list[dict]:
              "last_seen_at": r.last_seen_at.isoformat()}
             for r in session.scalars(select(VpnInstallation).where(VpnInstallation.device_id == device_id)
                                      .order_by(VpnInstallation.profile_identifier))]
+
+
+def installed_providers(session: Session, device_id: int) -> set[str]:
+    return set(session.scalars(select(VpnInstallation.provider_key).where(VpnInstallation.device_id == device_id)))
 
 
 def facts(session: Session, device_ids: list[int]) -> dict[int, dict]:
@@ -84,6 +89,3 @@ def counts_by_provider(session: Session) -> dict[str, int]:
                            .group_by(VpnInstallation.provider_key))
     return {key: n for key, n in rows}
 
-
-def forget_device(session: Session, device_id: int) -> None:
-    session.execute(delete(VpnInstallation).where(VpnInstallation.device_id == device_id))

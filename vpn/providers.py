@@ -29,6 +29,7 @@ from ipad_mdm.db import utcnow
 from ipad_mdm.refusal import Refusal
 from ipad_mdm.mobileconfig import PayloadError, Profile, pkcs12_payload, sign_profile, validate_payload_dict
 
+from . import vpnprofile
 from .models import PROVIDER_AUTH, PROVIDER_KINDS, VpnCertificate, VpnProvider
 from .ovpn import OPENVPN_CONNECT_BUNDLE_ID, OvpnError, parse_ovpn
 
@@ -53,8 +54,10 @@ class ProviderError(Refusal):
 
 
 def profile_identifier(org_identifier: str, key: str) -> str:
-    """A provider's profile beside the built-in one ({org}.vpn): installing B never replaces A."""
-    return f"{org_identifier}.vpn.p.{key}"
+    """The profile a provider's iPads carry: the built-in one ({org}.vpn) for WireGuard and IKEv2, one of
+    its own beside it for a defined provider, so installing B never replaces A."""
+    builtin = vpnprofile.profile_identifier(org_identifier)
+    return builtin if key in BUILTIN else f"{builtin}.p.{key}"
 
 
 # ------------------------------------------------------------------ definition
@@ -281,7 +284,7 @@ def recognise(org_identifier: str, providers: list[VpnProvider], entry: dict) ->
     vpn = [p for p in payloads if p.get("PayloadType") in ("com.apple.vpn.managed", "com.apple.vpn.managed.applayer")]
     if not vpn:
         return None
-    ours = f"{org_identifier}.vpn"
+    ours = vpnprofile.profile_identifier(org_identifier)
     if ident == ours:
         suffix = str(vpn[0].get("PayloadIdentifier", "")).rsplit(".", 1)[-1]
         return (suffix if suffix in BUILTIN else UNKNOWN), True
@@ -326,7 +329,6 @@ def build_profile(session: Session, instance, row: VpnProvider, device) -> bytes
     """The signed profile installing `row` on `device`: its identity (issued by our CA, or the imported
     one) and the VPN payload authenticating with it. A device certificate is recorded, so a cut puts
     it on hold in the CRL like an IKEv2 certificate."""
-    from . import vpnprofile
     from .settings import vpn_settings
 
     s = instance.settings

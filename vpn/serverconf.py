@@ -64,6 +64,10 @@ class PeerLine:
     address_v6: str | None
     comment: str
 
+    @property
+    def allowed_ips(self) -> str:
+        return f"{self.address_v4}/32" + (f", {self.address_v6}/128" if self.address_v6 else "")
+
 
 @dataclass
 class SyncResult:
@@ -98,7 +102,7 @@ def render_server_config(server_private: str, vs: VpnSettings, peers: Iterable[P
     wc.add_attr(None, "Address", ", ".join(addresses))
     lines = wc.lines
     for p in peers:
-        allowed = f"{p.address_v4}/32" + (f", {p.address_v6}/128" if p.address_v6 else "")
+        allowed = p.allowed_ips
         lines.extend((
             "",
             f"# {p.comment}",
@@ -202,15 +206,17 @@ _process_lock = threading.Lock()
 _last_applied: dict[Path, str] = {}
 
 
-def _active_peers(session: Session, instance) -> list[PeerLine]:
+def active_peers(session: Session, instance, *, device_ids=None, keys=()) -> list[PeerLine]:
+    """The peers a gateway carries (active, with an address), their preshared keys decrypted; with
+    `device_ids`, only those devices' peers and the peers holding one of `keys`."""
     fernet = instance.fernet()
-    rows = session.execute(
-        select(WireGuardPeer.public_key, WireGuardPeer.preshared_key_enc, WireGuardPeer.address_v4,
-               WireGuardPeer.address_v6, Device.udid, Device.serial_number)
-        .join(Device, Device.id == WireGuardPeer.device_id)
-        .where(WireGuardPeer.state == "active", WireGuardPeer.address_v4.is_not(None))
-        .order_by(WireGuardPeer.id)
-    )
+    stmt = (select(WireGuardPeer.public_key, WireGuardPeer.preshared_key_enc, WireGuardPeer.address_v4,
+                   WireGuardPeer.address_v6, Device.udid, Device.serial_number)
+            .join(Device, Device.id == WireGuardPeer.device_id)
+            .where(WireGuardPeer.state == "active", WireGuardPeer.address_v4.is_not(None)))
+    if device_ids is not None:
+        stmt = stmt.where(WireGuardPeer.device_id.in_(device_ids) | WireGuardPeer.public_key.in_(list(keys)))
+    rows = session.execute(stmt.order_by(WireGuardPeer.id))
     peers = []
     for public, psk_enc, v4, v6, udid, serial in rows:
         try:
@@ -240,7 +246,7 @@ def sync_server_config(instance, *, force_apply: bool = False, record: bool = Tr
     with _process_lock, os.fdopen(lock_fd, "r+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with instance.database.session() as s:
-            peers = _active_peers(s, instance)
+            peers = active_peers(s, instance)
             sync_crl(s, instance, vs)
         text = render_server_config(server_private_key(instance.settings.secrets_dir), vs, peers)
         data = text.encode("ascii")

@@ -151,7 +151,7 @@ def record_wireguard(session: Session, handshakes: list[Handshake]) -> int:
     return sum(_store(session, device_id, "wireguard", latest[key], "wg_dump") for key, device_id in peers)
 
 
-def record_openvpn(session: Session, provider_key: str, seen: dict[str, dt.datetime], source: str = "openvpn_status") -> int:
+def record_common_names(session: Session, provider_key: str, seen: dict[str, dt.datetime], source: str = "openvpn_status") -> int:
     """Store the VPN server's clients (by certificate common name) whose certificate we issued for this provider."""
     if not seen:
         return 0
@@ -201,7 +201,7 @@ def read_all(session: Session, instance) -> dict:
                 text = fh.read(16 * 1024 * 1024)
             seen = (parse_openvpn_status(text) if kind == "openvpn_status"
                     else parse_log_pattern(text, row.verification["pattern"]))
-            out[row.key] = record_openvpn(session, row.key, seen, kind)
+            out[row.key] = record_common_names(session, row.key, seen, kind)
         except (DumpError, OSError) as exc:
             log.warning("tunnels of provider %s not read from its %s: %s", row.key, kind, exc)
     return out
