@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
+from ipad_mdm.outbox import publish
 from ipad_mdm.models import Unit
 from ipad_mdm.refusal import Refusal
 from mdm import Command, Device, EnrollmentToken, IdentityCertificate
@@ -118,9 +119,18 @@ def _transition(session: Session, record: DeviceRecord, action: str, *, by: str,
     record.updated_at = event.at
     session.add(event)
     session.flush()
+    _announce(session, record, event)
     log.info("handover record %s (%s): %s %s -> %s by %s", record.id, record.serial_number, action,
              event.from_state, target, by)
     return event
+
+
+def _announce(session: Session, record: DeviceRecord, event: HandoverEvent) -> None:
+    """Every step of the workflow goes out as an event (ipad_mdm.outbox) with the change."""
+    udid = session.scalar(select(Device.udid).where(Device.id == record.device_id)) if record.device_id else None
+    publish(session, "handover.changed", {"udid": udid, "serial_number": record.serial_number, "action": event.action,
+                                          "from_state": event.from_state, "to_state": event.to_state,
+                                          "leader_id": record.leader_id, "by": event.by})
 
 
 # ------------------------------------------------------------------ registration and enrollment
@@ -216,8 +226,10 @@ def adopt(session: Session, device: Device) -> DeviceRecord | None:
                           device_id=device.id, created_by="mdm", note="")
     session.add(record)
     session.flush()
-    session.add(HandoverEvent(record_id=record.id, action="adopted", from_state=None, to_state="enrolled",
-                              at=utcnow(), by="mdm", note=f"UDID {device.udid}"))
+    event = HandoverEvent(record_id=record.id, action="adopted", from_state=None, to_state="enrolled",
+                          at=utcnow(), by="mdm", note=f"UDID {device.udid}")
+    session.add(event)
+    _announce(session, record, event)
     log.info("handover record %s adopted for device %s (enrolled without a registration)", record.id, device.udid)
     return record
 

@@ -12,6 +12,9 @@ Public surface
                  LEADER_ROLES, CLASSIFICATIONS
 
 How a request is decided: gate.py. What is audited: models.GatewayAuditEvent.
+The same decision for a reverse proxy in front of the office's own document system (nginx
+auth_request, Envoy ext_authz, Traefik ForwardAuth): edge.py, /edge/decide, with classification
+rules by URI or from the upstream's own header (edge_rules.py).
 
 Each device's access state (leader, verdict, grace deadline, reasons) is precomputed in the same
 transaction as every change that alters it: verdict changes (the verdict.changed /
@@ -37,12 +40,12 @@ __all__ = ["MANIFEST", "register", "audit", "i18n", "policy", "service", "CLASSI
            "AuditCheckpoint", "DeviceAssignment", "Document", "GatewayAuditEvent", "Leader"]
 
 MANIFEST = Manifest(name="document_gateway", register="document_gateway:register",
-                    models=("document_gateway.models",), jobs=("document_gateway.jobs",),
+                    models=("document_gateway.models", "document_gateway.edge_models"), jobs=("document_gateway.jobs",),
                     cli=("document_gateway.cli:gateway",))
 
 
 def register(app, hooks, instance) -> None:
-    from . import api, views
+    from . import api, edge_views, views
     from .storage import DocumentStore
 
     store = DocumentStore(instance.settings.instance_dir / "documents")
@@ -61,3 +64,7 @@ def register(app, hooks, instance) -> None:
         hooks.subscribe(event, recompute, critical=True, name="document_gateway.access")
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(edge_views.bp)
+    from .edge_fast import EdgeWSGI
+
+    app.wsgi_app = EdgeWSGI(app.wsgi_app, instance)

@@ -80,9 +80,15 @@ def _canonical_value(value):
     return value
 
 
+# Columns added after rows were written: hashed only when set, so older rows keep their hashes
+# (and a value written into an old row, or removed from a new one, still breaks its hash).
+_OPTIONAL = frozenset({"request_method", "request_uri"})
+
+
 def canonical_json(fields: dict) -> str:
     """Sorted keys, no whitespace, UTF-8 kept as is: the same bytes on every backend."""
-    return json.dumps({k: _canonical_value(fields.get(k)) for k in _HASHED}, sort_keys=True,
+    return json.dumps({k: _canonical_value(fields.get(k)) for k in _HASHED
+                       if k not in _OPTIONAL or fields.get(k) is not None}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False)
 
 

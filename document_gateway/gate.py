@@ -142,12 +142,15 @@ class _Verdict:
     failing_rules: tuple
 
 
-def decide(session: Session, ca, presented: Presented) -> Decision:
+def decide(session: Session, ca, presented: Presented, lookup=None) -> Decision:
+    """`lookup(session, fp)`: a caller may read more columns in the same query (the edge
+    decision reads its rule-set version and the leader's unit code)."""
+    lookup = lookup or _lookup
     if presented.error:
         return Decision(False, presented.error, status=401, via_proxy=presented.via_proxy)
     cert, fp = presented.cert, presented.fingerprint
     base = Decision(False, "certificate_untrusted", cert_sha256=fp, via_proxy=presented.via_proxy)
-    row = _lookup(session, fp)
+    row = lookup(session, fp)
     try:
         judge_identity(ca, cert, known=row is not None, revoked_at=row.revoked_at if row is not None else None)
     except DeviceAuthError as exc:
@@ -158,7 +161,7 @@ def decide(session: Session, ca, presented: Presented) -> Decision:
         # No precomputed state yet (a device enrolled before this table existed, or whose verdict
         # and assignment never changed since): compute it now, in this transaction.
         refresh_access(session, [row.device_id])
-        row = _lookup(session, fp)
+        row = lookup(session, fp)
     d = replace(base, device_id=row.device_id, udid=row.udid, verdict_state=row.verdict_state,
                 verdict_reasons_vi=tuple(row.reasons_vi or ()), verdict_reasons_en=tuple(row.reasons_en or ()))
     leader = None

@@ -162,7 +162,8 @@ class GatewayAuditEvent(Base):
     Columns (copies, not pointers: devices, leaders and documents may change or disappear later)
       id             sequence number, 1, 2, 3, … with no gaps (taken from the chain head)
       at             UTC time of the decision
-      action         "list" (GET /docs/) or "view" (GET /docs/<id>)
+      action         "list" (GET /docs/), "view" (GET /docs/<id>) or "edge" (a reverse proxy asked
+                     whether to pass a request to the office's document system: edge.py)
       decision       "allow" or "deny"
       reason_code    machine-readable reason: allowed, allowed_grace, no_client_certificate,
                      untrusted_proxy, certificate_invalid, certificate_untrusted, certificate_expired,
@@ -181,6 +182,7 @@ class GatewayAuditEvent(Base):
       document_public_id   the id asked for (as sent, truncated to 64 chars), NULL for "list"
       document_id, classification   the document, when it exists
       client_ip      the client's IP (the proxy's X-Forwarded-For entry when the proxy is trusted)
+      request_method, request_uri   "edge" rows: the original request the proxy asked about
       prev_hash      row_hash of the previous row ("0" * 64 for the first)
       row_hash       HMAC-SHA256(audit key, prev_hash + canonical JSON of every other column), hex
       chain_version  2 (keyed); 1 for rows written before the audit key existed (plain SHA-256)
@@ -212,6 +214,10 @@ class GatewayAuditEvent(Base):
     document_id: Mapped[int | None] = mapped_column(Integer, default=None)
     classification: Mapped[str | None] = mapped_column(String(16), default=None)
     client_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Decisions for the reverse proxy (action "edge"): the original request. Hashed only when set,
+    # so rows written before these columns existed keep their hashes.
+    request_method: Mapped[str | None] = mapped_column(String(16), default=None)
+    request_uri: Mapped[str | None] = mapped_column(String(2048), default=None)
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))
     # 1: plain SHA-256 (rows from before the audit key); 2: HMAC-SHA256 with the audit key.

@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
+from ipad_mdm.outbox import publish
 from ipad_mdm.plists import dumps as dumps_plist
 from ipad_mdm.plists import to_json
 
@@ -54,6 +55,11 @@ def enqueue(session: Session, device: Device, request_type: str, params: dict | 
     session.flush()
     session.add(CommandEvent(command_id=cmd.id, status="queued", detail=requested_by or None))
     device.push_pending = True
+    if request_type in ("EnableLostMode", "DisableLostMode"):
+        # Loss is announced when it is declared, not when the iPad next answers: the document
+        # system ends the device's sessions at once.
+        publish(session, "device.lost" if request_type == "EnableLostMode" else "device.found",
+                {"udid": device.udid, "serial_number": device.serial_number or "", "requested_by": requested_by})
     return cmd
 
 

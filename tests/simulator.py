@@ -399,5 +399,24 @@ class SimulatedIPad(DDMDevice, VPNDevice):
         return {"Latitude": 21.0278, "Longitude": 105.8342, "HorizontalAccuracy": 10.0,
                 "Timestamp": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}
 
+    def document_app(self, base_url: str, *, cafile: str, **kw) -> httpx.Client:
+        """The office's document app on this iPad: TLS to the document system's proxy with the
+        device's identity certificate as client certificate (the identity the MDM profile installed)."""
+        import os
+        import ssl
+        import tempfile
+
+        ctx = ssl.create_default_context(cafile=cafile)
+        fd, path = tempfile.mkstemp(prefix="sim-identity-", suffix=".pem")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.identity.public_bytes(serialization.Encoding.PEM))
+                f.write(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            ctx.load_cert_chain(path)
+        finally:
+            os.unlink(path)
+        return httpx.Client(verify=ctx, base_url=base_url, timeout=30, **kw)
+
     def close(self) -> None:
         self.client.close()

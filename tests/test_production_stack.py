@@ -13,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import secrets
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from mdm.models import Command, CommandEvent
 from tests.apns_standin import start_apns_standin
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, free_port, fresh_postgres_database, seed_instance_dir
 from tests.simulator import SimulatedIPad
+from tests.webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -224,12 +226,24 @@ def _assert_each_acknowledged_once(stack: Stack, uuids: list[str]):
 
 
 def test_production_stack_survives_faults(stack):
+    # The document system's webhook receiver: events go out through the Celery worker.
+    secret = secrets.token_urlsafe(32)
+    receiver = Receiver(secret)
+    secret_file = stack.tmp / "webhook.secret"
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    subprocess.run([str(BIN / "ipad-mdm"), "webhook", "add", "van-ban", receiver.url, "--secret-file", str(secret_file)],
+                   env=stack.env, check=True, capture_output=True)
     # Enroll through gunicorn; the TokenUpdate push goes through the Celery worker to APNs.
     sim = SimulatedIPad(stack.url, verify=stack.verify)
     sim.enroll(stack.enrollment_url())
     push = stack.apns.wait_for(1, timeout=120)[0]  # upper bound for a stuck worker, not a timing check
     assert push.token == sim.push_token.hex()
     sim.process_commands()
+    events = receiver.wait_for(lambda ev: "device.enrolled" in [e["type"] for e in ev], timeout=120)
+    assert [e["data"]["udid"] for e in events if e["type"] == "device.enrolled"] == [sim.udid]
+    assert "outbox.pump" in (stack.tmp / "worker.log").read_text()  # delivered by the Celery worker
+    receiver.close()
 
     # 1. Several gunicorn workers, concurrent connections for one device: exactly once.
     first = _queue(stack, sim.udid, 30)

@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.outbox import publish
 
 from .. import fastpath
-from ..models import IdentityCertificate
+from ..models import Device, IdentityCertificate
 from .models import CrlState
 
 log = logging.getLogger("mdm.identity")
@@ -46,6 +47,11 @@ def revoke_identity(session: Session, cert: IdentityCertificate, reason: str = "
     cert.revocation_reason = reason
     session.flush()
     fastpath.forget(session, fingerprint=cert.sha256_fingerprint)
+    device = session.get(Device, cert.device_id) if cert.device_id is not None else None
+    # Relying parties (the document system) end the device's sessions on this event.
+    publish(session, "identity.revoked", {"udid": device.udid if device else None,
+                                          "serial_number": (device.serial_number or "") if device else "",
+                                          "certificate_serial": cert.serial, "reason": reason})
     log.warning("identity certificate %s (device #%s) revoked: %s", cert.serial, cert.device_id, reason)
     return True
 

@@ -1,0 +1,36 @@
+"""Hook events turned into outbox events, in the transaction that made them true.
+
+critical: an event for the outside world is part of the change; if it cannot be written the
+change does not commit either (the outbox insert is one row: it fails only with the database).
+"""
+from __future__ import annotations
+
+from ipad_mdm.outbox import publish
+
+
+def _device(device) -> dict:
+    return {"udid": device.udid, "serial_number": device.serial_number or ""}
+
+
+def _verdict_changed(session, device, previous, verdict, **_):
+    reasons = [r.get("rule") for r in (verdict.failing_rules or ()) if isinstance(r, dict) and r.get("rule")]
+    publish(session, "verdict.changed", {
+        **_device(device), "previous": getattr(previous, "state", previous), "state": verdict.state,
+        "document_access": verdict.state in ("compliant", "grace"),
+        "grace_deadline": verdict.grace_deadline.isoformat() if verdict.grace_deadline else None,
+        "reasons": reasons, "reasons_vi": list(verdict.reasons_vi or ()), "reasons_en": list(verdict.reasons_en or ())})
+
+
+def _simple(event: str):
+    def handler(session, device, **_):
+        publish(session, event, _device(device))
+
+    handler.__name__ = f"publish_{event.replace('.', '_')}"
+    return handler
+
+
+def subscribe(hooks) -> None:
+    hooks.subscribe("verdict.changed", _verdict_changed, critical=True, name="webhooks.verdict_changed")
+    for hook, event in (("device.enrolled", "device.enrolled"), ("device.checked_out", "device.unenrolled"),
+                        ("device.retired", "device.retired")):
+        hooks.subscribe(hook, _simple(event), critical=True, name=f"webhooks.{event}")
