@@ -105,11 +105,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads per worker")
     ap.add_argument("--size", type=int, default=50_000, help="bytes of the document the upstream serves")
     args = ap.parse_args()
     if shutil.which("ab") is None or shutil.which("nginx") is None:
         sys.exit("needs ApacheBench and nginx: apt-get install apache2-utils nginx")
-    print(f"config: nginx (shipped template, mTLS) -> gunicorn {args.workers} workers x gthread, TLS, PostgreSQL; "
+    print(f"config: nginx (shipped template, mTLS) -> gunicorn {args.workers} workers x {args.threads} gthread threads, TLS, PostgreSQL; "
           f"{args.requests} requests x {args.repeat} rounds per path, ab -k -c {args.concurrency}, "
           f"document {args.size:,} bytes")
     tmp = Path(tempfile.mkdtemp(prefix="bench-edge-"))
@@ -134,7 +135,8 @@ def main() -> None:
         web = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "bench" / "gunicorn_cpu.py"),
                                 "ipad_mdm.wsgi:app"], cwd=ROOT, stdout=open(tmp / "web.log", "ab"),
                                stderr=subprocess.STDOUT,
-                               env=dict(env, IPAD_MDM_BIND=f"127.0.0.1:{port}", IPAD_MDM_WORKERS=str(args.workers)))
+                               env=dict(env, IPAD_MDM_BIND=f"127.0.0.1:{port}", IPAD_MDM_WORKERS=str(args.workers),
+                                        IPAD_MDM_THREADS=str(args.threads)))
         try:
             wait_http(f"{base}/healthz", verify)
             from ipad_mdm.config import load_settings

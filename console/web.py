@@ -117,7 +117,8 @@ REVOCATION_REASON_LABELS = {
     "certificateHold": ("Tạm dừng hiệu lực", "On hold"),
     "privilegeWithdrawn": ("Bị rút quyền (phát hiện chiếm quyền định danh)", "Privilege withdrawn (takeover attempt)"),
 }
-AUDIT_ACTION_LABELS = {"list": ("Xem danh sách tài liệu", "List documents"), "view": ("Mở tài liệu", "Open a document")}
+AUDIT_ACTION_LABELS = {"list": ("Xem danh sách tài liệu", "List documents"), "view": ("Mở tài liệu", "Open a document"),
+                       "edge": ("Truy cập hệ thống văn bản (qua cổng kiểm soát)", "Document system access (through the proxy)")}
 DECISION_LABELS = {"allow": ("Cho phép", "Allowed"), "deny": ("Từ chối", "Denied")}
 STAGE_LABELS = {"pilot": ("Thí điểm", "Pilot"), "general": ("Triển khai chung", "General rollout")}
 
@@ -304,8 +305,7 @@ def vpn_reason_label(reason: str | None) -> str:
 def gateway_reason_label(code: str | None) -> str:
     from document_gateway import i18n
 
-    vi, _fix_vi, en, _fix_en = i18n.texts(code or "")
-    return (vi if lang() == "vi" else en).rstrip(".")
+    return i18n.audit_label(code, lang())
 
 
 def command_label(request_type: str | None) -> str:

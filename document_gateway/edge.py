@@ -43,35 +43,13 @@ log = logging.getLogger("document_gateway.edge")
 
 MAX_URI = 2048
 _METHOD = re.compile(r"[A-Z]{1,16}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-# Reasons only the edge gives (the others are the gateway's, i18n.REASONS).
-EDGE_REASONS = {
-    "request_malformed": (
-        "Yêu cầu không hợp lệ.", "Vui lòng mở lại tài liệu từ ứng dụng của cơ quan.",
-        "The request is malformed.", "Open the document again from the office's app."),
-    "uri_too_long": (
-        "Địa chỉ tài liệu quá dài.", "Vui lòng mở lại tài liệu từ ứng dụng của cơ quan.",
-        "The document address is too long.", "Open the document again from the office's app."),
-    "classification_secret": (
-        "Thông tin, tài liệu thuộc bí mật nhà nước không được mở trên thiết bị di động.",
-        "Vui lòng đọc tài liệu này theo quy trình quản lý tài liệu mật của cơ quan.",
-        "State-secret information and documents are never opened on a mobile device.",
-        "Read this document through the office's procedure for secret documents."),
-    "classification_not_allowed": (
-        "Mức độ mật của tài liệu vượt quá phạm vi được phép theo chức vụ.",
-        f"Nếu cần truy cập, vui lòng liên hệ {i18n.IT_CONTACT_VI}.",
-        "The document's classification is beyond what this role may open on an iPad.",
-        f"If access is needed, contact {i18n.IT_CONTACT_EN}."),
-    "classification_unavailable": (
-        "Chưa xác định được mức độ mật của tài liệu nên chưa thể cho phép truy cập.",
-        f"Vui lòng thử lại sau ít phút hoặc liên hệ {i18n.IT_CONTACT_VI}.",
-        "The document's classification cannot be determined, so access is not allowed.",
-        f"Please retry in a few minutes or contact {i18n.IT_CONTACT_EN}."),
-}
+EDGE_REASONS = i18n.EDGE_REASONS
 
 
 def texts(code: str) -> tuple[str, str, str, str]:
-    return EDGE_REASONS.get(code) or i18n.texts(code)
+    return i18n.edge_texts(code)
 
 
 @dataclass(frozen=True)
@@ -114,7 +92,7 @@ def original_request(headers, method: str, suffix: str | None) -> Original:
         raise Malformed("request_malformed")
     if len(uri) > MAX_URI:
         raise Malformed("uri_too_long")
-    if not uri.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+    if not uri.startswith("/") or _CONTROL.search(uri):
         raise Malformed("request_malformed")
     m = m.strip().upper()
     if not _METHOD.match(m) or len(host) > 255:

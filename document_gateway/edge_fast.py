@@ -6,10 +6,9 @@ times the decision itself:
   * the proxy's certificate header is parsed once per process (a bounded LRU keyed by the
     header's SHA-256; the facts it caches — the certificate and its fingerprint — never change;
     revocation and everything else that can change is read on every request);
-  * the one lookup query is a prepared statement on a raw autocommit connection (no BEGIN, no
-    SQLAlchemy result machinery);
-  * the audit row is appended in one transaction of two round trips: BEGIN + lock the chain
-    head (pipelined), then the row and the new head in one statement + COMMIT (pipelined).
+  * one transaction of three prepared statements on a raw psycopg connection (no SQLAlchemy
+    result machinery): the lookup together with the taking of the audit chain's head, then the
+    audit row together with the new head, then COMMIT.
 Only an allowed answer is produced here. Anything else — a refusal (it needs its reason page),
 a device without a precomputed access row, rules changed since this process loaded them, a
 rule that asks the upstream, an audit chain that cannot be appended, a database error — returns
@@ -39,8 +38,11 @@ _Row = namedtuple("_Row", list(edge._LOOKUP.selected_columns.keys()))
 _LOOKUP_SQL = str(edge._LOOKUP.compile(dialect=postgresql.psycopg.dialect()))
 _LOOKUP_PARAMS = {"id_1": 1}
 
-_TAKE_HEAD_SQL = ("UPDATE gateway_audit_head SET last_seq = last_seq + 1 WHERE id = 1 "
-                  "RETURNING last_seq, last_hash")
+# The lookup and the taking of the chain head in one statement: the head's row stays locked until
+# COMMIT (or ROLLBACK, which gives the number back). Lookup columns are NULL for an unknown certificate.
+_LOOKUP_LOCKED_SQL = ("WITH head AS (UPDATE gateway_audit_head SET last_seq = last_seq + 1 WHERE id = 1 "
+                      "RETURNING last_seq, last_hash) "
+                      f"SELECT found.*, head.last_seq, head.last_hash FROM head LEFT JOIN ({_LOOKUP_SQL}) AS found ON true")
 _COLUMNS = audit._HASHED + ["prev_hash", "row_hash", "chain_version"]
 _APPEND_SQL = (f"WITH appended AS (INSERT INTO gateway_audit_events ({', '.join(_COLUMNS)}) "
                f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})) "
@@ -75,82 +77,83 @@ PARSED = _ParsedCache()
 
 
 def allow(inst, presented: gate.Presented, original: edge.Original, client_ip: str | None) -> edge.EdgeAnswer | None:
-    """An allowed, audited answer, or None for the full path."""
+    """An allowed, audited answer, or None for the full path.
+
+    One transaction: the lookup and the taking of the audit chain's head are one statement
+    (the head's row lock serialises appends, as audit.append does), then the row and the new
+    head in one statement, then COMMIT. A request this path does not allow rolls back — the
+    sequence number it took is given back — and the full path answers it."""
     database = inst.database
     if not database.is_postgres or presented.error is not None or original is None:
         return None
     import psycopg
 
-    try:
-        row = _lookup(database, presented.fingerprint)
-        if row is None or row.access_device_id is None:
-            return None
-        decision = gate.decide(None, inst.ca, presented, lookup=lambda _s, _fp: row)
-        if not decision.allowed or decision.code != "allowed":
-            return None  # refusals and grace (its warning is worded by the full path)
-        rules = _rules_cache.get("rules")
-        if rules is None or rules.version != row.rules_version:
-            return None
-        rule = rules.match(canonical_host(original.host), original.method, canonical_path(original.uri))
-        classification = rules.default if rule is None else rule.classification
-        if classification == FROM_UPSTREAM or not policy.classification_allowed(decision.leader_role, classification):
-            return None
-        answer = edge.EdgeAnswer(200, decision.code, decision, original, classification, row.unit_code)
-        answer.audit_id = _append(database, inst.audit_key, answer, presented, client_ip)
-        return answer
-    except (psycopg.Error, UnicodeDecodeError, ValueError) as exc:
-        # The full path meets the same condition and answers it properly (503, audit_unavailable, 403).
-        log.info("edge fast path declined: %s", type(exc).__name__)
-        return None
-
-
-def _lookup(database, fingerprint: str):
-    conn = database.autocommit_engine.raw_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(_LOOKUP_SQL, {**_LOOKUP_PARAMS, "fp": fingerprint}, prepare=True)
-            found = cur.fetchone()
-    except Exception as exc:
-        conn.invalidate(exc)
-        raise
-    finally:
-        conn.close()
-    return _Row(*found) if found is not None else None
-
-
-def _append(database, key: bytes, answer: edge.EdgeAnswer, presented: gate.Presented, client_ip: str | None) -> int:
-    d, o = answer.decision, answer.original
-    vi, _, en, _ = edge.texts(answer.code)
-    data = audit._clean({
-        "at": utcnow(), "action": "edge", "decision": "allow", "reason_code": answer.code, "reason_vi": vi,
-        "reason_en": en, "http_status": 200, "device_udid": d.udid, "device_id": d.device_id,
-        "cert_sha256": d.cert_sha256 or presented.fingerprint, "leader_id": d.leader_id, "leader_name": d.leader_name,
-        "leader_role": d.leader_role, "leader_unit_id": d.leader_unit_id, "verdict_state": d.verdict_state,
-        "document_public_id": None, "document_id": None, "classification": answer.classification,
-        "client_ip": client_ip, "request_method": o.method, "request_uri": o.uri})
     fairy = database.engine.raw_connection()
     conn = fairy.driver_connection
     try:
         with conn.cursor() as cur:
-            cur.execute(_TAKE_HEAD_SQL, prepare=True)
-            head = cur.fetchone()
-            if head is None:
-                raise ValueError("the audit chain head row is missing")
-            seq, prev = int(head[0]), head[1]
-            data["id"] = seq
-            h = audit.row_hash(prev, data, key)
-            cur.execute(_APPEND_SQL, {**data, "prev_hash": prev, "row_hash": h,
-                                      "chain_version": audit.CHAIN_VERSION}, prepare=True)
+            cur.execute(_LOOKUP_LOCKED_SQL, {**_LOOKUP_PARAMS, "fp": presented.fingerprint}, prepare=True)
+            found = cur.fetchone()
+            answer = _decide(inst, presented, original, found)
+            if answer is None:
+                conn.rollback()
+                return None
+            answer.audit_id = _append(cur, inst.audit_key, answer, presented, client_ip, found[-2], found[-1])
         conn.commit()
-        return seq
+        return answer
+    except (psycopg.Error, UnicodeDecodeError, ValueError) as exc:
+        # The full path meets the same condition and answers it properly (503, audit_unavailable, 403).
+        log.info("edge fast path declined: %s", type(exc).__name__)
+        _rollback(fairy, conn, exc)
+        return None
     except BaseException as exc:
-        try:
-            conn.rollback()
-        except Exception:
-            fairy.invalidate(exc)
+        _rollback(fairy, conn, exc)
         raise
     finally:
         fairy.close()
+
+
+def _rollback(fairy, conn, exc) -> None:
+    try:
+        conn.rollback()
+    except Exception:
+        fairy.invalidate(exc)
+
+
+def _decide(inst, presented: gate.Presented, original: edge.Original, found) -> edge.EdgeAnswer | None:
+    if found is None or found[0] is None:
+        return None  # no chain head, or a certificate that is no identity: the full path says why
+    row = _Row(*found[:-2])
+    if row.access_device_id is None:
+        return None
+    decision = gate.decide(None, inst.ca, presented, lookup=lambda _s, _fp: row)
+    if not decision.allowed or decision.code != "allowed":
+        return None  # refusals and grace (its warning is worded by the full path)
+    rules = _rules_cache.get("rules")
+    if rules is None or rules.version != row.rules_version:
+        return None
+    rule = rules.match(canonical_host(original.host), original.method, canonical_path(original.uri))
+    classification = rules.default if rule is None else rule.classification
+    if classification == FROM_UPSTREAM or not policy.classification_allowed(decision.leader_role, classification):
+        return None
+    return edge.EdgeAnswer(200, decision.code, decision, original, classification, row.unit_code)
+
+
+def _append(cur, key: bytes, answer: edge.EdgeAnswer, presented: gate.Presented, client_ip: str | None,
+            seq: int, prev: str) -> int:
+    d, o = answer.decision, answer.original
+    vi, _, en, _ = edge.texts(answer.code)
+    data = audit._clean({
+        "id": int(seq), "at": utcnow(), "action": "edge", "decision": "allow", "reason_code": answer.code,
+        "reason_vi": vi, "reason_en": en, "http_status": 200, "device_udid": d.udid, "device_id": d.device_id,
+        "cert_sha256": d.cert_sha256 or presented.fingerprint, "leader_id": d.leader_id, "leader_name": d.leader_name,
+        "leader_role": d.leader_role, "leader_unit_id": d.leader_unit_id, "verdict_state": d.verdict_state,
+        "document_public_id": None, "document_id": None, "classification": answer.classification,
+        "client_ip": client_ip, "request_method": o.method, "request_uri": o.uri})
+    h = audit.row_hash(prev, data, key)
+    cur.execute(_APPEND_SQL, {**data, "prev_hash": prev, "row_hash": h, "chain_version": audit.CHAIN_VERSION},
+                prepare=True)
+    return int(seq)
 
 
 # ------------------------------------------------------------------ in front of Flask

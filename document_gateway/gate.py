@@ -83,6 +83,7 @@ class Presented:
     fingerprint: str | None = None
     via_proxy: bool = False
     error: str | None = None  # a reason code when the certificate cannot even be read
+    fingerprint_bytes: bytes | None = None
 
 
 def presented(request, settings) -> Presented:
@@ -95,7 +96,8 @@ def presented(request, settings) -> Presented:
         return Presented(via_proxy=via_proxy, error="certificate_invalid")
     if cert is None:
         return Presented(via_proxy=via_proxy, error="no_client_certificate")
-    return Presented(cert=cert, fingerprint=cert.fingerprint(hashes.SHA256()).hex(), via_proxy=via_proxy)
+    digest = cert.fingerprint(hashes.SHA256())
+    return Presented(cert=cert, fingerprint=digest.hex(), via_proxy=via_proxy, fingerprint_bytes=digest)
 
 
 def client_ip(request, presented: Presented) -> str | None:
@@ -152,7 +154,8 @@ def decide(session: Session, ca, presented: Presented, lookup=None) -> Decision:
     base = Decision(False, "certificate_untrusted", cert_sha256=fp, via_proxy=presented.via_proxy)
     row = lookup(session, fp)
     try:
-        judge_identity(ca, cert, known=row is not None, revoked_at=row.revoked_at if row is not None else None)
+        judge_identity(ca, cert, known=row is not None, revoked_at=row.revoked_at if row is not None else None,
+                       fingerprint=presented.fingerprint_bytes)
     except DeviceAuthError as exc:
         return replace(base, code=exc.code if exc.code in i18n.REASONS else "certificate_untrusted")
     if row.device_id is None:
@@ -162,22 +165,21 @@ def decide(session: Session, ca, presented: Presented, lookup=None) -> Decision:
         # and assignment never changed since): compute it now, in this transaction.
         refresh_access(session, [row.device_id])
         row = lookup(session, fp)
-    d = replace(base, device_id=row.device_id, udid=row.udid, verdict_state=row.verdict_state,
-                verdict_reasons_vi=tuple(row.reasons_vi or ()), verdict_reasons_en=tuple(row.reasons_en or ()))
-    leader = None
-    if row.leader_id is not None:
-        leader = _Leader(bool(row.leader_active))
-        d = replace(d, leader_id=row.leader_id, leader_name=row.leader_name, leader_title=row.leader_title,
-                    leader_role=row.leader_role, leader_unit_id=row.leader_unit_id)
+    leader = _Leader(bool(row.leader_active)) if row.leader_id is not None else None
     verdict = None
     if row.verdict_state is not None:
         verdict = _Verdict(row.verdict_state, row.grace_deadline, row.grace_deadline,
                            ({"rule": "no_policy"},) if row.unassessed else ())
     device = _Device(row.enrollment_state, bool(row.lost_mode_enabled))
     access = device_access(device, leader, verdict, compliance_now())
-    if access.allowed:
-        return replace(d, allowed=True, code=access.code, status=200, grace_deadline=access.grace_deadline)
-    return replace(d, code=access.code)
+    # Built once (dataclasses.replace, three times over, was a tenth of the edge's decision).
+    return Decision(
+        access.allowed, access.code, status=200 if access.allowed else 403, cert_sha256=fp,
+        device_id=row.device_id, udid=row.udid, verdict_state=row.verdict_state,
+        verdict_reasons_vi=tuple(row.reasons_vi or ()), verdict_reasons_en=tuple(row.reasons_en or ()),
+        grace_deadline=access.grace_deadline if access.allowed else None, via_proxy=presented.via_proxy,
+        **({"leader_id": row.leader_id, "leader_name": row.leader_name, "leader_title": row.leader_title,
+            "leader_role": row.leader_role, "leader_unit_id": row.leader_unit_id} if leader is not None else {}))
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,43 @@ UI = {
 
 def texts(code: str) -> tuple[str, str, str, str]:
     return REASONS.get(code, REASONS["internal_error"])
+
+
+# Reasons only the edge gives (the others are the gateway's, i18n.REASONS).
+EDGE_REASONS = {
+    "request_malformed": (
+        "Yêu cầu không hợp lệ.", "Vui lòng mở lại tài liệu từ ứng dụng của cơ quan.",
+        "The request is malformed.", "Open the document again from the office's app."),
+    "uri_too_long": (
+        "Địa chỉ tài liệu quá dài.", "Vui lòng mở lại tài liệu từ ứng dụng của cơ quan.",
+        "The document address is too long.", "Open the document again from the office's app."),
+    "classification_secret": (
+        "Thông tin, tài liệu thuộc bí mật nhà nước không được mở trên thiết bị di động.",
+        "Vui lòng đọc tài liệu này theo quy trình quản lý tài liệu mật của cơ quan.",
+        "State-secret information and documents are never opened on a mobile device.",
+        "Read this document through the office's procedure for secret documents."),
+    "classification_not_allowed": (
+        "Mức độ mật của tài liệu vượt quá phạm vi được phép theo chức vụ.",
+        f"Nếu cần truy cập, vui lòng liên hệ {IT_CONTACT_VI}.",
+        "The document's classification is beyond what this role may open on an iPad.",
+        f"If access is needed, contact {IT_CONTACT_EN}."),
+    "classification_unavailable": (
+        "Chưa xác định được mức độ mật của tài liệu nên chưa thể cho phép truy cập.",
+        f"Vui lòng thử lại sau ít phút hoặc liên hệ {IT_CONTACT_VI}.",
+        "The document's classification cannot be determined, so access is not allowed.",
+        f"Please retry in a few minutes or contact {IT_CONTACT_EN}."),
+}
+
+
+def edge_texts(code: str) -> tuple[str, str, str, str]:
+    """What a reverse-proxy refusal tells the leader: the edge states the true reason (there is no
+    document list to hide things from, the document system's own app shows the page)."""
+    return EDGE_REASONS.get(code) or texts(code)
+
+
+def audit_label(code: str | None, lang: str) -> str:
+    """A reason code in words for security officers (console audit page): the true reason."""
+    if code in AUDIT_DETAIL_VI:
+        return AUDIT_DETAIL_VI[code] if lang == "vi" else AUDIT_DETAIL_EN[code]
+    vi, _, en, _ = edge_texts(code or "")
+    return (vi if lang == "vi" else en).rstrip(".")

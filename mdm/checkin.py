@@ -119,10 +119,12 @@ def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Cert
     return row
 
 
-def judge_identity(ca: CertificateAuthority, cert: x509.Certificate, *, known: bool, revoked_at) -> None:
+def judge_identity(ca: CertificateAuthority, cert: x509.Certificate, *, known: bool, revoked_at,
+                   fingerprint: bytes | None = None) -> None:
     """Who may act as a device: the one rule, for callers that read the identity row themselves
-    (the gateway reads it joined with what it needs, in one query). Raises DeviceAuthError."""
-    if not ca.issued_this(cert):
+    (the gateway reads it joined with what it needs, in one query). Raises DeviceAuthError.
+    `fingerprint`: the certificate's SHA-256, when the caller has it already."""
+    if not ca.issued_this(cert, fingerprint):
         raise DeviceAuthError(403, "certificate was not issued by this server's CA", "certificate_untrusted")
     now = utcnow()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

@@ -128,6 +128,16 @@ def test_edge_decision_contract_and_bad_input(decider):
     assert r.status_code == 200 and r.headers["x-mdm-verdict"] == "grace"
     assert "Warning" in unquote(r.headers["x-mdm-warning"]) and r.headers["x-mdm-grace-until"]
     assert "Cảnh báo" in unquote(ask(http, cert, "/van-ban/a.pdf").headers["x-mdm-warning"])
+
+    # Security officers read the edge's decisions in the console audit page, in words.
+    from console.accounts import create_user
+    from tests.test_console_support import PASSWORD, client_for
+
+    with srv.session() as s:
+        create_user(s, "security", PASSWORD, "security_officer", full_name="Phạm An Ninh")
+    page = client_for(srv, "security").get("/console/audit").text
+    assert "Truy cập hệ thống văn bản" in page and "GET /van-ban/a.pdf" in page
+    assert "Địa chỉ tài liệu quá dài" in page.split('name="reason"')[1].split("</select>")[0]
     for c in (http, admin, officer):
         c.close()
 

@@ -230,14 +230,14 @@ class CertificateAuthority:
             builder = builder.add_revoked_certificate(item.build())
         return sign_crl(builder, self.key)
 
-    def issued_this(self, cert: x509.Certificate) -> bool:
+    def issued_this(self, cert: x509.Certificate, fingerprint: bytes | None = None) -> bool:
         """True when `cert` carries a valid signature by this CA.
 
         Devices present the same certificate on every check-in: a verified result is
         remembered in a bounded LRU keyed by the SHA-256 of the certificate's DER, large
         enough for the whole fleet (emptying it when full made every device miss at once).
         """
-        key = cert.fingerprint(hashes.SHA256())
+        key = fingerprint or cert.fingerprint(hashes.SHA256())
         with _VERIFIED_LOCK:
             cached = self._verified.get(key)
             if cached is not None:
