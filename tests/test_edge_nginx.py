@@ -97,6 +97,11 @@ def test_document_system_behind_nginx(edge, tmp_path):
     forged = srv.upstream.seen("/van-ban/gia-mao")[-1]["headers"]
     assert forged["x-mdm-leader-role"] == "director" and forged["x-mdm-device-udid"] == good.udid
     assert app.get("/han-che/ke-hoach").status_code == 200  # a director may open confidential
+    # A rule added while every process is warm applies to the very next request.
+    assert app.get("/van-ban/mat-moi/1.pdf").status_code == 200
+    assert officer.post("/api/v1/edge/rules", json={"name": "Mật mới", "pattern": "/van-ban/mat-moi/**",
+                                                    "classification": "secret", "position": 1}).status_code == 201
+    _refused_without_upstream(app.get("/van-ban/mat-moi/2.pdf"), srv, "classification_secret", "mat-moi/2")
 
     # Secret paths: refused to a compliant iPad, however the path is spelt; never reach upstream.
     for path in ("/mat/quyet-dinh-1.pdf", "/MAT/quyet-dinh-1.pdf", "/van-ban/../mat/quyet-dinh-1.pdf",
