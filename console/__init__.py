@@ -33,5 +33,10 @@ def register(app, hooks, instance) -> None:
         handover.on_command_completed(session, hooks, device, command)
 
     hooks.subscribe("device.enrolled", on_enrolled)
+    from . import handover_abm
+
+    hooks.subscribe("device.expected", handover_abm.expected_serial, name="console.expected_serial")
+    hooks.subscribe("ade.devices_synced", lambda session, devices, **_: handover_abm.register_from_abm(session, devices),
+                    name="console.register_from_abm")
     hooks.subscribe("command.completed", on_command_completed,
                     when=lambda command, **_: command.request_type == "EraseDevice")

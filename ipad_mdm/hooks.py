@@ -42,17 +42,21 @@ log = logging.getLogger(__name__)
 #                                                (a deadline moved because a policy changed, or
 #                                                its reasons changed within the same state)
 #   access.describe(session, device, out)        contribute the document-access decision to `out`
+#   device.expected(session, serial, out)       may an iPad with this serial enroll by ADE? a subscriber
+#                                                that knows it sets out["registered"] (and out["unit_code"])
+#   ade.devices_synced(session, devices)        Apple Business Manager assigned new iPads to this server
+#                                                (devices: [{"serial_number", "model"}])
 #   status.reported(session, device, report, changed)
 #                                                a declarative status report was stored (mdm.ddm
 #                                                StatusReport; `changed`: item names whose value changed)
 EVENTS = (
     "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated", "status.reported",
     "command.completed", "device.detail", "device.retired", "verdict.changed", "verdict.updated",
-    "identity.issued", "access.describe",
+    "identity.issued", "access.describe", "device.expected", "ade.devices_synced",
 )
 
 # Events whose handlers only read: no SAVEPOINT (on SQLite one would take the write lock).
-READ_ONLY_EVENTS = ("device.detail", "access.describe")
+READ_ONLY_EVENTS = ("device.detail", "access.describe", "device.expected")
 
 
 @dataclass(frozen=True)

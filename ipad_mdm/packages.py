@@ -13,7 +13,7 @@ from .manifest import Manifest, resolve
 
 # Order matters only for route registration and hook subscription order.
 PACKAGES = ("mdm", "profiles", "declarative", "apps", "vpn", "compliance", "document_gateway", "usb_tokens", "reports",
-            "console", "webhooks")
+            "console", "ade", "webhooks")
 
 CORE = Manifest(name="ipad_mdm", register="ipad_mdm.core_api:register",
                 models=("ipad_mdm.models", "ipad_mdm.security_events", "ipad_mdm.outbox"))

@@ -43,6 +43,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "usb_token_expiring": ("warning", "Chứng thư số ký trên USB token sắp hết hạn",
                            "The signing certificate on a USB token is about to expire"),
     "usb_token_lost": ("high", "USB token ký số bị mất", "A signing USB token was lost"),
+    "ade_token_expiring": ("warning", "Mã thông báo máy chủ Apple Business Manager sắp hết hạn",
+                           "The Apple Business Manager server token is about to expire"),
 }
 
 

@@ -102,6 +102,20 @@ def office_wide_only(what: str):
     return None
 
 
+def office_wide(what: str):
+    """Decorator (under @require): office_wide_only for every call of the view."""
+    from functools import wraps
+
+    def deco(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            return office_wide_only(what) or view(*args, **kwargs)
+
+        return wrapped
+
+    return deco
+
+
 class BadPaging(ValueError):
     """Out-of-range or malformed paging parameters: answered 400."""
 

@@ -30,6 +30,8 @@ from .models import (CheckinEvent, Command, CommandEvent, Device, EnrollmentToke
 from .protocol import DESTRUCTIVE_COMMANDS, ProtocolError
 from .scope import caller_unit_id, device_for_request, in_scope
 from .service import NotFound
+from .scep import decrypt_envelope
+from .enrollment import EnrollmentRefused
 
 __all__ = [
     "MANIFEST", "register", "serve_declarations", "commands", "ddm", "protocol", "service",
@@ -39,7 +41,7 @@ __all__ = [
     "judge_identity",
     "REVOCATION_REASONS", "RevocationError", "revoke_identity",
     "DESTRUCTIVE_COMMANDS", "ProtocolError", "CommandRefused", "NotFound",
-    "caller_unit_id", "device_for_request", "in_scope",
+    "caller_unit_id", "device_for_request", "in_scope", "decrypt_envelope", "EnrollmentRefused",
 ]
 
 MANIFEST = Manifest(

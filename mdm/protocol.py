@@ -247,6 +247,8 @@ _COMMAND_SPEC: dict[str, dict[str, tuple[type, bool]]] = {
     "RemoveApplication": {"Identifier": (str, True)},
     "Settings": {"Settings": (list, True)},
     "ScheduleOSUpdate": {"Updates": (list, True)},
+    # Automated Device Enrollment: releases an iPad held in Setup Assistant (await_device_configured).
+    "DeviceConfigured": {},
 }
 
 COMMAND_TYPES = tuple(_COMMAND_SPEC)

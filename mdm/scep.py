@@ -519,3 +519,19 @@ def _encrypt_envelope(plaintext: bytes, recipient: x509.Certificate, cipher: str
         }
     )
     return acms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+
+
+def decrypt_envelope(der: bytes, certificate: x509.Certificate, private_key) -> bytes:
+    """Decrypt a CMS EnvelopedData addressed to `certificate` (RSA key transport; AES or 3DES CBC).
+    For other envelopes than SCEP's (Apple Business Manager's server token). Raises ValueError."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    class _Key:
+        def decrypt(self, data: bytes) -> bytes:
+            return private_key.decrypt(data, padding.PKCS1v15())
+
+    holder = type("Recipient", (), {"certificate": certificate, "key": _Key()})()
+    try:
+        return _decrypt_envelope(der, holder)[0]
+    except SCEPError as exc:
+        raise ValueError(str(exc)) from None

@@ -46,6 +46,20 @@ def create_enrollment(session: Session, settings, *, serial_number: str | None =
     return {**_token_dict(settings, plain, row), "unit": unit.code if unit else None}
 
 
+def signed_enrollment_profile(session: Session, inst, plain_token: str | None) -> tuple[bytes, EnrollmentToken]:
+    """Redeem an enrollment token for the signed enrollment profile (CA, SCEP, MDM payloads): the
+    OTA download (/mdm/enroll) and Automated Device Enrollment both end here. Raises
+    enrollment.EnrollmentRefused, PayloadError."""
+    from ipad_mdm.mobileconfig import sign_profile
+
+    token, challenge = enrollment.redeem_token(session, plain_token)
+    profile = enrollment.build_enrollment_profile(
+        urls=enrollment.EnrollmentURLs(inst.settings.base_url), topic=inst.push_topic, ca_cert=inst.ca.certificate,
+        challenge=challenge, token=token, organization=inst.settings.organization,
+        org_identifier=inst.settings.org_identifier)
+    return sign_profile(profile, inst.signer_cert, inst.signer_key, [inst.ca.certificate]), token
+
+
 def _token_dict(settings, plain: str, row) -> dict:
     """What the caller of a new token sees, once: the token and its URL."""
     return {"id": row.id, "token": plain, "url": enrollment.EnrollmentURLs(settings.base_url).enroll(plain),

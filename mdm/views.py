@@ -8,9 +8,9 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
-from ipad_mdm.mobileconfig import PayloadError, sign_profile
+from ipad_mdm.mobileconfig import PayloadError
 
-from . import checkin, ddm, enrollment, fastpath, protocol
+from . import checkin, ddm, enrollment, fastpath, protocol, service
 from . import commands as command_queue
 
 log = logging.getLogger(__name__)
@@ -24,17 +24,7 @@ def enroll():
     inst = instance()
     try:
         with unit_of_work() as s:
-            token, challenge = enrollment.redeem_token(s, request.args.get("token"))
-            profile = enrollment.build_enrollment_profile(
-                urls=enrollment.EnrollmentURLs(inst.settings.base_url),
-                topic=inst.push_topic,
-                ca_cert=inst.ca.certificate,
-                challenge=challenge,
-                token=token,
-                organization=inst.settings.organization,
-                org_identifier=inst.settings.org_identifier,
-            )
-            signed = sign_profile(profile, inst.signer_cert, inst.signer_key, [inst.ca.certificate])
+            signed, token = service.signed_enrollment_profile(s, inst, request.args.get("token"))
     except enrollment.EnrollmentRefused as exc:
         return error(403, exc.reason)
     except PayloadError as exc:

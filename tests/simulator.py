@@ -26,6 +26,7 @@ from ipad_mdm.crypto.keys import FileKey
 
 from . import sim_scep
 from .sim_ddm import DDMDevice, DDMState
+from .sim_ade import ADEDevice
 from .sim_vpn import VPNDevice
 
 _SHORT_NAMES = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
@@ -59,6 +60,7 @@ class DeviceState:
     hardware_encryption_caps: int = 3
     is_supervised: bool = True
     lost_mode: bool = False
+    awaiting_configuration: bool = False  # held in Setup Assistant (ADE, await_device_configured)
     installed_profiles: dict = field(default_factory=dict)  # identifier -> profile plist dict
     apps: list = field(default_factory=lambda: [
         {"Identifier": "com.apple.mobilesafari", "Name": "Safari", "Version": "18.1", "ShortVersion": "18.1", "BundleSize": 1},
@@ -76,7 +78,7 @@ class DeviceState:
     errors: dict = field(default_factory=dict)     # request type -> ErrorChain to answer with
 
 
-class SimulatedIPad(DDMDevice, VPNDevice):
+class SimulatedIPad(DDMDevice, VPNDevice, ADEDevice):
     def __init__(self, base_url: str, *, verify=True, udid: str | None = None, serial: str | None = None,
                  client: httpx.Client | None = None, state: DeviceState | None = None, key=None):
         self.base_url = base_url.rstrip("/")
@@ -182,7 +184,7 @@ class SimulatedIPad(DDMDevice, VPNDevice):
         return self.checkin({
             "MessageType": "TokenUpdate", "Topic": self.mdm_payload["Topic"], "UDID": self.udid,
             "Token": self.push_token, "PushMagic": self.push_magic, "UnlockToken": self.unlock_token,
-            "AwaitingConfiguration": False,
+            "AwaitingConfiguration": self.state.awaiting_configuration,
         })
 
     def checkout(self) -> httpx.Response:
@@ -237,7 +239,8 @@ class SimulatedIPad(DDMDevice, VPNDevice):
             "ProductName": self.state.product_name, "DeviceName": self.state.device_name, "IsSupervised": self.state.is_supervised,
             "IsMDMLostModeEnabled": self.state.lost_mode, "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 90.5,
             "BatteryLevel": 0.82, "IsActivationLockEnabled": False, "IsCloudBackupEnabled": False,
-            "WiFiMAC": "a4:83:e7:12:34:56", "BluetoothMAC": "a4:83:e7:12:34:57", "AwaitingConfiguration": False,
+            "WiFiMAC": "a4:83:e7:12:34:56", "BluetoothMAC": "a4:83:e7:12:34:57",
+            "AwaitingConfiguration": self.state.awaiting_configuration,
             "TimeZone": "Asia/Ho_Chi_Minh",
         }
         return {"QueryResponses": {q: values[q] for q in command["Queries"] if q in values}}

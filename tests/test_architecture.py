@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FEATURES = ("profiles", "declarative", "apps", "vpn", "compliance", "document_gateway", "reports", "console", "webhooks")
+FEATURES = ("profiles", "declarative", "apps", "vpn", "compliance", "document_gateway", "reports", "console", "ade", "webhooks")
 PACKAGES = ("ipad_mdm", "mdm") + FEATURES
 COMPOSITION_ROOT = {"ipad_mdm.app", "ipad_mdm.cli", "ipad_mdm.tasks", "ipad_mdm.wsgi", "ipad_mdm.packages"}
 

@@ -16,23 +16,12 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import func, select
 
 from ipad_mdm.auth import require
-from ipad_mdm.web import error, instance, json_object, office_wide_only, paging, unit_of_work
+from ipad_mdm.web import error, instance, json_object, office_wide, paging, unit_of_work
 
 from . import service
 from .models import DELIVERY_STATES, WebhookDelivery, WebhookSubscriber
 
 bp = Blueprint("webhooks_api", __name__, url_prefix="/api/v1/webhooks")
-
-
-def office_wide(view):
-    """Events name iPads of every unit: a unit-scoped token gets 403 (after require has read it)."""
-    from functools import wraps
-
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        return office_wide_only("webhooks") or view(*args, **kwargs)
-
-    return wrapped
 
 
 def _fail(exc: service.WebhookError):
@@ -50,7 +39,7 @@ def _counts(s, ids) -> dict:
 
 @bp.get("")
 @require("security.read")
-@office_wide
+@office_wide("webhooks")
 def list_webhooks():
     with unit_of_work() as s:
         rows = s.scalars(select(WebhookSubscriber).order_by(WebhookSubscriber.id)).all()
@@ -60,7 +49,7 @@ def list_webhooks():
 
 @bp.post("")
 @require("security.write")
-@office_wide
+@office_wide("webhooks")
 def create_webhook():
     data = json_object()
     try:
@@ -79,7 +68,7 @@ def _subscriber(s, webhook_id: int):
 
 @bp.patch("/<int:webhook_id>")
 @require("security.write")
-@office_wide
+@office_wide("webhooks")
 def update_webhook(webhook_id: int):
     data = json_object()
     try:
@@ -94,7 +83,7 @@ def update_webhook(webhook_id: int):
 
 @bp.delete("/<int:webhook_id>")
 @require("security.write")
-@office_wide
+@office_wide("webhooks")
 def delete_webhook(webhook_id: int):
     with unit_of_work() as s:
         row = _subscriber(s, webhook_id)
@@ -107,7 +96,7 @@ def delete_webhook(webhook_id: int):
 
 @bp.get("/<int:webhook_id>/deliveries")
 @require("security.read")
-@office_wide
+@office_wide("webhooks")
 def deliveries(webhook_id: int):
     limit, offset = paging()
     status = request.args.get("status")
@@ -127,7 +116,7 @@ def deliveries(webhook_id: int):
 
 @bp.post("/<int:webhook_id>/retry")
 @require("security.write")
-@office_wide
+@office_wide("webhooks")
 def retry(webhook_id: int):
     data = request.get_json(silent=True) if request.content_length else {}
     ids = (data or {}).get("deliveries") if isinstance(data, dict) else None
