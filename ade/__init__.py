@@ -18,9 +18,10 @@ from __future__ import annotations
 from ipad_mdm.manifest import Manifest
 
 from . import client, service
+from .token import keypair
 from .models import AdeDevice, AdeProfile, AdeToken
 
-__all__ = ["MANIFEST", "register", "client", "service", "AdeDevice", "AdeProfile", "AdeToken"]
+__all__ = ["MANIFEST", "register", "client", "service", "keypair", "AdeDevice", "AdeProfile", "AdeToken"]
 
 MANIFEST = Manifest(name="ade", register="ade:register", models=("ade.models",), jobs=("ade.jobs",),
                     cli=("ade.cli:ade",))

@@ -3,10 +3,11 @@
 With an ADE profile, Setup Assistant POSTs to the profile's `url` a CMS SignedData (DER,
 Content-Type application/pkcs7-signature) over a plist: UDID, SERIAL, PRODUCT, VERSION (and
 IMEI, MEID, LANGUAGE). The signature is the device's, with its Apple-issued device certificate
-embedded. Accepted only when the signature verifies over the plist, the signer chains to a
-configured Apple device CA (IPAD_MDM_ADE_DEVICE_CA: a PEM bundle; without one only the signature
-itself is checked, and the serial rule below still holds), and the serial is one this office
-expects: synced from Apple Business Manager, or registered in the console's handover workflow.
+embedded. Accepted only when the signature verifies over the plist, the signer chains to Apple's
+device CA (ade/apple_iphone_device_ca.pem; IPAD_MDM_ADE_DEVICE_CA names another PEM bundle), and
+the serial is one this office expects: synced from Apple Business Manager, or registered in the
+console's handover workflow. Without the chain check anyone who learnt a serial could fetch an
+enrollment profile for it.
 Pure: no Flask; the view maps MachineInfoRefused to 403/400.
 """
 from __future__ import annotations

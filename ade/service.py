@@ -47,9 +47,14 @@ def apple_settings(settings) -> dict:
             "verify": ssl.create_default_context(cafile=ca) if ca else True}
 
 
-def device_ca_file(settings) -> str | None:
-    """PEM bundle of Apple's device CAs that machine information must chain to."""
-    return settings.extra.get("ade_device_ca") or os.environ.get("IPAD_MDM_ADE_DEVICE_CA") or None
+APPLE_DEVICE_CA = os.path.join(os.path.dirname(__file__), "apple_iphone_device_ca.pem")
+
+
+def device_ca_file(settings) -> str:
+    """PEM bundle of the CAs machine information must chain to: Apple's "Apple iPhone Device CA"
+    (published by Apple for exactly this check; its validity ended in 2014 but Apple still issues
+    device certificates under it, so only the signature is checked), unless configured otherwise."""
+    return settings.extra.get("ade_device_ca") or os.environ.get("IPAD_MDM_ADE_DEVICE_CA") or APPLE_DEVICE_CA
 
 
 def client_for(inst, row: AdeToken) -> DepClient:
@@ -225,6 +230,41 @@ def assign(session: Session, inst, row: AdeToken, serials: list[str]) -> dict:
     for dev in session.scalars(select(AdeDevice).where(AdeDevice.serial_number.in_(list(results)))):
         if results.get(dev.serial_number) == "SUCCESS":
             dev.profile_uuid, dev.profile_status = row.profile_uuid, "assigned"
+    return results
+
+
+def unassign(session: Session, inst, serials: list[str]) -> dict:
+    """Remove the enrollment profile from these iPads at Apple (they will not enroll here by ADE)."""
+    rows = session.scalars(select(AdeDevice).where(AdeDevice.serial_number.in_([x.upper() for x in serials]))).all()
+    if not rows:
+        raise AdeError("device_not_found", "none of these serial numbers was synced from ABM", 404)
+    results: dict = {}
+    for token_id in {r.token_id for r in rows}:
+        mine = [r for r in rows if r.token_id == token_id]
+        client = client_for(inst, session.get(AdeToken, token_id))
+        try:
+            results.update(client.remove_profile([r.serial_number for r in mine]).get("devices") or {})
+        except AppleError as exc:
+            raise AdeError("apple_refused", f"Apple refused: {exc.code}", 502) from None
+        finally:
+            client.close()
+        for r in mine:
+            if results.get(r.serial_number) == "SUCCESS":
+                r.profile_uuid, r.profile_status = None, "removed"
+    return results
+
+
+def assign_serials(session: Session, inst, serials: list[str]) -> dict:
+    """(Re)assign the token's profile to these synced iPads."""
+    rows = session.scalars(select(AdeDevice).where(AdeDevice.serial_number.in_([x.upper() for x in serials]))).all()
+    if not rows:
+        raise AdeError("device_not_found", "none of these serial numbers was synced from ABM", 404)
+    results: dict = {}
+    for token_id in {r.token_id for r in rows}:
+        row = session.get(AdeToken, token_id)
+        if not row.profile_uuid:
+            raise AdeError("no_profile", "define the enrollment profile first", 409)
+        results.update(assign(session, inst, row, [r.serial_number for r in rows if r.token_id == token_id]))
     return results
 
 

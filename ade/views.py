@@ -9,6 +9,7 @@ IT administrators (API tokens)
   POST /api/v1/ade/tokens/<id>/sync            devices.write   fetch / sync the iPads ABM assigned here
   POST /api/v1/ade/tokens/<id>/profile         devices.write   {department, support_phone, support_email}
   GET  /api/v1/ade/devices                     devices.read    the synced iPads (paging)
+  PUT|DELETE /api/v1/ade/devices/profile       devices.write   {"devices": [serials]}: assign / remove at Apple
   GET  /api/v1/devices/<udid>/ade              devices.read    Await Configuration state
   POST /api/v1/devices/<udid>/ade/release      devices.write   send DeviceConfigured now
 Office-wide tokens only: ABM holds the whole office's iPads.
@@ -162,6 +163,24 @@ def list_devices():
             {"serial_number": d.serial_number, "model": d.model, "description": d.description, "os": d.os,
              "profile_status": d.profile_status, "profile_uuid": d.profile_uuid, "removed": d.removed_at is not None,
              "synced_at": d.synced_at.isoformat()} for d in rows]})
+
+
+@bp.route("/api/v1/ade/devices/profile", methods=["PUT", "DELETE"])
+@require("devices.write")
+@office_wide(ADE)
+def device_profiles():
+    """{"devices": [serial, …]}: PUT assigns the enrollment profile at Apple, DELETE removes it."""
+    data = json_object()
+    serials = data.get("devices")
+    if not isinstance(serials, list) or not serials or len(serials) > 1000 or \
+            not all(isinstance(x, str) and 0 < len(x) <= 64 for x in serials):
+        return error(400, "invalid_devices", detail="devices is a list of 1 to 1,000 serial numbers")
+    try:
+        with unit_of_work() as s:
+            fn = service.assign_serials if request.method == "PUT" else service.unassign
+            return jsonify({"devices": fn(s, instance(), serials)})
+    except service.AdeError as exc:
+        return _fail(exc)
 
 
 def _device(s, udid: str):

@@ -45,16 +45,17 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "commands.lock", "commands.erase", "commands.power", "units.read", "units.write", "leaders.write",
         "policies.read", "reports.read", "documents.read", "devices.reenroll", "declarations.write", "apps.write",
         "tokens.read", "tokens.write", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate",
+        "ade.read", "ade.write",
     }),
     "security_officer": frozenset({
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",
         "policies.read", "policies.write", "reports.read", "reports.write", "audit.read",
         "documents.read", "documents.admin", "security.read", "security.write", "apps.accept",
-        "tokens.read", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate", "vpn.providers",
+        "tokens.read", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate", "vpn.providers", "ade.read",
     }),
     "auditor": frozenset({
         "dashboard", "devices.read", "handover.read", "units.read", "policies.read", "reports.read",
-        "audit.read", "documents.read", "security.read", "tokens.read", "vpn.read",
+        "audit.read", "documents.read", "security.read", "tokens.read", "vpn.read", "ade.read",
     }),
     "leader": frozenset({"own_device.read"}),
 }

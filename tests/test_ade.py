@@ -141,6 +141,13 @@ def test_ade_from_abm_to_a_configured_ipad(abm):
     assert srv.admin.post(f"/api/v1/devices/{held.udid}/ade/release").status_code == 409
     listing = srv.admin.get("/api/v1/ade/tokens").json()["tokens"]
     assert listing[0]["devices"] == 3 and listing[0]["warning"] is False
+    # Remove / assign the profile at Apple by serial; a serial ABM never gave is refused.
+    r = srv.admin.request("DELETE", "/api/v1/ade/devices/profile", json={"devices": ["GG7QX1LMNP02"]})
+    assert r.json() == {"devices": {"GG7QX1LMNP02": "SUCCESS"}} and server.devices["GG7QX1LMNP02"]["profile_status"] == "removed"
+    r = srv.admin.put("/api/v1/ade/devices/profile", json={"devices": ["GG7QX1LMNP02"]})
+    assert r.json() == {"devices": {"GG7QX1LMNP02": "SUCCESS"}} and server.devices["GG7QX1LMNP02"]["profile_status"] == "assigned"
+    assert srv.admin.put("/api/v1/ade/devices/profile", json={"devices": ["NOPE00000000"]}).status_code == 404
+    assert srv.admin.put("/api/v1/ade/devices/profile", json={"devices": "x"}).status_code == 400
     for s_ in (sim, held):
         s_.close()
 
@@ -166,7 +173,7 @@ def test_ade_refusals(abm):
 
     # Apple's errors: a 503 is retried, an expired session renewed, a cursor of another server or an
     # expired one makes a full fetch, terms not accepted in ABM are said so.
-    standin.fail_next = [503]
+    standin.fail_next = [429, 503]
     token = _upload(srv, server).json()
     standin.session_calls = 2
     r = srv.admin.post(f"/api/v1/ade/tokens/{token['id']}/sync")
@@ -273,3 +280,64 @@ def test_readme_ade_block_runs_as_written(abm, tmp_path):
             assert list(json.loads(proc.stdout).values())[0]["assigned"] == {SERIALS[0]: "SUCCESS"}
     with srv.session() as s:
         assert s.scalar(select(DeviceRecord.state).where(DeviceRecord.serial_number == SERIALS[0])) == "registered"
+
+
+def test_console_ade_page(abm):
+    """IT staff upload the token and sync in the console; the expiry warning and refusals are in words."""
+    from console.accounts import create_user
+    from tests.test_console_support import PASSWORD, client_for
+
+    srv, standin = abm, abm.standin
+    with srv.session() as s:
+        create_user(s, "admin", PASSWORD, "it_admin", full_name="Lê Minh Quản")
+        create_user(s, "auditor", PASSWORD, "auditor", full_name="Hoàng Kiểm Toán")
+    admin = client_for(srv, "admin")
+    page = admin.get("/console/ade")
+    assert page.status_code == 200 and "Chưa có mã thông báo nào" in page.text
+    pem = admin.get("/console/ade/public-key")
+    assert pem.status_code == 200 and b"BEGIN CERTIFICATE" in pem.content
+    cert = x509.load_pem_x509_certificate(pem.content)
+    # A token for another server's key: refused with the reason in Vietnamese, no code on the page.
+    r = admin.post("/console/ade/tokens", files={"token": ("x.p7m", make_server_token(AppleDeviceCA().cert,
+                                                                                     standin.add_server()))})
+    assert r.status_code == 400 and "không được mã hoá cho khoá của máy chủ này" in r.text
+    assert "token_not_for_this_server" not in r.text
+    server = standin.add_server(expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=20, hours=1))
+    standin.assign_device(server, SERIALS[0])
+    r = admin.post("/console/ade/tokens", files={"token": ("t.p7m", make_server_token(cert, server))})
+    assert r.status_code == 303, r.text
+    page = admin.get("/console/ade").text
+    assert "MDM Văn phòng Chính phủ" in page and "Còn 20 ngày" in page
+    expiry = server.expiry.astimezone(dt.timezone(dt.timedelta(hours=7))).strftime("%d/%m/%Y")
+    assert expiry in page
+    with srv.session() as s:
+        token_id = s.scalar(select(AdeToken.id))
+    assert admin.post(f"/console/ade/tokens/{token_id}/sync").status_code == 303
+    page = admin.get("/console/ade").text
+    assert SERIALS[0] in page and "Chưa gán hồ sơ" in page
+    admin.post("/console/lang", {"lang": "en", "next": "/console/ade"})
+    page = admin.get("/console/ade").text
+    assert "Server tokens" in page and "20 days left" in page and "No profile" in page
+    auditor = client_for(srv, "auditor")
+    page = auditor.get("/console/ade")
+    assert page.status_code == 200 and 'id="ade-upload"' not in page.text
+    assert auditor.post(f"/console/ade/tokens/{token_id}/sync").status_code == 403
+    admin.close()
+    auditor.close()
+
+
+def test_machine_info_must_chain_to_apples_device_ca_by_default():
+    """The shipped anchor is Apple's own "Apple iPhone Device CA": a device certificate from any
+    other CA is refused even with a valid signature."""
+    from ade import enroll
+    from ade.service import APPLE_DEVICE_CA
+    from tests.simulator import SimulatedIPad
+
+    anchors = enroll.load_anchors(APPLE_DEVICE_CA)
+    assert [a.subject.rfc4514_string() for a in anchors] == ["CN=Apple iPhone Device CA,OU=Apple iPhone,O=Apple Inc.,C=US"]
+    sim = SimulatedIPad("https://127.0.0.1:9")
+    body = sim.machine_info(AppleDeviceCA())
+    with pytest.raises(enroll.MachineInfoRefused) as refused:
+        enroll.read(body, anchors)
+    assert refused.value.code == "machine_info_untrusted"
+    assert enroll.read(body, []).serial == sim.serial  # the signature itself is sound

@@ -256,7 +256,21 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
         s.add(VpnCampaignDevice(campaign_id=campaign.id, device_id=device.id, step="failed",
                                 reason="install_failed: MCProfileErrorDomain 1006"))
         vpn_gateways.add(s, server.instance, "gw1")
-    pages = ["/console/vpn", "/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
+    # An ABM server token near expiry with a failed sync and a synced iPad (#21).
+    import datetime as dt
+
+    from ade import AdeDevice, AdeToken
+
+    with server.session() as s:
+        row = AdeToken(consumer_key="CK_crawl", credentials_enc=server.instance.fernet().encrypt(b"{}").decode(),
+                       access_token_expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10),
+                       server_name="MDM Văn phòng Chính phủ", org_name="Văn phòng Chính phủ",
+                       last_error="T_C_NOT_SIGNED (403)", last_sync_at=dt.datetime.now(dt.timezone.utc))
+        s.add(row)
+        s.flush()
+        s.add(AdeDevice(token_id=row.id, serial_number="F9FDN4ZKQ1GC", model="iPad Pro 11-inch (M4)",
+                        profile_status="assigned"))
+    pages = ["/console/ade", "/console/vpn", "/console/", "/console/devices", f"/console/devices/{sim.udid}", "/console/handover",
              f"/console/handover/{record_id}", "/console/leaders", "/console/units", "/console/policies",
              "/console/reports", "/console/audit", "/console/documents", "/console/security-events",
              "/console/apps", "/console/declarations", "/console/enrollment-tokens?all=1", "/console/usb-tokens",
@@ -267,7 +281,7 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
         for path in pages:
             r = client.get(path)
             # Every staff role reads the VPN page (a broken page must not be passed over as "not allowed").
-            assert path != "/console/vpn" or r.status_code == 200, (user, r.status_code)
+            assert path not in ("/console/vpn", "/console/ade") or r.status_code == 200, (user, path, r.status_code)
             if r.status_code != 200:
                 continue
             seen += 1
@@ -278,6 +292,9 @@ def test_no_raw_code_or_utc_timestamp_on_vietnamese_pages(server):
                 assert "Đã được cấp chứng thư mới thay thế" in text and "Không đáp ứng chính sách tuân thủ" in text
             if path == "/console/audit":
                 assert "Từ chối" in text and "Xem danh sách tài liệu" in text
+            if path == "/console/ade":
+                assert "Còn 9 ngày" in text and "Lần đồng bộ gần nhất không thành công" in text
+                assert "Đã gán hồ sơ" in text and ("Tải lên" in text) == (user == "admin")
             if path == "/console/vpn":
                 assert "iPad từ chối cài hồ sơ VPN mới" in text and "Ứng dụng VPN chuyên dụng" in text
                 assert ("Quay lại VPN cũ" in text) == (user != "auditor")  # auditors read, never act
