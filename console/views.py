@@ -410,6 +410,11 @@ def send_command(udid):
             return redirect(url_for("console.device_page", udid=udid))
     name = command_label(request_type)
     flash(tr(f"Đã xếp hàng lệnh “{name}” ({cmd_uuid}).", f"“{name}” queued ({cmd_uuid})."))
+    if s.info.get("push_deferred"):
+        flash(tr("Hàng đợi tác vụ tạm thời không truy cập được: thông báo đánh thức iPad sẽ được gửi khi hàng đợi "
+                 "hoạt động trở lại; iPad cũng nhận lệnh ở lần kết nối kế tiếp.",
+                 "The task queue is unavailable for now: the push that wakes the iPad goes out when the queue is "
+                 "back; the iPad also gets the command at its next check-in."))
     return redirect(url_for("console.device_page", udid=udid))
 
 

@@ -41,6 +41,11 @@ REASONS: dict[str, tuple[str, str, str, str]] = {
         f"Kết nối iPad với mạng để hệ thống tự gia hạn, hoặc liên hệ {IT_CONTACT_VI}.",
         "The device's identity certificate has expired.",
         f"Connect the iPad to the network so it renews, or contact {IT_CONTACT_EN}."),
+    "certificate_not_yet_valid": (
+        "Chứng thư định danh của thiết bị chưa đến thời điểm có hiệu lực (đồng hồ của máy chủ hoặc thiết bị bị sai).",
+        f"Vui lòng kiểm tra ngày giờ trên iPad (Cài đặt > Cài đặt chung > Ngày & Giờ: Đặt tự động) và thử lại; nếu vẫn lỗi, liên hệ {IT_CONTACT_VI}.",
+        "The device's identity certificate is not valid yet (the server's or the device's clock is wrong).",
+        f"Check the iPad's date and time (Settings > General > Date & Time: Set Automatically) and retry; if it persists, contact {IT_CONTACT_EN}."),
     "certificate_unknown": (
         "Chứng thư không phải chứng thư định danh thiết bị đã đăng ký.",
         f"Liên hệ {IT_CONTACT_VI}.",

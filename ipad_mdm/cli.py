@@ -32,7 +32,27 @@ def _runtime(inst, *, dispatch: bool):
     return app.extensions["ipad_mdm.runtime"]
 
 
-@click.group()
+class _PackageCommands(click.Group):
+    """The core's own commands, plus each package's CLI group imported only when it is asked for."""
+
+    def list_commands(self, ctx):
+        from .packages import CLI_COMMANDS
+
+        return sorted(set(super().list_commands(ctx)) | set(CLI_COMMANDS))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            from .manifest import resolve
+            from .packages import CLI_COMMANDS
+
+            if name in CLI_COMMANDS:
+                command = resolve(CLI_COMMANDS[name])
+                self.add_command(command, name)
+        return command
+
+
+@click.group(cls=_PackageCommands)
 @click.option("--instance", "instance_dir", envvar="IPAD_MDM_INSTANCE", default=None,
               help="Instance folder (database, CA, keys). Default ./instance")
 @click.option("-v", "--verbose", is_flag=True)
@@ -265,17 +285,6 @@ def db_upgrade(ctx):
     """Apply Alembic migrations (every branch head)."""
     _instance(ctx)
     click.echo("database is at the newest revision")
-
-
-def _mount_package_commands() -> None:
-    """Each package owns its CLI groups (its manifest lists them); the root only mounts them."""
-    from .packages import cli_commands
-
-    for command in cli_commands():
-        main.add_command(command)
-
-
-_mount_package_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,16 +30,18 @@ class BackgroundDispatcher:
         self._idle = threading.Condition()
         self._pending = 0
 
-    def submit(self, name: str, *args) -> None:
+    def submit(self, name: str, *args) -> bool:
         background = task(name)  # unknown names fail here, in the caller, not in a thread
         with self._idle:
             self._pending += 1
         self._pool.submit(self._run, background, args)
+        return True
 
-    def request_push(self, device_ids: Iterable[int]) -> None:
+    def request_push(self, device_ids: Iterable[int]) -> bool:
         ids = sorted({int(i) for i in device_ids})
         if ids:
             self.submit(PUSH_TASK, ids)
+        return True
 
     def _run(self, background, args) -> None:
         try:
@@ -63,31 +65,55 @@ class BackgroundDispatcher:
             runtime.close()
 
 
+# How long a request may wait on an unreachable broker before the work is deferred: two quick tries.
+_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3}
+
+
 class CeleryDispatcher:
-    """Production: tasks go to the Celery workers through the broker."""
+    """Production: tasks go to the Celery workers through the broker.
+
+    A broker that cannot be reached is a designed state, not an error of the caller's request:
+    the work is already recorded in the database by its owner (a device's push_pending, an
+    outbox row, a queued command), so submit says "deferred" (returns False, one warning line,
+    no traceback) and the periodic sweeps send it once the broker is back."""
 
     def __init__(self, celery_app, queue: str | None = None):
         self._app = celery_app
         self._queue = queue
+        self.unavailable_since: float | None = None
 
-    def submit(self, name: str, *args) -> None:
+    def submit(self, name: str, *args) -> bool:
+        from kombu.exceptions import OperationalError
+
         options = {"queue": self._queue} if self._queue else {}
-        self._app.send_task(name, args=list(args), **options)
+        try:
+            self._app.send_task(name, args=list(args), retry=True, retry_policy=_PUBLISH_RETRY, **options)
+        except (OperationalError, ConnectionError, OSError) as exc:
+            import time
 
-    def request_push(self, device_ids: Iterable[int]) -> None:
+            if self.unavailable_since is None:
+                self.unavailable_since = time.monotonic()
+            log.warning("task queue unavailable (%s): %s deferred; the periodic sweep sends it when the queue "
+                        "is back", type(exc).__name__, name)
+            return False
+        if self.unavailable_since is not None:
+            log.info("task queue reachable again")
+            self.unavailable_since = None
+        return True
+
+    def request_push(self, device_ids: Iterable[int]) -> bool:
         ids = sorted({int(i) for i in device_ids})
-        if ids:
-            self.submit(PUSH_TASK, ids)
+        return self.submit(PUSH_TASK, ids) if ids else True
 
 
 class NoDispatch:
     """For read-only tools (`device show`): nothing leaves the process."""
 
-    def submit(self, name: str, *args) -> None:
-        pass
+    def submit(self, name: str, *args) -> bool:
+        return True
 
-    def request_push(self, device_ids) -> None:
-        pass
+    def request_push(self, device_ids) -> bool:
+        return True
 
 
 def push_after_commit(session, device_ids: Iterable[int], dispatcher=None) -> None:
@@ -101,5 +127,10 @@ def push_after_commit(session, device_ids: Iterable[int], dispatcher=None) -> No
     if held is None or held[0] is not transaction:  # first request in this transaction
         ids: set[int] = set()
         session.info["push_ids"] = held = (transaction, ids)
-        after_commit(session, lambda: dispatcher.request_push(sorted(ids)))
+
+        def push():
+            # The caller may tell its user (API, console, CLI): push deferred, queue unavailable.
+            session.info["push_deferred"] = dispatcher.request_push(sorted(ids)) is False
+
+        after_commit(session, push)
     held[1].update(int(i) for i in device_ids)

@@ -262,6 +262,11 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
         database = Database(settings.database_url, echo=bool(settings.extra.get("echo_sql")))
         if migrate:
             database.migrate()
+        # Every package's tables on the metadata (foreign keys across packages resolve at flush),
+        # whether or not the migration above had to load them.
+        from .packages import import_all_models
+
+        import_all_models()
         audit_key, unkeyed_up_to = _ensure_audit_key(settings, database if migrate else None)
     return Instance(
         settings=settings,

@@ -147,6 +147,9 @@ def send_command(udid):
         return error(404, str(exc))
     except (protocol.ProtocolError, CommandRefused) as exc:
         return error(400, str(exc))
+    if s.info.get("push_deferred"):
+        detail["push"] = "deferred"
+        detail["push_note"] = "queued; push deferred (queue unavailable): sent when the queue is back"
     return jsonify(detail), 201
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hmac
 import logging
+import os
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 class DeviceAuthError(Exception):
     """The request is not from an enrolled device; `status` is 401 or 403, `code` machine-readable:
     signature_invalid, certificate_invalid, untrusted_proxy, certificate_untrusted, certificate_expired,
+    certificate_not_yet_valid (beyond CLOCK_TOLERANCE),
     certificate_unknown, certificate_revoked, certificate_unbound, certificate_superseded,
     identity_conflict, serial_mismatch, reenroll_wrong_device, device_retired, device_state."""
 
@@ -119,6 +122,11 @@ def trusted_identity(session: Session, ca: CertificateAuthority, cert: x509.Cert
     return row
 
 
+# Servers of one deployment may disagree by minutes (a process on a host whose NTP lags): a
+# certificate that becomes valid within this much of now is accepted. IPAD_MDM_CLOCK_TOLERANCE_SECONDS.
+CLOCK_TOLERANCE = dt.timedelta(seconds=int(os.environ.get("IPAD_MDM_CLOCK_TOLERANCE_SECONDS", "300")))
+
+
 def judge_identity(ca: CertificateAuthority, cert: x509.Certificate, *, known: bool, revoked_at,
                    fingerprint: bytes | None = None) -> None:
     """Who may act as a device: the one rule, for callers that read the identity row themselves
@@ -127,8 +135,13 @@ def judge_identity(ca: CertificateAuthority, cert: x509.Certificate, *, known: b
     if not ca.issued_this(cert, fingerprint):
         raise DeviceAuthError(403, "certificate was not issued by this server's CA", "certificate_untrusted")
     now = utcnow()
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise DeviceAuthError(403, "certificate is expired or not yet valid", "certificate_expired")
+    if now > cert.not_valid_after_utc:
+        raise DeviceAuthError(403, "certificate has expired", "certificate_expired")
+    if now < cert.not_valid_before_utc - CLOCK_TOLERANCE:
+        # Beyond the tolerance a clock is wrong (this server's or the issuer's), not merely skewed.
+        raise DeviceAuthError(403, f"certificate is not valid before {cert.not_valid_before_utc.isoformat()} (this "
+                                   f"server's clock reads {now.isoformat()}; tolerance {CLOCK_TOLERANCE})",
+                              "certificate_not_yet_valid")
     if not known:
         raise DeviceAuthError(403, "certificate is not a device identity issued here", "certificate_unknown")
     if revoked_at is not None:

@@ -170,17 +170,20 @@ def command_send(ctx, udid, request_type, params, as_json):
     except (ProtocolError, CommandRefused) as exc:
         fail(str(exc), 2)
     rt = runtime_of(ctx, inst, dispatch=True)
-    rt.dispatcher.request_push([device_id])
+    pushed = rt.dispatcher.request_push([device_id])
     if hasattr(rt.dispatcher, "wait_idle"):
         rt.dispatcher.wait_idle(timeout=30)
     rt.close()
     from .models import Device
 
     with inst.database.session() as s:
-        push = service.push_state(s.get(Device, device_id))
+        push = service.push_state(s.get(Device, device_id)) if pushed is not False else "deferred"
     if as_json:
-        emit({"command_uuid": command_uuid, "uuid": command_uuid, "udid": udid, "request_type": request_type,
-               "status": "queued", "push": push}, True)
+        out = {"command_uuid": command_uuid, "uuid": command_uuid, "udid": udid, "request_type": request_type,
+               "status": "queued", "push": push}
+        if push == "deferred":
+            out["push_note"] = "queued; push deferred (queue unavailable)"
+        emit(out, True)
     else:
         click.echo(command_uuid)
         if push != "ok":
@@ -192,6 +195,8 @@ PUSH_WORDS = {
     "no_token": "not possible yet (the iPad has not sent its push token)",
     "failing": "failed, retried with backoff (see `device show`)",
     "waiting": "waiting to be sent",
+    "deferred": "deferred (queue unavailable): the push goes out when the queue is back; the iPad also gets the "
+                "command at its next check-in",
 }
 
 

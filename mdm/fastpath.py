@@ -143,7 +143,7 @@ def idle_without_command(database, known: KnownIdentity, *, resend_after: dt.tim
     is one round trip (no BEGIN/COMMIT); the rare refresh is a second one."""
     now = utcnow()
     if not known.not_before <= now <= known.not_after:
-        return False
+        return False  # outside the certificate's own validity: the full path judges (clock tolerance, refusal)
     params = {"identity_id": known.identity_id, "device_id": known.device_id, "resend_before": now - resend_after}
     for attempt in (1, 2):
         try:

@@ -232,6 +232,7 @@ GATEWAY_REASONS = {
     "certificate_invalid": ("Chứng thư không hợp lệ", "Invalid certificate"),
     "certificate_untrusted": ("Chứng thư không tin cậy", "Untrusted certificate"),
     "certificate_expired": ("Chứng thư đã hết hạn", "Certificate expired"),
+    "certificate_not_yet_valid": ("Chứng thư chưa có hiệu lực (sai đồng hồ)", "Certificate not yet valid (clock)"),
     "certificate_unknown": ("Chứng thư không xác định", "Unknown certificate"),
     "certificate_revoked": ("Chứng thư đã bị thu hồi", "Certificate revoked"),
     "certificate_unbound": ("Chứng thư chưa gắn thiết bị", "Certificate not bound"),

@@ -29,3 +29,20 @@ def monthly_previous(rt) -> list:
     if ran:
         log.info("reports.monthly_previous generated %s", [(r["period"], r["lang"], r["status"]) for r in ran])
     return [r["id"] for r in ran]
+
+
+@periodic("reports.run_waiting", 300)
+def run_waiting(rt) -> list:
+    """Reports requested but never started (the task queue was unavailable when they were asked
+    for, or the worker died before claiming them) are generated here; claim() lets one run each."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from .models import Report
+
+    with rt.instance.database.session() as s:
+        ids = list(s.scalars(select(Report.id).where(Report.status == "pending", Report.started_at.is_(None),
+                                                     Report.created_at < utcnow() - dt.timedelta(minutes=5))
+                            .order_by(Report.id).limit(20)))
+    return [r["id"] for r in (service.run_report(rt.instance, i) for i in ids) if r]

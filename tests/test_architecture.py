@@ -148,3 +148,14 @@ def test_modules_stay_small():
     big = [(str(p.relative_to(ROOT)), n) for _name, p, _ in _modules()
            if (n := len(p.read_text().splitlines())) > 600]
     assert big == []
+
+
+def test_cli_table_matches_the_manifests():
+    """`ipad-mdm` loads package commands lazily from packages.CLI_COMMANDS: the table names exactly
+    the manifests' CLI groups, each under its own command name."""
+    from ipad_mdm.manifest import resolve
+    from ipad_mdm.packages import CLI_COMMANDS, manifests
+
+    assert sorted(CLI_COMMANDS.values()) == sorted(ref for m in manifests() for ref in m.cli)
+    for name, ref in CLI_COMMANDS.items():
+        assert resolve(ref).name == name, ref

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -129,8 +130,10 @@ class Stack:
         self.engine.dispose()
 
 
-@pytest.fixture
-def stack(tmp_path):
+@contextmanager
+def open_stack(tmp_path, *, worker: bool = True, **env):
+    """The production stack on a fresh PostgreSQL database; `env` overrides the processes' environment
+    (a fault test points CELERY_BROKER_URL at a closed port)."""
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
     # The stand-in checks what Apple checks: the push certificate as TLS client certificate, and
     # the topic it carries.
@@ -140,12 +143,21 @@ def stack(tmp_path):
     with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=topic,
                                                               client_ca_pem=push_pem) as apns:
         st = Stack(tmp_path, url, apns)
+        st.good_broker = st.env["CELERY_BROKER_URL"]
+        st.env.update(env)
         try:
             st.start_web()
-            st.start_worker()
+            if worker:
+                st.start_worker()
             yield st
         finally:
             st.stop()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with open_stack(tmp_path) as st:
+        yield st
 
 
 def _queue(stack: Stack, udid: str, n: int) -> list[str]:
