@@ -293,6 +293,8 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
         tmp, digest, size = store.spool(stream, max_bytes)
     except TooLarge as exc:
         raise GatewayError(str(exc), 413) from None
+    except OSError as exc:
+        raise _storage_error(exc) from None
     try:
         if size == 0:
             raise GatewayError("empty file", vi="Tệp trống.")
@@ -302,6 +304,9 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
             raise GatewayError(str(exc), 415) from None
         report = signatures.verify_pdf(tmp, instance_dir) if ftype is filetypes.PDF else signatures.SignatureReport()
         store.commit(tmp, digest)
+    except OSError as exc:
+        store.discard(tmp)
+        raise _storage_error(exc) from None
     except BaseException:
         store.discard(tmp)
         raise
@@ -317,6 +322,15 @@ def store_document(session: Session, store: DocumentStore, instance_dir: Path, *
     log.info("document %s stored (%s, %d bytes, %s, signature %s) by %s", doc.public_id, ftype.key, size,
              classification, report.status, uploaded_by)
     return doc
+
+
+def _storage_error(exc: OSError) -> GatewayError:
+    """A full or read-only document store: nothing was stored (the temporary file is gone, no row)."""
+    log.error("document store cannot be written: %s", exc)
+    return GatewayError(f"the document store cannot be written ({exc.strerror or type(exc).__name__}): the disk is "
+                        "full or read-only; nothing was stored", 507,
+                        vi="Kho lưu trữ tài liệu đã đầy hoặc không ghi được; tài liệu chưa được lưu. "
+                           "Vui lòng báo Trung tâm Tin học.")
 
 
 def set_classification(session: Session, doc: Document, classification: str, *, by: str) -> Document:

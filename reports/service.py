@@ -278,6 +278,11 @@ def run_report(instance, report_id: int, progress: Progress = None) -> dict | No
         files = write_files(base / "reports" / kind / period / lang, kind, period, lang, built.outputs, relative_to=base)
         values = {"status": "done", "files": files, "finished_at": utcnow(), "error": None,
                   "provisional": built.provisional, "until": built.until, "number": number}
+    except OSError as exc:  # a full or read-only disk: said so, no file claimed (each write is atomic)
+        log.error("report %s (%s %s %s): cannot write its files: %s", report_id, kind, period, lang, exc)
+        values = {"status": "failed", "finished_at": utcnow(),
+                  "error": f"cannot write the report files ({exc.strerror or type(exc).__name__}): the disk is full "
+                           f"or the reports folder is read-only"[:2000]}
     except Exception as exc:  # recorded on the row: the API shows why, the job may retry
         log.exception("report %s (%s %s %s) failed", report_id, kind, period, lang)
         values = {"status": "failed", "finished_at": utcnow(), "error": f"{type(exc).__name__}: {exc}"[:2000]}
