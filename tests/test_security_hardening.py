@@ -70,19 +70,28 @@ def test_unit_scoped_tokens_role_by_unit_matrix(server):
                   ("GET", "/api/v1/enrollment-tokens"), ("POST", "/api/v1/enrollment-tokens/<int:token_id>/revoke"),
                   ("POST", "/api/v1/api-tokens"), ("GET", "/api/v1/commands/<command_uuid>"),
                   ("POST", "/api/v1/identities/<serial>/revoke")}
-    for role in ("it_admin", "security_officer", "auditor", "leader"):
-        scoped, wide = api(server, role, "TCCB"), api(server, role)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sweep(role, client, udid, check_foreign):
         for method, path in routes:
-            for client, udid in ((scoped, other.udid), (wide, other.udid), (scoped, own.udid)):
-                r = client.request(method, _concrete(path, udid), json={})
-                assert r.status_code < 500, (role, method, path, r.text)
-                if client is scoped and udid == other.udid:
-                    # Nothing of the other unit's device comes back (a 404 may echo the UDID asked for).
-                    assert other.serial not in r.text, (role, method, path)
-                    if (method, path) in device_routes:
-                        assert r.status_code in (400, 403, 404), (role, method, path, r.status_code)
-                    elif (method, path) not in unit_aware:
-                        assert r.status_code in (401, 403), (role, method, path, r.status_code)
+            r = client.request(method, _concrete(path, udid), json={})
+            assert r.status_code < 500, (role, method, path, r.text)
+            if check_foreign:
+                # Nothing of the other unit's device comes back (a 404 may echo the UDID asked for).
+                assert other.serial not in r.text, (role, method, path)
+                if (method, path) in device_routes:
+                    assert r.status_code in (400, 403, 404), (role, method, path, r.status_code)
+                elif (method, path) not in unit_aware:
+                    assert r.status_code in (401, 403), (role, method, path, r.status_code)
+
+    for role in ("it_admin", "security_officer", "auditor", "leader"):
+        scoped, wide, scoped_own = api(server, role, "TCCB"), api(server, role), api(server, role, "TCCB")
+        # The three sweeps are independent: run side by side (the server is threaded, like gunicorn's).
+        with ThreadPoolExecutor(3) as pool:
+            for done in [pool.submit(sweep, role, scoped, other.udid, True), pool.submit(sweep, role, wide, other.udid, False),
+                         pool.submit(sweep, role, scoped_own, own.udid, False)]:
+                done.result()
+        scoped_own.close()
         listing = scoped.get("/api/v1/devices")
         if role != "leader":
             assert [d["udid"] for d in listing.json()["devices"]] == [own.udid]
