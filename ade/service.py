@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import os
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
@@ -64,14 +64,21 @@ def client_for(inst, row: AdeToken) -> DepClient:
     return DepClient(creds, **apple_settings(inst.settings))
 
 
-def token_dict(row: AdeToken, now: dt.datetime | None = None) -> dict:
+def tokens_with_counts(session: Session) -> list[dict]:
+    """Every token (token_dict) with the number of iPads ABM assigns to it now: the API and the console."""
+    counts = dict(session.execute(select(AdeDevice.token_id, func.count()).where(AdeDevice.removed_at.is_(None))
+                                  .group_by(AdeDevice.token_id)).all())
+    return [token_dict(row, devices=counts.get(row.id, 0)) for row in session.scalars(select(AdeToken).order_by(AdeToken.id))]
+
+
+def token_dict(row: AdeToken, now: dt.datetime | None = None, *, devices: int | None = None) -> dict:
     days = (row.access_token_expiry - (now or utcnow())).days
     return {"id": row.id, "server_name": row.server_name, "org_name": row.org_name,
             "expires_at": row.access_token_expiry.isoformat(), "days_left": days,
             "warning": days <= WARN_DAYS[0], "expired": days < 0,
             "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None, "last_error": row.last_error,
             "profile_uuid": row.profile_uuid,
-            "devices": None}
+            "devices": devices}
 
 
 def add_token(session: Session, inst, data: bytes, *, by: str) -> AdeToken:
@@ -233,11 +240,16 @@ def assign(session: Session, inst, row: AdeToken, serials: list[str]) -> dict:
     return results
 
 
-def unassign(session: Session, inst, serials: list[str]) -> dict:
-    """Remove the enrollment profile from these iPads at Apple (they will not enroll here by ADE)."""
+def _synced(session: Session, serials: list[str]) -> list[AdeDevice]:
     rows = session.scalars(select(AdeDevice).where(AdeDevice.serial_number.in_([x.upper() for x in serials]))).all()
     if not rows:
         raise AdeError("device_not_found", "none of these serial numbers was synced from ABM", 404)
+    return rows
+
+
+def unassign(session: Session, inst, serials: list[str]) -> dict:
+    """Remove the enrollment profile from these iPads at Apple (they will not enroll here by ADE)."""
+    rows = _synced(session, serials)
     results: dict = {}
     for token_id in {r.token_id for r in rows}:
         mine = [r for r in rows if r.token_id == token_id]
@@ -256,9 +268,7 @@ def unassign(session: Session, inst, serials: list[str]) -> dict:
 
 def assign_serials(session: Session, inst, serials: list[str]) -> dict:
     """(Re)assign the token's profile to these synced iPads."""
-    rows = session.scalars(select(AdeDevice).where(AdeDevice.serial_number.in_([x.upper() for x in serials]))).all()
-    if not rows:
-        raise AdeError("device_not_found", "none of these serial numbers was synced from ABM", 404)
+    rows = _synced(session, serials)
     results: dict = {}
     for token_id in {r.token_id for r in rows}:
         row = session.get(AdeToken, token_id)

@@ -105,14 +105,7 @@ def upload_token():
 @office_wide(ADE)
 def list_tokens():
     with unit_of_work() as s:
-        counts = dict(s.execute(select(AdeDevice.token_id, func.count()).where(AdeDevice.removed_at.is_(None))
-                                .group_by(AdeDevice.token_id)).all())
-        out = []
-        for row in s.scalars(select(AdeToken).order_by(AdeToken.id)):
-            d = service.token_dict(row)
-            d["devices"] = counts.get(row.id, 0)
-            out.append(d)
-        return jsonify({"tokens": out})
+        return jsonify({"tokens": service.tokens_with_counts(s)})
 
 
 def _token(s, token_id: int) -> AdeToken | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 from flask import Response, flash, g, redirect, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ipad_mdm.web import hooks, unit_of_work
 
@@ -45,14 +45,7 @@ def ade_page(error: str | None = None, status: int = 200):
     import ade
 
     with unit_of_work() as s:
-        counts = dict(s.execute(select(ade.AdeDevice.token_id, func.count())
-                                .where(ade.AdeDevice.removed_at.is_(None)).group_by(ade.AdeDevice.token_id)).all())
-        tokens = []
-        for row in s.scalars(select(ade.AdeToken).order_by(ade.AdeToken.id)):
-            d = ade.service.token_dict(row)
-            d.update(devices=counts.get(row.id, 0), expires=row.access_token_expiry, last_sync=row.last_sync_at,
-                     failed=bool(row.last_error))
-            tokens.append(d)
+        tokens = ade.service.tokens_with_counts(s)
         devices = [{"serial": d.serial_number, "model": d.model or d.description,
                     "status": tr(*PROFILE_STATUS.get(d.profile_status, (d.profile_status, d.profile_status))),
                     "removed": d.removed_at is not None}

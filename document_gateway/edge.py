@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.models import Unit
+from mdm import proxy_secret_ok
 
 from . import audit, gate, i18n, policy
 from .edge_models import EdgeRuleSet
@@ -142,21 +143,35 @@ def decide(session: Session, ca, presented: gate.Presented, original: Original |
     return EdgeAnswer(200, decision.code, decision, original, classification, unit_code)
 
 
-def record(session: Session, key: bytes, answer: EdgeAnswer, presented: gate.Presented, client_ip: str | None) -> int:
-    """The answer's row in the hash chain, in the caller's transaction (commit right after)."""
+def audit_fields(answer: EdgeAnswer, presented: gate.Presented, client_ip: str | None) -> dict:
+    """What the hash chain keeps of an edge answer (record() and the hot path's own append)."""
     d, code = answer.decision, answer.code
     vi, _, en, _ = texts(code)
     if d.verdict_reasons_en and not answer.allowed and code.startswith(("verdict", "grace")):
         vi, en = f"{vi} {'; '.join(d.verdict_reasons_vi)}", f"{en} {'; '.join(d.verdict_reasons_en)}"
     o = answer.original
-    row = audit.append(
-        session, key, action="edge", decision="allow" if answer.allowed else "deny", reason_code=code,
+    return dict(
+        action="edge", decision="allow" if answer.allowed else "deny", reason_code=code,
         reason_vi=vi, reason_en=en, http_status=answer.status, device_udid=d.udid, device_id=d.device_id,
         cert_sha256=d.cert_sha256 or presented.fingerprint, leader_id=d.leader_id, leader_name=d.leader_name,
         leader_role=d.leader_role, leader_unit_id=d.leader_unit_id, verdict_state=d.verdict_state,
         classification=answer.classification, client_ip=client_ip,
         request_method=o.method if o else None, request_uri=o.uri if o else None)
-    return row.id
+
+
+def record(session: Session, key: bytes, answer: EdgeAnswer, presented: gate.Presented, client_ip: str | None) -> int:
+    """The answer's row in the hash chain, in the caller's transaction (commit right after)."""
+    return audit.append(session, key, **audit_fields(answer, presented, client_ip)).id
+
+
+def proxy_checks(headers, settings) -> str | None:
+    """The proxy's own word: None when the request carries the proxy secret and the proxy did not
+    report a failed certificate verification (nginx $ssl_client_verify); else the reason code."""
+    if not proxy_secret_ok(headers, settings):
+        return "untrusted_proxy"
+    if headers.get("X-Client-Verify", "SUCCESS") != "SUCCESS":
+        return "certificate_invalid"
+    return None
 
 
 def _h(value: str) -> str:

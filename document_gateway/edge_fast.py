@@ -141,15 +141,7 @@ def _decide(inst, presented: gate.Presented, original: edge.Original, found) -> 
 
 def _append(cur, key: bytes, answer: edge.EdgeAnswer, presented: gate.Presented, client_ip: str | None,
             seq: int, prev: str) -> int:
-    d, o = answer.decision, answer.original
-    vi, _, en, _ = edge.texts(answer.code)
-    data = audit._clean({
-        "id": int(seq), "at": utcnow(), "action": "edge", "decision": "allow", "reason_code": answer.code,
-        "reason_vi": vi, "reason_en": en, "http_status": 200, "device_udid": d.udid, "device_id": d.device_id,
-        "cert_sha256": d.cert_sha256 or presented.fingerprint, "leader_id": d.leader_id, "leader_name": d.leader_name,
-        "leader_role": d.leader_role, "leader_unit_id": d.leader_unit_id, "verdict_state": d.verdict_state,
-        "document_public_id": None, "document_id": None, "classification": answer.classification,
-        "client_ip": client_ip, "request_method": o.method, "request_uri": o.uri})
+    data = audit._clean({**edge.audit_fields(answer, presented, client_ip), "id": int(seq), "at": utcnow()})
     h = audit.row_hash(prev, data, key)
     cur.execute(_APPEND_SQL, {**data, "prev_hash": prev, "row_hash": h, "chain_version": audit.CHAIN_VERSION},
                 prepare=True)
@@ -194,16 +186,11 @@ class EdgeWSGI:
         return self.app(environ, start_response)
 
     def _allow(self, environ, path):
-        import hmac
-
         settings = self.inst.settings
-        if not self.inst.database.is_postgres or not settings.proxy_secret or not settings.client_cert_header:
+        if not self.inst.database.is_postgres or not settings.client_cert_header:
             return None
         request = _Request(environ)
-        sent = request.headers.get("X-Proxy-Secret", "")
-        if not hmac.compare_digest(sent.encode("utf-8", "replace"), settings.proxy_secret.encode()):
-            return None
-        if request.headers.get("X-Client-Verify", "SUCCESS") != "SUCCESS":
+        if edge.proxy_checks(request.headers, settings) is not None:
             return None
         suffix = path[len(self.PREFIX) + 1:] if path.startswith(self.PREFIX + "/") else None
         try:
@@ -211,6 +198,4 @@ class EdgeWSGI:
         except (edge.Malformed, UnicodeError):
             return None
         presented = PARSED.presented(request, settings)
-        answer = allow(self.inst, presented, original, gate.client_ip(request, presented))
-        # Grace carries a warning in the leader's language: the full path words it.
-        return answer if answer is not None and answer.code == "allowed" else None
+        return allow(self.inst, presented, original, gate.client_ip(request, presented))

@@ -26,7 +26,7 @@ from . import edge, edge_fast, gate, i18n
 from .edge_models import EdgeRule
 from .edge_rules import (RuleError, add_rule, classify, configure, delete_rule, ensure_ruleset, rule_dict, ruleset,
                          ruleset_dict)
-from .views import _fmt_time
+from .views import grace_banner
 
 log = logging.getLogger("document_gateway.edge")
 bp = Blueprint("document_gateway_edge", __name__, template_folder="templates")
@@ -65,49 +65,33 @@ def reason_page(code: str, status: int, lang: str, problems=()) -> Response:
     return resp
 
 
-def _proxy_trusted(settings) -> bool:
-    import hmac
-
-    sent = request.headers.get("X-Proxy-Secret", "")
-    return bool(settings.proxy_secret) and hmac.compare_digest(sent.encode("utf-8", "replace"),
-                                                               settings.proxy_secret.encode())
-
-
 @bp.route("/edge/decide", methods=ALL_METHODS, defaults={"suffix": None})
 @bp.route("/edge/decide/<path:suffix>", methods=ALL_METHODS)
 def decide(suffix):
     inst = instance()
     lang = _lang()
-    if not _proxy_trusted(inst.settings):
-        presented = gate.Presented(via_proxy=True, error="untrusted_proxy")
+    # A compliant iPad's request was answered in front of Flask (edge_fast.EdgeWSGI); here the rest.
+    refused = edge.proxy_checks(request.headers, inst.settings)
+    if refused == "untrusted_proxy":
+        presented = gate.Presented(via_proxy=True, error=refused)
     else:
         presented = edge_fast.PARSED.presented(request, inst.settings)
-        if presented.error is None and request.headers.get("X-Client-Verify", "SUCCESS") != "SUCCESS":
-            # The proxy says its own verification failed (nginx $ssl_client_verify).
-            presented = gate.Presented(via_proxy=True, error="certificate_invalid")
+        if presented.error is None and refused is not None:
+            presented = gate.Presented(via_proxy=True, error=refused)
     original, malformed = None, None
     try:
         original = edge.original_request(request.headers, request.method, suffix)
     except edge.Malformed as exc:
         malformed = exc.code
-    if suffix is not None and original is None:
-        malformed = malformed or "request_malformed"
     client_ip = gate.client_ip(request, presented)
-    answer = None
-    if presented.error is None and malformed is None:
-        answer = edge_fast.allow(inst, presented, original, client_ip)
     try:
-        if answer is None:
-            with inst.database.session() as s:
-                answer = edge.decide(s, inst.ca, presented, original, malformed if presented.error is None else None)
-                answer.audit_id = edge.record(s, inst.audit_key, answer, presented, client_ip)
+        with inst.database.session() as s:
+            answer = edge.decide(s, inst.ca, presented, original, malformed if presented.error is None else None)
+            answer.audit_id = edge.record(s, inst.audit_key, answer, presented, client_ip)
     except IntegrityError:
         log.error("edge: the audit chain cannot be appended (a row past its head): refusing")
         answer = edge.EdgeAnswer(403, "audit_unavailable", gate.Decision(False, "audit_unavailable"), original)
-    warning = None
-    if answer.code == "allowed_grace" and answer.decision.grace_deadline is not None:
-        warning = i18n.UI[lang]["grace_banner"].format(deadline=_fmt_time(answer.decision.grace_deadline, lang))
-    headers = edge.response_headers(answer, lang, warning)
+    headers = edge.response_headers(answer, lang, grace_banner(answer.decision, lang) if answer.allowed else None)
     if answer.allowed:
         log.debug("edge: allow %s %s", answer.original.method, answer.original.uri[:200])
         return Response("", status=200, headers=headers)

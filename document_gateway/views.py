@@ -151,7 +151,7 @@ def _gate(session):
     return presented, decision
 
 
-def _banner(decision: gate.Decision, lang: str) -> str | None:
+def grace_banner(decision: gate.Decision, lang: str) -> str | None:
     if decision.code != "allowed_grace":
         return None
     return i18n.UI[lang]["grace_banner"].format(deadline=_fmt_time(decision.grace_deadline, lang))
@@ -187,7 +187,7 @@ def list_documents():
         _audit(decision, presented, "list", http_status=decision.status)
         return _denied(decision, lang)
     _audit(decision, presented, "list", http_status=200)
-    banner = _banner(decision, lang)
+    banner = grace_banner(decision, lang)
     if _wants_json():
         return jsonify({
             "leader": {"id": decision.leader_id, "full_name": decision.leader_name, "title": decision.leader_title,

@@ -17,7 +17,7 @@ import uuid
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .db import Base, after_commit, utcnow
+from .db import Base, after_commit, json_dumps, utcnow
 
 OUTBOX_TASK = "outbox.pump"
 
@@ -48,15 +48,12 @@ class OutboxEvent(Base):
 
 
 def publish(session: Session, event: str, data: dict) -> OutboxEvent:
-    import orjson
-
     if event not in EVENTS:
         raise ValueError(f"unknown outbox event {event}")
     now = utcnow()
     event_id = str(uuid.uuid4())
-    body = orjson.dumps({"id": event_id, "type": event,
-                         "occurred_at": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                         "data": data}).decode()
+    body = json_dumps({"id": event_id, "type": event,
+                       "occurred_at": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "data": data})
     row = OutboxEvent(event_id=event_id, event=event, occurred_at=now, body=body)
     session.add(row)
     dispatcher = session.info.get("dispatcher")

@@ -22,6 +22,7 @@ from ipad_mdm.manifest import Manifest
 
 from . import commands, ddm, protocol, service
 from .checkin import (DeviceAuthError, UntrustedProxy, device_of_request, judge_identity, presented_certificate,
+                      proxy_secret_ok,
                       trusted_identity)
 from .commands import CommandRefused
 from .identity import REVOCATION_REASONS, RevocationError, revoke_identity
@@ -38,6 +39,7 @@ __all__ = [
     "CheckinEvent", "Command", "CommandEvent", "Device", "EnrollmentToken", "IdentityCertificate",
     "StatusReportRecord",
     "DeviceAuthError", "UntrustedProxy", "device_of_request", "presented_certificate", "trusted_identity",
+    "proxy_secret_ok",
     "judge_identity",
     "REVOCATION_REASONS", "RevocationError", "revoke_identity",
     "DESTRUCTIVE_COMMANDS", "ProtocolError", "CommandRefused", "NotFound",

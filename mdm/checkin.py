@@ -90,6 +90,13 @@ class UntrustedProxy(DeviceAuthError):
         super().__init__(401, "client certificate header from an untrusted proxy", "untrusted_proxy")
 
 
+def proxy_secret_ok(headers, settings) -> bool:
+    """The request came through the trusted proxy: it carries the configured shared secret."""
+    sent = headers.get("X-Proxy-Secret", "")
+    return bool(settings.proxy_secret) and hmac.compare_digest(sent.encode("utf-8", "replace"),
+                                                               settings.proxy_secret.encode())
+
+
 def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate | None, bool]:
     """The TLS client certificate of a request and whether a proxy forwarded it.
 
@@ -99,8 +106,7 @@ def presented_certificate(headers, environ, settings) -> tuple[x509.Certificate 
     """
     value = headers.get(settings.client_cert_header) if settings.client_cert_header else None
     if value:
-        sent = headers.get("X-Proxy-Secret", "")
-        if not settings.proxy_secret or not hmac.compare_digest(sent.encode(), settings.proxy_secret.encode()):
+        if not proxy_secret_ok(headers, settings):
             raise UntrustedProxy()
         return certificate_from_proxy_header(value), True
     pem = environ.get("SSL_CLIENT_CERT")

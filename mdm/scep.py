@@ -530,8 +530,9 @@ def decrypt_envelope(der: bytes, certificate: x509.Certificate, private_key) -> 
         def decrypt(self, data: bytes) -> bytes:
             return private_key.decrypt(data, padding.PKCS1v15())
 
-    holder = type("Recipient", (), {"certificate": certificate, "key": _Key()})()
+    from types import SimpleNamespace
+
     try:
-        return _decrypt_envelope(der, holder)[0]
+        return _decrypt_envelope(der, SimpleNamespace(certificate=certificate, key=_Key()))[0]
     except SCEPError as exc:
         raise ValueError(str(exc)) from None
