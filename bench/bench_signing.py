@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 from ipad_mdm.crypto import cms  # noqa: E402
 from ipad_mdm.crypto.ca import create_ca  # noqa: E402
 from ipad_mdm.crypto.ca import CertificateAuthority  # noqa: E402
-from ipad_mdm.crypto.keys import FileKey, Pkcs11Key  # noqa: E402
+from ipad_mdm.crypto.keys import FileKey  # noqa: E402
+from ipad_mdm.crypto.pkcs11_keys import Pkcs11Key  # noqa: E402
 from tests.softhsm import SoftHsm, SoftHsmUnavailable  # noqa: E402
 
 

@@ -26,6 +26,7 @@ from flask import (
 )
 from markupsafe import Markup
 
+from ipad_mdm.crypto.pkcs11_keys import Pkcs11Error
 from ipad_mdm.ipad_models import marketing_name, model_mismatch
 from ipad_mdm.web import BadPaging, instance
 
@@ -347,6 +348,15 @@ def _forbidden(_exc):
 def _bad_paging(exc):
     log.warning("%s %s -> 400: %s", request.method, request.path, exc)
     return _error_page(400, "Số trang hoặc tham số lọc không hợp lệ.", "The page number or filter is not valid.")
+
+
+@bp.errorhandler(Pkcs11Error)
+def _token_unavailable(exc: Pkcs11Error):
+    # The CA or profile-signing token is away or refuses its PIN: the action was not done (its
+    # transaction rolled back); say which token, in the reader's language.
+    log.error("%s %s -> 503: %s", request.method, request.path, exc)
+    page, code = _error_page(503, exc.message("vi"), exc.message("en"))
+    return page, code, {"Retry-After": "60"}
 
 
 @bp.errorhandler(404)

@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from .config import Settings, load_settings
+from .crypto.pkcs11_keys import Pkcs11Error
 from .hooks import Hooks
 from .instance import Instance, open_instance
 
@@ -58,6 +59,9 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
     app.extensions["ipad_mdm.runtime"] = runtime
     packages.load_jobs()
     packages.register_all(app, hooks, inst)
+    from . import token_alerts
+
+    token_alerts.install(inst)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -80,6 +84,17 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
         resp = jsonify({"error": "database temporarily unavailable; retry later", "status": 503})
         resp.status_code = 503
         resp.headers["Retry-After"] = "30"
+        return resp
+
+    @app.errorhandler(Pkcs11Error)
+    def token_unavailable(exc: Pkcs11Error):
+        # Enrollment, SCEP and profile installs need the CA or signing token; nothing was stored
+        # (the request's transaction rolled back). The alert itself is raised by token_alerts.
+        log.error("%s %s -> 503: %s", request.method, request.path, exc)
+        resp = jsonify({"error": exc.message("en"), "error_vi": exc.message("vi"), "reason": exc.reason,
+                        "token": exc.token, "purpose": exc.purpose, "status": 503})
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "60"
         return resp
 
     @app.errorhandler(Exception)

@@ -40,6 +40,16 @@ class _PackageCommands(click.Group):
 
         return sorted(set(super().list_commands(ctx)) | set(CLI_COMMANDS))
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from .crypto.pkcs11_keys import Pkcs11Error
+
+            if isinstance(exc, Pkcs11Error):  # the token is away or refuses its PIN: say so, no traceback
+                fail(exc.message("en"), code=75)  # EX_TEMPFAIL: try again once the token is back
+            raise
+
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
         if command is None:

@@ -31,7 +31,8 @@ from cryptography.x509.oid import NameOID
 
 from .config import Settings
 from .crypto.ca import CertificateAuthority, create_ca_for_key, utcnow
-from .crypto.keys import FileKey, KeyHandle, Pkcs11Key, write_private_key, write_secret_file
+from .crypto.keys import FileKey, KeyHandle, write_private_key, write_secret_file
+from .crypto.pkcs11_keys import Pkcs11Key
 from .db import Database
 from .files import private_dir, tighten_tree, write_atomic
 
@@ -94,7 +95,10 @@ def _ensure_ca(settings: Settings) -> CertificateAuthority:
     ca_dir, sec = settings.ca_dir, settings.secrets_dir
     cert_path = ca_dir / "ca.pem"
     if settings.ca_pkcs11 is not None:
-        key: KeyHandle = Pkcs11Key(settings.ca_pkcs11)
+        # With its certificate on disk the server starts while the token is away (check-ins, documents and
+        # reports need no CA key); what does need it refuses, naming the token, until it is back.
+        certified = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key() if cert_path.exists() else None
+        key: KeyHandle = Pkcs11Key(settings.ca_pkcs11, purpose="ca", certified_public=certified)
     else:
         key_path = sec / "ca.key"
         if not key_path.exists():
@@ -112,7 +116,15 @@ def _ensure_ca(settings: Settings) -> CertificateAuthority:
 def _ensure_signer(settings: Settings, ca: CertificateAuthority) -> tuple[x509.Certificate, KeyHandle]:
     cert_path = settings.ca_dir / "signer.pem"
     if settings.signing_pkcs11 is not None:
-        key: KeyHandle = Pkcs11Key(settings.signing_pkcs11)
+        # Not touched at start when its certificate is on disk: every worker process would try the PIN
+        # (a wrong one locks a USB token after a few tries), and the server must start while the token
+        # is away. The key found at first use must match the certificate; a new key on the token needs
+        # ca/signer.pem removed, and the next start issues its certificate.
+        if cert_path.exists():
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            if cert.not_valid_after_utc > utcnow():
+                return cert, Pkcs11Key(settings.signing_pkcs11, purpose="signing", certified_public=cert.public_key())
+        key: KeyHandle = Pkcs11Key(settings.signing_pkcs11, purpose="signing")
     else:
         key_path = settings.secrets_dir / "signer.key"
         if not key_path.exists():

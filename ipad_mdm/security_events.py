@@ -43,6 +43,10 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "usb_token_expiring": ("warning", "Chứng thư số ký trên USB token sắp hết hạn",
                            "The signing certificate on a USB token is about to expire"),
     "usb_token_lost": ("high", "USB token ký số bị mất", "A signing USB token was lost"),
+    "signing_token_unavailable": ("high", "Token lưu khóa CA hoặc khóa ký hồ sơ không sử dụng được",
+                                  "The PKCS#11 token holding the CA or profile-signing key cannot be used"),
+    "signing_token_restored": ("info", "Token lưu khóa CA hoặc khóa ký hồ sơ đã sử dụng lại được",
+                               "The PKCS#11 token holding the CA or profile-signing key works again"),
     "ade_token_expiring": ("warning", "Mã thông báo máy chủ Apple Business Manager sắp hết hạn",
                            "The Apple Business Manager server token is about to expire"),
 }

@@ -147,17 +147,25 @@ class SoftHsm:
         Must happen before the module's first C_Initialize in this process. If
         something already initialised it (with another configuration), the
         module is re-initialised so it reads ours; sessions cached by
-        ipad_mdm.crypto.keys are dropped since re-initialising invalidates them.
+        ipad_mdm.crypto.pkcs11_keys are dropped since re-initialising invalidates them.
         """
         os.environ["SOFTHSM2_CONF"] = str(self.conf_path)
         import pkcs11
 
-        from ipad_mdm.crypto import keys
+        from ipad_mdm.crypto import pkcs11_keys as keys
 
         loaded = getattr(pkcs11, "_loaded", {})
         if self.module in loaded:
             loaded[self.module].reinitialize()
             keys.forget_pkcs11_sessions()
+
+    def token_folder(self, label: str) -> Path:
+        """The folder SoftHSM2 keeps `label`'s objects in (moving it away is pulling the token out)."""
+        found = [d for d in self.token_dir.iterdir()
+                 if (d / "token.object").exists() and label.encode() in (d / "token.object").read_bytes()]
+        if len(found) != 1:
+            raise KeyError(f"token {label!r}: {len(found)} folders match")
+        return found[0]
 
     def token(self, label: str) -> SoftHsmToken:
         if label not in self.labels:

@@ -24,7 +24,8 @@ from cryptography.x509.oid import NameOID
 from ipad_mdm.config import Pkcs11Settings
 from ipad_mdm.crypto import cms
 from ipad_mdm.crypto.ca import CertificateAuthority, create_ca_for_key
-from ipad_mdm.crypto.keys import FileKey, Pkcs11Error, Pkcs11Key, Pkcs11PinError, load_key
+from ipad_mdm.crypto.keys import FileKey, load_key
+from ipad_mdm.crypto.pkcs11_keys import Pkcs11Error, Pkcs11Key, Pkcs11PinError
 
 PROFILE = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
@@ -385,7 +386,7 @@ def test_token_key_works_after_fork(token_keys, kind):
 def test_key_recovers_when_the_session_is_lost(softhsm_token, token_keys):
     # As after a token was unplugged and re-inserted: the cached session handle
     # is invalid and the process is logged out. The next operation reconnects.
-    from ipad_mdm.crypto import keys as keys_module
+    from ipad_mdm.crypto import pkcs11_keys as keys_module
 
     key = token_keys["rsa"]
     key.sign(b"x")

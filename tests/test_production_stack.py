@@ -54,10 +54,12 @@ def _children(pid: int) -> list[int]:
 
 
 class Stack:
-    def __init__(self, tmp_path: Path, database_url: str, apns):
+    def __init__(self, tmp_path: Path, database_url: str, apns, env: dict | None = None, prepare=None):
         self.tmp = tmp_path
         self.instance_dir = tmp_path / "instance"
         seed_instance_dir(self.instance_dir)
+        if prepare is not None:
+            prepare(self.instance_dir)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.queue = f"ipad-mdm-stack-{uuid.uuid4().hex[:8]}"
@@ -77,6 +79,8 @@ class Stack:
             IPAD_MDM_TLS_KEY=str(self.instance_dir / "secrets" / "server.key"),
             PYTHONPATH=str(ROOT),
         )
+        self.good_broker = REDIS_URL
+        self.env.update(env or {})
         subprocess.run([str(BIN / "ipad-mdm"), "db", "upgrade"], env=self.env, check=True, capture_output=True)
         self.verify = ssl.create_default_context(cafile=str(self.instance_dir / "ca" / "ca.pem"))
         self.web = None
@@ -131,9 +135,10 @@ class Stack:
 
 
 @contextmanager
-def open_stack(tmp_path, *, worker: bool = True, **env):
+def open_stack(tmp_path, *, worker: bool = True, prepare=None, **env):
     """The production stack on a fresh PostgreSQL database; `env` overrides the processes' environment
-    (a fault test points CELERY_BROKER_URL at a closed port)."""
+    (a fault test points CELERY_BROKER_URL at a closed port); `prepare(instance_dir)` runs before the
+    first command opens the instance."""
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
     # The stand-in checks what Apple checks: the push certificate as TLS client certificate, and
     # the topic it carries.
@@ -142,9 +147,7 @@ def open_stack(tmp_path, *, worker: bool = True, **env):
     topic = x509.load_pem_x509_certificate(push_pem).subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
     with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=topic,
                                                               client_ca_pem=push_pem) as apns:
-        st = Stack(tmp_path, url, apns)
-        st.good_broker = st.env["CELERY_BROKER_URL"]
-        st.env.update(env)
+        st = Stack(tmp_path, url, apns, env, prepare)
         try:
             st.start_web()
             if worker:

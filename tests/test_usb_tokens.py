@@ -109,7 +109,7 @@ def test_the_cli_reads_the_certificate_from_the_token_itself(server, softhsm_lea
     assert result["certificate"]["serial"] == format(cert.serial_number, "X")
     import pkcs11
 
-    from ipad_mdm.crypto.keys import pkcs11_lib
+    from ipad_mdm.crypto.pkcs11_keys import pkcs11_lib
 
     serial = pkcs11_lib(token.module).get_token(token_label=token.token_label).serial.decode().strip()
     assert result["serial_number"] == serial  # the token's own serial, not typed by anyone

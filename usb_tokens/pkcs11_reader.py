@@ -3,7 +3,7 @@ workstation running the CLI). Certificates are public objects: no PIN is asked, 
 nothing but certificates is read — the token's keys and PIN stay on the token."""
 from __future__ import annotations
 
-from ipad_mdm.crypto.keys import Pkcs11Error, pkcs11_lib
+from ipad_mdm.crypto.pkcs11_keys import Pkcs11Error, pkcs11_lib
 
 from .service import TokenRefused, signing_certificate
 
