@@ -21,7 +21,8 @@ MANIFEST = Manifest(name="console", register="console:register", models=("consol
 
 def register(app, hooks, instance) -> None:
     from . import (  # noqa: F401  (routes register on bp)
-        handover, views, views_admin, views_ade, views_apps, views_ddm, views_handover, views_usb_tokens, views_vpn)
+        handover, views, views_admin, views_ade, views_apps, views_ddm, views_handover, views_push, views_usb_tokens,
+        views_vpn)
     from .web import bp
 
     app.register_blueprint(bp)

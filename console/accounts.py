@@ -45,7 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "commands.lock", "commands.erase", "commands.power", "units.read", "units.write", "leaders.write",
         "policies.read", "reports.read", "documents.read", "devices.reenroll", "declarations.write", "apps.write",
         "tokens.read", "tokens.write", "tokens.lost", "tokens.revoked", "vpn.read", "vpn.migrate",
-        "ade.read", "ade.write",
+        "ade.read", "ade.write", "push.manage",
     }),
     "security_officer": frozenset({
         "dashboard", "devices.read", "handover.read", "commands.send", "commands.lock", "units.read",

@@ -69,6 +69,9 @@ PUSH_LABELS = {
     "waiting": ("Đang chờ gửi", "Waiting to be sent"),
     "failing": ("Gửi không thành công, hệ thống tự thử lại", "Failing, retried automatically"),
     "no_token": ("Chưa có mã đánh thức (iPad chưa gửi TokenUpdate)", "No push token yet"),
+    "certificate_refused": ("Tạm dừng: Apple từ chối chứng thư số APNs hoặc chứng thư số đã hết hạn; lệnh được gửi khi "
+                            "cài chứng thư số gia hạn", "Held: Apple refuses the push certificate or it expired; sent once "
+                            "a renewed certificate is installed"),
     "off_demo": ("Đang tắt (chế độ thử nghiệm, chưa có chứng thư số đánh thức của Apple): lệnh được gửi khi iPad tự kết nối",
                  "Off (demo mode, no Apple push certificate): commands go out when the iPad checks in by itself"),
 }

@@ -17,7 +17,7 @@ from .web import error, instance
 # What each role may do through the API.
 PERMISSIONS = {
     "it_admin": {"devices.read", "devices.write", "commands.send", "commands.destructive", "enroll.create",
-                 "profiles.write", "policies.read", "reports.read", "tokens.create", "vpn.migrate"},
+                 "profiles.write", "policies.read", "reports.read", "tokens.create", "vpn.migrate", "push.manage"},
     "security_officer": {"devices.read", "commands.send", "commands.destructive", "policies.read", "policies.write",
                          "reports.read", "reports.write", "audit.read", "documents.admin", "tokens.create",
                          "security.read", "security.write", "apps.accept", "vpn.migrate"},

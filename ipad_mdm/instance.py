@@ -67,9 +67,11 @@ class Instance:
         """"demo_push_certificate" when pushes cannot work: the demo's self-signed stand-in of a push
         certificate, aimed at Apple's real APNs (which refuses it). Commands are then only queued and
         reach the iPad when it checks in by itself; nothing waits on Apple."""
-        if self.settings.push_cert_path is None and urlsplit(self.settings.apns_url).hostname in APPLE_APNS_HOSTS:
-            return "demo_push_certificate"
-        return None
+        if urlsplit(self.settings.apns_url).hostname not in APPLE_APNS_HOSTS:
+            return None
+        # Apple's push certificates are issued by Apple; the demo's stand-in is self-signed.
+        cert = x509.load_pem_x509_certificate(Path(self.push_cert_path).read_bytes())
+        return "demo_push_certificate" if cert.issuer == cert.subject else None
 
 
 APPLE_APNS_HOSTS = ("api.push.apple.com", "api.sandbox.push.apple.com", "api.development.push.apple.com")

@@ -56,4 +56,5 @@ CLI_COMMANDS = {
     "vpn": "vpn.cli:vpn", "gateway": "document_gateway.cli:gateway", "usb-token": "usb_tokens.cli:usb_token",
     "report": "reports.cli:report", "user": "console.cli:user", "app": "apps.cli:app",
     "declaration": "declarative.cli:declaration", "ade": "ade.cli:ade", "webhook": "webhooks.cli:webhook",
+    "push-cert": "mdm.pushcert.cli:push_cert",
 }

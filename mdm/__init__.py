@@ -14,13 +14,15 @@ Public surface (every other package uses only these names):
               identity row a caller read itself), device_of_request (the same for a device's
               GET of asset data), revoke_identity, REVOCATION_REASONS
   scope       device_for_request, caller_unit_id, in_scope  (the unit-scope rule of the API)
+  pushcert    the APNs push certificate in service: status, current, install_and_wake (topic guard),
+              PushCertificateRefused, TopicChangeRefused
   errors      ProtocolError, CommandRefused, NotFound
 """
 from __future__ import annotations
 
 from ipad_mdm.manifest import Manifest
 
-from . import commands, ddm, protocol, service
+from . import commands, ddm, protocol, pushcert, service
 from .checkin import (DeviceAuthError, UntrustedProxy, device_of_request, judge_identity, presented_certificate,
                       proxy_secret_ok,
                       trusted_identity)
@@ -35,7 +37,7 @@ from .scep import decrypt_envelope
 from .enrollment import EnrollmentRefused
 
 __all__ = [
-    "MANIFEST", "register", "serve_declarations", "commands", "ddm", "protocol", "service",
+    "MANIFEST", "register", "serve_declarations", "commands", "ddm", "protocol", "pushcert", "service",
     "CheckinEvent", "Command", "CommandEvent", "Device", "EnrollmentToken", "IdentityCertificate",
     "StatusReportRecord",
     "DeviceAuthError", "UntrustedProxy", "device_of_request", "presented_certificate", "trusted_identity",
@@ -49,9 +51,9 @@ __all__ = [
 MANIFEST = Manifest(
     name="mdm",
     register="mdm:register",
-    models=("mdm.models", "mdm.identity.models"),
-    jobs=("mdm.jobs", "mdm.push", "mdm.identity.jobs"),
-    cli=("mdm.cli:enroll_token", "mdm.cli:device", "mdm.cli:command"),
+    models=("mdm.models", "mdm.identity.models", "mdm.pushcert.models"),
+    jobs=("mdm.jobs", "mdm.push", "mdm.identity.jobs", "mdm.pushcert.jobs"),
+    cli=("mdm.cli:enroll_token", "mdm.cli:device", "mdm.cli:command", "mdm.pushcert.cli:push_cert"),
 )
 
 
@@ -65,7 +67,9 @@ def serve_declarations(app, provider) -> None:
 
 def register(app, hooks, instance) -> None:
     from . import api, identity, scep_views, views
+    from .pushcert import api as pushcert_api
 
+    app.register_blueprint(pushcert_api.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(scep_views.bp)
     app.register_blueprint(api.bp)

@@ -191,6 +191,8 @@ def command_send(ctx, udid, request_type, params, as_json):
 
 
 PUSH_WORDS = {
+    "certificate_refused": "held: Apple refuses the push certificate or it has expired (`ipad-mdm push-cert show`); "
+                           "it goes out once a renewed certificate is installed",
     "off_demo": "off in demo mode (no Apple push certificate): the iPad gets the command when it next checks in",
     "no_token": "not possible yet (the iPad has not sent its push token)",
     "failing": "failed, retried with backoff (see `device show`)",

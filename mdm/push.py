@@ -33,17 +33,32 @@ def retry_delay(failures: int) -> dt.timedelta:
 class PushSender:
     """Sends pushes for given devices and records the outcome on each device row."""
 
-    def __init__(self, database: Database, client_factory: Callable):
+    def __init__(self, database: Database, client_factory: Callable, instance=None):
         self._database = database
         self._client_factory = client_factory
         self._client = None
+        self._client_fingerprint = None
         self._lock = threading.Lock()
+        # With the instance, the push certificate is watched: a renewal installed by another process is
+        # picked up, and what APNs says about the certificate is shared by every process (mdm.pushcert).
+        self._instance = instance
 
-    def _apns(self):
+    def _apns(self, fingerprint: str | None = None):
         with self._lock:
+            if self._client is not None and fingerprint != self._client_fingerprint:
+                if hasattr(self._client, "close"):  # a renewed certificate: a new TLS identity
+                    self._client.close()
+                self._client = None
             if self._client is None:
                 self._client = self._client_factory()
+                self._client_fingerprint = fingerprint
             return self._client
+
+    def _hold(self, device_ids: list[int], why: str) -> None:
+        """Leave these pushes pending without trying (no failure counted: the iPads are not at fault)."""
+        with self._database.session() as s:
+            for d in s.scalars(select(Device).where(Device.id.in_(device_ids))):
+                d.last_push_error = f"{PUSH_BLOCKED}{why}"
 
     def push(self, device_ids: Iterable[int]) -> dict[int, bool]:
         ids = sorted(set(device_ids))
@@ -56,19 +71,48 @@ class PushSender:
                 if d.push_token and d.push_magic and d.enrollment_state == "enrolled"
             ]
         outcome: dict[int, bool] = {}
-        client = self._apns()
-        for device_id, token, magic in targets:
+        info = None
+        if self._instance is not None:
+            from .pushcert import service as pushcert
+
+            info = pushcert.current(self._instance)
+            with self._database.session() as s:
+                held = pushcert.blocked(s, info)
+            if held:
+                self._hold([t[0] for t in targets], held)
+                return {t[0]: False for t in targets}
+        client = self._apns(info.fingerprint if info else None)
+        for index, (device_id, token, magic) in enumerate(targets):
+            kind = None
             try:
                 result = client.push(token, magic)
                 ok, error = result.ok, (None if result.ok else f"{result.status_code} {result.reason or ''}".strip())
                 unregistered = getattr(result, "token_unregistered", False)
+                if not ok and info is not None:
+                    from .pushcert.certificate import classify
+
+                    kind = classify(result.status_code, result.reason,
+                                    result.reason if result.status_code is None else None)
             except Exception as exc:  # network layer gave up: keep pending, retry later
                 ok, error, unregistered = False, type(exc).__name__, False
             outcome[device_id] = ok
+            if kind == "certificate":
+                # Apple refuses the certificate itself: every other push would fail the same way.
+                with self._database.session() as s:
+                    pushcert.record_refusal(s, info, "certificate", result.reason or error)
+                rest = [t[0] for t in targets[index:]]
+                self._hold(rest, "certificate_rejected")
+                outcome.update({i: False for i in rest})
+                log.error("push certificate refused by APNs (%s): %d push(es) held", error, len(rest))
+                break
             with self._database.session() as s:
                 d = s.get(Device, device_id)
                 if d is None:
                     continue
+                if info is not None and ok:
+                    pushcert.record_success(s, info)
+                elif kind == "topic":
+                    pushcert.record_refusal(s, info, "topic", result.reason)
                 d.last_push_at = utcnow()
                 if ok:
                     d.push_pending = False
@@ -114,6 +158,7 @@ def apns_client(instance):
 
 
 PUSHES_OFF = "pushes_off_demo"  # last_push_error of a device whose push was not even tried
+PUSH_BLOCKED = "held:"  # + why (certificate_rejected, expired): pending, not tried, not the iPad's fault
 _told_off = threading.Event()
 
 
@@ -138,6 +183,7 @@ def send_pushes(rt, device_ids: list[int]) -> dict:
     reason = getattr(rt.instance, "pushes_off_reason", None)
     if reason:
         return _pushes_off(rt.instance.database, device_ids, reason)
-    sender = rt.resource("mdm.push_sender", lambda: PushSender(rt.instance.database, lambda: apns_client(rt.instance)))
+    sender = rt.resource("mdm.push_sender", lambda: PushSender(rt.instance.database, lambda: apns_client(rt.instance),
+                                                               instance=rt.instance))
     outcome = sender.push(device_ids)
     return {str(k): v for k, v in outcome.items()}

@@ -52,9 +52,12 @@ def signed_enrollment_profile(session: Session, inst, plain_token: str | None) -
     enrollment.EnrollmentRefused, PayloadError."""
     from ipad_mdm.mobileconfig import sign_profile
 
+    from . import pushcert  # the certificate in use now: a renewal installed by another process counts
+
     token, challenge = enrollment.redeem_token(session, plain_token)
     profile = enrollment.build_enrollment_profile(
-        urls=enrollment.EnrollmentURLs(inst.settings.base_url), topic=inst.push_topic, ca_cert=inst.ca.certificate,
+        urls=enrollment.EnrollmentURLs(inst.settings.base_url), topic=pushcert.current(inst).topic,
+        ca_cert=inst.ca.certificate,
         challenge=challenge, token=token, organization=inst.settings.organization,
         org_identifier=inst.settings.org_identifier)
     return sign_profile(profile, inst.signer_cert, inst.signer_key, [inst.ca.certificate]), token
@@ -164,13 +167,16 @@ def list_devices(session: Session, *, limit: int = 100, offset: int = 0, unit_id
 
 def push_state(device: Device) -> str:
     """How waking this iPad stands, for people: no_token (it has not sent a TokenUpdate),
-    off_demo (demo mode: no Apple push certificate), failing, waiting, ok."""
-    from .push import PUSHES_OFF
+    off_demo (demo mode: no Apple push certificate), certificate_refused (APNs refuses the push
+    certificate, or it expired: see the push certificate page), failing, waiting, ok."""
+    from .push import PUSH_BLOCKED, PUSHES_OFF
 
     if not device.push_token:
         return "no_token"
     if device.last_push_error == PUSHES_OFF:
         return "off_demo"
+    if (device.last_push_error or "").startswith(PUSH_BLOCKED):
+        return "certificate_refused"
     if device.push_failures:
         return "failing"
     return "waiting" if device.push_pending else "ok"

@@ -135,18 +135,20 @@ class Stack:
 
 
 @contextmanager
-def open_stack(tmp_path, *, worker: bool = True, prepare=None, **env):
+def open_stack(tmp_path, *, worker: bool = True, prepare=None, apns_client_ca: bytes | None = None,
+               apns_topic: str | None = None, **env):
     """The production stack on a fresh PostgreSQL database; `env` overrides the processes' environment
     (a fault test points CELERY_BROKER_URL at a closed port); `prepare(instance_dir)` runs before the
-    first command opens the instance."""
+    first command opens the instance; `apns_client_ca`/`apns_topic`: the push CA and topic the APNs
+    stand-in checks, when the test installs push certificates of its own."""
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
     # The stand-in checks what Apple checks: the push certificate as TLS client certificate, and
     # the topic it carries.
     seed_instance_dir(tmp_path / "instance")
     push_pem = (tmp_path / "instance" / "ca" / "push.pem").read_bytes()
     topic = x509.load_pem_x509_certificate(push_pem).subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
-    with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=topic,
-                                                              client_ca_pem=push_pem) as apns:
+    with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=apns_topic or topic,
+                                                              client_ca_pem=apns_client_ca or push_pem) as apns:
         st = Stack(tmp_path, url, apns, env, prepare)
         try:
             st.start_web()
