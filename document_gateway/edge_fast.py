@@ -88,7 +88,10 @@ def allow(inst, presented: gate.Presented, original: edge.Original, client_ip: s
         return None
     import psycopg
 
-    fairy = database.engine.raw_connection()
+    try:
+        fairy = database.engine.raw_connection()
+    except psycopg.Error:  # the database is away: the full path answers 503
+        return None
     conn = fairy.driver_connection
     try:
         with conn.cursor() as cur:

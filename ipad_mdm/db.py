@@ -155,6 +155,33 @@ def savepoint(session: Session):
         yield
 
 
+IDLE_PING_SECONDS = 2.0
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout when it has been idle IDLE_PING_SECONDS or more; a dead one
+    is replaced there (the pool retries the checkout with a new connection), not met by a request.
+    With libpq's multi-host URLs (target_session_attrs=read-write) the new connection goes to
+    whichever server is the primary now."""
+    import time
+
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping runs, here only when idle
+        except Exception as exc:  # noqa: BLE001 - any failure of the ping means the connection is gone
+            raise DisconnectionError(f"stale pooled connection ({type(exc).__name__})") from exc
+
+
 class Database:
     def __init__(self, url: str, echo: bool = False):
         self.url = url
@@ -162,13 +189,16 @@ class Database:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            # No pre-ping: it is a round trip on every checkout. A connection the database
-            # dropped fails on first use; SQLAlchemy then invalidates the pool, the request
-            # answers 503 (devices retry) and the idle fast path retries once itself.
-            kwargs.update(pool_pre_ping=False, pool_size=10, max_overflow=20, pool_recycle=1800)
+            # No pre-ping on every checkout (a round trip per request): only a connection that sat
+            # unused for IDLE_PING_SECONDS is pinged (see ping_when_idle), and LIFO keeps the busy
+            # ones busy, so under load nothing is pinged while after a database restart or failover
+            # the stale connections are replaced before a request meets them.
+            kwargs.update(pool_pre_ping=False, pool_size=10, max_overflow=20, pool_recycle=1800, pool_use_lifo=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            ping_when_idle(self.engine)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._autocommit_engine: Engine | None = None
 
@@ -197,7 +227,8 @@ class Database:
         single read is then one round trip (no BEGIN/ROLLBACK, no isolation switch per checkout)."""
         if self._autocommit_engine is None:
             self._autocommit_engine = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=5,
-                                                    max_overflow=20, pool_recycle=1800)
+                                                    max_overflow=20, pool_recycle=1800, pool_use_lifo=True)
+            ping_when_idle(self._autocommit_engine)
         return self._autocommit_engine
 
     def migrate(self) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -136,18 +136,19 @@ class Stack:
 
 @contextmanager
 def open_stack(tmp_path, *, worker: bool = True, prepare=None, apns_client_ca: bytes | None = None,
-               apns_topic: str | None = None, **env):
+               apns_topic: str | None = None, database_url: str | None = None, **env):
     """The production stack on a fresh PostgreSQL database; `env` overrides the processes' environment
     (a fault test points CELERY_BROKER_URL at a closed port); `prepare(instance_dir)` runs before the
     first command opens the instance; `apns_client_ca`/`apns_topic`: the push CA and topic the APNs
-    stand-in checks, when the test installs push certificates of its own."""
+    stand-in checks, when the test installs push certificates of its own; `database_url`: a database the
+    test made itself (a replicated cluster) instead of a fresh one on the machine's PostgreSQL."""
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
     # The stand-in checks what Apple checks: the push certificate as TLS client certificate, and
     # the topic it carries.
     seed_instance_dir(tmp_path / "instance")
     push_pem = (tmp_path / "instance" / "ca" / "push.pem").read_bytes()
     topic = x509.load_pem_x509_certificate(push_pem).subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
-    with fresh_postgres_database() as url, start_apns_standin(tls=True, expected_topic=apns_topic or topic,
+    with (nullcontext(database_url) if database_url else fresh_postgres_database()) as url, start_apns_standin(tls=True, expected_topic=apns_topic or topic,
                                                               client_ca_pem=apns_client_ca or push_pem) as apns:
         st = Stack(tmp_path, url, apns, env, prepare)
         try:
