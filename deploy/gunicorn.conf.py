@@ -22,6 +22,8 @@ max_requests_jitter = 500
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = "-"  # query strings with secrets (the enrollment token) are redacted: ipad_mdm.logs
+# The same access lines, built from the atoms the format names only (ipad_mdm.gunicorn_logging).
+logger_class = "ipad_mdm.gunicorn_logging.AccessLogger"
 # Files the workers create (reports, documents, VPN config) are the server user's alone.
 umask = 0o077
 errorlog = "-"

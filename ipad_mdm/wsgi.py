@@ -7,3 +7,9 @@ instance after fork (keys, PKCS#11 sessions and DB pools are per process).
 from .app import create_app
 
 app = create_app()
+
+import gc  # noqa: E402
+
+# Everything made so far (modules, the app, its caches) lives as long as the worker: moved out of the
+# collector's way, so a collection during a request scans only what requests allocate (the p99).
+gc.freeze()
