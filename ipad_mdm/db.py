@@ -200,7 +200,6 @@ class Database:
         else:
             ping_when_idle(self.engine)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
-        self._autocommit_engine: Engine | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -220,16 +219,6 @@ class Database:
             raise
         finally:
             s.close()
-
-    @property
-    def autocommit_engine(self) -> Engine:
-        """PostgreSQL connections in autocommit, pooled apart from the main engine: a hot path's
-        single read is then one round trip (no BEGIN/ROLLBACK, no isolation switch per checkout)."""
-        if self._autocommit_engine is None:
-            self._autocommit_engine = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=5,
-                                                    max_overflow=20, pool_recycle=1800, pool_use_lifo=True)
-            ping_when_idle(self._autocommit_engine)
-        return self._autocommit_engine
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision of every branch."""
@@ -262,8 +251,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._autocommit_engine is not None:
-            self._autocommit_engine.dispose()
 
 
 def alembic_config(database: Database):

@@ -69,8 +69,11 @@ def register(app, hooks, instance) -> None:
     from . import api, identity, scep_views, views
     from .pushcert import api as pushcert_api
 
+    from .connect_wsgi import IdleConnectWSGI
+
     app.register_blueprint(pushcert_api.bp)
     app.register_blueprint(views.bp)
+    app.wsgi_app = IdleConnectWSGI(app.wsgi_app, instance)
     app.register_blueprint(scep_views.bp)
     app.register_blueprint(api.bp)
     identity.register(app, hooks, instance)

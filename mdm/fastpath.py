@@ -180,29 +180,33 @@ def _probe(engine: Engine, known: KnownIdentity, params: dict, now) -> bool:
 
 
 def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
-    """The probe on a raw psycopg connection of the autocommit pool: a prepared statement, no
-    SQLAlchemy result machinery (a third of the probe's cost)."""
+    """The probe on this serving thread's own autocommit psycopg connection (ipad_mdm.hot_connections):
+    a prepared statement, no pool checkout, no SQLAlchemy result machinery."""
     import psycopg
 
+    from ipad_mdm import hot_connections
+
+    conn = hot_connections.take(database, autocommit=True)
+    if conn is None:  # the database is away: the full path answers 503
+        return False
     try:
-        conn = database.autocommit_engine.raw_connection()
-    except psycopg.Error as exc:  # the pool hands the driver's own error through: the database is away
-        raise DBAPIError(None, None, exc) from None
-    try:
-        with conn.cursor() as cur:
-            cur.execute(_PROBE_PG, params, prepare=True)
-            row = cur.fetchone()
-            if row is None or not row[0] or row[1]:
-                return False
-            if _stale(row[2], now):
-                cur.execute(_TOUCH_PG, {"now": now, "device_id": known.device_id,
-                                        "stale_before": now - LAST_SEEN_RESOLUTION}, prepare=True)
-            return True
+        cur = conn.cursor()
+        cur.execute(_PROBE_PG, params, prepare=True)
+        row = cur.fetchone()
+        if row is None or not row[0] or row[1]:
+            hot_connections.give(conn)
+            return False
+        if _stale(row[2], now):
+            cur.execute(_TOUCH_PG, {"now": now, "device_id": known.device_id,
+                                    "stale_before": now - LAST_SEEN_RESOLUTION}, prepare=True)
+        hot_connections.give(conn)
+        return True
     except psycopg.OperationalError as exc:
-        conn.invalidate(exc)
+        hot_connections.drop(conn)
         raise DBAPIError(None, None, exc, connection_invalidated=True) from None
-    finally:
-        conn.close()
+    except BaseException:
+        hot_connections.drop(conn)
+        raise
 
 
 _PRELOAD = text("""

@@ -113,26 +113,33 @@ def checkin_endpoint():
     return _device_endpoint(handle)
 
 
-@bp.put("/mdm/connect")
-def connect_endpoint():
-    database = instance().database
+def answered_idle(inst, body: bytes, cert) -> bool:
+    """The idle fast path's whole decision, for the view below and for IdleConnectWSGI in front of
+    Flask: True when this signed Idle of a known, current identity found nothing waiting (answered
+    with an empty 200). False: the full path decides, from scratch."""
+    database = inst.database
     cache = fastpath.cache_for(database.engine)
     if not cache.preloaded:
         fastpath.preload(database, cache)
+    try:
+        response = protocol.parse_command_response(body, max_bytes=inst.settings.max_body_bytes)
+    except protocol.ProtocolError:
+        return False  # the full path decides (who is asking comes before what is wrong)
+    if response.status != "Idle":
+        return False
+    known = cache.get(_fingerprint(cert))
+    if known is None or known.udid != response.udid:
+        return False
+    return fastpath.idle_without_command(database, known, resend_after=command_queue.RESEND_AFTER)
+
+
+@bp.put("/mdm/connect")
+def connect_endpoint():
+    inst = instance()
+    cache = fastpath.cache_for(inst.database.engine)
 
     def idle(body, cert):
-        try:
-            response = protocol.parse_command_response(body, max_bytes=instance().settings.max_body_bytes)
-        except protocol.ProtocolError:
-            return None  # the full path decides (who is asking comes before what is wrong)
-        if response.status != "Idle":
-            return None
-        known = cache.get(_fingerprint(cert))
-        if known is None or known.udid != response.udid:
-            return None
-        if fastpath.idle_without_command(database, known, resend_after=command_queue.RESEND_AFTER):
-            return Response(b"", status=200)
-        return None
+        return Response(b"", status=200) if answered_idle(inst, body, cert) else None
 
     def handle(s, identity, body, cert):
         response = protocol.parse_command_response(body, max_bytes=instance().settings.max_body_bytes)

@@ -76,6 +76,9 @@ def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled, monk
     assert [kind for kind, _ in log.statements] == ["SELECT"] * 5, log.statements
     assert all(autocommit for _, autocommit in log.statements), log.statements
     assert len(fastpath.cache_for(engine)) >= 1
+    # Answered in front of Flask (mdm.connect_wsgi): a bare 200, none of a Flask response's headers.
+    answer = _idle(enrolled)
+    assert answer.headers.get("content-length") == "0" and "content-type" not in answer.headers
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
