@@ -251,6 +251,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        from . import hot_connections
+
+        hot_connections.forget(self.url)
 
 
 def alembic_config(database: Database):

@@ -71,6 +71,14 @@ def rollback_and_give(conn) -> None:
     give(conn)
 
 
+def forget(url: str) -> None:
+    """Close the idle connections to the database at `url` (Database.dispose)."""
+    with _lock:
+        gone = [c for key in [k for k in _idle if k[0] == url] for c in _idle.pop(key)]
+    for conn in gone:
+        drop(conn)
+
+
 def drop(conn) -> None:
     try:
         conn.close()

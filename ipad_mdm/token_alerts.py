@@ -42,6 +42,12 @@ def _on_change(change: pkcs11_keys.TokenStateChange) -> None:
     with _lock:
         live = [ref() for ref in _instances.values()]
         targets = [i for i in live if i is not None and _uses(i, change)]
+    # On a thread of its own: the request that noticed it may hold a write transaction (on SQLite, the
+    # database's only write lock) until it has been refused and rolled back.
+    threading.Thread(target=_record_all, args=(targets, change), name="token-alert", daemon=True).start()
+
+
+def _record_all(targets, change: pkcs11_keys.TokenStateChange) -> None:
     for inst in targets:
         try:
             with inst.database.session() as session:

@@ -113,7 +113,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
                          text=True, cwd=ROOT)
     assert cli.returncode == 75 and SIGNING_TOKEN in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
     assert first.connect().status_code == 200  # check-ins need no private key: the fleet stays managed
-    alerts = _token_events(stack, "signing_token_unavailable")
+    alerts = _until(lambda: _token_events(stack, "signing_token_unavailable"), bool)  # recorded on its own thread
     assert len(alerts) == 1 and alerts[0].details["token"] == SIGNING_TOKEN and alerts[0].severity == "high"
     assert SIGNING_TOKEN in alerts[0].summary_vi and "Đề nghị" in alerts[0].summary_vi
 
@@ -124,7 +124,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
     assert r.status_code == 202, r.text
     installed = [c["Command"]["RequestType"] for c in first.process_commands()]
     assert "InstallProfile" in installed
-    assert len(_token_events(stack, "signing_token_restored")) == 1
+    assert len(_until(lambda: _token_events(stack, "signing_token_restored"), bool)) == 1
 
     # --- the CA token is pulled out: the profile still downloads, SCEP refuses ---------------------
     second = SimulatedIPad(stack.url, verify=stack.verify)
@@ -134,7 +134,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
     second.install_enrollment_profile(r.content)
     with pytest.raises(SimulatorError, match=CA_TOKEN):
         second.scep_enroll()
-    ca_alerts = _token_events(stack, "signing_token_unavailable")
+    ca_alerts = _until(lambda: _token_events(stack, "signing_token_unavailable"), lambda a: len(a) == 2)
     assert [a.details["token"] for a in ca_alerts] == [SIGNING_TOKEN, CA_TOKEN]
     assert ca_alerts[1].details["purpose"] == "ca"
     put_back()
