@@ -109,6 +109,8 @@ def allow(inst, presented: gate.Presented, original: edge.Original, client_ip: s
         # The full path meets the same condition and answers it properly (503, audit_unavailable, 403).
         log.info("edge fast path declined: %s", type(exc).__name__)
         hot_connections.rollback_and_give(conn)
+        if isinstance(exc, psycopg.OperationalError):
+            hot_connections.forget(database.url)  # the others were opened to the same server: likely gone too
         return None
     except BaseException:
         hot_connections.rollback_and_give(conn)

@@ -203,6 +203,7 @@ def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
         return True
     except psycopg.OperationalError as exc:
         hot_connections.drop(conn)
+        hot_connections.forget(database.url)  # the others were opened to the same server: likely gone too
         raise DBAPIError(None, None, exc, connection_invalidated=True) from None
     except BaseException:
         hot_connections.drop(conn)
