@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-from zoneinfo import ZoneInfo
 
 from ipad_mdm.jobs import periodic
+from ipad_mdm.timefmt import local_date
 
 log = logging.getLogger("ade")
 
@@ -39,7 +39,7 @@ def token_expiry(rt) -> dict:
     warned = []
     with rt.instance.database.session() as s:
         for row, days in expiry_warnings(s):
-            day = row.access_token_expiry.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y")
+            day = local_date(row.access_token_expiry)
             security_events.record(
                 s, "ade_token_expiring", details={"key": f"ade-{row.id}-{row.warned_days}", "days_left": days},
                 summary_vi=f"Mã thông báo máy chủ “{row.server_name}” của Apple Business Manager hết hạn ngày {day} "

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
+from ipad_mdm.timefmt import warning_threshold
 
 from . import token as tokens
 from .client import AppleError, CursorError, DepClient
@@ -285,9 +286,9 @@ def expiry_warnings(session: Session, now: dt.datetime | None = None) -> list[tu
     due = []
     for row in session.scalars(select(AdeToken)):
         days = (row.access_token_expiry - now).days
-        crossed = [t for t in WARN_DAYS if days <= t and (row.warned_days is None or t < row.warned_days)]
-        if crossed:
-            row.warned_days = min(crossed)
+        threshold = warning_threshold(days, WARN_DAYS, row.warned_days)
+        if threshold is not None:
+            row.warned_days = threshold
             due.append((row, days))
     return due
 

@@ -54,8 +54,9 @@ def push_certificate_upload():
                             "Choose the certificate (.pem) and private key (.pem) files."), 400)
     try:
         with unit_of_work() as s:
-            out = pushcert.install_and_wake(s, instance(), cert_pem, key_pem, confirm=request.form.get("confirm_topic") == "1",
-                                   by=f"console:{g.user.username}")
+            out = pushcert.install_and_wake(s, instance(), cert_pem, key_pem,
+                                            confirm=request.form.get("confirm_topic") == "1",
+                                            by=f"console:{g.user.username}")
     except pushcert.TopicChangeRefused as exc:
         return push_page(exc.message(lang()), 409, confirm_needed=True)
     except pushcert.PushCertificateRefused as exc:

@@ -6,8 +6,8 @@ times the decision itself:
   * the proxy's certificate header is parsed once per process (a bounded LRU keyed by the
     header's SHA-256; the facts it caches — the certificate and its fingerprint — never change;
     revocation and everything else that can change is read on every request);
-  * one transaction of three prepared statements on the serving thread's own psycopg connection
-    (no SQLAlchemy pool or result machinery): the lookup together with the taking of the audit
+  * one transaction of three prepared statements on a plain psycopg connection of
+    ipad_mdm.hot_connections (no SQLAlchemy pool or result machinery): the lookup together with the taking of the audit
     chain's head, then the audit row together with the new head, then COMMIT;
   * gunicorn's access line built from the atoms its format names (ipad_mdm.gunicorn_logging).
 Only an allowed answer is produced here. Anything else — a refusal (it needs its reason page),

@@ -14,6 +14,7 @@ import logging
 from sqlalchemy.exc import DBAPIError
 
 from . import checkin
+from .views import answered_idle
 
 log = logging.getLogger(__name__)
 PATH = "/mdm/connect"
@@ -44,8 +45,6 @@ class IdleConnectWSGI:
         return environ["wsgi.input"].read(length)  # a short body fails its signature: Flask answers
 
     def _answered(self, environ, body: bytes) -> bool:
-        from .views import answered_idle
-
         try:
             cert = checkin.certificate_from_signature(body, environ["HTTP_MDM_SIGNATURE"])
             return answered_idle(self.inst, body, cert)

@@ -180,8 +180,8 @@ def _probe(engine: Engine, known: KnownIdentity, params: dict, now) -> bool:
 
 
 def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
-    """The probe on this serving thread's own autocommit psycopg connection (ipad_mdm.hot_connections):
-    a prepared statement, no pool checkout, no SQLAlchemy result machinery."""
+    """The probe on a plain autocommit psycopg connection (ipad_mdm.hot_connections): a prepared
+    statement, no pool checkout, no SQLAlchemy result machinery."""
     import psycopg
 
     from ipad_mdm import hot_connections

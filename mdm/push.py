@@ -19,6 +19,8 @@ from ipad_mdm.db import Database, utcnow
 from ipad_mdm.jobs import background_task
 
 from .models import Device
+from .pushcert import service as pushcert
+from .pushcert.certificate import classify
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,6 @@ class PushSender:
                 self._client_fingerprint = fingerprint
             return self._client
 
-    def _hold(self, device_ids: list[int], why: str) -> None:
-        """Leave these pushes pending without trying (no failure counted: the iPads are not at fault)."""
-        with self._database.session() as s:
-            for d in s.scalars(select(Device).where(Device.id.in_(device_ids))):
-                d.last_push_error = f"{PUSH_BLOCKED}{why}"
-
     def push(self, device_ids: Iterable[int]) -> dict[int, bool]:
         ids = sorted(set(device_ids))
         if not ids:
@@ -73,15 +69,15 @@ class PushSender:
         outcome: dict[int, bool] = {}
         info = None
         if self._instance is not None:
-            from .pushcert import service as pushcert
-
             info = pushcert.current(self._instance)
             with self._database.session() as s:
                 held = pushcert.blocked(s, info)
             if held:
-                self._hold([t[0] for t in targets], held)
+                # Pending, not tried, no failure counted: the iPads are not at fault.
+                _mark_devices(self._database, [t[0] for t in targets], f"{PUSH_BLOCKED}{held}")
                 return {t[0]: False for t in targets}
         client = self._apns(info.fingerprint if info else None)
+        any_ok, topic_refused = False, None
         for index, (device_id, token, magic) in enumerate(targets):
             kind = None
             try:
@@ -89,30 +85,27 @@ class PushSender:
                 ok, error = result.ok, (None if result.ok else f"{result.status_code} {result.reason or ''}".strip())
                 unregistered = getattr(result, "token_unregistered", False)
                 if not ok and info is not None:
-                    from .pushcert.certificate import classify
-
                     kind = classify(result.status_code, result.reason,
                                     result.reason if result.status_code is None else None)
             except Exception as exc:  # network layer gave up: keep pending, retry later
                 ok, error, unregistered = False, type(exc).__name__, False
             outcome[device_id] = ok
+            any_ok = any_ok or ok
             if kind == "certificate":
                 # Apple refuses the certificate itself: every other push would fail the same way.
                 with self._database.session() as s:
                     pushcert.record_refusal(s, info, "certificate", result.reason or error)
                 rest = [t[0] for t in targets[index:]]
-                self._hold(rest, "certificate_rejected")
+                _mark_devices(self._database, rest, f"{PUSH_BLOCKED}certificate_rejected")
                 outcome.update({i: False for i in rest})
                 log.error("push certificate refused by APNs (%s): %d push(es) held", error, len(rest))
                 break
+            if kind == "topic" and topic_refused is None:
+                topic_refused = result.reason
             with self._database.session() as s:
                 d = s.get(Device, device_id)
                 if d is None:
                     continue
-                if info is not None and ok:
-                    pushcert.record_success(s, info)
-                elif kind == "topic":
-                    pushcert.record_refusal(s, info, "topic", result.reason)
                 d.last_push_at = utcnow()
                 if ok:
                     d.push_pending = False
@@ -127,6 +120,13 @@ class PushSender:
                         d.push_token = None
             if not ok:
                 log.warning("push to device %s failed: %s", device_id, error)
+        if info is not None and (any_ok or topic_refused):
+            # What the batch said about the certificate, once (not a state row read per push).
+            with self._database.session() as s:
+                if any_ok:
+                    pushcert.record_success(s, info)
+                if topic_refused:
+                    pushcert.record_refusal(s, info, "topic", topic_refused)
         return outcome
 
     def close(self) -> None:
@@ -170,10 +170,15 @@ def _pushes_off(database: Database, device_ids: list[int], reason: str) -> dict:
         log.warning("Apple push notifications are off (%s: no Apple MDM push certificate is configured, "
                     "IPAD_MDM_PUSH_CERT / IPAD_MDM_PUSH_KEY). Commands are queued and reach an iPad when it "
                     "next checks in by itself.", reason)
-    with database.session() as s:
-        for d in s.scalars(select(Device).where(Device.id.in_(sorted(set(device_ids))))):
-            d.last_push_error = PUSHES_OFF
+    _mark_devices(database, sorted(set(device_ids)), PUSHES_OFF)
     return {str(i): False for i in device_ids}
+
+
+def _mark_devices(database: Database, device_ids: list[int], why: str) -> None:
+    """Say on each device why its push was not sent; it stays pending and no failure is counted."""
+    with database.session() as s:
+        for d in s.scalars(select(Device).where(Device.id.in_(device_ids))):
+            d.last_push_error = why
 
 
 @background_task("mdm.send_pushes")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import sys
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -460,10 +460,6 @@ class Pkcs11Key(KeyHandle):
             except pkcs11.PKCS11Error as exc:
                 raise Pkcs11Error(f"PKCS#11 token {label!r} failed the operation ({type(exc).__name__})",
                                   token=label) from None
-
-    def check(self) -> None:
-        """Raise Pkcs11Error unless the key is usable now (logs in and finds the key)."""
-        self._run(lambda _key: None)
 
     def public_key(self):
         if self._public is None:

@@ -41,7 +41,7 @@ def install():
     try:
         with unit_of_work() as s:
             out = service.install_and_wake(s, instance(), cert_pem.encode(), key_pem.encode(), confirm=confirm,
-                                   by=g.api_principal)
+                                           by=g.api_principal)
     except TopicChangeRefused as exc:
         return error(409, str(exc), code="topic_change_unconfirmed", enrolled_topics=exc.enrolled,
                      new_topic=exc.new_topic, error_vi=exc.vi)

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from ipad_mdm.refusal import Refusal
+from ipad_mdm.timefmt import warning_threshold
 
 # Reasons with which APNs refuses the provider (certificate revoked, expired, wrong environment), not a
 # device: every push with this certificate will fail the same way until it is replaced.
@@ -142,10 +143,5 @@ def classify(status_code: int | None, reason: str | None, transport_error: str |
 
 
 def warning_due(info: PushCertificate, now: dt.datetime, warned_days: int | None) -> int | None:
-    """The threshold (30, 14, 7, 0 = expired) newly crossed since the last warning, or None."""
-    left = info.days_left(now)
-    crossed = [t for t in (*WARN_DAYS, 0) if left <= t or (t == 0 and info.expired(now))]
-    if not crossed:
-        return None
-    threshold = min(crossed)
-    return threshold if warned_days is None or threshold < warned_days else None
+    """The threshold (30, 14, 7, 0 = its last day or expired) newly crossed since the last warning, or None."""
+    return warning_threshold(info.days_left(now), (*WARN_DAYS, 0), warned_days)

@@ -34,10 +34,10 @@ def show(ctx, as_json):
 @click.pass_context
 def install(ctx, cert_path, key_path, confirm_topic_change, as_json):
     """Install a renewed push certificate; every server process uses it from its next push."""
-    from .service import install_and_wake
-    from .certificate import PushCertificateRefused, TopicChangeRefused
-
     from pathlib import Path
+
+    from .certificate import PushCertificateRefused, TopicChangeRefused
+    from .service import install_and_wake
 
     inst = open_instance_for(ctx)
     runtime = ctx.find_root().obj["runtime"](inst, dispatch=True)

@@ -4,10 +4,8 @@ answers say about it, and the expiry warnings."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from cryptography import x509
 from sqlalchemy import func, select
@@ -17,6 +15,7 @@ from ipad_mdm import security_events
 from ipad_mdm.db import utcnow
 from ipad_mdm.dispatch import push_after_commit
 from ipad_mdm.files import write_atomic
+from ipad_mdm.timefmt import local_date
 
 from ..models import Device
 from .certificate import PushCertificate, check_topic, describe, validate_pair, warning_due
@@ -24,7 +23,6 @@ from .models import PushServiceState
 
 log = logging.getLogger("mdm.pushcert")
 PROBE_AFTER_SECONDS = 3600  # a refused certificate is tried again (one batch) this long after
-_LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 _cache: dict[str, tuple[tuple, PushCertificate]] = {}
 _cache_lock = threading.Lock()
 
@@ -101,7 +99,7 @@ def record_refusal(session: Session, info: PushCertificate, kind: str, reason: s
         return
     row.state, row.reason, row.fingerprint, row.since = new_state, (reason or "")[:128], info.fingerprint, now
     log.error("APNs refuses pushes with the certificate for topic %s: %s (%s)", info.topic, reason, new_state)
-    day = info.not_after.astimezone(_LOCAL).strftime("%d/%m/%Y")
+    day = local_date(info.not_after)
     if kind == "certificate":
         security_events.record(
             session, "push_certificate_rejected", details={"key": info.fingerprint, "reason": reason,
@@ -134,14 +132,13 @@ def install(session: Session, inst, cert_pem: bytes, key_pem: bytes, *, confirm_
     cert_path, key_path = paths(inst)
     old = current(inst)
     # Key first: a process that sees the new certificate must find its key (both atomic renames).
-    write_atomic(key_path, key_pem)
+    write_atomic(key_path, key_pem)  # 0600 from the first byte
     write_atomic(cert_path, cert_pem)
-    os.chmod(key_path, 0o600)
     row = state(session, lock=True)
     row.state, row.reason, row.fingerprint, row.since = "ok", None, info.fingerprint, now
     row.installed_at, row.installed_by = now, by[:128]
     new = current(inst)
-    day = new.not_after.astimezone(_LOCAL).strftime("%d/%m/%Y")
+    day = local_date(new.not_after)
     if left_behind:
         count = sum(left_behind.values())
         security_events.record(
@@ -170,7 +167,7 @@ def expiry_warning(session: Session, inst) -> dict | None:
     if threshold is None:
         return None
     row.warned_fingerprint, row.warned_days = info.fingerprint, threshold
-    day = info.not_after.astimezone(_LOCAL).strftime("%d/%m/%Y")
+    day = local_date(info.not_after)
     left = max(info.days_left(now), 0)
     kind = "push_certificate_expired" if info.expired(now) else "push_certificate_expiring"
     security_events.record(
