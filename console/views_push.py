@@ -14,6 +14,7 @@ from .web import bp, instance, lang, render_page, requires, tr
 
 STATE_LABELS = {
     "ok": ("Hoạt động bình thường", "Working"),
+    "off_demo": ("Đang tắt (chế độ thử nghiệm)", "Off (demo mode)"),
     "expiring": ("Sắp hết hạn: đề nghị gia hạn", "Expiring soon: renew it"),
     "expired": ("Đã hết hạn: iPad không nhận được lệnh", "Expired: iPads get no commands"),
     "certificate_rejected": ("Apple từ chối chứng thư số: iPad không nhận được lệnh",

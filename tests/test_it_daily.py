@@ -93,6 +93,9 @@ def test_demo_mode_queues_commands_without_waiting_on_apple(server, enrolled):
         server.wait_pushes()
         detail = http.get(f"/api/v1/devices/{enrolled.udid}", headers=admin).json()
     assert detail["push"]["state"] == "off_demo" and detail["push"]["failures"] == 0
+    with server.http() as http:
+        pushes = http.get("/api/v1/push-certificate", headers=admin).json()
+    assert pushes["state"] == "off_demo" and pushes["demo"] is True  # not "ok": nothing is pushed
     assert len(server.apns.pushes) == before  # nothing went anywhere
     seed(server)
     page = client_for(server, "admin").get(f"/console/devices/{enrolled.udid}").text

@@ -195,12 +195,17 @@ def status(session: Session, inst) -> dict:
         Device.push_pending.is_(True), Device.enrollment_state == "enrolled")) or 0
     current_state = blocked(session, info) or (row.state if row is not None and row.fingerprint == info.fingerprint
                                                 else "ok")
-    if current_state == "ok" and info.days_left(now) <= 30 and not info.self_signed:
+    demo = bool(inst.pushes_off_reason)
+    if current_state == "ok" and demo:
+        current_state = "off_demo"  # nothing is pushed: "working" would mislead
+    elif current_state == "ok" and info.days_left(now) <= 30 and not info.self_signed:
         current_state = "expiring"
     return {
-        "state": current_state, "reason": row.reason if row is not None and current_state != "ok" else None,
-        "since": row.since.isoformat() if row is not None and row.since and current_state != "ok" else None,
-        "certificate": info.to_dict(now), "demo": bool(inst.pushes_off_reason),
+        "state": current_state,
+        "reason": row.reason if row is not None and current_state not in ("ok", "off_demo") else None,
+        "since": row.since.isoformat() if row is not None and row.since and current_state not in ("ok", "off_demo")
+        else None,
+        "certificate": info.to_dict(now), "demo": demo,
         "last_success_at": row.last_success_at.isoformat() if row is not None and row.last_success_at else None,
         "last_failure_at": row.last_failure_at.isoformat() if row is not None and row.last_failure_at else None,
         "pending_pushes": pending, "enrolled_by_topic": topics,
