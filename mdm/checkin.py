@@ -74,6 +74,20 @@ def certificate_from_signature(body: bytes, signature_b64: str) -> x509.Certific
         raise DeviceAuthError(401, f"Mdm-Signature rejected: {exc}", "signature_invalid") from None
 
 
+# environ keys only mdm.connect_wsgi sets (a client's headers arrive as HTTP_*): the signer it verified,
+# with the exact body and header it verified it over, and that the idle fast path said no.
+VERIFIED_SIGNER = "ipad_mdm.mdm.verified_signer"
+IDLE_TRIED = "ipad_mdm.mdm.idle_tried"
+
+
+def verified_signer(environ, body: bytes, signature: str) -> x509.Certificate | None:
+    """The certificate connect_wsgi verified `signature` over `body` to, or None (verify it here)."""
+    found = environ.get(VERIFIED_SIGNER)
+    if found is None or found[1] != signature or found[0] != body:
+        return None
+    return found[2]
+
+
 def certificate_from_proxy_header(value: str) -> x509.Certificate:
     """A client certificate forwarded by the trusted TLS proxy (URL-encoded PEM)."""
     try:
@@ -294,8 +308,9 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         device.push_failures = 0
         session.flush()
         if first:
-            for request_type in ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList", "InstalledApplicationList"):
-                command_queue.enqueue(session, device, request_type, requested_by="enrollment")
+            command_queue.enqueue_many(session, device, ("DeviceInformation", "SecurityInfo", "ProfileList",
+                                                         "CertificateList", "InstalledApplicationList"),
+                                       requested_by="enrollment")
             hooks.emit("device.enrolled", session=session, device=device)
     elif isinstance(msg, CheckOut):
         device = _device_for(session, identity, msg.udid, msg.message_type)

@@ -46,14 +46,26 @@ class CommandRefused(ValueError):
 def enqueue(session: Session, device: Device, request_type: str, params: dict | None = None,
             *, requested_by: str = "", command_uuid: str | None = None) -> Command:
     """Queue a command for a device (validated by the protocol module)."""
+    cmd = _queued(session, device, request_type, params, requested_by, command_uuid)
+    session.flush()  # callers keep the command's id
+    return cmd
+
+
+def enqueue_many(session: Session, device: Device, request_types, *, requested_by: str = "") -> list[Command]:
+    """Queue several parameterless commands, in order, written in one INSERT each for commands and
+    events at the next flush (the five inventory queries of an enrollment)."""
+    return [_queued(session, device, rt, None, requested_by, None) for rt in request_types]
+
+
+def _queued(session: Session, device: Device, request_type: str, params: dict | None, requested_by: str,
+            command_uuid: str | None) -> Command:
     if device.enrollment_state in ("retired", "checked_out"):
         raise CommandRefused(f"device is {device.enrollment_state}; it takes no commands")
     uuid_, body = build_command(request_type, params, command_uuid)
     cmd = Command(uuid=uuid_, device_id=device.id, request_type=request_type, command_plist=body,
                   status="queued", requested_by=requested_by, created_at=utcnow())
     session.add(cmd)
-    session.flush()
-    session.add(CommandEvent(command_id=cmd.id, status="queued", detail=requested_by or None))
+    session.add(CommandEvent(command=cmd, status="queued", detail=requested_by or None))
     device.push_pending = True
     if request_type in ("EnableLostMode", "DisableLostMode"):
         # Loss is announced when it is declared, not when the iPad next answers: the document

@@ -49,7 +49,7 @@ def _signer(body: bytes):
     """Who signed the request: Mdm-Signature first, else a client certificate from the proxy."""
     signature = request.headers.get("Mdm-Signature")
     if signature:
-        return checkin.certificate_from_signature(body, signature)
+        return checkin.verified_signer(request.environ, body, signature) or checkin.certificate_from_signature(body, signature)
     cert, _via_proxy = checkin.presented_certificate(request.headers, request.environ, instance().settings)
     if cert is None:
         raise checkin.DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")
@@ -65,7 +65,7 @@ def _device_endpoint(handler, fast=None):
         return error(413, str(exc))
     try:
         cert = _signer(body)
-        if fast is not None:
+        if fast is not None and not request.environ.get(checkin.IDLE_TRIED):
             answered = fast(body, cert)
             if answered is not None:
                 return answered

@@ -2,7 +2,7 @@
 
 Public surface (other packages use only this):
   register(app, hooks, instance)
-  provision_peer(session, instance, device, *, kind=None, rekey=False, send_profile=True, requested_by="vpn")
+  provision_peer(session, instance, device, *, kind=None, rekey=False, send_profile=True, requested_by="vpn", report=True)
   cut_peer(session, instance, device, reason, *, by="manual", requested_by=None)
   restore_peer(session, instance, device, reason, *, by="manual", requested_by=None)
   remove_peer(session, instance, device, reason, *, requested_by=None)
@@ -81,7 +81,7 @@ def register(app, hooks, instance) -> None:
         # VPN trouble (pool exhausted, signing token unplugged) must not make MDM enrollment
         # fail: the hooks confine it to a SAVEPOINT, and the device can be provisioned later.
         if vpn_settings(instance).auto_provision:
-            provision_peer(session, instance, device, rekey=True, requested_by="enrollment")
+            provision_peer(session, instance, device, rekey=True, requested_by="enrollment", report=False)
 
     def on_verdict(session, device, previous, verdict):
         """The cut_vpn action of compliance: its outcome is written into the verdict transition

@@ -74,13 +74,13 @@ def _cert_kind(cert: VpnCertificate) -> str:
 # ------------------------------------------------------------------ provisioning
 
 def provision_peer(session: Session, instance, device: Device, *, kind: str | None = None, rekey: bool = False,
-                   send_profile: bool = True, requested_by: str = "vpn") -> dict:
+                   send_profile: bool = True, requested_by: str = "vpn", report: bool = True) -> dict | None:
     """Create (or re-create) the device's VPN access and queue its signed profile.
 
     WireGuard: new keys + an address from the pool; an existing live peer keeps
     its keys unless `rekey` (re-enrollment: the old key lived on a wiped
     installation). A cut peer stays cut. IKEv2: a new client certificate; the
-    previous one is revoked. Returns peer_status().
+    previous one is revoked. Returns peer_status() (three queries), or None when not `report`.
     """
     if device.enrollment_state in ("retired", "checked_out"):
         raise WrongState(f"device {device.udid} is {device.enrollment_state}; it gets no VPN access")
@@ -92,7 +92,7 @@ def provision_peer(session: Session, instance, device: Device, *, kind: str | No
         _provision_wireguard(session, instance, vs, device, rekey=rekey, send_profile=send_profile,
                              requested_by=requested_by)
     sync_after_commit(session, instance)
-    return peer_status(session, device)
+    return peer_status(session, device) if report else None
 
 
 def _new_keys(peer: WireGuardPeer, fernet) -> tuple[str, str]:
