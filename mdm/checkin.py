@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ipad_mdm.crypto import cms
+from ipad_mdm.crypto import cms, cms_fast
 from ipad_mdm.crypto.ca import CertificateAuthority
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
@@ -68,6 +68,9 @@ def certificate_from_signature(body: bytes, signature_b64: str) -> x509.Certific
         der = base64.b64decode(signature_b64.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise DeviceAuthError(401, "Mdm-Signature is not valid base64", "signature_invalid") from None
+    signer = cms_fast.detached_signer(der, body)  # the shape iPads send, read without asn1crypto
+    if signer is not None:
+        return signer
     try:
         return cms.verify(der, detached_content=body).signer
     except cms.CMSError as exc:
@@ -306,11 +309,12 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         device.token_updated_at = now
         device.last_seen_at = now
         device.push_failures = 0
-        session.flush()
         if first:
             command_queue.enqueue_many(session, device, ("DeviceInformation", "SecurityInfo", "ProfileList",
                                                          "CertificateList", "InstalledApplicationList"),
                                        requested_by="enrollment")
+        session.flush()  # the device in one UPDATE (push_pending with it), the queued commands in one INSERT
+        if first:
             hooks.emit("device.enrolled", session=session, device=device)
     elif isinstance(msg, CheckOut):
         device = _device_for(session, identity, msg.udid, msg.message_type)

@@ -87,3 +87,17 @@ def test_a_critical_handler_failure_fails_the_unit_of_work(db):
     with db.session() as s:
         assert list(s.scalars(select(Unit.code))) == []
     assert announced == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_subscribers_that_do_not_apply_open_no_savepoint(db):
+    """The scheduled compliance run emits verdict.changed for thousands of devices at once; a
+    SAVEPOINT for subscribers none of which applies would be two statements per device for nothing."""
+    hooks, announced = Hooks(), []
+    for code in ("A", "B", "C"):
+        hooks.subscribe("device.enrolled", _writer(code, announced), name=code, when=lambda **_: False)
+    seen = _statements(db)
+    with db.session() as s:
+        outcomes = hooks.emit("device.enrolled", session=s, device=None)
+    assert [o["status"] for o in outcomes] == ["not_applicable"] * 3
+    assert "SAVEPOINT" not in seen and announced == []
