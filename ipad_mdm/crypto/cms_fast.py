@@ -19,10 +19,9 @@ and mutated messages.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import threading
-from collections import OrderedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -91,27 +90,10 @@ def _children(buf: bytes, start: int, end: int):
         pos = e
 
 
-class _CertificateCache:
+@functools.lru_cache(maxsize=16384)
+def _certificate(der: bytes) -> x509.Certificate:
     """Certificates by their DER: an iPad sends the same identity with every message."""
-
-    def __init__(self, size: int = 16384):
-        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
-
-    def load(self, der: bytes) -> x509.Certificate:
-        with self._lock:
-            cert = self._entries.get(der)
-            if cert is not None:
-                self._entries.move_to_end(der)
-                return cert
-        cert = x509.load_der_x509_certificate(der)
-        with self._lock:
-            self._entries[der] = cert
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return cert
-
-
-_CERTS = _CertificateCache()
+    return x509.load_der_x509_certificate(der)
 
 
 def detached_signer(der: bytes, content: bytes) -> x509.Certificate | None:
@@ -194,7 +176,7 @@ def _signer(b: bytes, content: bytes) -> x509.Certificate | None:
     if any(tag != 0x30 for _der, tag in certs):
         raise _Shape  # other certificate choices (attribute certificates, …): the full path
     for der, _tag in certs:
-        cert = _CERTS.load(der)
+        cert = _certificate(der)
         if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
             signer = cert
             break
