@@ -107,7 +107,7 @@ def _ensure_ca(settings: Settings) -> CertificateAuthority:
             log.info("creating demo CA key in %s", key_path)
             write_private_key(key_path, rsa.generate_private_key(public_exponent=65537, key_size=3072))
             cert_path.unlink(missing_ok=True)
-        key = FileKey.load(key_path)
+        key = FileKey.load(key_path, own=True)
     if not cert_path.exists():
         cert = create_ca_for_key("iPad MDM Device CA", settings.organization, key)
         write_atomic(cert_path, CertificateAuthority(cert, key).certificate_pem)
@@ -132,7 +132,7 @@ def _ensure_signer(settings: Settings, ca: CertificateAuthority) -> tuple[x509.C
         if not key_path.exists():
             write_private_key(key_path, rsa.generate_private_key(public_exponent=65537, key_size=2048))
             cert_path.unlink(missing_ok=True)
-        key = FileKey.load(key_path)
+        key = FileKey.load(key_path, own=True)
     if cert_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         if cert.public_key().public_numbers() != key.public_key().public_numbers() or cert.not_valid_after_utc < utcnow():

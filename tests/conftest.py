@@ -342,7 +342,8 @@ def start_live_server(tmp_path: Path, database_url: str, *, apns_tls: bool = Tru
     inst.settings = settings
     app = create_app(inst=inst, dispatcher=dispatcher)
     holder["app"] = app
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: 0.5 s by default, at every test's end.
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server = LiveServer(app, inst, httpd, apns)
 

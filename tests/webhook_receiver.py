@@ -36,7 +36,7 @@ class Receiver:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_port
         self.url = f"http://127.0.0.1:{self.port}/hooks/ipad-mdm"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def _seen(self, event_id: str) -> bool:
         if event_id in self._ids:
