@@ -59,4 +59,3 @@ class IdleConnectWSGI:
             return False  # the view meets the same condition and answers it (503)
         environ[checkin.IDLE_TRIED] = True
         return answered
-

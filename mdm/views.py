@@ -49,7 +49,8 @@ def _signer(body: bytes):
     """Who signed the request: Mdm-Signature first, else a client certificate from the proxy."""
     signature = request.headers.get("Mdm-Signature")
     if signature:
-        return checkin.verified_signer(request.environ, body, signature) or checkin.certificate_from_signature(body, signature)
+        return (checkin.verified_signer(request.environ, body, signature)
+                or checkin.certificate_from_signature(body, signature))
     cert, _via_proxy = checkin.presented_certificate(request.headers, request.environ, instance().settings)
     if cert is None:
         raise checkin.DeviceAuthError(401, "request is not signed (Mdm-Signature missing)")

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -69,17 +70,11 @@ def test_other_shapes_are_left_to_the_reference():
     assert cms_fast.detached_signer(twice, BODY) is None and _reference(twice, BODY) is None
     # Signed by one key, naming another certificate as the signer.
     forged = cms.sign(BODY, OTHER, FileKey(OTHER_KEY), detached=True, extra_certs=[CERT])
-    swapped = forged.replace(OTHER.public_bytes(serialization_der()), CERT.public_bytes(serialization_der()), 1)
+    swapped = forged.replace(OTHER.public_bytes(Encoding.DER), CERT.public_bytes(Encoding.DER), 1)
     assert cms_fast.detached_signer(swapped, BODY) is None
     # Not CMS at all.
     for junk in (b"", b"\x30", b"\x30\x80\x00\x00", b"\x30\x84\xff\xff\xff\xff", BODY):
         assert cms_fast.detached_signer(junk, BODY) is None
-
-
-def serialization_der():
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
 
 
 SIGNED = {h: cms.sign(BODY, CERT, FileKey(KEY), detached=True, hash_name=h, extra_certs=[OTHER])

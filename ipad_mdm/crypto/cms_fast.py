@@ -52,6 +52,8 @@ _DIGESTS = {
     _oid("2.16.840.1.101.3.4.2.2"): (hashlib.sha384, hashes.SHA384),
     _oid("2.16.840.1.101.3.4.2.3"): (hashlib.sha512, hashes.SHA512),
 }
+# The two signed attributes read, with the DER tag of their value (OCTET STRING, OBJECT IDENTIFIER).
+_ATTRIBUTE_TAGS = {_MESSAGE_DIGEST: 0x04, _CONTENT_TYPE: 0x06}
 _RSA = _oid("1.2.840.113549.1.1.1")
 # sha*WithRSAEncryption: accepted only with the matching digest algorithm.
 _RSA_WITH = {_oid("1.2.840.113549.1.1.5"): hashes.SHA1, _oid("1.2.840.113549.1.1.11"): hashes.SHA256,
@@ -104,7 +106,17 @@ def detached_signer(der: bytes, content: bytes) -> x509.Certificate | None:
         return None
 
 
-def _signer(b: bytes, content: bytes) -> x509.Certificate | None:
+def _algorithm(b: bytes, element) -> bytes:
+    """The OID of an AlgorithmIdentifier (its parameters absent or NULL; anything else: not this shape)."""
+    parts = list(_children(b, element[1], element[2]))
+    if not parts or parts[0][0] != 0x06 or len(parts) > 2:
+        raise _Shape
+    if len(parts) == 2 and b[parts[1][3]:parts[1][2]] != b"\x05\x00":
+        raise _Shape
+    return b[parts[0][1]:parts[0][2]]
+
+
+def _signer(b: bytes, content: bytes) -> x509.Certificate:
     _, s, e = _tlv(b, 0, len(b), 0x30)
     if e != len(b):
         raise _Shape
@@ -137,44 +149,32 @@ def _signer(b: bytes, content: bytes) -> x509.Certificate | None:
         raise _Shape
     issuer = b[sid[0][3]:sid[0][2]]
     serial = int.from_bytes(b[sid[1][1]:sid[1][2]], "big", signed=True)
-    digest_alg = list(_children(b, fields[2][1], fields[2][2]))
-    if not digest_alg or digest_alg[0][0] != 0x06 or len(digest_alg) > 2:
-        raise _Shape
-    hashing = _DIGESTS.get(b[digest_alg[0][1]:digest_alg[0][2]])
-    if hashing is None or (len(digest_alg) == 2 and b[digest_alg[1][3]:digest_alg[1][2]] != b"\x05\x00"):
+    hashing = _DIGESTS.get(_algorithm(b, fields[2]))
+    if hashing is None:
         raise _Shape
     _, attrs_start, attrs_end, attrs_pos = fields[3]
-    digest = content_type = None
+    found: dict[bytes, bytes] = {}  # attribute type -> its one value's contents
     for t, a_s, a_e, _pos in _children(b, attrs_start, attrs_end):
         attr = list(_children(b, a_s, a_e)) if t == 0x30 else None
         if not attr or len(attr) != 2 or attr[0][0] != 0x06 or attr[1][0] != 0x31:
             raise _Shape
         kind = b[attr[0][1]:attr[0][2]]
-        if kind not in (_CONTENT_TYPE, _MESSAGE_DIGEST):
+        if kind not in _ATTRIBUTE_TAGS:
             continue
         values = list(_children(b, attr[1][1], attr[1][2]))
-        if len(values) != 1 or (digest if kind == _MESSAGE_DIGEST else content_type) is not None:
-            raise _Shape  # repeated or multi-valued: the full path refuses it with its reason
-        vt, vs, ve, _ = values[0]
-        if kind == _MESSAGE_DIGEST:
-            digest = b[vs:ve] if vt == 0x04 else None
-        else:
-            content_type = b[vs:ve] if vt == 0x06 else None
-        if (digest if kind == _MESSAGE_DIGEST else content_type) is None:
-            raise _Shape
-    if digest is None or content_type != _DATA or not hmac.compare_digest(digest, hashing[0](content).digest()):
+        if len(values) != 1 or kind in found or values[0][0] != _ATTRIBUTE_TAGS[kind]:
+            raise _Shape  # repeated, multi-valued or mistyped: the full path refuses it with its reason
+        found[kind] = b[values[0][1]:values[0][2]]
+    digest = found.get(_MESSAGE_DIGEST)
+    if digest is None or found.get(_CONTENT_TYPE) != _DATA \
+            or not hmac.compare_digest(digest, hashing[0](content).digest()):
         raise _Shape
-    sig_alg = list(_children(b, fields[4][1], fields[4][2]))
-    if not sig_alg or sig_alg[0][0] != 0x06 or len(sig_alg) > 2:
-        raise _Shape
-    alg = b[sig_alg[0][1]:sig_alg[0][2]]
-    if len(sig_alg) == 2 and b[sig_alg[1][3]:sig_alg[1][2]] != b"\x05\x00":
-        raise _Shape
+    alg = _algorithm(b, fields[4])
     if alg != _RSA and _RSA_WITH.get(alg) is not hashing[1]:
         raise _Shape
-    signer = None
     if any(tag != 0x30 for _der, tag in certs):
         raise _Shape  # other certificate choices (attribute certificates, …): the full path
+    signer = None
     for der, _tag in certs:
         cert = _certificate(der)
         if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
