@@ -14,7 +14,8 @@ ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
 
 
 def redact(text: str) -> str:
-    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+    # Every secret the pattern knows is "name=value": a text without "=" skips the regex (a dozen atoms per access line).
+    return _SECRET_QUERY.sub(r"\1[redacted]", text) if "=" in text else text
 
 
 class _RedactedAtoms(dict):
