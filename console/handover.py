@@ -125,9 +125,10 @@ def _transition(session: Session, record: DeviceRecord, action: str, *, by: str,
     return event
 
 
-def _announce(session: Session, record: DeviceRecord, event: HandoverEvent) -> None:
+def _announce(session: Session, record: DeviceRecord, event: HandoverEvent, udid: str | None = None) -> None:
     """Every step of the workflow goes out as an event (ipad_mdm.outbox) with the change."""
-    udid = session.scalar(select(Device.udid).where(Device.id == record.device_id)) if record.device_id else None
+    if udid is None and record.device_id:
+        udid = session.scalar(select(Device.udid).where(Device.id == record.device_id))
     publish(session, "handover.changed", {"udid": udid, "serial_number": record.serial_number, "action": event.action,
                                           "from_state": event.from_state, "to_state": event.to_state,
                                           "leader_id": record.leader_id, "by": event.by})
@@ -229,7 +230,7 @@ def adopt(session: Session, device: Device) -> DeviceRecord | None:
     event = HandoverEvent(record_id=record.id, action="adopted", from_state=None, to_state="enrolled",
                           at=utcnow(), by="mdm", note=f"UDID {device.udid}")
     session.add(event)
-    _announce(session, record, event)
+    _announce(session, record, event, udid=device.udid)
     log.info("handover record %s adopted for device %s (enrolled without a registration)", record.id, device.udid)
     return record
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
@@ -140,8 +141,10 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
             server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
         signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
                                               wg_quick=wg_quick)
-        cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by)
-        peer.profile_command_uuid = cmd.uuid
+        # The peer names its command before the command's flush: one UPDATE of the peer, not two.
+        peer.profile_command_uuid = str(uuid.uuid4()).upper()
+        cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
+                               command_uuid=peer.profile_command_uuid)
         log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)
     return peer
 
