@@ -7,12 +7,13 @@ Uses a throw-away instance folder (SQLite by default) and prints:
   - full regeneration from the database (query + Fernet-decrypt N PSKs + render + atomic write + fsync)
   - `wg-quick strip` of the N-peer file
   - one cut (commit -> after-commit regeneration) with N peers present
-  - address allocation with N peers already allocated
+  - address allocation with N peers already allocated (with the commit and regeneration, and alone)
   - wgconfig's own add_peer/add_attr API for comparison (quadratic, so only small N)
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,25 @@ def main() -> None:
             provision_peer(s, inst, s.get(Device, device_id), send_profile=False)
     per = (time.perf_counter() - t) / len(ids)
     print(f"{'provision_peer + commit + regenerate, per peer (' + str(n) + ' in use)':<62} {per * 1000:9.1f} ms")
+
+    # -- the address alone (what an enrollment's request pays for it), rolled back each time
+    from vpn import pool
+
+    vs = vpn_settings(inst)
+    spent, allocated = 0.0, []
+    for device_id in ids[:10]:
+        with inst.database.session() as s:
+            peer = s.scalar(select(WireGuardPeer).where(WireGuardPeer.device_id == device_id))
+            peer.address_v4 = None
+            s.flush()
+            t = time.perf_counter()
+            pool.assign_address(s, vs, peer)
+            spent += time.perf_counter() - t
+            allocated.append(peer.address_v4)
+            s.rollback()
+    if len(allocated) != 10 or not all(a and ipaddress.IPv4Address(a) in vs.network for a in allocated):
+        raise SystemExit(f"bench: allocation did not give ten addresses in the pool: {allocated}")
+    print(f"{'address allocation alone, per peer (' + str(n) + ' in use)':<62} {spent / 10 * 1000:9.1f} ms")
 
     # -- wgconfig's own API, for comparison (why serverconf appends lines itself)
     from wgconfig import WGConfig

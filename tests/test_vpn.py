@@ -336,15 +336,39 @@ def test_allocation_retries_when_an_address_is_taken_concurrently(server, monkey
 
     first, second = make_device(server), make_device(server)
     taken = provision(server, first, send_profile=False)["address"]
-    real_used, calls = pool._used, []
+    real_probe, calls = pool._probe, []
 
     def stale_view(*args, **kw):  # the first look misses the other transaction's row
         calls.append(1)
-        return set() if len(calls) == 1 else real_used(*args, **kw)
+        return ipaddress.IPv4Address(taken) if len(calls) == 1 else real_probe(*args, **kw)
 
-    monkeypatch.setattr(pool, "_used", stale_view)
+    monkeypatch.setattr(pool, "_probe", stale_view)
     addr = provision(server, second, send_profile=False)["address"]
     assert len(calls) == 2 and addr != taken
+
+
+def test_allocation_reads_the_used_set_only_when_probes_keep_hitting_taken_addresses(server, monkeypatch):
+    """Probing the unique index finds a free address without reading every address in use; a
+    nearly full pool (every probe taken) falls back to the whole used set and still allocates."""
+    from vpn import pool
+
+    server.instance.settings.extra["wg_network"] = "10.98.0.0/29"  # .2 .. .6: five clients
+    real_used, scans = pool._used, []
+
+    def counted(*args, **kw):
+        scans.append(1)
+        return real_used(*args, **kw)
+
+    monkeypatch.setattr(pool, "_used", counted)
+    got = [provision(server, make_device(server), send_profile=False)["address"]]
+    assert scans == []  # an empty pool: the first probe is free, nothing else is read
+    # The last ones, with four of five taken, may need the scan; it finds the one left.
+    got += [provision(server, make_device(server), send_profile=False)["address"] for _ in range(4)]
+    assert sorted(got, key=ipaddress.IPv4Address) == [f"10.98.0.{i}" for i in range(2, 7)]
+    probed = len(scans)
+    with pytest.raises(vpn.PoolExhausted):
+        provision(server, make_device(server), send_profile=False)
+    assert len(scans) > probed  # every probe hit a taken address: the scan decided the pool is full
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
