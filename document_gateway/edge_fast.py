@@ -9,7 +9,8 @@ times the decision itself:
   * one transaction of three prepared statements on a plain psycopg connection of
     ipad_mdm.hot_connections (no SQLAlchemy pool or result machinery): the lookup together with the taking of the audit
     chain's head, then the audit row together with the new head, then COMMIT;
-  * gunicorn's access line built from the atoms its format names (ipad_mdm.gunicorn_logging).
+  * gunicorn's access line built from the atoms its format names, and none at all for an allowed
+    answer: its audit row is the record (ipad_mdm.gunicorn_logging).
 Only an allowed answer is produced here. Anything else — a refusal (it needs its reason page),
 a device without a precomputed access row, rules changed since this process loaded them, a
 rule that asks the upstream, an audit chain that cannot be appended, a database error — returns
@@ -25,6 +26,7 @@ from collections import OrderedDict, namedtuple
 from sqlalchemy.dialects import postgresql
 
 from ipad_mdm import hot_connections
+from ipad_mdm.gunicorn_logging import AUDITED
 from ipad_mdm.db import utcnow
 
 from . import audit, edge, gate, policy
@@ -178,6 +180,7 @@ class EdgeWSGI:
                 headers = list(edge.response_headers(answer, "vi", None).items())
                 # Without a length the server would close the proxy's kept-alive TLS connection.
                 headers.append(("Content-Length", "0"))
+                environ[AUDITED] = True  # the audit row is its record: gunicorn writes no access line
                 start_response("200 OK", headers)
                 return [b""]
         return self.app(environ, start_response)

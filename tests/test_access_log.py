@@ -11,13 +11,13 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from ipad_mdm.gunicorn_logging import AccessLogger
+from ipad_mdm.gunicorn_logging import AUDITED, AccessLogger
 from ipad_mdm.logs import install_redaction
 
 CERT = "-----BEGIN%20CERTIFICATE-----%0A" + "A" * 2400  # a proxy's escaped certificate header
 
 
-def _line(logger_class, fmt: str | None = None) -> str:
+def _line(logger_class, fmt: str | None = None, **marks) -> str:
     cfg = Config()
     cfg.set("accesslog", "-")
     if fmt:
@@ -33,7 +33,7 @@ def _line(logger_class, fmt: str | None = None) -> str:
                                                                 ("X-MDM-Verdict", "compliant")])
     environ = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "GET", "RAW_URI": "/mdm/enroll?token=s3cr3t-t0ken",
                "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/mdm/enroll", "QUERY_STRING": "token=s3cr3t-t0ken",
-               "HTTP_USER_AGENT": "MDM/1.0", "HTTP_X_CLIENT_CERT": CERT, "wsgi.url_scheme": "https"}
+               "HTTP_USER_AGENT": "MDM/1.0", "HTTP_X_CLIENT_CERT": CERT, "wsgi.url_scheme": "https", **marks}
     logger.now = lambda: "[04/Dec/2026:10:00:00 +0700]"
     logger.access(resp, req, environ, dt.timedelta(microseconds=1234))
     for handler in logger.access_log.handlers:
@@ -55,3 +55,13 @@ def test_redaction_stays_on_every_access_logger():
     logging.getLogger("gunicorn.access").filters.clear()
     install_redaction()
     assert logging.getLogger("gunicorn.access").filters
+
+
+def test_an_audited_request_gets_no_access_line_unless_asked(monkeypatch):
+    """A compliant iPad's edge decision answered by the fast path is marked audited: its hash-chained
+    audit row is its record. IPAD_MDM_ACCESS_LOG_AUDITED=1 writes the line anyway; other requests always."""
+    monkeypatch.delenv("IPAD_MDM_ACCESS_LOG_AUDITED", raising=False)
+    assert _line(AccessLogger, **{AUDITED: True}) == ""
+    assert _line(AccessLogger).strip()
+    monkeypatch.setenv("IPAD_MDM_ACCESS_LOG_AUDITED", "1")
+    assert _line(AccessLogger, **{AUDITED: True}) == _line(Logger)

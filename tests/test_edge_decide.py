@@ -233,3 +233,43 @@ def test_readme_edge_block_runs_as_written(decider, tmp_path):
     check = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_fast_allow_is_audited_and_marked_so_gunicorn_writes_no_access_line(decider):
+    """On PostgreSQL a compliant iPad's decision is answered in front of Flask (edge_fast.EdgeWSGI): it
+    leaves its audit row and marks the request audited (ipad_mdm.gunicorn_logging skips its access line);
+    a refusal goes on to the full path and is not marked."""
+    from document_gateway.edge_fast import EdgeWSGI
+    from ipad_mdm.gunicorn_logging import AUDITED
+
+    srv = decider
+    admin, _officer, _leader, (good, bad) = _office(srv)
+    bad.state.passcode_present = False
+    refresh(admin, bad)
+    edge_layer = srv.app.wsgi_app
+    while not isinstance(edge_layer, EdgeWSGI):
+        edge_layer = edge_layer.app
+
+    def decide(sim):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/edge/decide", "REMOTE_ADDR": "127.0.0.1",
+                   "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "443", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "wsgi.url_scheme": "https", "wsgi.input": __import__("io").BytesIO(), "HTTP_HOST": "127.0.0.1",
+                   "HTTP_X_PROXY_SECRET": SECRET, "HTTP_X_CLIENT_CERT": _pem(sim.identity),
+                   "HTTP_X_ORIGINAL_URI": "/van-ban/quyet-dinh.pdf", "HTTP_X_ORIGINAL_METHOD": "GET"}
+        status = []
+        b"".join(edge_layer(environ, lambda s, h, e=None: status.append(s)))
+        return status[0], environ
+
+    def audit_rows():
+        with srv.session() as s:
+            return list(s.scalars(select(GatewayAuditEvent.decision).where(GatewayAuditEvent.action == "edge")))
+
+    assert decide(good)[0] == "200 OK"  # the full path loads this process's copy of the edge rules
+    before = audit_rows()
+    status, environ = decide(good)
+    assert status == "200 OK" and environ.get(AUDITED) is True
+    assert audit_rows() == before + ["allow"]
+    status, environ = decide(bad)
+    assert status.startswith("403") and AUDITED not in environ
+    assert audit_rows() == before + ["allow", "deny"]
