@@ -93,9 +93,11 @@ def _children(buf: bytes, start: int, end: int):
 
 
 @functools.lru_cache(maxsize=16384)
-def _certificate(der: bytes) -> x509.Certificate:
-    """Certificates by their DER: an iPad sends the same identity with every message."""
-    return x509.load_der_x509_certificate(der)
+def _certificate(der: bytes) -> tuple[x509.Certificate, bytes, int, object]:
+    """Certificates by their DER, with what matching and verifying read of them (issuer, serial,
+    public key): an iPad sends the same identity with every message."""
+    cert = x509.load_der_x509_certificate(der)
+    return cert, cert.issuer.public_bytes(), cert.serial_number, cert.public_key()
 
 
 def detached_signer(der: bytes, content: bytes) -> x509.Certificate | None:
@@ -174,15 +176,14 @@ def _signer(b: bytes, content: bytes) -> x509.Certificate:
         raise _Shape
     if any(tag != 0x30 for _der, tag in certs):
         raise _Shape  # other certificate choices (attribute certificates, …): the full path
-    signer = None
+    signer = key = None
     for der, _tag in certs:
-        cert = _certificate(der)
-        if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
-            signer = cert
+        cert, cert_issuer, cert_serial, cert_key = _certificate(der)
+        if cert_serial == serial and cert_issuer == issuer:
+            signer, key = cert, cert_key
             break
     if signer is None:
         raise _Shape
-    key = signer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise _Shape
     signed = b"\x31" + b[attrs_pos + 1:attrs_end]  # the attributes as the SET the signature covers
