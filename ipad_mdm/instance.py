@@ -3,16 +3,19 @@
 Layout (secrets/ is 0700 and every file in it 0600):
   ca/ca.pem            CA certificate (public)
   ca/signer.pem        profile-signing certificate issued by the CA
+  ca/scep-ra.pem       SCEP registration authority's certificate issued by the CA
   ca/server.pem        TLS server certificate for the embedded server
   ca/push.pem          APNs push certificate (demo: self-signed stand-in)
   secrets/ca.key       CA key (absent when it lives on a PKCS#11 token)
   secrets/signer.key   profile-signing key (absent on PKCS#11)
+  secrets/scep-ra.key  SCEP RA key (always a file: it opens and signs every SCEP exchange)
   secrets/server.key, secrets/push.key, secrets/app.key, secrets/data.key
   secrets/audit.key    HMAC key of the gateway's audit chain
   audit/checkpoints.jsonl   signed checkpoints of that chain (document_gateway.audit)
 """
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -30,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from .config import Settings
-from .crypto.ca import CertificateAuthority, create_ca_for_key, utcnow
+from .crypto.ca import CertificateAuthority, RegistrationAuthority, create_ca_for_key, utcnow
 from .crypto.keys import FileKey, KeyHandle, write_private_key, write_secret_file
 from .crypto.pkcs11_keys import Pkcs11Key
 from .db import Database
@@ -58,6 +61,8 @@ class Instance:
     audit_key: bytes = b""
     # Rows of that chain written before the key existed (plain SHA-256) end here.
     audit_unkeyed_up_to: int = 0
+    # Opens SCEP requests and signs the answers (None: the CA itself does, three CA-key operations).
+    scep_ra: RegistrationAuthority | None = None
 
     def fernet(self) -> Fernet:
         return Fernet(self.data_key)
@@ -143,6 +148,25 @@ def _ensure_signer(settings: Settings, ca: CertificateAuthority) -> tuple[x509.C
         cert = ca.issue_signer("iPad MDM Profile Signing", key.public_key())
         write_atomic(cert_path, cert.public_bytes(_pem()))
     return cert, key
+
+
+def _ensure_scep_ra(settings: Settings, ca: CertificateAuthority) -> RegistrationAuthority:
+    """The SCEP RA's key and certificate. A new key or certificate costs one CA-key operation, at the
+    first start (and when the certificate nears its end or the CA changed), not at every enrollment."""
+    cert_path, key_path = settings.ca_dir / "scep-ra.pem", settings.secrets_dir / "scep-ra.key"
+    if not key_path.exists():
+        write_private_key(key_path, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        cert_path.unlink(missing_ok=True)
+    key = FileKey.load(key_path, own=True)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes()) if cert_path.exists() else None
+    if cert is not None and (cert.public_key().public_numbers() != key.public_key().public_numbers()
+                             or cert.not_valid_after_utc < utcnow() + dt.timedelta(days=30)
+                             or not ca.issued_this(cert)):
+        cert = None
+    if cert is None:
+        cert = ca.issue_scep_ra(key.public_key())
+        write_atomic(cert_path, cert.public_bytes(_pem()))
+    return RegistrationAuthority(cert, key)
 
 
 def _pem():
@@ -268,6 +292,7 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
                 os.chmod(entry, 0o600)
         ca = _ensure_ca(settings)
         signer_cert, signer_key = _ensure_signer(settings, ca)
+        scep_ra = _ensure_scep_ra(settings, ca)
         server_cert, server_key = _ensure_server_cert(settings, ca)
         push_cert, push_key, topic = _ensure_push_cert(settings)
         app_secret = _secret_bytes(settings.secrets_dir / "app.key", lambda: secrets.token_hex(32).encode())
@@ -288,6 +313,7 @@ def open_instance(settings: Settings, *, migrate: bool = True) -> Instance:
         ca=ca,
         signer_cert=signer_cert,
         signer_key=signer_key,
+        scep_ra=scep_ra,
         push_cert_path=push_cert,
         push_key_path=push_key,
         push_topic=topic,

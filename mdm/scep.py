@@ -9,7 +9,12 @@ policy, revocation) is the caller's job; this module only proves who signed
 what and opens/seals the envelopes.
 
 The CA key may live on a PKCS#11 token, so the private key is only ever used
-through ``ca.key.decrypt`` (key transport) and ``ipad_mdm.crypto.cms.sign``.
+through ``ca.key.decrypt`` (key transport) and ``ipad_mdm.crypto.cms.sign``. With
+a registration authority (``ra``: a certificate the CA issued and its file key,
+sent with the CA by GetCACert) requests are encrypted to the RA and answers
+signed by it: the CA key then only signs the identity certificate, one
+operation per enrollment instead of three. A request encrypted to the CA itself
+(a client that kept the CA certificate alone) is still opened with the CA key.
 
 SCEP attribute OIDs are deliberately *not* registered in asn1crypto's global
 maps: other modules may register the same OIDs under other names, and a
@@ -38,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import AttributeOID
 
 from ipad_mdm.crypto import cms
-from ipad_mdm.crypto.ca import CertificateAuthority
+from ipad_mdm.crypto.ca import CertificateAuthority, RegistrationAuthority
 
 try:  # cryptography >= 43 moved 3DES to the "decrepit" namespace
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -186,8 +191,8 @@ def decode_get_message(message: str) -> bytes:
 # --------------------------------------------------------------------------- requests
 
 
-def parse_pki_message(der: bytes, ca: CertificateAuthority) -> PKIRequest:
-    """Verify, decrypt and parse a PKCSReq/RenewalReq addressed to ``ca``.
+def parse_pki_message(der: bytes, ca: CertificateAuthority, ra: RegistrationAuthority | None = None) -> PKIRequest:
+    """Verify, decrypt and parse a PKCSReq/RenewalReq addressed to ``ra`` or ``ca``.
 
     Raises SCEPError for anything malformed or unverifiable; the exception's
     ``header`` is set when the caller can still answer with a CertRep FAILURE.
@@ -206,7 +211,7 @@ def parse_pki_message(der: bytes, ca: CertificateAuthority) -> PKIRequest:
     except Exception as exc:  # junk must never escape as anything but SCEPError
         raise SCEPError(f"malformed pkiMessage ({type(exc).__name__})") from None
     try:
-        return _open_request(header, envelope, ca)
+        return _open_request(header, envelope, ca, ra)
     except SCEPError as exc:
         if exc.header is None:
             exc.header = header
@@ -242,8 +247,9 @@ def _verify_request(der: bytes) -> tuple[PKIHeader, bytes]:
     return header, signed.content
 
 
-def _open_request(header: PKIHeader, envelope_der: bytes, ca: CertificateAuthority) -> PKIRequest:
-    plaintext, alg = _decrypt_envelope(envelope_der, ca)
+def _open_request(header: PKIHeader, envelope_der: bytes, ca: CertificateAuthority,
+                  ra: RegistrationAuthority | None) -> PKIRequest:
+    plaintext, alg = _decrypt_envelope(envelope_der, *((ra, ca) if ra is not None else (ca,)))
     try:
         csr = x509.load_der_x509_csr(plaintext)
         csr.public_key()  # unsupported key types fail here rather than in the caller
@@ -278,12 +284,17 @@ def _challenge(csr: x509.CertificateSigningRequest, header: PKIHeader) -> str | 
         raise SCEPError("challengePassword is not UTF-8", "badRequest", header) from None
 
 
-def _decrypt_envelope(der: bytes, ca: CertificateAuthority) -> tuple[bytes, str]:
+def _decrypt_envelope(der: bytes, *holders) -> tuple[bytes, str]:
+    """Open an envelope addressed to one of `holders` (each with .certificate and .key), in order."""
     info = acms.ContentInfo.load(der, strict=True)
     if info["content_type"].native != "enveloped_data":
         raise SCEPError("pkcsPKIEnvelope is not EnvelopedData")
     env = info["content"]
-    ktri = _recipient_for(env["recipient_infos"], ca.certificate)
+    ktri, holder = None, None
+    for holder in holders:
+        ktri = _recipient_for(env["recipient_infos"], holder.certificate)
+        if ktri is not None:
+            break
     if ktri is None:
         raise SCEPError("pkcsPKIEnvelope is not encrypted to this CA", "badCertId")
     if ktri["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
@@ -301,7 +312,7 @@ def _decrypt_envelope(der: bytes, ca: CertificateAuthority) -> tuple[bytes, str]
     if not ciphertext or len(ciphertext) % block:
         raise SCEPError("bad encrypted content length")
 
-    key = _unwrap_key(ktri["encrypted_key"].native, ca, key_len)
+    key = _unwrap_key(ktri["encrypted_key"].native, holder, key_len)
     try:
         decryptor = Cipher(make_cipher(key), modes.CBC(iv)).decryptor()
         padded = decryptor.update(ciphertext) + decryptor.finalize()
@@ -341,14 +352,14 @@ def _octet_chunks(data: bytes, depth: int) -> bytes:
     return b"".join(out)
 
 
-def _unwrap_key(encrypted_key: bytes, ca: CertificateAuthority, key_len: int) -> bytes:
+def _unwrap_key(encrypted_key: bytes, holder, key_len: int) -> bytes:
     # Bleichenbacher defence (RFC 3218 2.3.2): on any RSA or length failure go on
     # with a random key, so the caller sees one error for every kind of bad input.
-    modulus_bytes = (ca.certificate.public_key().key_size + 7) // 8
+    modulus_bytes = (holder.certificate.public_key().key_size + 7) // 8
     key = None
     if len(encrypted_key) == modulus_bytes:
         try:
-            key = ca.key.decrypt(encrypted_key)
+            key = holder.key.decrypt(encrypted_key)
         except ValueError:
             key = None
         except Exception as exc:  # token errors: keep the response uniform, but tell the operator
@@ -422,6 +433,7 @@ def build_cert_rep(
     issued_cert: x509.Certificate,
     *,
     cipher: str | None = None,
+    ra: RegistrationAuthority | None = None,
 ) -> bytes:
     """CertRep SUCCESS carrying ``issued_cert``, encrypted to the requester.
 
@@ -434,17 +446,19 @@ def build_cert_rep(
         raise ValueError(f"unsupported CertRep cipher {cipher}")
     degenerate = _degenerate_certs([issued_cert])
     envelope = _encrypt_envelope(degenerate, request.signer_cert, cipher)
-    return _sign_cert_rep(request, ca, "SUCCESS", envelope=envelope)
+    return _sign_cert_rep(request, ra or ca, "SUCCESS", envelope=envelope)
 
 
-def build_failure(request: PKIHeader, ca: CertificateAuthority, fail_info: str) -> bytes:
+def build_failure(request: PKIHeader, ca: CertificateAuthority, fail_info: str,
+                  ra: RegistrationAuthority | None = None) -> bytes:
     """CertRep FAILURE with ``fail_info`` (a FAIL_INFO name such as 'badRequest')."""
     if fail_info not in FAIL_INFO:
         raise ValueError(f"unknown failInfo {fail_info!r}")
-    return _sign_cert_rep(request, ca, "FAILURE", fail_info=fail_info)
+    return _sign_cert_rep(request, ra or ca, "FAILURE", fail_info=fail_info)
 
 
-def _sign_cert_rep(request: PKIHeader, ca: CertificateAuthority, status: str, *, envelope: bytes | None = None, fail_info: str | None = None) -> bytes:
+def _sign_cert_rep(request: PKIHeader, signer: CertificateAuthority | RegistrationAuthority, status: str, *,
+                   envelope: bytes | None = None, fail_info: str | None = None) -> bytes:
     attrs = [
         _attr(OID_MESSAGE_TYPE, core.PrintableString("3")),
         _attr(OID_PKI_STATUS, core.PrintableString(PKI_STATUS[status])),
@@ -457,8 +471,8 @@ def _sign_cert_rep(request: PKIHeader, ca: CertificateAuthority, status: str, *,
     if envelope is None:
         # RFC 8894 3.3.2: no pkcsPKIEnvelope on FAILURE/PENDING, so eContent is
         # absent and the messageDigest covers the empty string.
-        return cms.sign(b"", ca.certificate, ca.key, detached=True, signed_attrs_extra=attrs)
-    return cms.sign(envelope, ca.certificate, ca.key, signed_attrs_extra=attrs)
+        return cms.sign(b"", signer.certificate, signer.key, detached=True, signed_attrs_extra=attrs)
+    return cms.sign(envelope, signer.certificate, signer.key, signed_attrs_extra=attrs)
 
 
 def _attr(oid: str, value: core.Asn1Value) -> dict:

@@ -26,7 +26,8 @@ def scep_endpoint():
     if operation == "GetCACaps":
         return Response(scep.CA_CAPS, mimetype="text/plain")
     if operation == "GetCACert":
-        body, content_type = scep.get_ca_cert_response(inst.ca)
+        # The CA and the RA (its certificate, keyEncipherment): iPads encrypt their request to the RA.
+        body, content_type = scep.get_ca_cert_response(inst.ca, [inst.scep_ra.certificate] if inst.scep_ra else None)
         return Response(body, content_type=content_type)
     if operation != "PKIOperation":
         return error(400, f"unsupported SCEP operation {operation[:40]!r}")
@@ -40,12 +41,12 @@ def scep_endpoint():
     except scep.SCEPError as exc:
         return error(400, f"SCEP: {exc}")
     try:
-        req = scep.parse_pki_message(der, inst.ca)
+        req = scep.parse_pki_message(der, inst.ca, inst.scep_ra)
     except scep.SCEPError as exc:
         if exc.header is None:
             return error(400, f"SCEP: {exc}")
         log.warning("SCEP request refused (%s): %s", exc.fail_info, exc)
-        return _pki(scep.build_failure(exc.header, inst.ca, exc.fail_info))
+        return _pki(scep.build_failure(exc.header, inst.ca, exc.fail_info, inst.scep_ra))
     try:
         with unit_of_work() as s:
             reply = _issue(s, req)
@@ -54,7 +55,7 @@ def scep_endpoint():
         if isinstance(exc, RenewalRefused):
             with unit_of_work() as s:
                 exc.record(s, request.remote_addr)
-        return _pki(scep.build_failure(req, inst.ca, "badRequest"))
+        return _pki(scep.build_failure(req, inst.ca, "badRequest", inst.scep_ra))
     return _pki(reply)
 
 
@@ -72,13 +73,13 @@ def _issue(s, req: scep.PKIRequest) -> bytes:
         row = enrollment.record_identity(s, cert, token.id)
         hooks().emit("identity.issued", session=s, identity=row, token=token)
         log.info("issued identity certificate %s for enrollment #%s", row.serial, token.id)
-        return scep.build_cert_rep(req, inst.ca, cert)
+        return scep.build_cert_rep(req, inst.ca, cert, ra=inst.scep_ra)
     if req.message_type == "RenewalReq":
         old = _renewable_identity(s, req)
         cert = inst.ca.issue_device_identity(req.signer_cert.subject, req.csr.public_key(), settings.identity_cert_days)
         row = enrollment.record_identity(s, cert, old.enrollment_token_id, old.device_id)
         log.info("renewed identity certificate %s -> %s", old.serial, row.serial)
-        return scep.build_cert_rep(req, inst.ca, cert)
+        return scep.build_cert_rep(req, inst.ca, cert, ra=inst.scep_ra)
     raise enrollment.ScepRefused(f"unsupported messageType {req.message_type}")
 
 

@@ -50,6 +50,31 @@ class SCEPFailure(Exception):
         self.fail_info = fail_info
 
 
+def ca_and_recipient(body: bytes, content_type: str, expected_ca: x509.Certificate) -> tuple[x509.Certificate, x509.Certificate]:
+    """GetCACert as an iPad reads it: the CA alone (x509-ca-cert), or the CA with a registration
+    authority (x509-ca-ra-cert, a certs-only PKCS#7). Returns (CA, the certificate to encrypt the
+    request to and to expect the answer signed by): the RA — a certificate the CA issued, not itself a
+    CA, allowing key encipherment — when there is one, else the CA."""
+    if content_type.split(";")[0].strip() == "application/x-x509-ca-cert":
+        certs = [x509.load_der_x509_certificate(body)]
+    elif content_type.split(";")[0].strip() == "application/x-x509-ca-ra-cert":
+        certs = [x509.load_der_x509_certificate(c.chosen.dump())
+                 for c in acms.ContentInfo.load(body)["content"]["certificates"]]
+    else:
+        raise ValueError(f"GetCACert answered {content_type!r}")
+    if expected_ca not in certs:
+        raise ValueError("GetCACert does not hold the profile's CA")
+    for cert in certs:
+        if cert == expected_ca:
+            continue
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not basic.ca and usage.key_encipherment and cert.issuer == expected_ca.subject:
+            cert.verify_directly_issued_by(expected_ca)
+            return expected_ca, cert
+    return expected_ca, expected_ca
+
+
 def build_pkcs_req(
     ca_cert: x509.Certificate,
     private_key,
@@ -135,7 +160,8 @@ def parse_cert_rep(
     request: bytes | None = None,
     csr_key=None,
 ) -> x509.Certificate:
-    """Verify the CA's CertRep and return the issued certificate.
+    """Verify the CA's (or its RA's: ``ca_cert`` is the certificate the answer must be signed by)
+    CertRep and return the issued certificate.
 
     Raises SCEPFailure on FAILURE/PENDING, cms.CMSError/ValueError on a bad
     message. With ``request`` (the DER we sent), transactionID and

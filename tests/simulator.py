@@ -92,6 +92,7 @@ class SimulatedIPad(DDMDevice, VPNDevice, ADEDevice):
         self.profile: dict | None = None
         self.profile_signer: x509.Certificate | None = None
         self.ca_cert: x509.Certificate | None = None
+        self.scep_recipient: x509.Certificate | None = None  # GetCACert's RA, or the CA when it has none
         self.key = key  # benchmarks share one RSA key between thousands of simulated devices
         self.identity: x509.Certificate | None = None
         self.mdm_payload: dict | None = None
@@ -139,22 +140,26 @@ class SimulatedIPad(DDMDevice, VPNDevice, ADEDevice):
         if caps.status_code != 200 or "SHA-256" not in caps.text:
             raise SimulatorError(f"GetCACaps failed: {caps.status_code}")
         cacert = self.client.get(url, params={"operation": "GetCACert"})
-        ca = x509.load_der_x509_certificate(cacert.content)
-        if ca != self.ca_cert:
-            raise SimulatorError("SCEP CA differs from the profile's CA")
+        try:
+            _ca, recipient = sim_scep.ca_and_recipient(cacert.content, cacert.headers.get("content-type", ""),
+                                                       self.ca_cert)
+        except ValueError as exc:
+            raise SimulatorError(f"GetCACert: {exc}") from None
+        self.scep_recipient = recipient  # the RA when the server has one: the request is for it
         if self.key is None:
             self.key = rsa.generate_private_key(public_exponent=65537, key_size=self.scep_payload.get("Keysize", 2048))
         subject = x509.Name([
             x509.NameAttribute(_SHORT_NAMES[rdn[0][0]], rdn[0][1]) for rdn in self.scep_payload["Subject"]
         ])
         message, _tid, self_signed = sim_scep.build_pkcs_req(
-            ca, self.key, subject, challenge if challenge is not None else self.scep_payload["Challenge"], cipher=cipher
+            recipient, self.key, subject, challenge if challenge is not None else self.scep_payload["Challenge"],
+            cipher=cipher
         )
         resp = self.client.post(url, params={"operation": "PKIOperation"}, content=message,
                                 headers={"Content-Type": "application/x-pki-message"})
         if resp.status_code != 200:
             raise SimulatorError(f"PKIOperation failed: {resp.status_code} {resp.text[:200]}")
-        self.identity = sim_scep.parse_cert_rep(resp.content, ca, self.key, self_signed)
+        self.identity = sim_scep.parse_cert_rep(resp.content, recipient, self.key, self_signed)
         return self.identity
 
     # ------------------------------------------------------------ messages

@@ -81,12 +81,16 @@ def test_renewal_request_signed_by_current_identity(server):
     sim = server.simulator()
     sim.enroll(server.enrollment_url())
     new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert sim.scep_recipient != sim.ca_cert  # GetCACert named the RA: the enrollment's request went to it
+    # A renewal encrypted to the CA itself (a client that kept only the CA certificate) is opened too;
+    # every answer is signed by the RA.
     message, _tid, _signer = sim_scep.build_pkcs_req(
         sim.ca_cert, new_key, sim.identity.subject, None, message_type="17", signer=(sim.identity, sim.key))
     with server.http() as http:
         r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
     assert r.status_code == 200
-    renewed = sim_scep.parse_cert_rep(r.content, sim.ca_cert, sim.key, sim.identity, csr_key=new_key.public_key())
+    renewed = sim_scep.parse_cert_rep(r.content, sim.scep_recipient, sim.key, sim.identity,
+                                      csr_key=new_key.public_key())
     assert renewed.serial_number != sim.identity.serial_number
     with server.session() as s:
         rows = {int(c.serial, 16): c for c in s.scalars(select(IdentityCertificate))}
@@ -95,13 +99,47 @@ def test_renewal_request_signed_by_current_identity(server):
     # A renewal signed by a certificate that is not a current identity of ours is refused.
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     self_signed = sim_scep.self_signed_cert(stranger, sim.identity.subject)
-    message, _tid, _ = sim_scep.build_pkcs_req(sim.ca_cert, new_key, sim.identity.subject, None, message_type="17",
-                                               signer=(self_signed, stranger))
+    message, _tid, _ = sim_scep.build_pkcs_req(sim.scep_recipient, new_key, sim.identity.subject, None,
+                                               message_type="17", signer=(self_signed, stranger))
     with server.http() as http:
         r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
     assert r.status_code == 200
     with pytest.raises(sim_scep.SCEPFailure):
-        sim_scep.parse_cert_rep(r.content, sim.ca_cert, stranger, self_signed)
+        sim_scep.parse_cert_rep(r.content, sim.scep_recipient, stranger, self_signed)
+    sim.close()
+
+
+def test_an_enrollment_uses_the_ca_key_once(server, monkeypatch):
+    """The CA key (maybe on a slow USB token) signs the identity certificate and nothing else: the
+    SCEP request is opened and the answer signed by the registration authority GetCACert names."""
+    from ipad_mdm.crypto import ca as ca_module
+    from ipad_mdm.crypto.keys import FileKey
+
+    ca_key, ra = server.instance.ca.key, server.instance.scep_ra
+    assert isinstance(ra.key, FileKey) and server.instance.ca.issued_this(ra.certificate)
+    used: list[str] = []
+    real_certificate = ca_module.sign_certificate
+
+    def certificate(builder, key):  # a file key signs certificates directly, a token key through .sign
+        if key is ca_key:
+            used.append("certificate")
+        return real_certificate(builder, key)
+
+    monkeypatch.setattr(ca_module, "sign_certificate", certificate)
+    for method in ("sign", "decrypt"):
+        real = getattr(type(ca_key), method)
+
+        def counted(self, *args, _real=real, _name=method, **kw):
+            if self is ca_key:
+                used.append(_name)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(type(ca_key), method, counted)
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    assert sim.identity is not None and server.instance.ca.issued_this(sim.identity)
+    assert sim.scep_recipient == ra.certificate
+    assert used == ["certificate"]  # the identity certificate; the RA's key decrypted and signed the rest
     sim.close()
 
 

@@ -276,8 +276,8 @@ def test_replayed_authenticate_changes_nothing(server):
 # ------------------------------------------------------------------ renewal
 def _renewal_request(sim, signer_cert, signer_key):
     new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    message, _tid, _ = sim_scep.build_pkcs_req(sim.ca_cert, new_key, sim.identity.subject, None, message_type="17",
-                                               signer=(signer_cert, signer_key))
+    message, _tid, _ = sim_scep.build_pkcs_req(sim.scep_recipient, new_key, sim.identity.subject, None,
+                                               message_type="17", signer=(signer_cert, signer_key))
     return message, new_key
 
 
@@ -287,7 +287,7 @@ def test_identity_renewal_cannot_be_repeated(server, notifier):
     message, new_key = _renewal_request(sim, old_cert, old_key)
     with server.http() as http:
         r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
-    renewed = sim_scep.parse_cert_rep(r.content, sim.ca_cert, old_key, old_cert, csr_key=new_key.public_key())
+    renewed = sim_scep.parse_cert_rep(r.content, sim.scep_recipient, old_key, old_cert, csr_key=new_key.public_key())
 
     # A second renewal while the first is unused: refused (the attack collected five).
     for _ in range(3):
@@ -295,7 +295,7 @@ def test_identity_renewal_cannot_be_repeated(server, notifier):
         with server.http() as http:
             r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
         with pytest.raises(sim_scep.SCEPFailure):
-            sim_scep.parse_cert_rep(r.content, sim.ca_cert, old_key, old_cert)
+            sim_scep.parse_cert_rep(r.content, sim.scep_recipient, old_key, old_cert)
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == sim.udid))
         assert s.scalar(select(IdentityCertificate.id).where(IdentityCertificate.device_id == device.id)
@@ -313,7 +313,7 @@ def test_identity_renewal_cannot_be_repeated(server, notifier):
     with server.http() as http:
         r = http.post("/scep", params={"operation": "PKIOperation"}, content=message)
     with pytest.raises(sim_scep.SCEPFailure):
-        sim_scep.parse_cert_rep(r.content, sim.ca_cert, old_key, old_cert)
+        sim_scep.parse_cert_rep(r.content, sim.scep_recipient, old_key, old_cert)
     body = plistlib.dumps({"UDID": sim.udid, "Status": "Idle"})
     from ipad_mdm.crypto import cms
     from ipad_mdm.crypto.keys import FileKey

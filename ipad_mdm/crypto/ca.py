@@ -116,6 +116,14 @@ def random_serial() -> int:
     return secrets.randbits(159) | (1 << 150)
 
 
+@dataclass(frozen=True)
+class RegistrationAuthority:
+    """The SCEP RA: a certificate issued by the CA and its key, always a file key (fast)."""
+
+    certificate: x509.Certificate
+    key: KeyHandle
+
+
 @dataclass
 class CertificateAuthority:
     certificate: x509.Certificate
@@ -193,6 +201,19 @@ class CertificateAuthority:
             .add_extension(x509.SubjectAlternativeName(sans), False)
         )
         return sign_certificate(builder, self.key), key
+
+    def issue_scep_ra(self, public_key, days: int = 825) -> x509.Certificate:
+        """The SCEP registration authority's certificate (RFC 8894 2.1.1): iPads encrypt their request
+        to it and it signs the answers, so an enrollment takes one operation of the CA key (the
+        identity certificate) instead of three — the CA key may be on a slow USB token."""
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iPad MDM SCEP RA"),
+                             *[a for a in self.certificate.subject if a.oid == NameOID.ORGANIZATION_NAME]])
+        builder = (
+            self._base(subject, public_key, days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), True)
+        )
+        return sign_certificate(builder, self.key)
 
     def issue_signer(self, common_name: str, public_key, days: int = 825) -> x509.Certificate:
         """A certificate for the profile-signing key (digital signature only)."""
