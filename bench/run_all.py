@@ -5,7 +5,8 @@ workers, TLS), a Celery worker (pushes), a local APNs stand-in, and a bare Flask
 handler on the same gunicorn settings. Enrolls a sample of simulated iPads over the real
 protocol (measuring the workers' CPU per enrollment proper — profile, SCEP, Authenticate, TokenUpdate —
 and per onboarding after it: first inventory, VPN profile, declarative sync), grows the fleet to N with identities
-issued by the CA directly (bench/fleet.py), then measures:
+issued by the CA directly and a WireGuard peer each (bench/fleet.py), enrolls --late-sample more iPads into that
+full fleet the same way (what enrolling costs once the office has N), then measures:
 
   check-in round trips/s (signed Idle connects, each iPad with its own certificate) vs the bare
       handler, alternating, --repeat times; the ratio
@@ -281,11 +282,13 @@ def warm(url: str, reqs, verify, threads: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    from bench.fleet import add_fleet
+    from bench.fleet import add_fleet, add_peers
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=10_000, help="fleet size (sample + directly issued identities)")
     ap.add_argument("--sample", type=int, default=60, help="iPads enrolled over the real protocol")
+    ap.add_argument("--late-sample", type=int, default=30,
+                    help="iPads enrolled over the real protocol once the fleet and its VPN peers exist")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--repeat", type=int, default=3, help="check-in / bare measurements, alternating")
     ap.add_argument("--concurrency", type=int, default=8)
@@ -357,7 +360,15 @@ def main() -> None:
                 # 2. The rest of the fleet, identities issued by the CA directly (bench/fleet.py).
                 t0 = time.perf_counter()
                 fleet = add_fleet(inst, args.devices - args.sample, key, like_udid=sims[0].udid)
+                add_peers(inst, [d.udid for d in fleet])
                 fig["fleet_seconds"] = time.perf_counter() - t0
+                # 2b. Enrollment into the full fleet: the same protocol, now with N devices and N VPN peers.
+                if args.late_sample:
+                    marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
+                    sims += enroll_many(base, env, verify, args.late_sample, key, args.enroll_threads,
+                                        between=lambda: marks.append((worker_cpu_seconds(web.pid), time.perf_counter())))
+                    (c0, _), (c1, _) = marks
+                    fig["late_enroll_server_rate"] = args.late_sample / max(c1 - c0, 1e-9)
                 # A server with this fleet enrolled, as after any restart: new workers, whose identity
                 # caches are filled from the database (mdm.fastpath.preload), not by each iPad's first Idle.
                 os.kill(web.pid, signal.SIGHUP)
@@ -426,8 +437,9 @@ def report(args, fig: dict) -> None:
     import statistics
 
     print(f"production stack: gunicorn x{args.workers} workers (gthread) + TLS, PostgreSQL, Redis/Celery; "
-          f"{args.devices} enrolled iPads ({args.sample} over the real protocol, the rest with identities issued by "
-          f"the CA directly in {fig['fleet_seconds']:.0f} s); {args.concurrency} client threads; "
+          f"{args.devices} enrolled iPads ({args.sample} over the real protocol, the rest with identities and VPN peers "
+          f"made directly in {fig['fleet_seconds']:.0f} s, then {args.late_sample} more over the real protocol); "
+          f"{args.concurrency} client threads; "
           f"{args.seconds:.0f} s per measurement; {os.cpu_count()} cores")
     for i, (m, b, p99, err) in enumerate(fig["checkin_runs"], 1):
         print(f"  check-in run {i}: signed Idle {m}/s (p99 {p99:.1f} ms), bare handler {b}/s, ratio {m / max(b, 1):.2f}, "
@@ -455,6 +467,9 @@ def report(args, fig: dict) -> None:
          ">= 30 iPads/s", fig["enroll_server_rate"] / 30),
         ("onboarding after it (first inventory, VPN profile, declarative sync)", f"{fig['onboard_server_rate']:.1f} iPads/s",
          "-", None),
+        (f"enrollment into the {args.devices}-iPad fleet (warm workers), server CPU",
+         f"{fig['late_enroll_server_rate']:.1f} iPads/s" if "late_enroll_server_rate" in fig else "not measured",
+         ">= 30 iPads/s", fig["late_enroll_server_rate"] / 30 if "late_enroll_server_rate" in fig else None),
         ("both together, server CPU", f"{fig['enroll_onboard_server_rate']:.1f} iPads/s", "-", None),
         ("enrollment, wall clock with the clients on the same machine", f"{fig['enroll_wall_rate']:.1f} iPads/s", "-", None),
         ("command delivery p50 / p99 (enqueue -> APNs -> device has it)", f"{fig['cmd_p50']:.0f} / {fig['cmd_p99']:.0f} ms",
