@@ -33,7 +33,7 @@ from .models import (CheckinEvent, Command, CommandEvent, Device, EnrollmentToke
 from .protocol import DESTRUCTIVE_COMMANDS, ProtocolError
 from .scope import caller_unit_id, device_for_request, in_scope
 from .service import NotFound
-from .scep import decrypt_envelope
+from .envelope import decrypt_envelope
 from .enrollment import EnrollmentRefused
 
 __all__ = [
