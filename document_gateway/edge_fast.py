@@ -27,8 +27,8 @@ from collections import OrderedDict, namedtuple
 from sqlalchemy.dialects import postgresql
 
 from ipad_mdm import hot_connections
-from ipad_mdm.gunicorn_logging import AUDITED
 from ipad_mdm.db import utcnow
+from ipad_mdm.gunicorn_logging import AUDITED
 
 from . import audit, edge, gate, policy
 from .edge_models import FROM_UPSTREAM

@@ -20,8 +20,9 @@ from types import SimpleNamespace
 from gunicorn.glogging import Logger
 
 _NAMED = re.compile(r"%\(([^)]+)\)")
-# What gunicorn's own atoms read from the environ (the user comes from HTTP_AUTHORIZATION).
+# The environ mark of a request whose record is its audit row (see above).
 AUDITED = "ipad_mdm.audited"
+# What gunicorn's own atoms read from the environ (the user comes from HTTP_AUTHORIZATION).
 _BASE_ENVIRON = ("REMOTE_ADDR", "REQUEST_METHOD", "RAW_URI", "SERVER_PROTOCOL", "PATH_INFO", "QUERY_STRING",
                  "HTTP_REFERER", "HTTP_USER_AGENT", "HTTP_AUTHORIZATION")
 
