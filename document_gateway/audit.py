@@ -97,7 +97,7 @@ def canonical_json(fields: dict) -> str:
         v = fields.get(k)
         if v is None and k in _OPTIONAL:
             continue
-        out[k] = _canonical_value(v) if isinstance(v, dt.datetime) else v
+        out[k] = _canonical_value(v)
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 

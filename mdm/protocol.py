@@ -277,6 +277,11 @@ def default_params(request_type: str) -> dict:
     return {}
 
 
+def new_command_uuid() -> str:
+    """A CommandUUID as the server writes them (upper-case UUID4)."""
+    return str(uuidlib.uuid4()).upper()
+
+
 def build_command(request_type: str, params: dict | None = None, command_uuid: str | None = None) -> tuple[str, bytes]:
     """Return (CommandUUID, plist bytes) for a command, validating its keys."""
     spec = _COMMAND_SPEC.get(request_type)
@@ -297,7 +302,7 @@ def build_command(request_type: str, params: dict | None = None, command_uuid: s
         raise ProtocolError("InstallApplication: give exactly one of ManifestURL and iTunesStoreID")
     if request_type == "DeviceInformation" and not all(isinstance(q, str) for q in params["Queries"]):
         raise ProtocolError("DeviceInformation: Queries must be an array of strings")
-    command_uuid = command_uuid or str(uuidlib.uuid4()).upper()
+    command_uuid = command_uuid or new_command_uuid()
     body = {"CommandUUID": command_uuid, "Command": {"RequestType": request_type, **params}}
     return command_uuid, plists.dumps(body)
 

@@ -187,13 +187,13 @@ def parse_pki_message(der: bytes, ca: CertificateAuthority, ra: RegistrationAuth
     if len(der) > MAX_MESSAGE_BYTES:
         raise SCEPError(f"PKIOperation message larger than {MAX_MESSAGE_BYTES} bytes")
     try:
-        header, envelope = _verify_request(der)
+        header, envelope_der = _verify_request(der)
     except SCEPError:
         raise
     except Exception as exc:  # junk must never escape as anything but SCEPError
         raise SCEPError(f"malformed pkiMessage ({type(exc).__name__})") from None
     try:
-        return _open_request(header, envelope, ca, ra)
+        return _open_request(header, envelope_der, ca, ra)
     except SCEPError as exc:
         if exc.header is None:
             exc.header = header

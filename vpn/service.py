@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.timefmt import iso
-from mdm import commands
+from mdm import commands, protocol
 from mdm import Device
 
 from . import gateways, keys, pool, vpnprofile
@@ -142,7 +141,7 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
         signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
                                               wg_quick=wg_quick)
         # The peer names its command before the command's flush: one UPDATE of the peer, not two.
-        peer.profile_command_uuid = str(uuid.uuid4()).upper()
+        peer.profile_command_uuid = protocol.new_command_uuid()
         cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
                                command_uuid=peer.profile_command_uuid)
         log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)

@@ -34,10 +34,10 @@ def _public_der(public_key) -> bytes:
 
 # ------------------------------------------------------------------ signing, written as DER
 # Every enrollment signs three SignedData (its profile, its VPN profile, the SCEP answer), and
-# asn1crypto built each from dicts in about 2 ms, the RSA signature being 0.5 ms of it. The
+# asn1crypto built each from dicts in about 2.4 ms, the RSA-3072 signature being 0.9 ms of it. The
 # structure is fixed, so it is written directly: the algorithm identifiers and the content-type
 # attribute are asn1crypto's own encodings (made once), the rest is plain TLV. The bytes are the
-# same asn1crypto wrote (tests/test_cms_fast.py builds both and compares them).
+# same asn1crypto wrote (tests/test_cms_sign.py builds both and compares them).
 
 def _der_length(n: int) -> bytes:
     if n < 0x80:
@@ -63,7 +63,9 @@ def _fixed(kind: str, name: str) -> bytes:
         return algos.SignedDigestAlgorithm({"algorithm": name}).dump()
     if kind == "content_type":
         return cms.ContentType(name).dump()
-    return cms.CMSAttribute({"type": "content_type", "values": [name]}).dump()  # the attribute
+    if kind == "content_type_attribute":
+        return cms.CMSAttribute({"type": "content_type", "values": [name]}).dump()
+    raise ValueError(f"no fixed DER part {kind!r}")
 
 
 _SIGNING_TIME = bytes.fromhex("06092a864886f70d010905")  # OID 1.2.840.113549.1.9.5
@@ -95,13 +97,13 @@ def sign(
         raise ValueError("signer certificate does not belong to the signing key")
     now = dt.datetime.now(dt.timezone.utc)
     attrs = [
-        _fixed("attribute", content_type),
+        _fixed("content_type_attribute", content_type),
         _attribute(_SIGNING_TIME, _tlv(0x17, now.strftime("%y%m%d%H%M%SZ").encode("ascii"))),
         _attribute(_MESSAGE_DIGEST, _tlv(0x04, _DIGESTS[hash_name](content).digest())),
     ]
     attrs.extend(cms.CMSAttribute(extra).dump() for extra in signed_attrs_extra or [])
-    # DER orders a SET OF (attributes, certificates) by the members' encodings; the signature covers the attributes with the
-    # SET tag (RFC 5652 5.4), the SignerInfo carries them under [0] IMPLICIT.
+    # DER orders a SET OF (attributes, certificates) by the members' encodings; the signature covers
+    # the attributes with the SET tag (RFC 5652 5.4), the SignerInfo carries them under [0] IMPLICIT.
     attrs_body = b"".join(sorted(attrs))
     signature = key.sign(_tlv(0x31, attrs_body), hash_name)
     sig_alg = "rsassa_pkcs1v15" if isinstance(pub, rsa.RSAPublicKey) else f"{hash_name}_ecdsa"
