@@ -30,6 +30,9 @@ MANIFEST = Manifest(name="ade", register="ade:register", models=("ade.models",),
 def register(app, hooks, instance) -> None:
     from . import configure, views
 
-    hooks.subscribe("device.enrolled", configure.on_enrolled, name="ade.await_configuration")
-    hooks.subscribe("command.completed", configure.on_command_completed, name="ade.await_configuration")
+    # Only an iPad held in Setup Assistant concerns this package: the others cost no query (or SAVEPOINT).
+    hooks.subscribe("device.enrolled", configure.on_enrolled, name="ade.await_configuration",
+                    when=lambda device, **_: bool(device.awaiting_configuration))
+    hooks.subscribe("command.completed", configure.on_command_completed, name="ade.await_configuration",
+                    when=configure.concerns)
     app.register_blueprint(views.bp)

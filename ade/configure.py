@@ -57,6 +57,11 @@ def on_enrolled(session, device, **_):
         maybe_release(session, device)
 
 
+def concerns(device, command, **_) -> bool:
+    """Whether on_command_completed has anything to do (decided without the database)."""
+    return command.request_type == RELEASE or (command.request_type in INSTALLS and bool(device.awaiting_configuration))
+
+
 def on_command_completed(session, device, command, **_):
     if command.request_type == RELEASE and command.status == "acknowledged":
         device.awaiting_configuration = False

@@ -19,6 +19,9 @@ and then the gateway's added latency (bench_gateway.py) and the monthly report t
     .venv/bin/python bench/run_all.py                          # 10,000 iPads, 60 of them over the real protocol
     .venv/bin/python bench/run_all.py --devices 1000 --repeat 1
 
+BENCH_GUNICORN_CONF=path runs the servers with another gunicorn config (one that execs
+deploy/gunicorn.conf.py and adds profiling hooks, say).
+
 Prints its configuration, each measurement, and one table of figure / measured / target / ratio.
 Exits non-zero when the work it timed was not done (a check-in refused, a command lost, a device
 without a verdict).
@@ -66,7 +69,7 @@ def wait_http(url: str, verify) -> None:
 
 def gunicorn(app: str, env: dict, port: int, workers: int, log: Path) -> subprocess.Popen:
     env = dict(env, IPAD_MDM_BIND=f"127.0.0.1:{port}", IPAD_MDM_WORKERS=str(workers))
-    return subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), app],
+    return subprocess.Popen([str(BIN / "gunicorn"), "-c", os.environ.get("BENCH_GUNICORN_CONF", str(ROOT / "deploy" / "gunicorn.conf.py")), app],
                             cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 

@@ -53,7 +53,8 @@ def register(app, hooks, instance) -> None:
         engine.evaluate_device(session, hooks, device, trigger=f"inventory:{kind}")
 
     def on_enrolled(session, device):
-        engine.evaluate_device(session, hooks, device, trigger="enrolled", new_enrollment=True)
+        # The TokenUpdate that emits device.enrolled has written the device's row: its lock is held.
+        engine.evaluate_device(session, hooks, device, trigger="enrolled", new_enrollment=True, locked=True)
 
     def on_left(trigger):
         def handler(session, device):

@@ -254,7 +254,7 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
                     identity: CertFacts | None | bool = False,
                     verdict: DeviceVerdict | None | bool = False,
                     new_enrollment: bool = False, declarative_facts=False, vpn_facts=False,
-                    new_rows: list | None = None) -> EvaluationResult:
+                    new_rows: list | None = None, locked: bool = False) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
     Runs inside the caller's transaction; the caller commits. `policies`, `identity`
@@ -263,11 +263,14 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     which the caller inserts in one statement each before committing (compliance.bulk).
     `new_enrollment`: inventory stored before now belongs to a previous enrollment
     of this device (it may have been wiped or handed over) and no longer counts.
+    `locked`: the caller's transaction has already written the device's row (a TokenUpdate), so
+    it holds the row lock that serialises evaluations of this device.
     """
     now = now or clock.now()
     hooks = hooks or Hooks()
     if verdict is False:
-        _lock_device(session, device.id)
+        if not locked:
+            _lock_device(session, device.id)
         verdict = session.get(DeviceVerdict, device.id)
     if identity is False:
         identity = latest_identities(session, [device.id]).get(device.id)
@@ -376,23 +379,41 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
         verdict.state = to_state
         verdict.since = now
         after = view_of(verdict)
+        taken = run_actions(session, device, eff, from_state, to_state, after, result)
+        actions = announce(session, hooks, device, before, after, taken)
+        # The row is made once its actions are known: one INSERT, not an INSERT (flushed by a
+        # verdict.changed subscriber's query) and an UPDATE of its actions.
         row = _new_row(
             session, new_rows, VerdictTransition,
             device_id=device.id, udid=device.udid, unit_id=device.unit_id, from_state=from_state, to_state=to_state,
-            at=now, trigger=trigger[:64], grace_deadline=verdict.grace_deadline,
-            escalation_deadline=verdict.escalation_deadline, policy_versions=eff.policy_versions,
-            failing_rules=list(verdict.failing_rules), reasons_vi=list(verdict.reasons_vi),
-            reasons_en=list(verdict.reasons_en), actions=[],
+            at=now, trigger=trigger[:64], grace_deadline=after.grace_deadline,
+            escalation_deadline=after.escalation_deadline, policy_versions=eff.policy_versions,
+            failing_rules=list(after.failing_rules), reasons_vi=list(after.reasons_vi),
+            reasons_en=list(after.reasons_en), actions=actions,
+            actions_pending=any(a.get("status") == "failed" for a in actions),
         )
-        taken = run_actions(session, device, eff, from_state, to_state, after, result)
-        row.actions = announce(session, hooks, device, before, after, taken)
-        row.actions_pending = any(a.get("status") == "failed" for a in row.actions)
         result.transitions.append(row)
         log.info("compliance: device %s %s -> %s (%s) [%s]", device.udid, from_state, to_state,
                  "; ".join(verdict.reasons_en) or "all rules pass", trigger)
         from_state, before = to_state, after
     verdict.state = state
+    if new_rows is None:
+        _hold(session, verdict)
     return result
+
+
+def _hold(session: Session, verdict: DeviceVerdict) -> None:
+    """Keep a verdict evaluated in this transaction referenced until the transaction ends. The
+    session's identity map holds clean rows weakly: without this the row is collected once the
+    evaluation returns, and the commit-time reader (the gateway's access state) queries it again."""
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD)
+    if held is None or held[0] is not transaction:
+        held = session.info[_HELD] = (transaction, [])
+    held[1].append(verdict)
+
+
+_HELD = "compliance.evaluated"
 
 
 class NewRow:

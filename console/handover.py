@@ -23,7 +23,7 @@ import logging
 import re
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
@@ -196,31 +196,40 @@ def enrollment_url(fernet, record: DeviceRecord) -> str | None:
 
 
 def on_device_enrolled(session: Session, device: Device) -> None:
-    """Hook (device.enrolled): link the waiting record by its enrollment token, else by serial."""
-    record = None
+    """Hook (device.enrolled): link the waiting record by its enrollment token, else by serial; an
+    iPad with neither is adopted (below). Every candidate comes from one query: this runs in each
+    enrollment's TokenUpdate."""
+    serial = normalise_serial(device.serial_number or "")
+    wanted = [DeviceRecord.device_id == device.id]
     if device.enrollment_token_id is not None:
-        record = session.scalar(select(DeviceRecord).where(DeviceRecord.enrollment_token_id == device.enrollment_token_id,
-                                                           DeviceRecord.state == "enrollment_pending"))
-    if record is None and device.serial_number:
+        wanted.append(DeviceRecord.enrollment_token_id == device.enrollment_token_id)
+    if serial:
+        wanted.append(DeviceRecord.serial_number == serial)
+    candidates = list(session.scalars(select(DeviceRecord).where(or_(*wanted), DeviceRecord.state != "retired")
+                                      .order_by(DeviceRecord.id.desc())))
+    record = next((r for r in candidates if device.enrollment_token_id is not None
+                   and r.enrollment_token_id == device.enrollment_token_id and r.state == "enrollment_pending"), None)
+    if record is None and serial:
         # A registered iPad enrolled with any token (CLI, API) is the same iPad: its record goes on.
-        record = session.scalar(select(DeviceRecord).where(
-            DeviceRecord.serial_number == normalise_serial(device.serial_number),
-            DeviceRecord.state.in_(("registered", "enrollment_pending"))).order_by(DeviceRecord.id.desc()).limit(1))
+        record = next((r for r in candidates if r.serial_number == serial
+                       and r.state in ("registered", "enrollment_pending")), None)
     if record is None:
-        adopt(session, device)
+        adopt(session, device, live=any(r.device_id == device.id for r in candidates))
         return
     record.device_id = device.id
     record.enrollment_url_enc = None  # used: nothing left to show
     _transition(session, record, "enrolled", by="mdm", note=f"UDID {device.udid}")
 
 
-def adopt(session: Session, device: Device) -> DeviceRecord | None:
+def adopt(session: Session, device: Device, *, live: bool | None = None) -> DeviceRecord | None:
     """An iPad enrolled with a CLI or API token (or a console token that was not a registration)
     joins the workflow as "enrolled, not yet assigned": every managed iPad is handed over through
-    it. A device that already has a live record (re-enrollment) keeps it."""
-    live = session.scalar(select(DeviceRecord).where(DeviceRecord.device_id == device.id,
-                                                     DeviceRecord.state != "retired").limit(1))
-    if live is not None:
+    it. A device that already has a live record (re-enrollment) keeps it. `live`: whether it has
+    one, when the caller has looked already."""
+    if live is None:
+        live = session.scalar(select(DeviceRecord.id).where(DeviceRecord.device_id == device.id,
+                                                            DeviceRecord.state != "retired").limit(1)) is not None
+    if live:
         return None
     record = DeviceRecord(serial_number=normalise_serial(device.serial_number or "") or "",
                           model=device.product_name or device.model or "", unit_id=device.unit_id, state="enrolled",

@@ -65,7 +65,9 @@ def register(app, hooks, instance) -> None:
             push_after_commit(session, push)
 
     hooks.subscribe("device.enrolled", on_enrolled, name="declarative.enable")
-    hooks.subscribe("device.enrolled", on_enrolled_osupdate, name="declarative.osupdate")
+    # An iPad on declarative management gets its OS updates declared: ScheduleOSUpdate is not for it.
+    hooks.subscribe("device.enrolled", on_enrolled_osupdate, name="declarative.osupdate",
+                    when=lambda device, **_: not sync.uses_ddm(device, None))
     hooks.subscribe("command.completed", osupdate.on_command_completed, name="declarative.osupdate",
                     when=lambda command, **_: command.request_type == "ScheduleOSUpdate")
     hooks.subscribe("status.reported", status.on_status_reported, name="declarative.states")

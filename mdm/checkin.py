@@ -193,7 +193,7 @@ def _device_for(session: Session, identity: IdentityCertificate, udid: str, mess
         _track_current_identity(session, device, identity, message_type)
         return device
     device = session.scalar(select(Device).where(Device.udid == udid))
-    token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
+    token = _token_of(session, identity)
     if device is not None and _has_identity_history(session, device):
         if message_type == "Authenticate" and token is not None and token.reenroll_device_id == device.id:
             return device
@@ -210,6 +210,18 @@ def _device_for(session: Session, identity: IdentityCertificate, udid: str, mess
                                udid=udid, identity=identity, device_id=device.id if device else None,
                                message_type=message_type, revoke=True)
     return device
+
+
+def _token_of(session: Session, identity: IdentityCertificate) -> EnrollmentToken | None:
+    """The enrollment token the identity was issued for, held by the session: the identity map
+    keeps clean rows only weakly, and an Authenticate asks for the token twice."""
+    if identity.enrollment_token_id is None:
+        return None
+    held = session.info.setdefault("mdm.enrollment_tokens", {})
+    token = held.get(identity.enrollment_token_id)
+    if token is None:
+        token = held[identity.enrollment_token_id] = session.get(EnrollmentToken, identity.enrollment_token_id)
+    return token
 
 
 def _has_identity_history(session: Session, device: Device) -> bool:
@@ -334,7 +346,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
 
 def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: Authenticate,
                   device: Device | None, now) -> Device:
-    token = session.get(EnrollmentToken, identity.enrollment_token_id) if identity.enrollment_token_id else None
+    token = _token_of(session, identity)
     serial = msg.raw.get("SerialNumber")
     if token is not None and token.serial_number:
         if serial != token.serial_number:
@@ -367,6 +379,7 @@ def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate,
     device.unlock_token = None
     device.checked_out_at = None
     device.last_seen_at = now
+    device.current_identity_id = identity.id  # in the device's INSERT (a new iPad), not an UPDATE after it
     session.flush()
     identity.device_id = device.id
     if reenroll:

@@ -61,26 +61,26 @@ def redeem_token(session: Session, plain: str | None) -> tuple[EnrollmentToken, 
     if not plain or len(plain) > 128:
         raise EnrollmentRefused("missing or malformed enrollment token")
     now = utcnow()
-    row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.token_sha256 == sha256_hex(plain)))
+    digest = sha256_hex(plain)
+    challenge = secrets.token_urlsafe(24)
+    # One conditional UPDATE that only a usable token matches: two concurrent downloads cannot both
+    # consume it. A refusal reads the row again to say why.
+    row = session.scalars(
+        update(EnrollmentToken)
+        .where(EnrollmentToken.token_sha256 == digest, EnrollmentToken.profile_fetched_at.is_(None),
+               EnrollmentToken.revoked_at.is_(None), EnrollmentToken.expires_at > now)
+        .values(profile_fetched_at=now, challenge_sha256=sha256_hex(challenge))
+        .returning(EnrollmentToken)).first()
+    if row is not None:
+        return row, challenge
+    row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.token_sha256 == digest))
     if row is None:
         raise EnrollmentRefused("unknown enrollment token")
     if row.revoked_at is not None:
         raise EnrollmentRefused("enrollment token was revoked")
     if row.profile_fetched_at is not None:
         raise EnrollmentRefused("enrollment token was already used")
-    if row.expires_at <= now:
-        raise EnrollmentRefused("enrollment token has expired")
-    challenge = secrets.token_urlsafe(24)
-    # Conditional update: two concurrent downloads cannot both consume the token.
-    claimed = session.execute(
-        update(EnrollmentToken)
-        .where(EnrollmentToken.id == row.id, EnrollmentToken.profile_fetched_at.is_(None))
-        .values(profile_fetched_at=now, challenge_sha256=sha256_hex(challenge))
-    ).rowcount
-    if claimed != 1:
-        raise EnrollmentRefused("enrollment token was already used")
-    session.refresh(row)
-    return row, challenge
+    raise EnrollmentRefused("enrollment token has expired")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,16 @@ def consume_challenge(session: Session, challenge: str | None) -> EnrollmentToke
     if not challenge:
         raise ScepRefused("challenge password missing")
     digest = sha256_hex(challenge)
+    now = utcnow()
+    # Claimed in one statement (an UPDATE that only a valid, unused challenge matches); a refusal
+    # reads the row again to say why.
+    row = session.scalars(
+        update(EnrollmentToken)
+        .where(EnrollmentToken.challenge_sha256 == digest, EnrollmentToken.challenge_used_at.is_(None),
+               EnrollmentToken.revoked_at.is_(None), EnrollmentToken.expires_at > now)
+        .values(challenge_used_at=now).returning(EnrollmentToken)).first()
+    if row is not None and hmac.compare_digest(row.challenge_sha256 or "", digest):
+        return row
     row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.challenge_sha256 == digest))
     if row is None or not hmac.compare_digest(row.challenge_sha256 or "", digest):
         raise ScepRefused("unknown challenge")
@@ -163,16 +173,7 @@ def consume_challenge(session: Session, challenge: str | None) -> EnrollmentToke
         raise ScepRefused("enrollment was revoked")
     if row.challenge_used_at is not None:
         raise ScepRefused("challenge already used")
-    if row.expires_at <= utcnow():
-        raise ScepRefused("enrollment has expired")
-    claimed = session.execute(
-        update(EnrollmentToken)
-        .where(EnrollmentToken.id == row.id, EnrollmentToken.challenge_used_at.is_(None))
-        .values(challenge_used_at=utcnow())
-    ).rowcount
-    if claimed != 1:
-        raise ScepRefused("challenge already used")
-    return row
+    raise ScepRefused("enrollment has expired")
 
 
 def identity_subject(token: EnrollmentToken, organization: str) -> x509.Name:

@@ -142,7 +142,10 @@ def _recipient_for(recipient_infos, ca_cert: x509.Certificate):
         rid = ri.chosen["rid"]
         if rid.name == "issuer_and_serial_number":
             ias = rid.chosen
-            if ias["serial_number"].native == a_cert.serial_number and ias["issuer"] == a_cert.issuer:
+            # The same DER is the same name; asn1crypto's comparison (LDAP string preparation of
+            # every attribute) was a sixth of a PKIOperation, so it only settles differing encodings.
+            if ias["serial_number"].native == a_cert.serial_number and (
+                    ias["issuer"].dump() == a_cert.issuer.dump() or ias["issuer"] == a_cert.issuer):
                 return ri.chosen
         elif rid.name == "subject_key_identifier" and ski is not None:
             if hmac.compare_digest(rid.chosen.native, ski):

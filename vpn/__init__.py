@@ -4,7 +4,7 @@ Public surface (other packages use only this):
   register(app, hooks, instance)
   provision_peer(session, instance, device, *, kind=None, rekey=False, send_profile=True, requested_by="vpn", report=True)
   cut_peer(session, instance, device, reason, *, by="manual", requested_by=None)
-  restore_peer(session, instance, device, reason, *, by="manual", requested_by=None)
+  restore_peer(session, instance, device, reason, *, by="manual", requested_by=None, report=True)
   remove_peer(session, instance, device, reason, *, requested_by=None)
   peer_status(session, device) -> dict | None       (never contains private keys)
   event_counts(session, start, end) -> dict          (monthly report: "cut", "restored", ...)
@@ -99,8 +99,8 @@ def register(app, hooks, instance) -> None:
                 return {"status": "done", "result": "cut", "providers": reached, "not_cut": others}
             if state in RESTORE_VERDICTS:
                 status = restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
-                                      requested_by="compliance")
-                return {"status": "done", "result": "restored", "providers": _kinds(status)}
+                                      requested_by="compliance", report=False)
+                return {"status": "done", "result": "restored", "providers": status["kinds"]}
         except NoPeer:
             # Nothing here to cut or restore; when cutting, the VPNs the iPad has are still named.
             installed = sorted(inventory.installed_providers(session, device.id)) if state in CUT_VERDICTS else []

@@ -17,6 +17,7 @@ import logging
 import random
 
 from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,6 +97,40 @@ def lock_for_allocation(session: Session) -> None:
     """
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("UPDATE vpn_wireguard_peers SET id = id WHERE 0 = 1"))
+
+
+class PeerExists(RuntimeError):
+    """Another transaction gave this device its peer first."""
+
+
+def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
+    """A new peer row with a free address, in one statement: INSERT … ON CONFLICT DO NOTHING
+    RETURNING. A conflict (another transaction took the address first) returns no row and the next
+    candidate is tried; unlike a failed INSERT it does not abort the transaction, so no SAVEPOINT
+    is needed (an enrollment's peer was an INSERT, a SAVEPOINT, an UPDATE and its RELEASE)."""
+    lock_for_allocation(session)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for attempt in range(MAX_ATTEMPTS):
+        candidate = _probe(session, vs, None)
+        if candidate is None:
+            candidate = _candidate(vs, _used(session, vs, None), spread=attempt > 0)
+        if candidate is None:
+            raise PoolExhausted(
+                f"VPN address pool {vs.network} is exhausted: all {capacity(vs)} client addresses are in use. "
+                "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK."
+            )
+        stmt = (insert(WireGuardPeer).values(**values, address_v4=str(candidate), address_v6=v6_for(vs, candidate))
+                .on_conflict_do_nothing().returning(WireGuardPeer))
+        peer = session.scalars(stmt, execution_options={"populate_existing": True}).first()
+        if peer is not None:
+            return peer
+        # Nothing inserted: the address was taken concurrently, or the device's peer (or this public
+        # key) was made by another transaction meanwhile; only the first is worth another try.
+        if session.scalar(select(WireGuardPeer.id).where(WireGuardPeer.device_id == values["device_id"])) is not None:
+            raise PeerExists(f"device {values['device_id']} got its VPN peer from another request")
+        log.info("VPN address %s taken concurrently; retrying (attempt %d)", candidate, attempt + 1)
+    raise PoolExhausted(f"could not allocate a VPN address in {vs.network} after {MAX_ATTEMPTS} attempts (heavy contention)")
 
 
 def assign_address(session: Session, vs: VpnSettings, peer: WireGuardPeer) -> None:

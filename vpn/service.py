@@ -95,12 +95,19 @@ def provision_peer(session: Session, instance, device: Device, *, kind: str | No
     return peer_status(session, device) if report else None
 
 
-def _new_keys(peer: WireGuardPeer, fernet) -> tuple[str, str]:
+def _fresh_keys() -> tuple[str, str, str]:
+    """(private key, preshared key, public key) of a new peer."""
     private, public = keys.generate_keypair()
-    psk = keys.generate_psk()
-    peer.public_key = public
-    peer.private_key_enc = fernet.encrypt(private.encode("ascii")).decode("ascii")
-    peer.preshared_key_enc = fernet.encrypt(psk.encode("ascii")).decode("ascii")
+    return private, keys.generate_psk(), public
+
+
+def _seal(fernet, secret: str) -> str:
+    return fernet.encrypt(secret.encode("ascii")).decode("ascii")
+
+
+def _new_keys(peer: WireGuardPeer, fernet) -> tuple[str, str]:
+    private, psk, peer.public_key = _fresh_keys()
+    peer.private_key_enc, peer.preshared_key_enc = _seal(fernet, private), _seal(fernet, psk)
     return private, psk
 
 
@@ -110,15 +117,19 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
     peer = _peer(session, device)
     old_key = peer.public_key if peer is not None and peer.state != "removed" else None
     now = utcnow()
-    if peer is None or peer.state == "removed":
+    # The peer names its profile's command before the row is written: no UPDATE of the peer after it.
+    command_uuid = protocol.new_command_uuid() if send_profile else None
+    if peer is None:
         event = "created"
-        if peer is None:
-            peer = WireGuardPeer(device_id=device.id, created_at=now)
-            session.add(peer)
+        private, psk, public = _fresh_keys()
+        peer = pool.insert_peer(session, vs, device_id=device.id, created_at=now, updated_at=now, state="active",
+                                public_key=public, private_key_enc=_seal(fernet, private),
+                                preshared_key_enc=_seal(fernet, psk), profile_command_uuid=command_uuid)
+    elif peer.state == "removed":
+        event = "created"
         peer.state, peer.cut_by, peer.reason = "active", None, None
         peer.created_at, peer.cut_at, peer.restored_at, peer.removed_at = now, None, None, None
         private, psk = _new_keys(peer, fernet)
-        session.flush()  # the row exists (address NULL) before the address race starts
         pool.assign_address(session, vs, peer)
     else:
         event = "rekeyed" if rekey else None
@@ -140,8 +151,8 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
             server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
         signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
                                               wg_quick=wg_quick)
-        # The peer names its command before the command's flush: one UPDATE of the peer, not two.
-        peer.profile_command_uuid = protocol.new_command_uuid()
+        if peer.profile_command_uuid != command_uuid:
+            peer.profile_command_uuid = command_uuid
         cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
                                command_uuid=peer.profile_command_uuid)
         log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)
@@ -216,8 +227,10 @@ def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str
 
 
 def restore_peer(session: Session, instance, device: Device, reason: str, *, by: str = "manual",
-                 requested_by: str | None = None) -> dict:
-    """Put a cut device back on the gateway. A compliance restore leaves manual cuts alone."""
+                 requested_by: str | None = None, report: bool = True) -> dict:
+    """Put a cut device back on the gateway. A compliance restore leaves manual cuts alone.
+    Returns peer_status(), or with report=False only which kinds of access the device has
+    ({"kinds": [...]}, from the rows already read: no more queries)."""
     peer = _peer(session, device)
     certs = _live_certs(session, device)
     if (peer is None or peer.state == "removed") and not certs:
@@ -241,6 +254,10 @@ def restore_peer(session: Session, instance, device: Device, reason: str, *, by:
     if restored:  # nothing was cut: the server's config is already right
         sync_after_commit(session, instance)
         gateways.note(session, instance, upsert=(device.id,))
+    if not report:
+        return {"kinds": (["wireguard"] if targets and isinstance(targets[0], WireGuardPeer) else [])
+                + sorted({_cert_kind(c) for c in certs if c.provider_key is None})
+                + [c.provider_key for c in certs if c.provider_key is not None]}
     return peer_status(session, device)
 
 

@@ -29,4 +29,6 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("inventory.updated", on_inventory_updated, when=lambda kind, **_: kind == "CertificateList")
     hooks.subscribe("device.detail", lambda session, device, detail: renewal.device_detail(session, settings, device,
                                                                                               detail))
-    hooks.subscribe("identity.issued", renewal.on_identity_issued)
+    # critical: a renewed identity is not issued without its binding to the device (and the SCEP
+    # request needs no SAVEPOINT around one lookup).
+    hooks.subscribe("identity.issued", renewal.on_identity_issued, critical=True)
