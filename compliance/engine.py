@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
@@ -99,8 +99,9 @@ class PolicySet:
 
     @classmethod
     def load(cls, session: Session) -> "PolicySet":
-        out = cls(session.scalars(
-            select(Policy).where(Policy.enabled.is_(True), Policy.deleted_at.is_(None)).order_by(Policy.id)))
+        out = cls(session.scalars(  # the units joined: one statement, in every evaluation
+            select(Policy).options(joinedload(Policy.units))
+            .where(Policy.enabled.is_(True), Policy.deleted_at.is_(None)).order_by(Policy.id)).unique())
         if any(r.get("kind") == "app_min_version" for p in out._policies for r in p[5]):
             import apps
 
@@ -403,9 +404,8 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
 
 
 def _hold(session: Session, verdict: DeviceVerdict) -> None:
-    """Keep a verdict evaluated in this transaction referenced until the transaction ends. The
-    session's identity map holds clean rows weakly: without this the row is collected once the
-    evaluation returns, and the commit-time reader (the gateway's access state) queries it again."""
+    """Keep this transaction's verdicts referenced: the identity map holds clean rows weakly, and
+    the commit-time reader (the gateway's access state) would query a collected one again."""
     transaction = session.get_transaction()
     held = session.info.get(_HELD)
     if held is None or held[0] is not transaction:
