@@ -372,6 +372,25 @@ def test_allocation_reads_the_used_set_only_when_probes_keep_hitting_taken_addre
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_peer_made_meanwhile_by_another_request_is_a_conflict_not_a_retry_loop(server, monkeypatch):
+    """A new peer is one INSERT … ON CONFLICT DO NOTHING: when the row it did not insert is the
+    device's own peer (another request made it after this one looked), that is a clear 409, not
+    25 tries for another address and a "pool exhausted"; the transaction is not aborted."""
+    from vpn import service
+
+    udid = make_device(server)
+    first = provision(server, udid, send_profile=False)
+    monkeypatch.setattr(service, "_peer", lambda session, device: None)  # the stale look
+    with server.session() as s:
+        device = s.scalar(select(Device).where(Device.udid == udid))
+        with pytest.raises(vpn.WrongState, match="another request") as raised:
+            vpn.provision_peer(s, server.instance, device, send_profile=False)
+        assert raised.value.status == 409
+        assert s.scalar(select(WireGuardPeer.address_v4).where(WireGuardPeer.device_id == device.id)) == first["address"]
+    assert peer_row(server, udid).public_key == first["public_key"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_concurrent_provisioning_never_duplicates_addresses(server):
     udids = [make_device(server) for _ in range(24)]
     errors: list = []

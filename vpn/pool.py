@@ -99,6 +99,11 @@ def lock_for_allocation(session: Session) -> None:
         session.execute(text("UPDATE vpn_wireguard_peers SET id = id WHERE 0 = 1"))
 
 
+def _exhausted(vs: VpnSettings) -> PoolExhausted:
+    return PoolExhausted(f"VPN address pool {vs.network} is exhausted: all {capacity(vs)} client addresses are in use. "
+                         "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK.")
+
+
 class PeerExists(RuntimeError):
     """Another transaction gave this device its peer first."""
 
@@ -116,10 +121,7 @@ def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
         if candidate is None:
             candidate = _candidate(vs, _used(session, vs, None), spread=attempt > 0)
         if candidate is None:
-            raise PoolExhausted(
-                f"VPN address pool {vs.network} is exhausted: all {capacity(vs)} client addresses are in use. "
-                "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK."
-            )
+            raise _exhausted(vs)
         stmt = (insert(WireGuardPeer).values(**values, address_v4=str(candidate), address_v6=v6_for(vs, candidate))
                 .on_conflict_do_nothing().returning(WireGuardPeer))
         peer = session.scalars(stmt, execution_options={"populate_existing": True}).first()
@@ -141,10 +143,7 @@ def assign_address(session: Session, vs: VpnSettings, peer: WireGuardPeer) -> No
         if candidate is None:
             candidate = _candidate(vs, _used(session, vs, peer.id), spread=attempt > 0)
         if candidate is None:
-            raise PoolExhausted(
-                f"VPN address pool {vs.network} is exhausted: all {capacity(vs)} client addresses are in use. "
-                "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK."
-            )
+            raise _exhausted(vs)
         try:
             with session.begin_nested():
                 peer.address_v4 = str(candidate)

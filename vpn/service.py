@@ -122,9 +122,12 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
     if peer is None:
         event = "created"
         private, psk, public = _fresh_keys()
-        peer = pool.insert_peer(session, vs, device_id=device.id, created_at=now, updated_at=now, state="active",
-                                public_key=public, private_key_enc=_seal(fernet, private),
-                                preshared_key_enc=_seal(fernet, psk), profile_command_uuid=command_uuid)
+        try:
+            peer = pool.insert_peer(session, vs, device_id=device.id, created_at=now, updated_at=now, state="active",
+                                    public_key=public, private_key_enc=_seal(fernet, private),
+                                    preshared_key_enc=_seal(fernet, psk), profile_command_uuid=command_uuid)
+        except pool.PeerExists:
+            raise WrongState(f"device {device.udid} got its VPN peer from another request at the same time") from None
     elif peer.state == "removed":
         event = "created"
         peer.state, peer.cut_by, peer.reason = "active", None, None
