@@ -48,7 +48,7 @@ from typing import Iterable
 from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import hold, utcnow
 from ipad_mdm.hooks import Hooks
 import declarative
 from mdm import Command, Device, IdentityCertificate, ddm
@@ -399,21 +399,8 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
         from_state, before = to_state, after
     verdict.state = state
     if new_rows is None:
-        _hold(session, verdict)
+        hold(session, verdict)  # the gateway's access state reads it again at commit
     return result
-
-
-def _hold(session: Session, verdict: DeviceVerdict) -> None:
-    """Keep this transaction's verdicts referenced: the identity map holds clean rows weakly, and
-    the commit-time reader (the gateway's access state) would query a collected one again."""
-    transaction = session.get_transaction()
-    held = session.info.get(_HELD)
-    if held is None or held[0] is not transaction:
-        held = session.info[_HELD] = (transaction, [])
-    held[1].append(verdict)
-
-
-_HELD = "compliance.evaluated"
 
 
 class NewRow:

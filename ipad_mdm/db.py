@@ -107,6 +107,20 @@ def after_commit(session: Session, fn) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append((marker, fn))
 
 
+def hold(session: Session, row) -> None:
+    """Keep `row` referenced until the session's transaction ends. The identity map holds clean rows
+    weakly: one read early in a request and needed again later (at commit, by another package) would
+    otherwise be collected in between and queried a second time."""
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD)
+    if held is None or held[0] is not transaction:
+        held = session.info[_HELD] = (transaction, [])
+    held[1].append(row)
+
+
+_HELD = "ipad_mdm.db.held"
+
+
 def _run_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # SQLAlchemy fires after_commit when a SAVEPOINT is released too: wait for the real one

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ipad_mdm.crypto import cms, cms_fast
 from ipad_mdm.crypto.ca import CertificateAuthority
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import hold, utcnow
 from ipad_mdm.hooks import Hooks
 
 from . import commands as command_queue
@@ -213,14 +213,12 @@ def _device_for(session: Session, identity: IdentityCertificate, udid: str, mess
 
 
 def _token_of(session: Session, identity: IdentityCertificate) -> EnrollmentToken | None:
-    """The enrollment token the identity was issued for, held by the session: the identity map
-    keeps clean rows only weakly, and an Authenticate asks for the token twice."""
+    """The enrollment token the identity was issued for; an Authenticate asks for it twice."""
     if identity.enrollment_token_id is None:
         return None
-    held = session.info.setdefault("mdm.enrollment_tokens", {})
-    token = held.get(identity.enrollment_token_id)
-    if token is None:
-        token = held[identity.enrollment_token_id] = session.get(EnrollmentToken, identity.enrollment_token_id)
+    token = session.get(EnrollmentToken, identity.enrollment_token_id)
+    if token is not None:
+        hold(session, token)
     return token
 
 

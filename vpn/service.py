@@ -154,8 +154,7 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
             server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
         signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
                                               wg_quick=wg_quick)
-        if peer.profile_command_uuid != command_uuid:
-            peer.profile_command_uuid = command_uuid
+        peer.profile_command_uuid = command_uuid
         cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
                                command_uuid=peer.profile_command_uuid)
         log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)
