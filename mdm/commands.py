@@ -17,7 +17,6 @@ import plistlib
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ipad_mdm.db import utcnow
 from ipad_mdm.hooks import Hooks
@@ -52,8 +51,8 @@ def enqueue(session: Session, device: Device, request_type: str, params: dict | 
 
 
 def enqueue_many(session: Session, device: Device, request_types, *, requested_by: str = "") -> list[Command]:
-    """Queue several parameterless commands, in order, written in one INSERT each for commands and
-    events at the next flush (the five inventory queries of an enrollment)."""
+    """Queue several parameterless commands, in order, written in one INSERT at the next flush (the
+    five inventory queries of an enrollment)."""
     return [_queued(session, device, rt, None, requested_by, None) for rt in request_types]
 
 
@@ -64,8 +63,9 @@ def _queued(session: Session, device: Device, request_type: str, params: dict | 
     uuid_, body = build_command(request_type, params, command_uuid)
     cmd = Command(uuid=uuid_, device_id=device.id, request_type=request_type, command_plist=body,
                   status="queued", requested_by=requested_by, created_at=utcnow())
+    # The row itself records the queueing (created_at, requested_by): no "queued" event row; the
+    # history shows it first (service.command_detail). Events are what happened after.
     session.add(cmd)
-    session.add(CommandEvent(command=cmd, status="queued", detail=requested_by or None))
     device.push_pending = True
     if request_type in ("EnableLostMode", "DisableLostMode"):
         # Loss is announced when it is declared, not when the iPad next answers: the document
@@ -87,49 +87,31 @@ def _lock(stmt, session: Session):
 # the answer may still be on its way through another worker.
 RESEND_AFTER = dt.timedelta(seconds=int(os.environ.get("IPAD_MDM_COMMAND_RESEND_SECONDS", "60")))
 
+# Statements whose RETURNING rows are the session's view of the command (no read back).
+_RETURNED = {"synchronize_session": False, "populate_existing": True}
+
 
 def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> Command | None:
+    """Claim the device's next command: one UPDATE … WHERE id = (the oldest deliverable, locked
+    with SKIP LOCKED on PostgreSQL) RETURNING the row. Two workers serving the device at once
+    claim different commands (or one gets none); on SQLite the statement runs under the database
+    write lock, so its choice and its claim are one step there too."""
     # NotNow commands wait for the next Idle; unanswered ones come back once stale.
     fresh = ("queued", "notnow") if after_idle else ("queued",)
-    wanted = or_(Command.status.in_(fresh),
-                 and_(Command.status == "sent", Command.sent_at < utcnow() - RESEND_AFTER))
-    stmt = select(Command).where(Command.device_id == device.id, wanted).order_by(Command.id).limit(1)
-    for _ in range(20):
-        cmd = session.scalar(_lock(stmt, session))
-        if cmd is None:
-            return None
-        # Compare-and-set claim: on SQLite (no row locks) two workers may read the
-        # same row; only the one whose UPDATE still sees the old status wins.
-        now = utcnow()
-        claimed = session.execute(
-            update(Command)
-            .where(Command.id == cmd.id, Command.status == cmd.status, Command.attempts == cmd.attempts)
-            .values(status="sent", sent_at=now, attempts=Command.attempts + 1)
-            .returning(Command.attempts)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if claimed is not None:
-            # What the UPDATE wrote, taken from RETURNING rather than read back with a SELECT.
-            for key, value in (("status", "sent"), ("sent_at", now), ("attempts", claimed.attempts)):
-                set_committed_value(cmd, key, value)
-            session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
-            return cmd
-        session.expire(cmd)
-    return None
+    now = utcnow()
+    wanted = or_(Command.status.in_(fresh), and_(Command.status == "sent", Command.sent_at < now - RESEND_AFTER))
+    oldest = _lock(select(Command.id).where(Command.device_id == device.id, wanted).order_by(Command.id).limit(1),
+                   session)
+    claim = (update(Command).where(Command.id == oldest.scalar_subquery())
+             .values(status="sent", sent_at=now, attempts=Command.attempts + 1).returning(Command))
+    cmd = session.scalars(claim, execution_options=_RETURNED).first()
+    if cmd is not None:
+        session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
+    return cmd
 
 
 def record_response(session: Session, hooks: Hooks, device: Device, response: CommandResponse) -> Command | None:
-    stmt = select(Command).where(Command.uuid == response.command_uuid, Command.device_id == device.id)
-    cmd = session.scalar(stmt)
-    if cmd is None:
-        log.warning("device %s answered unknown command %s", device.udid, response.command_uuid)
-        return None
-    if cmd.status in FINAL_STATUSES:
-        # A duplicate answer (retried HTTP request): the first one stands.
-        log.info("duplicate %s answer for command %s ignored", response.status, cmd.uuid)
-        return cmd
     new_status = _STATUS_OF_RESPONSE[response.status]
-    # The answer's columns go in the compare-and-set itself (one UPDATE, not a claim and a flush).
     values: dict = {"status": new_status}
     if new_status != "notnow":
         values["completed_at"] = utcnow()
@@ -138,16 +120,23 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
         else:
             values["error_chain"] = to_json(response.error_chain) if response.error_chain else None
             values["result"] = to_json(response.result()) or None
-    # Compare-and-set: of two concurrent copies of one answer, only one is applied.
-    claimed = session.execute(
-        update(Command).where(Command.id == cmd.id, Command.status == cmd.status)
-        .values(**values).execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed != 1:
-        log.info("concurrent %s answer for command %s ignored", response.status, cmd.uuid)
-        return cmd
-    for key, value in values.items():
-        set_committed_value(cmd, key, value)
+    # The answer is applied by one compare-and-set UPDATE … RETURNING: only to a command still open
+    # (of two concurrent copies of one answer, one is applied; a second NotNow changes nothing).
+    open_statuses = ("queued", "sent") if new_status == "notnow" else ("queued", "sent", "notnow")
+    answered = (update(Command)
+                .where(Command.uuid == response.command_uuid, Command.device_id == device.id,
+                       Command.status.in_(open_statuses))
+                .values(**values).returning(Command))
+    cmd = session.scalars(answered, execution_options=_RETURNED).first()
+    if cmd is None:
+        known = session.scalar(select(Command.status).where(Command.uuid == response.command_uuid,
+                                                            Command.device_id == device.id))
+        if known is None:
+            log.warning("device %s answered unknown command %s", device.udid, response.command_uuid)
+        else:
+            # A duplicate answer (retried HTTP request, or two copies at once): the first one stands.
+            log.info("duplicate %s answer for command %s (%s) ignored", response.status, response.command_uuid, known)
+        return None
     detail = None
     if new_status == "notnow":
         session.add(CommandEvent(command_id=cmd.id, status=new_status))

@@ -260,8 +260,17 @@ def command_detail(session: Session, cmd: Command) -> dict:
         "attempts": cmd.attempts,
         "result": cmd.result,
         "error_chain": cmd.error_chain,
-        "history": [{"status": e.status, "at": iso(e.at), "detail": e.detail} for e in cmd.events],
+        "history": command_history(cmd),
     }
+
+
+def command_history(cmd: Command) -> list[dict]:
+    """What happened to a command, queueing first. Its queueing is the row itself (created_at,
+    requested_by); commands queued before that was so also have a "queued" event row, shown once."""
+    events = [{"status": e.status, "at": iso(e.at), "detail": e.detail} for e in cmd.events]
+    if not events or events[0]["status"] != "queued":
+        events.insert(0, {"status": "queued", "at": iso(cmd.created_at), "detail": cmd.requested_by or None})
+    return events
 
 
 def get_command(session: Session, command_uuid: str) -> Command:

@@ -1,7 +1,10 @@
 """What one enrollment asks of the database (issue: fast paths, enrollment server cost).
 
 Each statement is a round trip and, through the ORM, most of a request's CPU: an enrollment went
-from 61 statements (profile 3, SCEP 6, Authenticate 8, TokenUpdate 44) to 42. These tests pin the
+from 61 statements (profile 3, SCEP 6, Authenticate 8, TokenUpdate 44) to 42, then 37 (no "queued"
+event rows: the command row records its queueing; a new VPN peer's address tried at the unique
+index, not probed first), and a command answer that gets the next command in return is two
+UPDATE … RETURNING, not a SELECT and an UPDATE each. These tests pin the
 cuts by what they removed, on PostgreSQL, and check that the work those statements did is still
 done (the token claimed once, the identity bound, the peer addressed and named by its command, the
 transition with its actions, the handover record, the gateway's access state).
@@ -47,7 +50,7 @@ def _count(statements, prefix: str) -> int:
     return sum(1 for s in statements if s.startswith(prefix))
 
 
-def test_an_enrollment_makes_42_statements_and_still_does_its_work(server):
+def test_an_enrollment_makes_37_statements_and_still_does_its_work(server):
     sim = server.simulator()
     url = server.enrollment_url()
     log = RequestStatements(server.instance.database.engine)
@@ -89,8 +92,11 @@ def test_an_enrollment_makes_42_statements_and_still_does_its_work(server):
     assert _count(token_update, "SELECT ddm_declarations") <= 1, token_update
     assert _count(token_update, "SELECT enrollment_tokens") == 0, token_update
     assert _count(token_update, "SELECT compliance_policy_units") == 0, token_update  # joined to the policies
-    assert len(token_update) <= 32, token_update
-    assert len(profile) + len(scep) + len(authenticate) + len(token_update) <= 42
+    assert _count(token_update, "INSERT INTO command_events") == 0, token_update  # the rows say "queued"
+    assert _count(token_update, "SELECT vpn_wireguard_peers.id FROM vpn_wireguard_peers WHERE "
+                                "vpn_wireguard_peers.address_v4") == 0, token_update  # no probe first
+    assert len(token_update) <= 27, token_update
+    assert len(profile) + len(scep) + len(authenticate) + len(token_update) <= 37
 
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == sim.udid))
@@ -134,3 +140,36 @@ def test_a_claimed_token_or_challenge_is_refused_with_its_reason(server):
             enrollment.consume_challenge(s, challenge)
         with pytest.raises(enrollment.ScepRefused, match="unknown"):
             enrollment.consume_challenge(s, challenge + "x")
+
+
+def test_a_command_answer_and_the_next_command_are_two_updates_returning_the_rows(server):
+    """An answered command and the claim of the next are each one UPDATE … RETURNING (no SELECT of
+    the command first); the history still begins with the queueing, from the command row."""
+    import plistlib
+
+    from mdm.service import command_history
+
+    sim = server.simulator()
+    sim.enroll(server.enrollment_url())
+    server.wait_pushes()
+    first = plistlib.loads(sim.connect("Idle").content)
+    log = RequestStatements(server.instance.database.engine)
+    try:
+        status, payload = sim.answer(first["Command"])
+        assert status == "Acknowledged"
+        second = plistlib.loads(sim.connect(status, first["CommandUUID"], **payload).content)
+        answer = log.take()
+    finally:
+        log.close()
+    assert second["CommandUUID"] != first["CommandUUID"]
+    updates = [s for s in answer if s.startswith("UPDATE commands")]
+    assert len(updates) == 2 and all("RETURNING" in s for s in updates), answer
+    assert not [s for s in answer if s.startswith("SELECT commands.id, commands.uuid")], answer
+    with server.session() as s:
+        answered = s.scalar(select(Command).where(Command.uuid == first["CommandUUID"]))
+        sent = s.scalar(select(Command).where(Command.uuid == second["CommandUUID"]))
+        assert answered.status == "acknowledged" and answered.completed_at is not None
+        assert sent.status == "sent" and sent.attempts == 1
+        assert [h["status"] for h in command_history(answered)] == ["queued", "sent", "acknowledged"]
+        assert command_history(answered)[0]["at"] is not None
+    sim.close()

@@ -336,20 +336,22 @@ def test_allocation_retries_when_an_address_is_taken_concurrently(server, monkey
 
     first, second = make_device(server), make_device(server)
     taken = provision(server, first, send_profile=False)["address"]
-    real_probe, calls = pool._probe, []
+    real_random, calls = pool._random_address, []
 
-    def stale_view(*args, **kw):  # the first look misses the other transaction's row
+    def taken_first(*args, **kw):  # the first try hits the other transaction's address
         calls.append(1)
-        return ipaddress.IPv4Address(taken) if len(calls) == 1 else real_probe(*args, **kw)
+        return ipaddress.IPv4Address(taken) if len(calls) == 1 else real_random(*args, **kw)
 
-    monkeypatch.setattr(pool, "_probe", stale_view)
+    monkeypatch.setattr(pool, "_random_address", taken_first)
     addr = provision(server, second, send_profile=False)["address"]
     assert len(calls) == 2 and addr != taken
+    with server.session() as s:  # the conflict inserted nothing: one peer each, distinct addresses
+        assert sorted(s.scalars(select(WireGuardPeer.address_v4))) == sorted([taken, addr])
 
 
 def test_allocation_reads_the_used_set_only_when_probes_keep_hitting_taken_addresses(server, monkeypatch):
-    """Probing the unique index finds a free address without reading every address in use; a
-    nearly full pool (every probe taken) falls back to the whole used set and still allocates."""
+    """Random tries against the unique index find a free address without reading every address in
+    use; a nearly full pool (every try taken) falls back to the whole used set and still allocates."""
     from vpn import pool
 
     server.instance.settings.extra["wg_network"] = "10.98.0.0/29"  # .2 .. .6: five clients
@@ -361,14 +363,14 @@ def test_allocation_reads_the_used_set_only_when_probes_keep_hitting_taken_addre
 
     monkeypatch.setattr(pool, "_used", counted)
     got = [provision(server, make_device(server), send_profile=False)["address"]]
-    assert scans == []  # an empty pool: the first probe is free, nothing else is read
+    assert scans == []  # an empty pool: the first try is free, nothing else is read
     # The last ones, with four of five taken, may need the scan; it finds the one left.
     got += [provision(server, make_device(server), send_profile=False)["address"] for _ in range(4)]
     assert sorted(got, key=ipaddress.IPv4Address) == [f"10.98.0.{i}" for i in range(2, 7)]
     probed = len(scans)
     with pytest.raises(vpn.PoolExhausted):
         provision(server, make_device(server), send_profile=False)
-    assert len(scans) > probed  # every probe hit a taken address: the scan decided the pool is full
+    assert len(scans) > probed  # every try hit a taken address: the scan decided the pool is full
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

@@ -4,10 +4,11 @@ The unique constraints on `address_v4` / `address_v6` are the real guarantee:
 two workers may pick the same free address, the second INSERT/UPDATE fails,
 its SAVEPOINT is rolled back and it tries again with a fresh view.
 
-A free address is first looked for by probing random addresses against the unique index (one
-indexed lookup each), so an enrollment into a fleet of 10,000 reads a row or two, not the 10,000
-addresses in use. Only when a few probes all hit taken addresses (a pool nearly full) is the whole
-used set read; then the lowest free address is taken, and a random free one on a retry, so a
+A free address is first looked for at random against the unique index, so an enrollment into a
+fleet of 10,000 touches a row or two, not the 10,000 addresses in use: a new peer is inserted with
+a random address (ON CONFLICT DO NOTHING: a taken one inserts nothing), an existing peer that needs
+one probes first (one indexed lookup each). Only when a few tries all hit taken addresses (a pool
+nearly full) is the whole used set read; then the lowest free address is taken, and a random free one on a retry, so a
 burst of enrollments does not keep colliding on the same address.
 """
 from __future__ import annotations
@@ -50,12 +51,16 @@ def _used(session: Session, vs: VpnSettings, exclude_id: int | None) -> set[int]
     return used
 
 
-def _probe(session: Session, vs: VpnSettings, exclude_id: int | None) -> ipaddress.IPv4Address | None:
-    """A random address the index says is free, or None after PROBES taken ones."""
+def _random_address(vs: VpnSettings) -> ipaddress.IPv4Address:
     first = int(vs.network.network_address) + 2
     last = int(vs.network.broadcast_address) - 1
+    return ipaddress.IPv4Address(random.randint(first, last))
+
+
+def _probe(session: Session, vs: VpnSettings, exclude_id: int | None) -> ipaddress.IPv4Address | None:
+    """A random address the index says is free, or None after PROBES taken ones."""
     for _ in range(PROBES):
-        value = ipaddress.IPv4Address(random.randint(first, last))
+        value = _random_address(vs)
         holder = session.scalar(select(WireGuardPeer.id).where(WireGuardPeer.address_v4 == str(value)))
         if holder is None or holder == exclude_id:
             return value
@@ -110,16 +115,19 @@ class PeerExists(RuntimeError):
 
 def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
     """A new peer row with a free address, in one statement: INSERT … ON CONFLICT DO NOTHING
-    RETURNING. A conflict (another transaction took the address first) returns no row and the next
-    candidate is tried; unlike a failed INSERT it does not abort the transaction, so no SAVEPOINT
+    RETURNING. A conflict (the address is taken, or another transaction took it first) returns no
+    row and the next candidate is tried; unlike a failed INSERT it does not abort the transaction, so no SAVEPOINT
     is needed (an enrollment's peer was an INSERT, a SAVEPOINT, an UPDATE and its RELEASE)."""
     lock_for_allocation(session)
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for attempt in range(MAX_ATTEMPTS):
-        candidate = _probe(session, vs, None)
-        if candidate is None:
-            candidate = _candidate(vs, _used(session, vs, None), spread=attempt > 0)
+        # The first tries are random addresses put straight to the unique index (a taken one inserts
+        # nothing), not probed first; only when they keep hitting taken ones is the used set read.
+        if attempt < PROBES:
+            candidate = _random_address(vs)
+        else:
+            candidate = _candidate(vs, _used(session, vs, None), spread=attempt > PROBES)
         if candidate is None:
             raise _exhausted(vs)
         stmt = (insert(WireGuardPeer).values(**values, address_v4=str(candidate), address_v6=v6_for(vs, candidate))
