@@ -11,7 +11,8 @@ Public surface
   models         Leader, DeviceAssignment, Document, GatewayAuditEvent, AuditCheckpoint,
                  LEADER_ROLES, CLASSIFICATIONS
 
-How a request is decided: gate.py. What is audited: models.GatewayAuditEvent.
+How a request is decided: gate.py (on PostgreSQL an allowed read is answered by docs_fast.py, the
+same functions on one plain connection). What is audited: models.GatewayAuditEvent.
 The same decision for a reverse proxy in front of the office's own document system (nginx
 auth_request, Envoy ext_authz, Traefik ForwardAuth): edge.py, /edge/decide, with classification
 rules by URI or from the upstream's own header (edge_rules.py).

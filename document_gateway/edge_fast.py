@@ -26,11 +26,9 @@ from collections import OrderedDict, namedtuple
 
 from sqlalchemy.dialects import postgresql
 
-from ipad_mdm import hot_connections
-from ipad_mdm.db import utcnow
 from ipad_mdm.gunicorn_logging import AUDITED
 
-from . import audit, edge, gate, policy
+from . import audit_hot, edge, gate, policy
 from .edge_models import FROM_UPSTREAM
 from .edge_rules import _cache as _rules_cache
 from .edge_rules import canonical_host, canonical_path
@@ -45,13 +43,8 @@ _LOOKUP_PARAMS = {"id_1": 1}
 
 # The lookup and the taking of the chain head in one statement: the head's row stays locked until
 # COMMIT (or ROLLBACK, which gives the number back). Lookup columns are NULL for an unknown certificate.
-_LOOKUP_LOCKED_SQL = ("WITH head AS (UPDATE gateway_audit_head SET last_seq = last_seq + 1 WHERE id = 1 "
-                      "RETURNING last_seq, last_hash) "
+_LOOKUP_LOCKED_SQL = (audit_hot.TAKE_HEAD_CTE +
                       f"SELECT found.*, head.last_seq, head.last_hash FROM head LEFT JOIN ({_LOOKUP_SQL}) AS found ON true")
-_COLUMNS = audit._HASHED + ["prev_hash", "row_hash", "chain_version"]
-_APPEND_SQL = (f"WITH appended AS (INSERT INTO gateway_audit_events ({', '.join(_COLUMNS)}) "
-               f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)})) "
-               "UPDATE gateway_audit_head SET last_hash = %(row_hash)s WHERE id = 1")
 
 
 class _ParsedCache:
@@ -84,40 +77,28 @@ PARSED = _ParsedCache()
 def allow(inst, presented: gate.Presented, original: edge.Original, client_ip: str | None) -> edge.EdgeAnswer | None:
     """An allowed, audited answer, or None for the full path.
 
-    One transaction: the lookup and the taking of the audit chain's head are one statement
-    (the head's row lock serialises appends, as audit.append does), then the row and the new
-    head in one statement, then COMMIT. A request this path does not allow rolls back — the
+    One transaction (audit_hot): the lookup and the taking of the audit chain's head are one
+    statement (the head's row lock serialises appends, as audit.append does), then the row and the
+    new head in one statement, then COMMIT. A request this path does not allow rolls back — the
     sequence number it took is given back — and the full path answers it."""
-    database = inst.database
-    if not database.is_postgres or presented.error is not None or original is None:
+    if not inst.database.is_postgres or presented.error is not None or original is None:
         return None
-    import psycopg
-
-    conn = hot_connections.take(database, autocommit=False)
-    if conn is None:
-        return None  # the database is away: the full path answers 503
+    taken = audit_hot.take_head(inst.database, _LOOKUP_LOCKED_SQL, {**_LOOKUP_PARAMS, "fp": presented.fingerprint})
+    if taken is None:
+        return None
     try:
-        cur = conn.cursor()
-        cur.execute(_LOOKUP_LOCKED_SQL, {**_LOOKUP_PARAMS, "fp": presented.fingerprint}, prepare=True)
-        found = cur.fetchone()
-        answer = _decide(inst, presented, original, found)
-        if answer is None:
-            hot_connections.rollback_and_give(conn)  # the sequence number it took is given back
-            return None
-        answer.audit_id = _append(cur, inst.audit_key, answer, presented, client_ip, found[-2], found[-1])
-        conn.commit()
-        hot_connections.give(conn)
-        return answer
-    except (psycopg.Error, UnicodeDecodeError, ValueError) as exc:
-        # The full path meets the same condition and answers it properly (503, audit_unavailable, 403).
-        log.info("edge fast path declined: %s", type(exc).__name__)
-        hot_connections.rollback_and_give(conn)
-        if isinstance(exc, psycopg.OperationalError):
-            hot_connections.forget(database.url)  # the others were opened to the same server: likely gone too
-        return None
+        answer = _decide(inst, presented, original, taken.row)
+    except (UnicodeDecodeError, ValueError) as exc:
+        log.info("edge fast path declined: %s", type(exc).__name__)  # the full path answers it (403)
+        answer = None
     except BaseException:
-        hot_connections.rollback_and_give(conn)
+        taken.abandon()
         raise
+    if answer is None:
+        taken.abandon()
+        return None
+    answer.audit_id = taken.append(inst.audit_key, edge.audit_fields(answer, presented, client_ip))
+    return answer if answer.audit_id is not None else None
 
 
 def _decide(inst, presented: gate.Presented, original: edge.Original, found) -> edge.EdgeAnswer | None:
@@ -137,15 +118,6 @@ def _decide(inst, presented: gate.Presented, original: edge.Original, found) -> 
     if classification == FROM_UPSTREAM or not policy.classification_allowed(decision.leader_role, classification):
         return None
     return edge.EdgeAnswer(200, decision.code, decision, original, classification, row.unit_code)
-
-
-def _append(cur, key: bytes, answer: edge.EdgeAnswer, presented: gate.Presented, client_ip: str | None,
-            seq: int, prev: str) -> int:
-    data = audit._clean({**edge.audit_fields(answer, presented, client_ip), "id": int(seq), "at": utcnow()})
-    h = audit.row_hash(prev, data, key)
-    cur.execute(_APPEND_SQL, {**data, "prev_hash": prev, "row_hash": h, "chain_version": audit.CHAIN_VERSION},
-                prepare=True)
-    return int(seq)
 
 
 # ------------------------------------------------------------------ in front of Flask

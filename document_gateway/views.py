@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
@@ -18,7 +19,8 @@ from sqlalchemy import or_, select
 
 from ipad_mdm.web import instance
 
-from . import audit, gate, i18n, policy
+from . import audit, docs_fast, gate, i18n, policy
+from .filetypes import ALLOWED
 from .models import Document, DocumentUnit
 from .service import PUBLIC_ID, document_dict
 
@@ -125,6 +127,14 @@ def _internal_error(lang: str) -> Response:
 # ------------------------------------------------------------------ audit glue
 def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, http_status: int, code: str | None = None,
            public_id: str | None = None, doc: Document | None = None, allowed: bool | None = None) -> None:
+    audit.record(instance().database, instance().audit_key,
+                 **_audit_fields(decision, presented, action, http_status=http_status, code=code, public_id=public_id,
+                                 doc=doc, allowed=allowed))
+
+
+def _audit_fields(decision: gate.Decision, presented: gate.Presented, action: str, *, http_status: int,
+                  code: str | None = None, public_id: str | None = None, doc=None, allowed: bool | None = None) -> dict:
+    """The audit row of one answer: the same fields whichever path (docs_fast or the full one) writes it."""
     code = code or decision.code
     vi, _, en, _ = i18n.texts(code)
     if code in i18n.AUDIT_DETAIL_EN:
@@ -132,8 +142,8 @@ def _audit(decision: gate.Decision, presented: gate.Presented, action: str, *, h
     problems_vi, problems_en = "; ".join(decision.verdict_reasons_vi), "; ".join(decision.verdict_reasons_en)
     if problems_en and not decision.allowed:
         vi, en = f"{vi} {problems_vi}", f"{en} {problems_en}"
-    audit.record(
-        instance().database, instance().audit_key, action=action, decision="allow" if (decision.allowed if allowed is None else allowed) else "deny",
+    return dict(
+        action=action, decision="allow" if (decision.allowed if allowed is None else allowed) else "deny",
         reason_code=code, reason_vi=vi, reason_en=en, http_status=http_status, device_udid=decision.udid,
         device_id=decision.device_id, cert_sha256=decision.cert_sha256 or presented.fingerprint,
         leader_id=decision.leader_id, leader_name=decision.leader_name, leader_role=decision.leader_role,
@@ -262,14 +272,86 @@ def _stream(path, start: int, length: int):
             yield chunk
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How a document is answered once it may be read: status, headers, the bytes to send."""
+    status: int
+    headers: dict
+    path: object
+    start: int
+    length: int
+
+
+def _plan(doc) -> _Plan | None:
+    """The answer for a document the leader may read, or None when its stored file is missing."""
+    store = current_app.extensions["document_gateway.store"]
+    path = store.path_for(doc.sha256)
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        log.error("document %s: stored file %s is missing", doc.public_id, doc.sha256)
+        return None
+    etag = f'"{doc.sha256}"'
+    rng = _parse_range(request.headers.get("Range"), size)
+    if_range = request.headers.get("If-Range")
+    if rng is not None and if_range is not None and if_range.strip() != etag:
+        rng = None  # the client's partial copy is of another version: send it all
+    ftype = next((t for t in ALLOWED if t.mime == doc.mime_type), None)
+    inline = bool(ftype and ftype.inline) and request.args.get("download") != "1"
+    headers = {
+        "Content-Disposition": _content_disposition(doc, inline),
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+    }
+    if doc.mime_type != "application/pdf":
+        # Text and images cannot run anything; the sandbox makes sure of it.
+        headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+    else:
+        headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    if rng == "bad":
+        headers["Content-Range"] = f"bytes */{size}"
+        return _Plan(416, headers, path, 0, 0)
+    status = 200 if rng is None else 206
+    start, end = (0, size - 1) if rng is None else rng
+    length = end - start + 1 if size else 0
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
+    return _Plan(status, headers, path, start, length)
+
+
+def _send(plan: _Plan, doc) -> Response:
+    if plan.status == 416:
+        return Response(b"", status=416, headers=plan.headers)
+    return Response(_stream(plan.path, plan.start, plan.length), status=plan.status, headers=plan.headers,
+                    content_type=doc.mime_type, direct_passthrough=True)
+
+
 @bp.get("/docs/<path:public_id>")
 def read_document(public_id: str):
     lang = _lang()
-    presented = None
+    inst = instance()
+    presented = gate.presented(request, inst.settings)
+    # On PostgreSQL a read the leader may make is answered by docs_fast: one transaction of two
+    # statements. Whatever it does not allow outright is decided below from scratch.
+    opened = docs_fast.open_document(inst, presented, public_id)
+    if opened is not None:
+        plan = _plan(opened.doc)
+        if plan is not None and plan.status != 416:
+            fields = _audit_fields(opened.decision, presented, "view", http_status=plan.status, public_id=public_id,
+                                   doc=opened.doc)
+            if opened.commit(inst.audit_key, fields):
+                return _send(plan, opened.doc)
+        else:
+            opened.abandon()
+    return _read_in_full(public_id, lang, presented)
+
+
+def _read_in_full(public_id: str, lang: str, presented: gate.Presented):
     doc = None
     try:
         with instance().database.session() as s:
-            presented, decision = _gate(s)
+            decision = gate.decide(s, instance().ca, presented)
             code = None
             if decision.allowed:
                 if PUBLIC_ID.match(public_id):
@@ -286,9 +368,8 @@ def read_document(public_id: str):
                 s.expunge(doc)
     except Exception:
         log.exception("gateway read failed")
-        if presented is not None:
-            _audit(gate.Decision(False, "internal_error", status=500), presented, "view", http_status=500,
-                   public_id=public_id)
+        _audit(gate.Decision(False, "internal_error", status=500), presented, "view", http_status=500,
+               public_id=public_id)
         return _internal_error(lang)
     if not decision.allowed:
         _audit(decision, presented, "view", http_status=decision.status, public_id=public_id)
@@ -296,45 +377,10 @@ def read_document(public_id: str):
     if code is not None:
         _audit(decision, presented, "view", http_status=404, code=code, public_id=public_id, doc=doc, allowed=False)
         return _not_found(lang)
-
-    store = current_app.extensions["document_gateway.store"]
-    path = store.path_for(doc.sha256)
-    try:
-        size = os.stat(path).st_size
-    except OSError:
-        log.error("document %s: stored file %s is missing", doc.public_id, doc.sha256)
+    plan = _plan(doc)
+    if plan is None:
         _audit(gate.Decision(False, "internal_error", status=500), presented, "view", http_status=500,
                public_id=public_id, doc=doc)
         return _internal_error(lang)
-    etag = f'"{doc.sha256}"'
-    rng = _parse_range(request.headers.get("Range"), size)
-    if_range = request.headers.get("If-Range")
-    if rng is not None and if_range is not None and if_range.strip() != etag:
-        rng = None  # the client's partial copy is of another version: send it all
-    from .filetypes import ALLOWED
-
-    ftype = next((t for t in ALLOWED if t.mime == doc.mime_type), None)
-    inline = bool(ftype and ftype.inline) and request.args.get("download") != "1"
-    headers = {
-        "Content-Disposition": _content_disposition(doc, inline),
-        "Accept-Ranges": "bytes",
-        "ETag": etag,
-    }
-    if doc.mime_type != "application/pdf":
-        # Text and images cannot run anything; the sandbox makes sure of it.
-        headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
-    else:
-        headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
-    if rng == "bad":
-        _audit(decision, presented, "view", http_status=416, public_id=public_id, doc=doc)
-        headers["Content-Range"] = f"bytes */{size}"
-        return Response(b"", status=416, headers=headers)
-    status = 200 if rng is None else 206
-    start, end = (0, size - 1) if rng is None else rng
-    length = end - start + 1 if size else 0
-    _audit(decision, presented, "view", http_status=status, public_id=public_id, doc=doc)
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(length)
-    return Response(_stream(path, start, length), status=status, headers=headers, content_type=doc.mime_type,
-                    direct_passthrough=True)
+    _audit(decision, presented, "view", http_status=plan.status, public_id=public_id, doc=doc)
+    return _send(plan, doc)

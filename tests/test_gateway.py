@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from compliance import clock
-from document_gateway import audit, gate
+from document_gateway import audit
 from document_gateway.cli import gateway as gateway_cli
 from document_gateway.models import GatewayAuditEvent
 from ipad_mdm.db import utcnow
@@ -579,3 +579,49 @@ def test_leader_and_assignment_api_validation(world):
     assert r.status_code == 200 and r.json()["leader_id"] == other["id"]
     js = world.ipad.get("/docs/", headers={"Accept": "application/json"}).json()
     assert js["leader"]["full_name"] == "Trần Thị Bình"
+
+
+def test_an_allowed_read_on_postgresql_is_the_fast_path_with_the_full_paths_audit_row(world, database_url, monkeypatch):
+    """On PostgreSQL an allowed read is answered by docs_fast (no SQLAlchemy statement at all); its
+    audit row holds exactly what the full path writes for the same read, the chain verifies, and
+    what it does not allow (a range it cannot serve, a refusal) is answered by the full path."""
+    from sqlalchemy import event
+
+    from document_gateway import docs_fast
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the fast path is PostgreSQL's; SQLite answers every read by the full path")
+    server = world.server
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *a):
+        statements.append(statement)
+
+    url = f"/docs/{world.doc['id']}"
+    event.listen(server.instance.database.engine, "before_cursor_execute", count)
+    try:
+        fast = world.ipad.get(url, headers={"Range": "bytes=0-9"})
+        assert fast.status_code == 206 and fast.content == world.content[:10]
+        assert statements == []  # no SQLAlchemy statement: the fast path answered
+        with monkeypatch.context() as m:
+            m.setattr(docs_fast, "open_document", lambda *a, **kw: None)
+            full = world.ipad.get(url, headers={"Range": "bytes=0-9"})
+        assert full.status_code == 206 and full.content == fast.content
+        assert statements  # the full path went through SQLAlchemy
+        assert {k: v for k, v in fast.headers.items() if k != "date"} == \
+               {k: v for k, v in full.headers.items() if k != "date"}
+        statements.clear()
+        bad = world.ipad.get(url, headers={"Range": "bytes=0-1,5-9"})
+        assert bad.status_code == 416 and statements  # declined by the fast path, answered in full
+    finally:
+        event.remove(server.instance.database.engine, "before_cursor_execute", count)
+
+    with server.session() as s:
+        rows = list(s.scalars(select(GatewayAuditEvent).order_by(GatewayAuditEvent.id.desc()).limit(3)))[::-1]
+        assert [r.http_status for r in rows] == [206, 206, 416]
+        ignored = {"id", "at", "prev_hash", "row_hash"}
+        fast_row, full_row = ({c.name: getattr(r, c.name) for c in GatewayAuditEvent.__table__.columns
+                               if c.name not in ignored} for r in rows[:2])
+        assert fast_row == full_row and fast_row["decision"] == "allow" and fast_row["document_id"] is not None
+        assert rows[1].id == rows[0].id + 1 and rows[1].prev_hash == rows[0].row_hash
+        assert audit.verify_chain(s, server.instance.audit_key).ok
