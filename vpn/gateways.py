@@ -29,6 +29,7 @@ from .models import VpnGateway, WireGuardPeer
 
 log = logging.getLogger(__name__)
 APPLY_TASK = "vpn.gateway.apply"
+CHANGES_TASK = "vpn.gateway.changes"
 REPORT_TASK = "vpn.gateway.report"
 _PENDING = "vpn.gateway.pending"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -75,22 +76,33 @@ def _key(instance, row: VpnGateway) -> Fernet:
 
 def note(session: Session, instance, *, upsert: tuple[int, ...] = (), remove: tuple[str, ...] = ()) -> None:
     """Remember peers this transaction changed (device ids to upsert, public keys to remove); the
-    gateways hear of them once it commits."""
+    gateways hear of them once it commits, off the request path: the dispatcher runs CHANGES_TASK
+    (a script without one sends right after its commit)."""
     transaction = session.get_transaction()
     pending = session.info.get(_PENDING)
     if pending is None or pending[0] is not transaction:
         pending = (transaction, set(), set())
         session.info[_PENDING] = pending
-        after_commit(session, lambda: _send_logged(instance, pending))
+        dispatcher = session.info.get("dispatcher")
+        if dispatcher is None:
+            after_commit(session, lambda: _send_logged(instance, sorted(pending[1]), sorted(pending[2])))
+        else:
+            after_commit(session, lambda: dispatcher.submit(CHANGES_TASK, sorted(pending[1]), sorted(pending[2])))
     pending[1].update(upsert)
     pending[2].update(remove)
 
 
-def _send_logged(instance, pending) -> None:
+@background_task(CHANGES_TASK)
+def changes_task(rt, device_ids: list[int], removed_keys: list[str]) -> dict:
+    return {"messages": _send_logged(rt.instance, device_ids, removed_keys)}
+
+
+def _send_logged(instance, device_ids: list[int], removed_keys: list[str]) -> int:
     try:
-        send_changes(instance, sorted(pending[1]), sorted(pending[2]))
+        return send_changes(instance, device_ids, removed_keys)
     except Exception:  # the gateway converges at its next report (a gap or a hello asks for a resync)
         log.exception("VPN gateway change notice not sent; the next resync brings the gateways in line")
+        return 0
 
 
 def _peer_entries(session: Session, instance, **only) -> tuple[list[dict], set[str]]:
