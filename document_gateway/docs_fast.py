@@ -103,9 +103,6 @@ def _judge(inst, presented: gate.Presented, found) -> tuple[gate.Decision, Docum
     roles = values[5]
     doc = DocumentFacts(*values[:5], json.loads(roles) if isinstance(roles, str) else (roles or []), *values[6:10],
                         list(values[10] or ()))
-    if (doc.classification in policy.NEVER_ON_MOBILE
-            or not policy.classification_allowed(decision.leader_role, doc.classification)
-            or doc.withdrawn_at is not None
-            or not policy.in_scope(decision.leader_role, decision.leader_unit_id, doc)):
-        return None
+    if policy.document_refusal(decision.leader_role, decision.leader_unit_id, doc) is not None:
+        return None  # the full path refuses it with its reason
     return decision, doc

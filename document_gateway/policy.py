@@ -48,6 +48,20 @@ def in_scope(leader_role: str, leader_unit_id: int, doc) -> bool:
     return doc.unit_id == leader_unit_id or leader_unit_id in doc.visible_unit_ids
 
 
+def document_refusal(leader_role: str, leader_unit_id: int, doc) -> str | None:
+    """Why a leader allowed in by the gate may not read this document (the audit's reason code),
+    or None: the one owner of the per-document decision (views and docs_fast both ask it)."""
+    if doc is None:
+        return "document_unknown"
+    if doc.classification in NEVER_ON_MOBILE:
+        return "classification_secret"
+    if not classification_allowed(leader_role, doc.classification):
+        return "classification_not_allowed"
+    if doc.withdrawn_at is not None or not in_scope(leader_role, leader_unit_id, doc):
+        return "document_not_visible"
+    return None
+
+
 def visible(leader_role: str, leader_unit_id: int, doc) -> bool:
     return (doc.withdrawn_at is None and classification_allowed(leader_role, doc.classification)
             and in_scope(leader_role, leader_unit_id, doc))

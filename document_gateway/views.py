@@ -356,14 +356,7 @@ def _read_in_full(public_id: str, lang: str, presented: gate.Presented):
             if decision.allowed:
                 if PUBLIC_ID.match(public_id):
                     doc = s.scalar(select(Document).where(Document.public_id == public_id))
-                if doc is None:
-                    code = "document_unknown"
-                elif doc.classification in policy.NEVER_ON_MOBILE:
-                    code = "classification_secret"
-                elif not policy.classification_allowed(decision.leader_role, doc.classification):
-                    code = "classification_not_allowed"
-                elif doc.withdrawn_at is not None or not policy.in_scope(decision.leader_role, decision.leader_unit_id, doc):
-                    code = "document_not_visible"
+                code = policy.document_refusal(decision.leader_role, decision.leader_unit_id, doc)
             if doc is not None:
                 s.expunge(doc)
     except Exception:
