@@ -172,7 +172,13 @@ class SimulatedIPad(DDMDevice, VPNDevice, ADEDevice):
         if sign:
             h["Mdm-Signature"] = self.sign(body)
         h.update(headers or {})
-        return self.client.put(path_url, content=body, headers=h)
+        try:
+            return self.client.put(path_url, content=body, headers=h)
+        except httpx.RemoteProtocolError:
+            # The server closed the kept-alive connection as the request went out (its keep-alive
+            # timeout, a worker restarted): iOS's URL loading resends an idempotent PUT once on a
+            # new connection, and so does this iPad. A second failure is the caller's.
+            return self.client.put(path_url, content=body, headers=h)
 
     def checkin(self, message: dict, **kw) -> httpx.Response:
         return self.put(self.mdm_payload["CheckInURL"], message, **kw)
