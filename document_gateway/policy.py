@@ -63,5 +63,4 @@ def document_refusal(leader_role: str, leader_unit_id: int, doc) -> str | None:
 
 
 def visible(leader_role: str, leader_unit_id: int, doc) -> bool:
-    return (doc.withdrawn_at is None and classification_allowed(leader_role, doc.classification)
-            and in_scope(leader_role, leader_unit_id, doc))
+    return document_refusal(leader_role, leader_unit_id, doc) is None

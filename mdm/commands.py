@@ -36,6 +36,7 @@ _STATUS_OF_RESPONSE = {
     "NotNow": "notnow",
 }
 FINAL_STATUSES = ("acknowledged", "error", "command_format_error", "cancelled")
+OPEN_STATUSES = ("queued", "sent", "notnow")  # not answered yet: every status but the final ones
 
 
 class CommandRefused(ValueError):
@@ -64,7 +65,7 @@ def _queued(session: Session, device: Device, request_type: str, params: dict | 
     cmd = Command(uuid=uuid_, device_id=device.id, request_type=request_type, command_plist=body,
                   status="queued", requested_by=requested_by, created_at=utcnow())
     # The row itself records the queueing (created_at, requested_by): no "queued" event row; the
-    # history shows it first (service.command_detail). Events are what happened after.
+    # history shows it first (service.command_history). Events are what happened after.
     session.add(cmd)
     device.push_pending = True
     if request_type in ("EnableLostMode", "DisableLostMode"):
@@ -122,7 +123,7 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
             values["result"] = to_json(response.result()) or None
     # The answer is applied by one compare-and-set UPDATE … RETURNING: only to a command still open
     # (of two concurrent copies of one answer, one is applied; a second NotNow changes nothing).
-    open_statuses = ("queued", "sent") if new_status == "notnow" else ("queued", "sent", "notnow")
+    open_statuses = tuple(st for st in OPEN_STATUSES if st != new_status)
     answered = (update(Command)
                 .where(Command.uuid == response.command_uuid, Command.device_id == device.id,
                        Command.status.in_(open_statuses))
@@ -199,7 +200,7 @@ def _inventory_outstanding(session: Session, device_id: int, answered_id: int) -
     five of a refresh one after the other, and a decision on the whole (a compliance verdict) is
     worth taking once, on the last answer, not five times on partial facts."""
     return session.scalar(select(Command.id).where(
-        Command.device_id == device_id, Command.id != answered_id, Command.status.in_(("queued", "sent", "notnow")),
+        Command.device_id == device_id, Command.id != answered_id, Command.status.in_(OPEN_STATUSES),
         Command.request_type.in_(INVENTORY_COMMANDS)).limit(1)) is not None
 
 

@@ -8,8 +8,8 @@ A free address is first looked for at random against the unique index, so an enr
 fleet of 10,000 touches a row or two, not the 10,000 addresses in use: a new peer is inserted with
 a random address (ON CONFLICT DO NOTHING: a taken one inserts nothing), an existing peer that needs
 one probes first (one indexed lookup each). Only when a few tries all hit taken addresses (a pool
-nearly full) is the whole used set read; then the lowest free address is taken, and a random free one on a retry, so a
-burst of enrollments does not keep colliding on the same address.
+nearly full) is the whole used set read; then the lowest free address is taken, and a random free
+one on a retry, so a burst of enrollments does not keep colliding on the same address.
 """
 from __future__ import annotations
 
@@ -35,8 +35,13 @@ class PoolExhausted(RuntimeError):
 
 
 def capacity(vs: VpnSettings) -> int:
-    # Network address, server (.1) and broadcast are never handed out.
-    return vs.network.num_addresses - 3
+    first, last = _client_range(vs)
+    return last - first + 1
+
+
+def _client_range(vs: VpnSettings) -> tuple[int, int]:
+    # The network address, the server (.1) and the broadcast address are never handed out.
+    return int(vs.network.network_address) + 2, int(vs.network.broadcast_address) - 1
 
 
 def _used(session: Session, vs: VpnSettings, exclude_id: int | None) -> set[int]:
@@ -52,9 +57,7 @@ def _used(session: Session, vs: VpnSettings, exclude_id: int | None) -> set[int]
 
 
 def _random_address(vs: VpnSettings) -> ipaddress.IPv4Address:
-    first = int(vs.network.network_address) + 2
-    last = int(vs.network.broadcast_address) - 1
-    return ipaddress.IPv4Address(random.randint(first, last))
+    return ipaddress.IPv4Address(random.randint(*_client_range(vs)))
 
 
 def _probe(session: Session, vs: VpnSettings, exclude_id: int | None) -> ipaddress.IPv4Address | None:
@@ -68,8 +71,7 @@ def _probe(session: Session, vs: VpnSettings, exclude_id: int | None) -> ipaddre
 
 
 def _candidate(vs: VpnSettings, used: set[int], *, spread: bool) -> ipaddress.IPv4Address | None:
-    first = int(vs.network.network_address) + 2
-    last = int(vs.network.broadcast_address) - 1
+    first, last = _client_range(vs)
     free_count = (last - first + 1) - len(used)
     if free_count <= 0:
         return None
@@ -116,8 +118,9 @@ class PeerExists(RuntimeError):
 def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
     """A new peer row with a free address, in one statement: INSERT … ON CONFLICT DO NOTHING
     RETURNING. A conflict (the address is taken, or another transaction took it first) returns no
-    row and the next candidate is tried; unlike a failed INSERT it does not abort the transaction, so no SAVEPOINT
-    is needed (an enrollment's peer was an INSERT, a SAVEPOINT, an UPDATE and its RELEASE)."""
+    row and the next candidate is tried; unlike a failed INSERT it does not abort the transaction,
+    so no SAVEPOINT is needed (an enrollment's peer was an INSERT, a SAVEPOINT, an UPDATE and its
+    RELEASE)."""
     lock_for_allocation(session)
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
