@@ -125,11 +125,16 @@ def _run_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # SQLAlchemy fires after_commit when a SAVEPOINT is released too: wait for the real one
     pending = session.info.pop(_AFTER_COMMIT, None)
-    for _marker, fn in pending or ():
-        try:
-            fn()
-        except Exception:  # one failing callback must not stop the others
-            logging.getLogger("ipad_mdm.db").exception("after-commit callback %r failed", fn)
+    if not pending:
+        return
+    # A dispatcher that can batch sends every task these callbacks submit as one message.
+    batched = getattr(session.info.get("dispatcher"), "batched", None)
+    with batched(session) if batched is not None else contextlib.nullcontext():
+        for _marker, fn in pending:
+            try:
+                fn()
+            except Exception:  # one failing callback must not stop the others
+                logging.getLogger("ipad_mdm.db").exception("after-commit callback %r failed", fn)
 
 
 def _drop_rolled_back(session: Session, previous_transaction) -> None:

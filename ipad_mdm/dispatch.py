@@ -8,6 +8,7 @@ recorded in the database by its owner, so a lost submission is redone by a perio
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from .jobs import task
 log = logging.getLogger("ipad_mdm.dispatch")
 
 PUSH_TASK = "mdm.send_pushes"
+# One broker message carries every task one committed transaction asked for (CeleryDispatcher.batched).
+BATCH_TASK = "ipad_mdm.run_batch"
 
 
 class BackgroundDispatcher:
@@ -81,13 +84,45 @@ class CeleryDispatcher:
         self._app = celery_app
         self._queue = queue
         self.unavailable_since: float | None = None
+        self._batch = threading.local()
+
+    @contextlib.contextmanager
+    def batched(self, session):
+        """Collect what is submitted inside (a transaction's after-commit callbacks) and send it as
+        one message: an enrollment's commit asks for a push, the webhook outbox, the gateways'
+        peer changes and the VPN config; four publishes cost the request more than the work they
+        announce. The worker runs the entries in the order they were asked for (ipad_mdm.tasks)."""
+        if getattr(self._batch, "entries", None) is not None:
+            yield  # already collecting (a callback that commits again): the outer batch sends
+            return
+        entries: list[tuple[str, tuple]] = []
+        self._batch.entries = entries
+        try:
+            yield
+        finally:
+            self._batch.entries = None
+            if len(entries) == 1:
+                sent = self._send(entries[0][0], list(entries[0][1]))
+            elif entries:
+                sent = self._send(BATCH_TASK, [[[name, list(args)] for name, args in entries]])
+            else:
+                sent = True
+            if not sent and any(name == PUSH_TASK for name, _ in entries):
+                session.info["push_deferred"] = True  # what the API and console tell their user
 
     def submit(self, name: str, *args) -> bool:
+        entries = getattr(self._batch, "entries", None)
+        if entries is not None:
+            entries.append((name, args))
+            return True  # an unreachable queue is reported by batched(), for the whole message
+        return self._send(name, list(args))
+
+    def _send(self, name: str, args: list) -> bool:
         from kombu.exceptions import OperationalError
 
         options = {"queue": self._queue} if self._queue else {}
         try:
-            self._app.send_task(name, args=list(args), retry=True, retry_policy=_PUBLISH_RETRY, **options)
+            self._app.send_task(name, args=args, retry=True, retry_policy=_PUBLISH_RETRY, **options)
         except (OperationalError, ConnectionError, OSError) as exc:
             import time
 

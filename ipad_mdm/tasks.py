@@ -13,7 +13,8 @@ the same background tasks, in-process. With a broker:
 
 Every task registered with @background_task is a Celery task of the same name (for example
 `mdm.send_pushes`, `compliance.evaluate_device`, `reports.generate`); beat enqueues
-`ipad_mdm.run_periodic_job(name)` for every @periodic job at its interval.
+`ipad_mdm.run_periodic_job(name)` for every @periodic job at its interval. The tasks one committed
+transaction asks for travel as one message, `ipad_mdm.run_batch([[name, args], …])`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import threading
 
 from . import packages
 from .celery_app import make_celery
+from .dispatch import BATCH_TASK
 from .jobs import job, registered_jobs, registered_tasks
 
 log = logging.getLogger("ipad_mdm.tasks")
@@ -79,6 +81,23 @@ def build_app():
     packages.load_jobs()
     for name, background in registered_tasks().items():
         _register(celery, name, background.run)
+
+    @celery.task(name=BATCH_TASK)
+    def run_batch(entries):
+        # One committed transaction's tasks (CeleryDispatcher.batched), in the order it asked for
+        # them; one that fails is logged and does not keep the others from running.
+        runtime = WorkerRuntime.get()
+        tasks = registered_tasks()
+        for name, args in entries:
+            background = tasks.get(name)
+            if background is None:
+                log.error("unknown background task %s in a batch", name)
+                continue
+            log.info("running %s (batched)", name)
+            try:
+                background.run(runtime, *args)
+            except Exception:
+                log.exception("background task %s failed", name)
 
     @celery.task(name=PERIODIC_TASK)
     def run_periodic_job(name: str):
