@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from . import packages
 from .celery_app import make_celery
@@ -94,10 +95,13 @@ def build_app():
                 log.error("unknown background task %s in a batch", name)
                 continue
             log.info("running %s (batched)", name)
+            started = time.monotonic()
             try:
                 background.run(runtime, *args)
             except Exception:
                 log.exception("background task %s failed", name)
+            else:
+                log.info("%s (batched) done in %.3fs", name, time.monotonic() - started)
 
     @celery.task(name=PERIODIC_TASK)
     def run_periodic_job(name: str):

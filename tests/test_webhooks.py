@@ -174,3 +174,14 @@ def test_signature_window(now_offset, ok):
 def test_backoff_doubles_up_to_six_hours():
     assert [service.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
     assert service.backoff(50).total_seconds() == service.MAX_BACKOFF == 6 * 3600
+
+
+def test_a_pump_with_nothing_due_builds_no_http_client(server, monkeypatch):
+    """Every committed change that wrote an outbox row pumps; with nothing due that pump must stay
+    cheap (an httpx client loads the CA bundle: tens of ms of a worker's CPU per enrollment)."""
+    def no_client(*_a, **_k):
+        raise AssertionError("an HTTP client was built with nothing to deliver")
+
+    monkeypatch.setattr(service.httpx, "Client", no_client)
+    counts = service.deliver_due(server.instance.database, server.instance.fernet())
+    assert counts == {"delivered": 0, "retry": 0, "failed": 0, "skipped": 0}
