@@ -91,7 +91,7 @@ class CeleryDispatcher:
         """Collect what is submitted inside (a transaction's after-commit callbacks) and send it as
         one message: an enrollment's commit asks for a push, the webhook outbox, the gateways'
         peer changes and the VPN config; four publishes cost the request more than the work they
-        announce. The worker runs the entries in the order they were asked for (ipad_mdm.tasks)."""
+        announce. The worker runs the entries side by side, as it ran separate messages (ipad_mdm.tasks)."""
         if getattr(self._batch, "entries", None) is not None:
             yield  # already collecting (a callback that commits again): the outer batch sends
             return

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import packages
 from .celery_app import make_celery
@@ -77,6 +78,34 @@ def _register(celery, name: str, run) -> None:
         return _json_safe(run(WorkerRuntime.get(), *args))
 
 
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _batch_pool() -> ThreadPoolExecutor:
+    """This worker process's threads for a batch's entries (made again after a fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="ipad-mdm-batch"))
+        return _pool[1]
+
+
+def _run_entry(runtime, tasks, name: str, args) -> None:
+    background = tasks.get(name)
+    if background is None:
+        log.error("unknown background task %s in a batch", name)
+        return
+    log.info("running %s (batched)", name)
+    started = time.monotonic()
+    try:
+        background.run(runtime, *args)
+    except Exception:
+        log.exception("background task %s failed", name)
+    else:
+        log.info("%s (batched) done in %.3fs", name, time.monotonic() - started)
+
+
 def build_app():
     celery = make_celery()
     packages.load_jobs()
@@ -85,23 +114,16 @@ def build_app():
 
     @celery.task(name=BATCH_TASK)
     def run_batch(entries):
-        # One committed transaction's tasks (CeleryDispatcher.batched), in the order it asked for
-        # them; one that fails is logged and does not keep the others from running.
-        runtime = WorkerRuntime.get()
-        tasks = registered_tasks()
-        for name, args in entries:
-            background = tasks.get(name)
-            if background is None:
-                log.error("unknown background task %s in a batch", name)
-                continue
-            log.info("running %s (batched)", name)
-            started = time.monotonic()
-            try:
-                background.run(runtime, *args)
-            except Exception:
-                log.exception("background task %s failed", name)
-            else:
-                log.info("%s (batched) done in %.3fs", name, time.monotonic() - started)
+        # One committed transaction's tasks (CeleryDispatcher.batched), side by side as separate
+        # messages would have run: a slow one (APNs, a webhook receiver) must not hold back another
+        # (a revoked peer's removal from the VPN interface). One that fails does not stop the others.
+        runtime, tasks = WorkerRuntime.get(), registered_tasks()
+        pool = _batch_pool()
+        others = [pool.submit(_run_entry, runtime, tasks, name, args) for name, args in entries[1:]]
+        if entries:
+            _run_entry(runtime, tasks, *entries[0])
+        for future in others:
+            future.result()
 
     @celery.task(name=PERIODIC_TASK)
     def run_periodic_job(name: str):
