@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.crypto import cms, cms_fast
@@ -339,7 +339,9 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         hooks.emit("device.checked_out", session=session, device=device)
     else:  # pragma: no cover - parse_checkin only returns the three types
         raise ValueError(msg.message_type)
-    session.add(CheckinEvent(device_id=device.id, udid=msg.udid, message_type=msg.message_type, at=now))
+    # A row nobody reads back in the request: a plain INSERT, not an ORM object flushed with RETURNING.
+    session.execute(insert(CheckinEvent.__table__), [{"device_id": device.id, "udid": msg.udid,
+                                                      "message_type": msg.message_type, "at": now}])
 
 
 def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: Authenticate,
