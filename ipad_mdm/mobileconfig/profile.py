@@ -88,11 +88,9 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """The validated profile dictionary, ready for :mod:`plistlib`."""
         label = "Profile"
-        # Dicts are validated here; Payload objects are re-validated because
-        # nothing stops a caller from having built one around a shared dict.
-        payloads = [
-            validate_payload_dict(p.to_dict() if isinstance(p, Payload) else p) for p in self.payloads
-        ]
+        # Dicts are validated here. A Payload was validated when it was made, on its own deep copy,
+        # and hands out only copies: validating it again (two more deep copies) changed nothing.
+        payloads = [p if isinstance(p, Payload) else validate_payload_dict(p) for p in self.payloads]
         d: dict[str, Any] = {
             "PayloadType": "Configuration",
             "PayloadVersion": 1,
