@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from cryptography import x509
@@ -26,6 +27,18 @@ def _load_der(value: bytes) -> x509.Certificate:
         raise ValueError(f"is not a DER-encoded X.509 certificate ({exc})") from None
 
 
+def _cached(check: Callable[[bytes], str | None]) -> Callable[[bytes], str | None]:
+    """A check is a pure function of the bytes, asked about the same CA certificate in every profile
+    the server signs (parsing it and verifying its signature each time)."""
+    remembered = functools.lru_cache(maxsize=64)(check)
+
+    def checked(value) -> str | None:
+        return remembered(bytes(value))
+
+    return checked
+
+
+@_cached
 def _check_der_certificate(value: bytes) -> str | None:
     try:
         _load_der(value)
@@ -34,6 +47,7 @@ def _check_der_certificate(value: bytes) -> str | None:
     return None
 
 
+@_cached
 def _check_root_certificate(value: bytes) -> str | None:
     # Local rule: a "root" payload makes the device trust everything the
     # certificate signs, so it must really be a self-signed CA certificate.
