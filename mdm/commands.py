@@ -15,7 +15,7 @@ import logging
 import os
 import plistlib
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ipad_mdm.db import utcnow
@@ -107,8 +107,15 @@ def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> 
              .values(status="sent", sent_at=now, attempts=Command.attempts + 1).returning(Command))
     cmd = session.scalars(claim, execution_options=_RETURNED).first()
     if cmd is not None:
-        session.add(CommandEvent(command_id=cmd.id, status="sent", detail=f"attempt {cmd.attempts}"))
+        _history(session, cmd.id, "sent", f"attempt {cmd.attempts}")
     return cmd
+
+
+def _history(session: Session, command_id: int, status: str, detail: str | None = None) -> None:
+    """One row of a command's history, on the device's request path (each delivery and answer): a plain
+    INSERT, not an ORM object flushed with RETURNING, since nothing in the request reads it back."""
+    session.execute(insert(CommandEvent.__table__), [{"command_id": command_id, "status": status, "detail": detail,
+                                                      "at": utcnow()}])
 
 
 def record_response(session: Session, hooks: Hooks, device: Device, response: CommandResponse) -> Command | None:
@@ -140,7 +147,7 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
         return None
     detail = None
     if new_status == "notnow":
-        session.add(CommandEvent(command_id=cmd.id, status=new_status))
+        _history(session, cmd.id, new_status)
         return cmd
     forget_secrets(cmd)
     if new_status == "acknowledged":
@@ -148,7 +155,7 @@ def record_response(session: Session, hooks: Hooks, device: Device, response: Co
     elif cmd.error_chain:
         first = cmd.error_chain[0]
         detail = f"{first.get('ErrorDomain')} {first.get('ErrorCode')}: {first.get('LocalizedDescription', '')}"[:500]
-    session.add(CommandEvent(command_id=cmd.id, status=new_status, detail=detail))
+    _history(session, cmd.id, new_status, detail)
     hooks.emit("command.completed", session=session, device=device, command=cmd)
     return cmd
 
