@@ -210,19 +210,12 @@ def _profiler(name: str):
 
 def worker_cpu_seconds(master_pid: int) -> float:
     """User + system CPU of a gunicorn master's workers (the server's cost, not the clients')."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in _children(master_pid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(process_cpu_seconds(pid) for pid in _children(master_pid))
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (the Celery worker: the background half of an enrollment)."""
+    """User + system CPU of one process (a gunicorn worker; the Celery worker: the background half of
+    an enrollment); 0 for one that has gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -379,11 +372,11 @@ def main() -> None:
                 fig["machine"] = machine_speed()
                 celery_pid = procs[2].pid
                 marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
-                celery_marks = [process_cpu_seconds(celery_pid)]
+                celery_marks, settle = [process_cpu_seconds(celery_pid)], 2.0
 
                 def between():
                     marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
-                    time.sleep(2)  # the background tasks the enrollments asked for finish
+                    time.sleep(settle)  # the background tasks the enrollments asked for finish
                     celery_marks.append(process_cpu_seconds(celery_pid))
 
                 sims = enroll_many(base, env, verify, args.sample, key, args.enroll_threads, between=between)
@@ -392,7 +385,7 @@ def main() -> None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait()
                 (c0, t0), (c1, t1), (c2, t2) = marks
-                fig["enroll_wall_rate"] = args.sample / (t2 - t0 - 2)  # less between()'s wait
+                fig["enroll_wall_rate"] = args.sample / (t2 - t0 - settle)
                 fig["enroll_server_rate"] = args.sample / max(c1 - c0, 1e-9)
                 fig["onboard_server_rate"] = args.sample / max(c2 - c1, 1e-9)
                 fig["enroll_onboard_server_rate"] = args.sample / max(c2 - c0, 1e-9)

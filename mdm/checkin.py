@@ -11,12 +11,12 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ipad_mdm.crypto import cms, cms_fast
 from ipad_mdm.crypto.ca import CertificateAuthority
-from ipad_mdm.db import hold, utcnow
+from ipad_mdm.db import add_row, hold, utcnow
 from ipad_mdm.hooks import Hooks
 
 from . import commands as command_queue
@@ -339,9 +339,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
         hooks.emit("device.checked_out", session=session, device=device)
     else:  # pragma: no cover - parse_checkin only returns the three types
         raise ValueError(msg.message_type)
-    # A row nobody reads back in the request: a plain INSERT, not an ORM object flushed with RETURNING.
-    session.execute(insert(CheckinEvent.__table__), [{"device_id": device.id, "udid": msg.udid,
-                                                      "message_type": msg.message_type, "at": now}])
+    add_row(session, CheckinEvent, device_id=device.id, udid=msg.udid, message_type=msg.message_type, at=now)
 
 
 def _authenticate(session: Session, hooks: Hooks, identity: IdentityCertificate, msg: Authenticate,

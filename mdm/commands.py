@@ -15,10 +15,10 @@ import logging
 import os
 import plistlib
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import add_row, utcnow
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.outbox import publish
 from ipad_mdm.plists import dumps as dumps_plist
@@ -112,10 +112,8 @@ def next_for_delivery(session: Session, device: Device, *, after_idle: bool) -> 
 
 
 def _history(session: Session, command_id: int, status: str, detail: str | None = None) -> None:
-    """One row of a command's history, on the device's request path (each delivery and answer): a plain
-    INSERT, not an ORM object flushed with RETURNING, since nothing in the request reads it back."""
-    session.execute(insert(CommandEvent.__table__), [{"command_id": command_id, "status": status, "detail": detail,
-                                                      "at": utcnow()}])
+    """One row of a command's history, on the device's request path (each delivery and answer)."""
+    add_row(session, CommandEvent, command_id=command_id, status=status, detail=detail, at=utcnow())
 
 
 def record_response(session: Session, hooks: Hooks, device: Device, response: CommandResponse) -> Command | None:
