@@ -5,6 +5,7 @@ gateway decision bumps the device's epoch in the same transaction (see gate.py).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -99,6 +100,16 @@ def refresh_access(session: Session, device_ids) -> None:
     if dialect == "postgresql" and len(rows) > 8:
         _upsert_arrays(session, rows)
         return
+    session.connection().execute(_upsert_statement(dialect), rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _upsert_statement(dialect: str):
+    """An upsert in device order: no failure on a concurrent first insert (which would abort a
+    PostgreSQL transaction), and two transactions lock the same devices in the same order.
+    Executed once per row of one statement (the driver pipelines them), not as one statement with
+    thousands of VALUES compiled and parsed anew every time. Built once: its SET clause over the
+    EXCLUDED alias cost a third of a millisecond, at every enrollment."""
     if dialect == "postgresql":
         insert = postgresql.insert
     elif dialect == "sqlite":
@@ -106,14 +117,9 @@ def refresh_access(session: Session, device_ids) -> None:
     else:  # pragma: no cover - the project supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
     table = DeviceAccess.__table__
-    # An upsert in device order: no failure on a concurrent first insert (which would abort a
-    # PostgreSQL transaction), and two transactions lock the same devices in the same order.
-    # Executed once per row of one cached statement (the driver pipelines them), not as one
-    # statement with thousands of VALUES that would be compiled and parsed anew every time.
     stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.device_id],
+    return stmt.on_conflict_do_update(index_elements=[table.c.device_id],
                                       set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != "device_id"})
-    session.connection().execute(stmt, rows)
 
 
 # Column -> PostgreSQL array type of the set-based upsert (JSON travels as text, cast per row).
