@@ -173,7 +173,9 @@ def evaluate_all_seconds(env: dict) -> list[tuple[str, float, dict, dict]]:
     inst = open_instance(load_settings(env["IPAD_MDM_INSTANCE"], database_url=env["DATABASE_URL"], base_url=env["IPAD_MDM_BASE_URL"]))
     app = create_app(inst=inst, dispatcher=NoDispatch())
     out = []
-    for label in ("first", "steady"):
+    # The steady state five times (the job runs every five minutes): a plan that changes once the
+    # driver has prepared the read on the server shows only from the third run.
+    for label in ("first", *["steady"] * 5):
         profile = _profiler(f"compliance-{label}")
         t0 = time.perf_counter()
         counts = engine.evaluate_all(inst.database, app.extensions["ipad_mdm.hooks"], None)
@@ -488,7 +490,8 @@ def report(args, fig: dict) -> None:
     for label, took, counts, states in fig["evaluation"]:
         print(f"  compliance {label}: {took:.2f} s {counts} verdicts {states}")
     first = next(t for label, t, _, _ in fig["evaluation"] if label == "first")
-    steady = next(t for label, t, _, _ in fig["evaluation"] if label == "steady")
+    steady_runs = [t for label, t, _, _ in fig["evaluation"] if label == "steady"]
+    steady, steady_worst = statistics.median(steady_runs), max(steady_runs)
     rows = [
         ("signed idle check-in / bare handler (median of runs)", f"{statistics.median(ratios):.2f}", ">= 0.5",
          statistics.median(ratios) / 0.5),
@@ -496,8 +499,9 @@ def report(args, fig: dict) -> None:
          f"{statistics.median(ab):.2f}" if ab else "not measured", ">= 0.5",
          statistics.median(ab) / 0.5 if ab else None),
         ("first check-in of each identity after a restart, check-ins/s", f"{fig['cold_rate']:.0f}", "-", None),
-        (f"compliance evaluation, {args.devices} devices, 11 rules, steady state", f"{steady:.2f} s", "< 1 s",
-         1 / steady),
+        (f"compliance evaluation, {args.devices} devices, 11 rules, steady state (median of {len(steady_runs)})",
+         f"{steady:.2f} s", "< 1 s", 1 / steady),
+        ("same, slowest of those runs", f"{steady_worst:.2f} s", "< 1 s", 1 / steady_worst),
         ("compliance evaluation, first after enrollment", f"{first:.2f} s", "< 3 s", 3 / first),
         ("enrollment (profile + SCEP + Authenticate + TokenUpdate), server CPU", f"{fig['enroll_server_rate']:.1f} iPads/s",
          ">= 30 iPads/s", fig["enroll_server_rate"] / 30),

@@ -23,7 +23,7 @@ import datetime as dt
 import gc
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import defer
 
 import declarative
@@ -88,6 +88,7 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
     last_id = 0
     while True:
         with database.session() as s:
+            _custom_plans(s)
             rows = s.execute(_read_statement(last_id)).all()
             if not rows:
                 break
@@ -118,6 +119,15 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
             push.extend(batch_push)
     counts["push_device_ids"] = push
     return counts
+
+
+def _custom_plans(session) -> None:
+    """PostgreSQL plans the read for the slice it is given, every time. The driver prepares a
+    statement on the server after five runs, and from then on PostgreSQL may switch to a generic
+    plan that ignores where the slice starts. Here that plan read the whole fleet for each slice:
+    a steady run went from 0.8 s to 1.9 s after its third run, and stayed there."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def _read_statement(after_id: int):

@@ -38,6 +38,7 @@ Evaluation is pure: it reads a `DeviceFacts` snapshot and returns failures and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -75,6 +76,11 @@ def parse_version(value: str | None) -> tuple[int, int, int] | None:
     """'17' -> (17, 0, 0); '17.4.1' -> (17, 4, 1); tolerate suffixes like '18.1 (22B83)'."""
     if not isinstance(value, str):
         return None
+    return _parse_version(value)
+
+
+@functools.lru_cache(maxsize=1024)  # a fleet runs a handful of versions; each run compares 10,000 of them
+def _parse_version(value: str) -> tuple[int, int, int] | None:
     m = re.match(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", value)
     if not m:
         return None
