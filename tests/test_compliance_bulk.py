@@ -54,7 +54,8 @@ def fleet(db: Database, n: int, now: dt.datetime) -> None:
                                                   "HardwareEncryptionCaps": 3},
             security_info_at=None if kind == 5 else now,
             profile_list=[{"PayloadIdentifier": "vn.gov.vpcp.vpn"}], profile_list_at=now,
-            installed_applications=[{"Identifier": "com.example.game"}] if kind == 6 else [], installed_applications_at=now))
+            installed_applications=[{"Identifier": "com.example.game"}] if kind == 6 else [], installed_applications_at=now,
+            ddm_status=_status_report(i, kind, now), ddm_status_at=now if i % 3 else None))
     with db.engine.begin() as conn:
         conn.execute(insert(Device), rows)
         ids = [r[0] for r in conn.execute(select(Device.id).order_by(Device.id))]
@@ -62,6 +63,24 @@ def fleet(db: Database, n: int, now: dt.datetime) -> None:
             serial=f"{i:x}", sha256_fingerprint=f"{i:064x}", subject=f"CN={i}", not_before=now - dt.timedelta(days=1),
             not_after=now + dt.timedelta(days=7 if i % 8 == 7 else 365), der=b"x", device_id=i, issued_at=now)
             for i in ids])
+
+
+def _status_report(i: int, kind: int, now: dt.datetime) -> dict | None:
+    """A declarative status report for two devices in three: newer than SecurityInfo it decides the
+    passcode (it lets a kind-1 device pass and fails every fourth fine one) and adds managed apps,
+    beside items the rules do not read. Both evaluations must read it the same way."""
+    if i % 3 == 0:
+        return None
+    later = (now + dt.timedelta(minutes=1)).isoformat()
+    report = {"management.client-capabilities": {"value": {"supported-versions": ["1.0"], "pad": "x" * 2000},
+                                                  "at": later},
+              "management.declarations": {"value": {"activations": [], "configurations": []}, "at": later}}
+    if kind == 1 or (kind == 0 and i % 4 == 1):
+        report["passcode.is-present"] = {"value": kind == 1, "at": later}
+    if kind == 6 and i % 2:
+        report["app.managed.list"] = {"value": [{"identifier": "com.example.game", "state": "managed",
+                                                 "short-version": "1.0", "version": "1"}], "at": later}
+    return report
 
 
 def snapshot(db: Database) -> tuple[list, list]:
