@@ -40,7 +40,8 @@ def take(database, *, autocommit: bool):
         return conn
     try:
         cargs, cparams = database.engine.dialect.create_connect_args(database.engine.url)
-        conn = psycopg.connect(*cargs, **{**cparams, "connect_timeout": 5, "autocommit": autocommit})
+        conn = psycopg.connect(*cargs, **{**cparams, **database.connect_args, "connect_timeout": 5,
+                                           "autocommit": autocommit})
     except psycopg.Error:
         return None
     conn._hot_key = key
