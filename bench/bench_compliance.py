@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_compliance.py --devices 50000
 
 Synthetic devices (with inventory and an identity certificate) are inserted
-directly; then `compliance.engine.evaluate_all` runs four times: the first run
+directly; then `compliance.engine.evaluate_all` runs seven times: the first run
 (every device gets its first verdict and transition), five steady-state runs (nothing
 changes: the every-5-minutes case; the first of them also pays for reading the rows
 the first run has just written), and a run 25 h later where the ~10% failing

@@ -109,7 +109,7 @@ def _upsert_statement(dialect: str):
     PostgreSQL transaction), and two transactions lock the same devices in the same order.
     Executed once per row of one statement (the driver pipelines them), not as one statement with
     thousands of VALUES compiled and parsed anew every time. Built once: its SET clause over the
-    EXCLUDED alias cost a third of a millisecond, at every enrollment."""
+    EXCLUDED alias cost 0.2 ms of CPU, at every enrollment."""
     if dialect == "postgresql":
         insert = postgresql.insert
     elif dialect == "sqlite":
