@@ -33,6 +33,7 @@ from mdm import Device, IdentityCertificate
 from . import clock
 from .engine import NO_POLICY, PolicySet, among, evaluate_device, facts_of, latest_identities, vpn_facts_of
 from .models import DeviceVerdict
+from .verdicts import remember_written
 from .checks import evaluate_rules
 from .rules import CertFacts
 
@@ -119,6 +120,26 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
             push.extend(batch_push)
     counts["push_device_ids"] = push
     return counts
+
+
+def evaluate_new_enrollments(session, hooks: Hooks | None, devices: list) -> list:
+    """The first verdicts of a provisioning pass's new enrollments (mdm.provisioning), whose rows the
+    pass has locked: their inputs in one query each for the whole batch, not per device."""
+    policies, verdicts, identities, ddm_facts, vpn_facts = _inputs(session, devices)
+    return [evaluate_device(session, hooks, d, trigger="enrolled", new_enrollment=True, locked=True, policies=policies,
+                            identity=identities.get(d.id), verdict=verdicts.get(d.id),
+                            declarative_facts=ddm_facts.get(d.id), vpn_facts=vpn_facts.get(d.id))
+            for d in devices]
+
+
+def _inputs(session, devices: list) -> tuple:
+    """What evaluating these devices reads besides their rows, one query each for all of them: the
+    policies, their verdicts, their newest identities, declarative and VPN facts."""
+    ids = [d.id for d in devices]
+    policies = PolicySet.load(session)
+    verdicts = {v.device_id: v for v in session.scalars(select(DeviceVerdict).where(among(session, DeviceVerdict.device_id, ids)))}
+    return (policies, verdicts, latest_identities(session, ids), declarative.compliance_facts(session, devices),
+            vpn_facts_of(session, policies, ids))
 
 
 def _custom_plans(session) -> None:
@@ -221,12 +242,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         devices = list(s.scalars(stmt))
         if not devices:
             return 0, 0, []
-        locked = [d.id for d in devices]
-        policies = PolicySet.load(s)
-        verdicts = {v.device_id: v for v in s.scalars(select(DeviceVerdict).where(among(s, DeviceVerdict.device_id, locked)))}
-        identities = latest_identities(s, locked)
-        ddm_facts = declarative.compliance_facts(s, devices)
-        vpn_facts = vpn_facts_of(s, policies, locked)
+        policies, verdicts, identities, ddm_facts, vpn_facts = _inputs(s, devices)
         # New verdicts and transitions go in with one executemany each (pipelined by the driver),
         # not through the ORM's unit of work; careful mode keeps the ORM to pin a failure on a device.
         new_rows: list | None = None if careful else []
@@ -247,6 +263,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
                 push.append(device.id)
         if new_rows:
             insert_rows(s, new_rows)
+        remember_written(s, [*verdicts.values(), *(r for r in new_rows or () if r.model is DeviceVerdict)])
     return evaluated, transitions, push
 
 

@@ -203,3 +203,42 @@ def test_every_slice_is_planned_for_where_it_starts(database_url, monkeypatch):
         # SET LOCAL ends with its transaction: the pool's connections plan as configured again.
         assert s.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
     db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_gateway_takes_the_verdicts_a_batch_wrote_without_reading_them_back(database_url, monkeypatch):
+    """The gateway's access rows, refreshed as each write batch commits, are built from the verdicts
+    that batch holds (compliance.verdicts.remember_written): the verdicts are read once per batch,
+    and the access rows still say exactly what the verdicts say."""
+    from sqlalchemy import event
+
+    from document_gateway import service as gateway
+    from document_gateway.models import DeviceAccess
+
+    start = utcnow()
+    db = Database(database_url)
+    fleet(db, 40, start)
+    hooks = Hooks()
+    hooks.subscribe("verdict.changed", lambda session, device, **_: gateway.access_changed(session, device.id),
+                    critical=True)
+    verdict_reads = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("SELECT compliance_device_verdicts."):
+            verdict_reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    for at in (start, start + dt.timedelta(hours=25)):  # first verdicts, then grace ends for some
+        monkeypatch.setattr(clock, "now", lambda at=at: at)
+        verdict_reads.clear()
+        counts = bulk.evaluate_all(db, hooks, batch_size=15)
+        batches = -(-counts["changed"] // 15)
+        assert counts["changed"] and len(verdict_reads) == batches, (counts, len(verdict_reads))
+        with db.session() as s:
+            access = {r.device_id: (r.verdict_state, r.grace_deadline, list(r.reasons_en))
+                      for r in s.scalars(select(DeviceAccess))}
+            verdicts = {v.device_id: (v.state, v.grace_deadline if v.state == "grace" else None, list(v.reasons_en))
+                        for v in s.scalars(select(DeviceVerdict))}
+        assert len(verdicts) == 40 and access == verdicts
+    event.remove(db.engine, "before_cursor_execute", record)
+    db.dispose()
