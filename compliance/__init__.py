@@ -47,14 +47,14 @@ def register(app, hooks, instance) -> None:
     """Evaluate on every inventory answer, enrollment, check-out and retirement, in the same
     transaction. A failing evaluation is confined to its SAVEPOINT by the hooks (the device's
     MDM request goes on) and the scheduled run evaluates the device again."""
-    from . import api, engine
+    from . import api, bulk, engine
 
     def on_inventory(session, device, kind, **_):
         engine.evaluate_device(session, hooks, device, trigger=f"inventory:{kind}")
 
-    def on_enrolled(session, device):
-        # The TokenUpdate that emits device.enrolled has written the device's row: its lock is held.
-        engine.evaluate_device(session, hooks, device, trigger="enrolled", new_enrollment=True, locked=True)
+    def on_enrolled(session, devices):
+        # The provisioning pass that emits devices.enrolled has claimed their rows: their locks are held.
+        bulk.evaluate_new_enrollments(session, hooks, devices)
 
     def on_left(trigger):
         def handler(session, device):
@@ -74,7 +74,7 @@ def register(app, hooks, instance) -> None:
     hooks.subscribe("inventory.updated", on_inventory, name="compliance.evaluate",
                     when=lambda batch_pending=False, **_: not batch_pending)
     hooks.subscribe("status.reported", on_status, name="compliance.evaluate")
-    hooks.subscribe("device.enrolled", on_enrolled, name="compliance.evaluate")
+    hooks.subscribe("devices.enrolled", on_enrolled, name="compliance.evaluate")
     hooks.subscribe("device.checked_out", on_left("checked_out"), name="compliance.evaluate")
     hooks.subscribe("device.retired", on_left("retired"), name="compliance.evaluate")
     hooks.subscribe("device.detail", on_detail, name="compliance.detail")

@@ -279,7 +279,14 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
     eff = policies.for_unit(device.unit_id)
 
     # The real clock, not clock.now(): compared with the mdm package's inventory timestamps.
-    inventory_since = utcnow() if new_enrollment else (verdict.inventory_since if verdict else None)
+    # Inventory stored before the current enrollment completed was an earlier enrollment's (the
+    # iPad may have been wiped or handed over since). A device's first answers can arrive before its
+    # provisioning pass has given it a verdict (mdm.provisioning): the same boundary holds then.
+    completed = device.enrollment_completed_at
+    if new_enrollment:
+        inventory_since = completed or utcnow()
+    else:
+        inventory_since = verdict.inventory_since if verdict else completed
     if declarative_facts is False:
         declarative_facts = declarative.compliance_facts(session, [device]).get(device.id)
     if vpn_facts is False:

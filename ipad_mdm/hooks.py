@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 # Event names and their keyword arguments:
 #   device.authenticated(session, device)        Authenticate accepted
-#   device.enrolled(session, device)             first TokenUpdate
+#   device.enrolled(session, device)             a new enrollment (first TokenUpdate), in its provisioning
+#                                                pass after that request (mdm.provisioning)
+#   devices.enrolled(session, devices)           the same pass's new enrollments all at once, after their
+#                                                device.enrolled: for work done set-based (compliance)
 #   device.checked_out(session, device)          CheckOut or retirement
 #   inventory.updated(session, device, kind, batch_pending)
 #                                                kind: DeviceInformation, SecurityInfo, ...;
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 #                                                a declarative status report was stored (mdm.ddm
 #                                                StatusReport; `changed`: item names whose value changed)
 EVENTS = (
-    "device.authenticated", "device.enrolled", "device.checked_out", "inventory.updated", "status.reported",
+    "device.authenticated", "device.enrolled", "devices.enrolled", "device.checked_out", "inventory.updated", "status.reported",
     "command.completed", "device.detail", "device.retired", "verdict.changed", "verdict.updated",
     "identity.issued", "access.describe", "device.expected", "ade.devices_synced",
 )

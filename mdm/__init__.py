@@ -52,7 +52,7 @@ MANIFEST = Manifest(
     name="mdm",
     register="mdm:register",
     models=("mdm.models", "mdm.identity.models", "mdm.pushcert.models"),
-    jobs=("mdm.jobs", "mdm.push", "mdm.identity.jobs", "mdm.pushcert.jobs"),
+    jobs=("mdm.jobs", "mdm.push", "mdm.provisioning", "mdm.identity.jobs", "mdm.pushcert.jobs"),
     cli=("mdm.cli:enroll_token", "mdm.cli:device", "mdm.cli:command", "mdm.pushcert.cli:push_cert"),
 )
 

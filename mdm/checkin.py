@@ -22,7 +22,7 @@ from ipad_mdm.hooks import Hooks
 from . import commands as command_queue
 from .identity.renewal import on_identity_in_use
 from .identity.revocation import revoke_identity
-from . import ddm, fastpath
+from . import ddm, fastpath, provisioning
 from .protocol import clip as protocol_clip
 from .models import CheckinEvent, Device, EnrollmentToken, IdentityCertificate, StatusReportRecord
 from .protocol import Authenticate, CheckinMessage, CheckOut, CommandResponse, DeclarativeManagement, TokenUpdate
@@ -323,9 +323,10 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
             command_queue.enqueue_many(session, device, ("DeviceInformation", "SecurityInfo", "ProfileList",
                                                          "CertificateList", "InstalledApplicationList"),
                                        requested_by="enrollment")
+            # The other packages' work for a new iPad (device.enrolled) runs after this commits,
+            # off the iPad's request path: mdm.provisioning.
+            provisioning.mark(session, device, now)
         session.flush()  # the device in one UPDATE (push_pending with it), the queued commands in one INSERT
-        if first:
-            hooks.emit("device.enrolled", session=session, device=device)
     elif isinstance(msg, CheckOut):
         device = _device_for(session, identity, msg.udid, msg.message_type)
         device.enrollment_state = "checked_out"

@@ -56,6 +56,11 @@ def create_token(session: Session, *, ttl_hours: int, serial_number: str | None 
     return plain, row
 
 
+# The claim's RETURNING row is the session's view of the token: the ORM need not evaluate the WHERE
+# clause in Python against the rows it holds (mdm.commands claims commands the same way).
+_RETURNED = {"synchronize_session": False, "populate_existing": True}
+
+
 def redeem_token(session: Session, plain: str | None) -> tuple[EnrollmentToken, str]:
     """Consume a token for one profile download; returns (token row, SCEP challenge)."""
     if not plain or len(plain) > 128:
@@ -70,7 +75,7 @@ def redeem_token(session: Session, plain: str | None) -> tuple[EnrollmentToken, 
         .where(EnrollmentToken.token_sha256 == digest, EnrollmentToken.profile_fetched_at.is_(None),
                EnrollmentToken.revoked_at.is_(None), EnrollmentToken.expires_at > now)
         .values(profile_fetched_at=now, challenge_sha256=sha256_hex(challenge))
-        .returning(EnrollmentToken)).first()
+        .returning(EnrollmentToken), execution_options=_RETURNED).first()
     if row is not None:
         return row, challenge
     row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.token_sha256 == digest))
@@ -163,7 +168,7 @@ def consume_challenge(session: Session, challenge: str | None) -> EnrollmentToke
         update(EnrollmentToken)
         .where(EnrollmentToken.challenge_sha256 == digest, EnrollmentToken.challenge_used_at.is_(None),
                EnrollmentToken.revoked_at.is_(None), EnrollmentToken.expires_at > now)
-        .values(challenge_used_at=now).returning(EnrollmentToken)).first()
+        .values(challenge_used_at=now).returning(EnrollmentToken), execution_options=_RETURNED).first()
     if row is not None and hmac.compare_digest(row.challenge_sha256 or "", digest):
         return row
     row = session.scalar(select(EnrollmentToken).where(EnrollmentToken.challenge_sha256 == digest))

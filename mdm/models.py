@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -34,6 +34,9 @@ class EnrollmentToken(Base):
 
 class Device(Base):
     __tablename__ = "devices"
+    # The provisioning pass finds its work without reading the fleet.
+    __table_args__ = (Index("ix_devices_provision_pending", "id", postgresql_where=text("provision_pending"),
+                            sqlite_where=text("provision_pending")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     udid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -65,6 +68,11 @@ class Device(Base):
     token_updated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     checked_out_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The first TokenUpdate of the current enrollment: inventory stored before it belongs to an
+    # earlier enrollment of this iPad. provision_pending: what the other packages do for a new
+    # enrollment (device.enrolled) has not run yet (mdm.provisioning runs it off the request path).
+    enrollment_completed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    provision_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # Push bookkeeping: a push that failed is retried by the scheduler.
     push_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     last_push_at: Mapped[dt.datetime | None] = mapped_column(default=None)

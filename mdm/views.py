@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
 from ipad_mdm.mobileconfig import PayloadError
 
-from . import checkin, ddm, enrollment, fastpath, protocol, service
+from . import checkin, ddm, enrollment, fastpath, protocol, provisioning, service
 from . import commands as command_queue
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def checkin_endpoint():
                 return Response(b"", status=200)
             return Response(ddm.dumps(answer), status=200, mimetype="application/json")
         checkin.handle_checkin(s, hooks(), identity, msg, seal=instance().fernet().encrypt)
-        if isinstance(msg, protocol.TokenUpdate) and identity.device_id is not None:
+        if isinstance(msg, protocol.TokenUpdate) and identity.device_id is not None and not provisioning.requested(s):
             push_after_commit(s, identity.device_id)
         log.info("check-in %s from %s", msg.message_type, msg.udid)
         return Response(b"", status=200)

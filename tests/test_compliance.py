@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 import compliance
 from compliance import clock, jobs
-from compliance.models import DeviceVerdict, VerdictTransition
+from compliance.models import VerdictTransition
 from ipad_mdm.db import utcnow
 from ipad_mdm.models import Unit
 from mdm.models import Command, Device
@@ -207,11 +207,11 @@ def test_unknown_until_security_info(server, officer):
     make_policy(officer, rules=[{"kind": "passcode_present"}, {"kind": "min_os_version", "version": "17.0"}])
     sim = server.simulator()
     sim.enroll(server.enrollment_url())
+    server.wait_pushes()  # the new enrollment's provisioning pass (mdm.provisioning) gives it its first verdict
     v = verdict(server, sim)
     assert v.state == "unknown"
     assert "No SecurityInfo inventory reported yet" in v.reasons_en
     assert not verdict_access(v).allowed
-    server.wait_pushes()
     sim.process_commands()
     assert verdict(server, sim).state == "compliant"
     sim.close()

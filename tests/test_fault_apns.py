@@ -154,6 +154,7 @@ def test_push_certificate_refused_renewed_and_topic_guarded(apns_stack, tmp_path
     sim = SimulatedIPad(stack.url, verify=stack.verify)
     sim.enroll(stack.enrollment_url())
     _wait(lambda: [p for p in stack.apns.pushes if p.token == sim.push_token.hex()], "the enrollment push")
+    stack.wait_provisioned(sim)
     sim.process_commands()
     with stack.session() as s:
         assert s.scalar(select(Device.topic).where(Device.udid == sim.udid)) == stack.topic

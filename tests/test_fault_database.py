@@ -87,6 +87,7 @@ def test_primary_restart_and_failover_lose_nothing(cluster, tmp_path):
         device, loader = (SimulatedIPad(stack.url, verify=stack.verify) for _ in range(2))
         for sim in (device, loader):
             sim.enroll(stack.enrollment_url())
+            stack.wait_provisioned(sim)
             sim.process_commands()
         load = IdleLoad(loader).start(stack.verify)
 

@@ -94,6 +94,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
                        timeout=60)
     first = SimulatedIPad(stack.url, verify=stack.verify)
     first.enroll(stack.enrollment_url())  # CA and signing keys on the tokens, both present
+    stack.wait_provisioned(first)
     first.process_commands()
     r = api.post("/api/v1/profiles", json={"identifier": IDENT, "display_name": "Cấu hình cơ bản",
                                            "payloads": _payloads()})
@@ -141,6 +142,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
     # The iPad retries the install of the profile it holds: the same SCEP challenge is still good.
     _until(lambda: _scep_or_none(second), lambda cert: cert is not None)
     assert second.authenticate().status_code == 200 and second.token_update().status_code == 200
+    stack.wait_provisioned(second)
     second.process_commands()
 
     # --- the PIN is wrong when the server starts --------------------------------------------------
@@ -155,6 +157,7 @@ def test_tokens_pulled_or_pin_wrong_refuse_clearly_and_recover_without_restart(t
     stack.pin_file.write_text(stack.hsm.pin + "\n")  # corrected: no restart
     third = SimulatedIPad(stack.url, verify=stack.verify)
     third.enroll(stack.enrollment_url())
+    stack.wait_provisioned(third)
     third.process_commands()
 
     # Nothing lost, no 500, no secret in the log.

@@ -29,7 +29,7 @@ import redis
 from sqlalchemy import create_engine, select, text, update
 
 from mdm import service
-from mdm.models import Command, CommandEvent
+from mdm.models import Command, CommandEvent, Device
 from tests.apns_standin import start_apns_standin
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, free_port, fresh_postgres_database, seed_instance_dir
 from tests.simulator import SimulatedIPad
@@ -122,6 +122,19 @@ class Stack:
         from sqlalchemy.orm import Session
 
         return Session(self.engine)
+
+    def wait_provisioned(self, sim, timeout: float = 120) -> None:
+        """Until the worker has provisioned this new enrollment (mdm.provisioning: its VPN profile, first
+        verdict, …), as the iPad would find on the push that follows. A bound, not a timing check."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.session() as s:
+                device = s.scalar(select(Device).where(Device.udid == sim.udid))
+                if device is not None and device.enrollment_state == "enrolled" and not device.provision_pending:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{sim.udid} was not provisioned within {timeout} s")
+            time.sleep(0.05)
 
     def stop(self):
         for proc in (self.web, self.worker):
@@ -257,6 +270,7 @@ def test_production_stack_survives_faults(stack):
     sim.enroll(stack.enrollment_url())
     push = stack.apns.wait_for(1, timeout=120)[0]  # upper bound for a stuck worker, not a timing check
     assert push.token == sim.push_token.hex()
+    stack.wait_provisioned(sim)
     sim.process_commands()
     events = receiver.wait_for(lambda ev: "device.enrolled" in [e["type"] for e in ev], timeout=120)
     assert [e["data"]["udid"] for e in events if e["type"] == "device.enrolled"] == [sim.udid]
