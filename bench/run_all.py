@@ -211,8 +211,10 @@ def _profiler(name: str):
 
 
 def wait_provisioned(database_url: str, timeout: float = 300) -> float:
-    """Until the workers have provisioned every new enrollment (mdm.provisioning: the VPN peer and
-    profile, the first verdict, ...) and each has its verdict; returns the seconds waited."""
+    """Until the workers have provisioned every new enrollment over the protocol (mdm.provisioning: the
+    VPN peer and profile, the first verdict, ...) and each has its verdict; returns the seconds waited.
+    (The fleet's directly made devices have no enrollment_completed_at, and no verdict until the
+    compliance run the bench times.)"""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -221,7 +223,8 @@ def wait_provisioned(database_url: str, timeout: float = 300) -> float:
         with engine.connect() as conn:
             while True:
                 pending, unjudged = conn.execute(text(
-                    "SELECT count(*) FILTER (WHERE provision_pending), count(*) FILTER (WHERE NOT EXISTS ("
+                    "SELECT count(*) FILTER (WHERE provision_pending), count(*) FILTER (WHERE "
+                    "enrollment_completed_at IS NOT NULL AND NOT EXISTS ("
                     "SELECT 1 FROM compliance_device_verdicts v WHERE v.device_id = devices.id)) "
                     "FROM devices WHERE enrollment_state = 'enrolled'")).one()
                 conn.rollback()
@@ -538,8 +541,9 @@ def report(args, fig: dict) -> None:
         ("compliance evaluation, first after enrollment", f"{first:.2f} s", "< 3 s", 3 / first),
         ("enrollment (profile + SCEP + Authenticate + TokenUpdate), server CPU", f"{fig['enroll_server_rate']:.1f} iPads/s",
          ">= 30 iPads/s", fig["enroll_server_rate"] / 30),
-        ("enrollment, Celery worker CPU per iPad (provisioning, pushes, outbox, VPN tasks)", f"{fig['enroll_celery_ms']:.1f} ms",
+        ("enrollment, Celery CPU per iPad (provisioning, pushes, outbox, VPN)", f"{fig['enroll_celery_ms']:.1f} ms",
          "-", None),
+        ("enrollment, provisioning done after the last TokenUpdate (wall)", f"{fig['provision_wait']:.2f} s", "-", None),
         ("enrollment, web and Celery CPU together",
          f"{1000 / (1000 / fig['enroll_server_rate'] + fig['enroll_celery_ms']):.1f} iPads/s", "-", None),
         ("onboarding after it (first inventory, VPN profile, declarative sync)", f"{fig['onboard_server_rate']:.1f} iPads/s",
