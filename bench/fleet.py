@@ -120,3 +120,32 @@ def add_peers(inst, udids: list[str], *, batch: int = 2000) -> int:
             s.execute(insert(WireGuardPeer), rows)
         made += len(rows)
     return made
+
+
+def wait_provisioned(database_url: str, timeout: float = 300) -> float:
+    """Until the workers have provisioned every new enrollment over the protocol (mdm.provisioning: the
+    VPN peer and profile, the first verdict, ...) and each has its verdict; returns the seconds waited.
+    (The fleet's directly made devices have no enrollment_completed_at, and no verdict until the
+    compliance run the bench times.)"""
+    import time
+
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    t0 = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            while True:
+                pending, unjudged = conn.execute(text(
+                    "SELECT count(*) FILTER (WHERE provision_pending), count(*) FILTER (WHERE "
+                    "enrollment_completed_at IS NOT NULL AND NOT EXISTS ("
+                    "SELECT 1 FROM compliance_device_verdicts v WHERE v.device_id = devices.id)) "
+                    "FROM devices WHERE enrollment_state = 'enrolled'")).one()
+                conn.rollback()
+                if not pending and not unjudged:
+                    return time.perf_counter() - t0
+                if time.perf_counter() - t0 > timeout:
+                    raise SystemExit(f"bench: {pending} enrollment(s) still to provision, {unjudged} without a verdict")
+                time.sleep(0.05)
+    finally:
+        engine.dispose()

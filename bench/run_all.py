@@ -210,33 +210,6 @@ def _profiler(name: str):
     return stop
 
 
-def wait_provisioned(database_url: str, timeout: float = 300) -> float:
-    """Until the workers have provisioned every new enrollment over the protocol (mdm.provisioning: the
-    VPN peer and profile, the first verdict, ...) and each has its verdict; returns the seconds waited.
-    (The fleet's directly made devices have no enrollment_completed_at, and no verdict until the
-    compliance run the bench times.)"""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    t0 = time.perf_counter()
-    try:
-        with engine.connect() as conn:
-            while True:
-                pending, unjudged = conn.execute(text(
-                    "SELECT count(*) FILTER (WHERE provision_pending), count(*) FILTER (WHERE "
-                    "enrollment_completed_at IS NOT NULL AND NOT EXISTS ("
-                    "SELECT 1 FROM compliance_device_verdicts v WHERE v.device_id = devices.id)) "
-                    "FROM devices WHERE enrollment_state = 'enrolled'")).one()
-                conn.rollback()
-                if not pending and not unjudged:
-                    return time.perf_counter() - t0
-                if time.perf_counter() - t0 > timeout:
-                    raise SystemExit(f"bench: {pending} enrollment(s) still to provision, {unjudged} without a verdict")
-                time.sleep(0.05)
-    finally:
-        engine.dispose()
-
-
 def worker_cpu_seconds(master_pid: int) -> float:
     """User + system CPU of a gunicorn master's workers (the server's cost, not the clients')."""
     return sum(process_cpu_seconds(pid) for pid in _children(master_pid))
@@ -335,7 +308,7 @@ def warm(url: str, reqs, verify, threads: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    from bench.fleet import add_fleet, add_peers
+    from bench.fleet import add_fleet, add_peers, wait_provisioned
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=10_000, help="fleet size (sample + directly issued identities)")
