@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from ipad_mdm.db import transaction_state
 from ipad_mdm.timefmt import iso
 
 from .models import DeviceVerdict
@@ -74,24 +75,15 @@ def remember_written(session: Session, rows) -> None:
     """The verdicts a bulk evaluation holds for this transaction (ORM rows it changed, new rows it
     inserts itself): the gateway reads them back at commit, and a fifth of a first evaluation of
     the fleet went into reading and decoding what had just been written."""
-    transaction = session.get_transaction()
-    held = session.info.get(_WRITTEN)
-    if held is None or held[0] is not transaction:
-        session.info[_WRITTEN] = held = (transaction, {})
-    held[1].update((row.device_id, row) for row in rows)
+    transaction_state(session, _WRITTEN, dict).update((row.device_id, row) for row in rows)
 
 
 def current_verdicts(session: Session, device_ids) -> dict[int, VerdictView]:
     """The verdicts of many devices in one query (devices without one are absent)."""
     ids = list(device_ids)
-    if not ids:
-        return {}
-    held = session.info.get(_WRITTEN)
-    if held is not None and held[0] is session.get_transaction():
-        known = {i: view_of(held[1][i]) for i in ids if i in held[1]}
-        rest = [i for i in ids if i not in known]
-        return {**known, **_read_verdicts(session, rest)} if rest else known
-    return _read_verdicts(session, ids)
+    written = transaction_state(session, _WRITTEN) or {}
+    known = {i: view_of(written[i]) for i in ids if i in written}
+    return {**known, **_read_verdicts(session, [i for i in ids if i not in known])}
 
 
 def _read_verdicts(session: Session, ids: list) -> dict[int, VerdictView]:

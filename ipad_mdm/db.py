@@ -114,15 +114,35 @@ def after_commit(session: Session, fn) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append((marker, fn))
 
 
+def transaction_state(session: Session, key: str, make=None):
+    """State that lives as long as the session's current transaction (the next transaction of the
+    same session starts afresh): the value kept under `key`, made by `make()` the first time it is
+    asked for with one, so `make` also runs once per transaction; None when there is none yet and
+    no `make`."""
+    transaction = session.get_transaction()
+    held = session.info.get(key)
+    if held is not None and held[0] is transaction:
+        return held[1]
+    if make is None:
+        return None
+    value = make()
+    session.info[key] = (transaction, value)
+    return value
+
+
+def once_per_transaction(session: Session, key: str) -> bool:
+    """True the first time `key` is asked for in the session's current transaction, False after."""
+    if transaction_state(session, key) is not None:
+        return False
+    transaction_state(session, key, lambda: True)
+    return True
+
+
 def hold(session: Session, row) -> None:
     """Keep `row` referenced until the session's transaction ends. The identity map holds clean rows
     weakly: one read early in a request and needed again later (at commit, by another package) would
     otherwise be collected in between and queried a second time."""
-    transaction = session.get_transaction()
-    held = session.info.get(_HELD)
-    if held is None or held[0] is not transaction:
-        held = session.info[_HELD] = (transaction, [])
-    held[1].append(row)
+    transaction_state(session, _HELD, list).append(row)
 
 
 _HELD = "ipad_mdm.db.held"

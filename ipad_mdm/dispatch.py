@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
-from .db import after_commit
+from .db import after_commit, transaction_state
 from .jobs import task
 
 log = logging.getLogger("ipad_mdm.dispatch")
@@ -157,15 +157,15 @@ def push_after_commit(session, device_ids: Iterable[int], dispatcher=None) -> No
     dispatcher = dispatcher or session.info.get("dispatcher")
     if dispatcher is None:
         return  # no dispatcher (a script): push_pending stays set and the retry job pushes
-    transaction = session.get_transaction()
-    held = session.info.get("push_ids")
-    if held is None or held[0] is not transaction:  # first request in this transaction
+
+    def first_request() -> set[int]:  # once per transaction
         ids: set[int] = set()
-        session.info["push_ids"] = held = (transaction, ids)
 
         def push():
             # The caller may tell its user (API, console, CLI): push deferred, queue unavailable.
             session.info["push_deferred"] = dispatcher.request_push(sorted(ids)) is False
 
         after_commit(session, push)
-    held[1].update(int(i) for i in device_ids)
+        return ids
+
+    transaction_state(session, "push_ids", first_request).update(int(i) for i in device_ids)

@@ -17,7 +17,7 @@ import uuid
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .db import Base, after_commit, json_dumps, utcnow
+from .db import Base, after_commit, json_dumps, once_per_transaction, utcnow
 
 OUTBOX_TASK = "outbox.pump"
 
@@ -57,11 +57,8 @@ def publish(session: Session, event: str, data: dict) -> OutboxEvent:
     row = OutboxEvent(event_id=event_id, event=event, occurred_at=now, body=body)
     session.add(row)
     dispatcher = session.info.get("dispatcher")
-    transaction = session.get_transaction()
-    if dispatcher is not None and session.info.get("outbox.transaction") is not transaction:
-        # One request per transaction; forgotten with it if it rolls back.
-        session.info["outbox.transaction"] = transaction
-
+    # One request per transaction; forgotten with it if it rolls back.
+    if dispatcher is not None and once_per_transaction(session, "outbox.transaction"):
         def pump():
             try:
                 dispatcher.submit(OUTBOX_TASK)

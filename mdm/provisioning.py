@@ -25,7 +25,7 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import after_commit
+from ipad_mdm.db import after_commit, once_per_transaction, transaction_state
 from ipad_mdm.dispatch import push_after_commit
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.jobs import background_task, periodic
@@ -45,18 +45,17 @@ def mark(session: Session, device: Device, now) -> None:
     device.enrollment_completed_at = now
     device.provision_pending = True
     dispatcher = session.info.get("dispatcher")
-    transaction = session.get_transaction()
-    if dispatcher is None or session.info.get(_REQUESTED) is transaction:
+    if dispatcher is None:
         return  # no dispatcher (a script): the periodic sweep provisions it
-    session.info[_REQUESTED] = transaction
-    after_commit(session, lambda: dispatcher.submit(TASK))
+    if once_per_transaction(session, _REQUESTED):
+        after_commit(session, lambda: dispatcher.submit(TASK))
 
 
 def requested(session: Session) -> bool:
     """Whether this transaction asked for a provisioning pass, which pushes the iPads it provisions:
     the request need not push them as well (one push brings an iPad its inventory queries and
     everything its provisioning queued)."""
-    return session.info.get(_REQUESTED) is session.get_transaction()
+    return transaction_state(session, _REQUESTED) is not None
 
 
 def provision_pending(database, hooks: Hooks, dispatcher=None, *, batch: int = BATCH) -> dict:

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import after_commit, utcnow
+from ipad_mdm.db import after_commit, transaction_state, utcnow
 from ipad_mdm.jobs import background_task
 from . import sightings
 from .serverconf import active_peers
@@ -78,18 +78,19 @@ def note(session: Session, instance, *, upsert: tuple[int, ...] = (), remove: tu
     """Remember peers this transaction changed (device ids to upsert, public keys to remove); the
     gateways hear of them once it commits, off the request path: the dispatcher runs CHANGES_TASK
     (a script without one sends right after its commit)."""
-    transaction = session.get_transaction()
-    pending = session.info.get(_PENDING)
-    if pending is None or pending[0] is not transaction:
-        pending = (transaction, set(), set())
-        session.info[_PENDING] = pending
+
+    def first_change() -> tuple[set, set]:  # once per transaction
+        upserts, removals = set(), set()
         dispatcher = session.info.get("dispatcher")
         if dispatcher is None:
-            after_commit(session, lambda: _send_logged(instance, sorted(pending[1]), sorted(pending[2])))
+            after_commit(session, lambda: _send_logged(instance, sorted(upserts), sorted(removals)))
         else:
-            after_commit(session, lambda: dispatcher.submit(CHANGES_TASK, sorted(pending[1]), sorted(pending[2])))
-    pending[1].update(upsert)
-    pending[2].update(remove)
+            after_commit(session, lambda: dispatcher.submit(CHANGES_TASK, sorted(upserts), sorted(removals)))
+        return upserts, removals
+
+    upserts, removals = transaction_state(session, _PENDING, first_change)
+    upserts.update(upsert)
+    removals.update(remove)
 
 
 @background_task(CHANGES_TASK)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from wgconfig import WGConfig
 
 from ipad_mdm import files
-from ipad_mdm.db import after_commit
+from ipad_mdm.db import after_commit, once_per_transaction
 from ipad_mdm.jobs import background_task
 from ipad_mdm.db import utcnow
 from mdm import Device
@@ -348,10 +348,8 @@ def sync_after_commit(session: Session, instance) -> None:
     if dispatcher is None:
         after_commit(session, lambda: _sync_logged(instance))
         return
-    transaction = session.get_transaction()
-    if session.info.get(SYNC_TASK) is transaction:
+    if not once_per_transaction(session, SYNC_TASK):
         return  # already asked for in this transaction
-    session.info[SYNC_TASK] = transaction
     after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()))
 
 

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from ipad_mdm.db import transaction_state
 from ipad_mdm.outbox import publish
 
 from .models import WebhookSubscriber
+
+
+def _active_events(session) -> set[str]:
+    names: set[str] = set()
+    for events in session.scalars(select(WebhookSubscriber.events).where(WebhookSubscriber.active.is_(True))):
+        names.update(events or ())
+    return names
 
 
 def _wanted(event: str):
@@ -18,14 +26,7 @@ def _wanted(event: str):
     which spares a bulk evaluation of 10,000 iPads 10,000 outbox rows nobody reads."""
 
     def when(session, **_) -> bool:
-        transaction = session.get_transaction()
-        held = session.info.get("webhooks.wanted")
-        if held is None or held[0] is not transaction:
-            names: set[str] = set()
-            for events in session.scalars(select(WebhookSubscriber.events).where(WebhookSubscriber.active.is_(True))):
-                names.update(events or ())
-            held = session.info["webhooks.wanted"] = (transaction, names)
-        return event in held[1]
+        return event in transaction_state(session, "webhooks.wanted", lambda: _active_events(session))
 
     return when
 
