@@ -24,6 +24,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import signals
+
 from . import packages
 from .celery_app import make_celery
 from .dispatch import BATCH_TASK
@@ -53,6 +55,31 @@ class WorkerRuntime:
                 flask_app = create_app(inst=inst, dispatcher=CeleryDispatcher(app))
                 cls._value = (flask_app.extensions["ipad_mdm.runtime"], os.getpid())
             return cls._value[0]
+
+
+def _warm_runtime() -> None:
+    """Build this worker process's runtime now, in a thread, not in its first task: that task would
+    otherwise carry the app's whole start (about a second), a push delayed by it. The first task waits
+    on WorkerRuntime's lock if it comes sooner; a failure here is retried by that task."""
+    def build():
+        try:
+            WorkerRuntime.get()
+            log.info("worker runtime ready (pid %d)", os.getpid())
+        except Exception:
+            log.exception("building the worker runtime at start failed; the first task tries again")
+
+    threading.Thread(target=build, name="ipad-mdm-warm", daemon=True).start()
+
+
+@signals.worker_process_init.connect(weak=False)
+def _warm_pool_process(**_):
+    _warm_runtime()  # each prefork child, or the solo pool's one process
+
+
+@signals.worker_ready.connect(weak=False)
+def _warm_thread_pool(sender=None, **_):
+    if type(getattr(sender, "pool", None)).__module__.endswith(".thread"):
+        _warm_runtime()  # the thread pool runs tasks in the worker's own process: no init signal
 
 
 def beat_schedule() -> dict:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ipad_mdm.db import Database, utcnow
 from ipad_mdm.jobs import background_task
@@ -60,23 +60,22 @@ class PushSender:
         ids = sorted(set(device_ids))
         if not ids:
             return {}
+        info = pushcert.current(self._instance) if self._instance is not None else None
         with self._database.session() as s:
             targets = [
-                (d.id, d.push_token, d.push_magic)
-                for d in s.scalars(select(Device).where(Device.id.in_(ids)))
-                if d.push_token and d.push_magic and d.enrollment_state == "enrolled"
+                (i, token, magic) for i, token, magic in s.execute(
+                    select(Device.id, Device.push_token, Device.push_magic)
+                    .where(Device.id.in_(ids), Device.enrollment_state == "enrolled").order_by(Device.id))
+                if token and magic
             ]
-        outcome: dict[int, bool] = {}
-        info = None
-        if self._instance is not None:
-            info = pushcert.current(self._instance)
-            with self._database.session() as s:
-                held = pushcert.blocked(s, info)
-            if held:
-                # Pending, not tried, no failure counted: the iPads are not at fault.
-                _mark_devices(self._database, [t[0] for t in targets], f"{PUSH_BLOCKED}{held}")
-                return {t[0]: False for t in targets}
+            held = pushcert.blocked(s, info) if info is not None else None
+        if held:
+            # Pending, not tried, no failure counted: the iPads are not at fault.
+            _mark_devices(self._database, [t[0] for t in targets], f"{PUSH_BLOCKED}{held}")
+            return {t[0]: False for t in targets}
         client = self._apns(info.fingerprint if info else None)
+        outcome: dict[int, bool] = {}
+        sent: list[_Sent] = []
         any_ok, topic_refused = False, None
         for index, (device_id, token, magic) in enumerate(targets):
             kind = None
@@ -93,6 +92,8 @@ class PushSender:
             any_ok = any_ok or ok
             if kind == "certificate":
                 # Apple refuses the certificate itself: every other push would fail the same way.
+                _record(self._database, sent)
+                sent = []
                 with self._database.session() as s:
                     pushcert.record_refusal(s, info, "certificate", result.reason or error)
                 rest = [t[0] for t in targets[index:]]
@@ -102,24 +103,13 @@ class PushSender:
                 break
             if kind == "topic" and topic_refused is None:
                 topic_refused = result.reason
-            with self._database.session() as s:
-                d = s.get(Device, device_id)
-                if d is None:
-                    continue
-                d.last_push_at = utcnow()
-                if ok:
-                    d.push_pending = False
-                    d.push_failures = 0
-                    d.last_push_error = None
-                else:
-                    d.push_failures += 1
-                    d.last_push_error = (error or "push failed")[:255]
-                    if unregistered:
-                        # APNs says the token is dead: wait for a new TokenUpdate.
-                        d.push_pending = False
-                        d.push_token = None
+            sent.append(_Sent(device_id, token, ok, error, unregistered))
             if not ok:
                 log.warning("push to device %s failed: %s", device_id, error)
+            if len(sent) >= RECORD_EVERY:
+                _record(self._database, sent)
+                sent = []
+        _record(self._database, sent)
         if info is not None and (any_ok or topic_refused):
             # What the batch said about the certificate, once (not a state row read per push).
             with self._database.session() as s:
@@ -134,6 +124,44 @@ class PushSender:
             if self._client is not None and hasattr(self._client, "close"):
                 self._client.close()
             self._client = None
+
+
+class _Sent(NamedTuple):
+    device_id: int
+    token: str
+    ok: bool
+    error: str | None
+    unregistered: bool
+
+
+RECORD_EVERY = 200  # pushes recorded per transaction: a large wave keeps its progress if the process dies
+
+
+def _record(database: Database, sent: list[_Sent]) -> None:
+    """What APNs answered, on the device rows: one statement for the pushes it accepted, one per refusal.
+    A device whose push succeeded is no longer pending; a refused one counts a failure (the retry job's
+    backoff) and says why; a token APNs calls dead is dropped unless a TokenUpdate replaced it meanwhile."""
+    if not sent:
+        return
+    now = utcnow()
+    accepted = [p.device_id for p in sent if p.ok]
+    with database.session() as s:
+        if accepted:
+            s.execute(update(Device).where(Device.id.in_(accepted))
+                      .values(last_push_at=now, push_pending=False, push_failures=0, last_push_error=None)
+                      .execution_options(synchronize_session=False))
+        for p in sent:
+            if p.ok:
+                continue
+            s.execute(update(Device).where(Device.id == p.device_id)
+                      .values(last_push_at=now, push_failures=Device.push_failures + 1,
+                              last_push_error=(p.error or "push failed")[:255])
+                      .execution_options(synchronize_session=False))
+            if p.unregistered:
+                # APNs says the token is dead: wait for a new TokenUpdate.
+                s.execute(update(Device).where(Device.id == p.device_id, Device.push_token == p.token)
+                          .values(push_pending=False, push_token=None)
+                          .execution_options(synchronize_session=False))
 
 
 def due_for_retry(database: Database, now: dt.datetime | None = None) -> list[int]:

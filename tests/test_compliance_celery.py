@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -66,6 +67,15 @@ def test_celery_worker_evaluates_device(server, enrolled, worker):
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == enrolled.udid))
         assert s.get(DeviceVerdict, device.id).state == "compliant"  # policy not applied yet
+
+    # The worker builds its runtime when it starts, not in its first task (which a push may be).
+    for _ in range(1200):  # an upper bound for a stuck worker, not a timing assertion
+        if "worker runtime ready" in log_path.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the worker did not build its runtime at start:\n" + log_path.read_text(errors="replace"))
+    assert "received" not in log_path.read_text(errors="replace")  # no task has run yet
 
     result = client.send_task("compliance.evaluate_device", args=[device.id], queue=queue)
     try:

@@ -70,6 +70,42 @@ def test_an_unreachable_queue_defers_the_whole_batch_and_says_so_for_the_push():
     app.close()
 
 
+def test_requests_for_a_gathering_task_share_one_delayed_run(monkeypatch):
+    """submit_soon: the provisioning pass a rollout's TokenUpdates ask for is sent once per half
+    window and process, with a countdown, outside the transaction's batch; a failed send is not
+    remembered, so the next request tries the queue again."""
+    from ipad_mdm import dispatch
+
+    queue = f"ipad-mdm-test-soon-{uuid.uuid4().hex[:8]}"
+    app = make_celery(REDIS_URL, None)
+    client = redis.Redis.from_url(REDIS_URL)
+    dispatcher = CeleryDispatcher(app, queue)
+    clock = [1000.0]
+    monkeypatch.setattr(dispatch, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
+    try:
+        with dispatcher.batched(_Session()):
+            assert dispatcher.submit("outbox.pump") is True
+            for _ in range(3):
+                assert dispatcher.submit_soon("mdm.provision_enrolled", 2.0) is True
+        clock[0] += 0.9  # still inside the first half: shares the run already sent
+        assert dispatcher.submit_soon("mdm.provision_enrolled", 2.0) is True
+        messages = _queued(client, queue)
+        assert [m["headers"]["task"] for m in messages] == ["outbox.pump", "mdm.provision_enrolled"]
+        assert messages[1]["headers"]["eta"] is not None and messages[0]["headers"]["eta"] is None
+        clock[0] += 0.2  # past the half: a later enrollment may miss that run, so it asks for its own
+        dispatcher.submit_soon("mdm.provision_enrolled", 2.0)
+        assert [m["headers"]["task"] for m in _queued(client, queue)].count("mdm.provision_enrolled") == 2
+    finally:
+        client.delete(os.environ.get("IPAD_MDM_REDIS_KEY_PREFIX", "") + queue)
+        app.close()
+
+    down = make_celery("redis://127.0.0.1:1/0", None)
+    dispatcher = CeleryDispatcher(down, "ipad-mdm-test-nowhere")
+    assert dispatcher.submit_soon("mdm.provision_enrolled", 2.0) is False
+    assert dispatcher._soon == {}  # not remembered: the next TokenUpdate tries again (the sweep, if still down)
+    down.close()
+
+
 @pytest.fixture
 def batch_tasks(monkeypatch):
     released, seen = threading.Event(), []

@@ -142,6 +142,59 @@ def test_apns_outage_loses_no_command(enrolled, server):
     assert http.get(f"/api/v1/commands/{uuid}").json()["status"] == "acknowledged"
 
 
+def test_one_push_wave_records_each_answer(server):
+    """A wave of pushes records what APNs said per device, in one transaction: accepted ones are no
+    longer pending, a refused one counts a failure, a dead token is dropped, unless a TokenUpdate
+    replaced it while the wave was under way."""
+    from mdm.push import PushSender, apns_client
+
+    sims = []
+    for _ in range(4):
+        sim = server.simulator()
+        sim.enroll(server.enrollment_url())
+        sims.append(sim)
+    server.wait_pushes()
+    with server.session() as s:
+        ids = [s.scalar(select(Device.id).where(Device.udid == sim.udid)) for sim in sims]
+    dead, replaced, refused, fine = ids
+    with server.session() as s:  # each has a command waiting (what makes a push pending)
+        for i in ids:
+            s.get(Device, i).push_pending = True
+    real = apns_client(server.instance)
+
+    class TokenUpdateDuringWave:
+        def push(self, token, magic):
+            with server.session() as s:
+                device = s.get(Device, replaced)
+                if token == device.push_token:  # the iPad sends a new token while its push is out
+                    device.push_token = "ab" * 32
+            return real.push(token, magic)
+
+        def close(self):
+            real.close()
+
+    server.apns.fail_next(2, 410)  # pushes go out in device order: `dead`, then `replaced`
+    sender = PushSender(server.instance.database, TokenUpdateDuringWave, instance=server.instance)
+    try:
+        assert sender.push([fine, dead, replaced]) == {dead: False, replaced: False, fine: True}
+        server.apns.fail_next(5, 503)  # more than the client's attempts
+        assert sender.push([refused]) == {refused: False}
+    finally:
+        sender.close()
+    with server.session() as s:
+        rows = {i: s.get(Device, i) for i in ids}
+        assert rows[dead].push_token is None and not rows[dead].push_pending  # waits for a new TokenUpdate
+        assert rows[dead].push_failures == 1 and "410" in rows[dead].last_push_error
+        assert rows[replaced].push_token == "ab" * 32 and rows[replaced].push_failures == 1
+        assert rows[replaced].push_pending  # the retry job pushes the new token
+        assert rows[refused].push_pending and rows[refused].push_failures == 1
+        assert "503" in rows[refused].last_push_error and rows[refused].push_token
+        assert not rows[fine].push_pending and rows[fine].push_failures == 0 and rows[fine].last_push_error is None
+        assert all(rows[i].last_push_at is not None for i in ids)
+    for sim in sims:
+        sim.close()
+
+
 def test_client_certificate_from_trusted_proxy_header(tmp_path, database_url):
     from tests.conftest import start_live_server
 
