@@ -377,9 +377,9 @@ def main() -> None:
                 fig["machine"] = machine_speed()
                 # A few iPads first, not counted: every process's first requests and tasks pay once for
                 # what a long-running server has paid long ago (lazy imports, statement caches, keys read).
-                warm = enroll_many(base, env, verify, args.warm, key, args.enroll_threads,
+                warm_sims = enroll_many(base, env, verify, args.warm, key, args.enroll_threads,
                                    between=lambda: wait_provisioned(env["DATABASE_URL"]))
-                measured = args.sample - len(warm)
+                measured = args.sample - len(warm_sims)
                 celery_pid = procs[2].pid
                 marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
                 celery_marks, settle, waits = [process_cpu_seconds(celery_pid)], 2.0, []
@@ -392,7 +392,7 @@ def main() -> None:
                     time.sleep(settle)
                     celery_marks.append(process_cpu_seconds(celery_pid))
 
-                sims = warm + enroll_many(base, env, verify, measured, key, args.enroll_threads, between=between)
+                sims = warm_sims + enroll_many(base, env, verify, measured, key, args.enroll_threads, between=between)
                 marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
