@@ -378,7 +378,7 @@ def main() -> None:
                 # A few iPads first, not counted: every process's first requests and tasks pay once for
                 # what a long-running server has paid long ago (lazy imports, statement caches, keys read).
                 warm_sims = enroll_many(base, env, verify, args.warm, key, args.enroll_threads,
-                                   between=lambda: wait_provisioned(env["DATABASE_URL"]))
+                                        between=lambda: wait_provisioned(env["DATABASE_URL"]))
                 measured = args.sample - len(warm_sims)
                 celery_pid = procs[2].pid
                 marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]

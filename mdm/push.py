@@ -91,9 +91,8 @@ class PushSender:
             outcome[device_id] = ok
             any_ok = any_ok or ok
             if kind == "certificate":
-                # Apple refuses the certificate itself: every other push would fail the same way.
-                _record(self._database, sent)
-                sent = []
+                # Apple refuses the certificate itself: every other push would fail the same way
+                # (the answers before this one are recorded after the loop).
                 with self._database.session() as s:
                     pushcert.record_refusal(s, info, "certificate", result.reason or error)
                 rest = [t[0] for t in targets[index:]]

@@ -215,6 +215,16 @@ class LiveServer:
         with self.session() as s:
             return service.create_enrollment(s, self.instance.settings, **kw)["url"]
 
+    def enroll_ipads(self, n: int) -> list:
+        """n iPads enrolled over the protocol, their provisioning and pushes done."""
+        sims = []
+        for _ in range(n):
+            sim = self.simulator()
+            sim.enroll(self.enrollment_url())
+            sims.append(sim)
+        self.wait_pushes()
+        return sims
+
     def api_token(self, role: str = "it_admin", name: str | None = None) -> str:
         from ipad_mdm.auth import create_api_token
 

@@ -148,12 +148,7 @@ def test_one_push_wave_records_each_answer(server):
     replaced it while the wave was under way."""
     from mdm.push import PushSender, apns_client
 
-    sims = []
-    for _ in range(4):
-        sim = server.simulator()
-        sim.enroll(server.enrollment_url())
-        sims.append(sim)
-    server.wait_pushes()
+    sims = server.enroll_ipads(4)
     with server.session() as s:
         ids = [s.scalar(select(Device.id).where(Device.udid == sim.udid)) for sim in sims]
     dead, replaced, refused, fine = ids

@@ -41,16 +41,6 @@ def lost_tasks(server, monkeypatch):
     return lost
 
 
-def _enroll(server, n: int) -> list:
-    sims = []
-    for _ in range(n):
-        sim = server.simulator()
-        sim.enroll(server.enrollment_url())
-        sims.append(sim)
-    server.wait_pushes()
-    return sims
-
-
 def _may_open_documents(server, udid: str) -> bool:
     with server.session() as s:
         out: dict = {}
@@ -79,7 +69,7 @@ NOT_YET = {"pending": True, "peers": 0, "verdict": False, "enrolled_transitions"
 
 @both
 def test_the_sweep_provisions_what_a_lost_task_left_in_one_pass(server, lost_tasks):
-    sims = _enroll(server, 3)
+    sims = server.enroll_ipads(3)
     assert len(lost_tasks) == 3  # asked for once per TokenUpdate, after its commit
     for sim in sims:
         # Enrolled, nothing decided yet: no verdict, so the gateway's one access decision refuses.
@@ -108,7 +98,7 @@ def test_the_sweep_provisions_what_a_lost_task_left_in_one_pass(server, lost_tas
 
 @both
 def test_a_pass_takes_many_enrollments_in_one_transaction(server, lost_tasks):
-    sims = _enroll(server, 5)
+    sims = server.enroll_ipads(5)
     commits = []
     from sqlalchemy import event
 
@@ -128,7 +118,7 @@ def test_a_pass_takes_many_enrollments_in_one_transaction(server, lost_tasks):
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_passes_at_once_never_provision_an_ipad_twice(server, lost_tasks):
-    sims = _enroll(server, 8)
+    sims = server.enroll_ipads(8)
     start = threading.Barrier(3)
     results = []
 
@@ -149,7 +139,7 @@ def test_two_passes_at_once_never_provision_an_ipad_twice(server, lost_tasks):
 
 @both
 def test_one_broken_enrollment_does_not_hold_back_the_others(server, lost_tasks):
-    sims = _enroll(server, 4)
+    sims = server.enroll_ipads(4)
     broken = sims[1].udid
 
     def fail_for_one(session, device):
@@ -181,7 +171,7 @@ def test_answers_that_arrive_before_the_pass_count_and_older_ones_do_not(server,
     officer.post("/api/v1/policies", json={
         "name": "Passcode", "rules": [{"kind": "passcode_present"}], "actions": [], "grace_hours": 0,
         "assign": {"all": True}}).raise_for_status()
-    sim = _enroll(server, 1)[0]
+    sim = server.enroll_ipads(1)[0]
     with server.session() as s:
         device = s.scalar(select(Device).where(Device.udid == sim.udid))
         device_id, completed = device.id, device.enrollment_completed_at
