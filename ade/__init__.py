@@ -31,8 +31,8 @@ def register(app, hooks, instance) -> None:
     from . import configure, views
 
     # Only an iPad held in Setup Assistant concerns this package: the others cost no query (or SAVEPOINT).
-    hooks.subscribe("device.enrolled", configure.on_enrolled, name="ade.await_configuration",
-                    when=lambda device, **_: bool(device.awaiting_configuration))
+    hooks.subscribe("devices.enrolled", configure.on_enrolled, name="ade.await_configuration",
+                    when=lambda devices, **_: any(d.awaiting_configuration for d in devices))
     hooks.subscribe("command.completed", configure.on_command_completed, name="ade.await_configuration",
                     when=configure.concerns)
     app.register_blueprint(views.bp)

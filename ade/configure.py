@@ -2,7 +2,7 @@
 setup is on it, then DeviceConfigured lets it go.
 
 The packages that install what a unit requires (profiles, VPN, the office's apps) queue their
-commands on device.enrolled; this package subscribes after them. Whenever such an iPad has no
+commands on devices.enrolled; this package subscribes after them. Whenever such an iPad has no
 install command outstanding (queued, sent, not now) and none refused, DeviceConfigured is
 queued, once. A refused install keeps the iPad held (the console and API show why) until the
 cause is fixed or IT releases it by hand (POST /api/v1/devices/<udid>/ade/release).
@@ -52,9 +52,10 @@ def maybe_release(session, device, *, force: bool = False, by: str = "mdm") -> b
     return True
 
 
-def on_enrolled(session, device, **_):
-    if through_ade(session, device):
-        maybe_release(session, device)
+def on_enrolled(session, devices, **_):
+    for device in devices:
+        if device.awaiting_configuration and through_ade(session, device):
+            maybe_release(session, device)
 
 
 def concerns(device, command, **_) -> bool:

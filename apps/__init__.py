@@ -32,11 +32,15 @@ def register(app, hooks, instance) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
 
-    def on_enrolled(session, device):
-        if delivery.reconcile_device(session, instance, device, requested_by="enrollment"):
-            push_after_commit(session, [device.id])
+    def on_enrolled(session, devices):
+        apps = delivery.all_apps(session)  # once for the provisioning pass
+        if not apps:
+            return
+        push = [d.id for d in devices if delivery.reconcile_device(session, instance, d, apps, requested_by="enrollment")]
+        if push:
+            push_after_commit(session, push)
 
-    hooks.subscribe("device.enrolled", on_enrolled, name="apps.deliver")
+    hooks.subscribe("devices.enrolled", on_enrolled, name="apps.deliver")
     hooks.subscribe("command.completed", delivery.on_command_completed, name="apps.progress",
                     when=lambda command, **_: command.request_type in ("InstallApplication", "ManagedApplicationList"))
     hooks.subscribe("inventory.updated", delivery.on_inventory, name="apps.installed",

@@ -134,12 +134,16 @@ def _deployment(session: Session, device_id: int, app_id: int) -> AppDeployment 
                                                       AppDeployment.app_id == app_id))
 
 
+def all_apps(session: Session) -> list[App]:
+    return list(session.scalars(select(App).order_by(App.id)))
+
+
 def reconcile_device(session: Session, instance, device: Device, apps: list[App] | None = None,
                      *, requested_by: str = "apps") -> bool:
     """Queue what this iPad lacks; True when a command was queued (push after commit)."""
     if device.enrollment_state != "enrolled":
         return False
-    apps = apps if apps is not None else list(session.scalars(select(App).order_by(App.id)))
+    apps = apps if apps is not None else all_apps(session)
     stage = _unit_stage(session, device)
     by_declaration = uses_declarations(device)
     queued = False

@@ -210,6 +210,25 @@ def _profiler(name: str):
     return stop
 
 
+def py_spy(env_var: str, pid: int, seconds: int):
+    """$env_var=file: py-spy records process `pid` (and its children) there in raw collapsed stacks,
+    until the returned stop() or `seconds`; BENCH_PYSPY_ARGS adds options (--gil: CPU, not waits)."""
+    out = os.environ.get(env_var)
+    if not out:
+        return lambda: None
+    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking",
+                            *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p", str(pid), "-d", str(seconds),
+                            "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+
+    def stop():
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+        spy.wait()
+
+    return stop
+
+
 def worker_cpu_seconds(master_pid: int) -> float:
     """User + system CPU of a gunicorn master's workers (the server's cost, not the clients')."""
     return sum(process_cpu_seconds(pid) for pid in _children(master_pid))
@@ -367,13 +386,8 @@ def main() -> None:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
                 # 1. Enrollment over the real protocol: wall rate and the workers' CPU per iPad.
-                spy = None
-                if os.environ.get("BENCH_PYSPY_ENROLL"):
-                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p",
-                                            str(web.pid), "-d", "600", "-f", "raw", "-o",
-                                            os.environ["BENCH_PYSPY_ENROLL"]], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL)
-                    time.sleep(1)
+                # Where the web workers' and the Celery worker's time goes during enrollment (collapsed stacks).
+                stop_spies = [py_spy("BENCH_PYSPY_ENROLL", web.pid, 600), py_spy("BENCH_PYSPY_CELERY", procs[2].pid, 600)]
                 fig["machine"] = machine_speed()
                 # A few iPads first, not counted: every process's first requests and tasks pay once for
                 # what a long-running server has paid long ago (lazy imports, statement caches, keys read).
@@ -386,17 +400,16 @@ def main() -> None:
 
                 def between():
                     marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
+                    stop_spies[0]()  # the profiles cover enrollment proper, not the onboarding after it
                     # The workers provision the new enrollments (mdm.provisioning), then push them;
                     # the settle lets the pushes and the other tasks they asked for finish.
                     waits.append(wait_provisioned(env["DATABASE_URL"]))
                     time.sleep(settle)
                     celery_marks.append(process_cpu_seconds(celery_pid))
+                    stop_spies[1]()
 
                 sims = warm_sims + enroll_many(base, env, verify, measured, key, args.enroll_threads, between=between)
                 marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait()
                 (c0, t0), (c1, t1), (c2, t2) = marks
                 fig["enroll_wall_rate"] = measured / (t2 - t0 - settle - waits[0])
                 fig["provision_wait"] = waits[0]
@@ -431,20 +444,13 @@ def main() -> None:
                 fig["cold_rate"], cold_bad = warm(f"{base}/mdm/connect", reqs, verify, args.concurrency)
                 warm(f"{base}/mdm/connect", reqs, verify, args.concurrency)
                 runs = []
-                spy = None
-                if os.environ.get("BENCH_PYSPY"):  # where the workers' time goes (collapsed stacks)
-                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking", *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p",
-                                            str(web.pid), "-d", str(int(args.seconds)), "-f", "raw", "-o",
-                                            os.environ["BENCH_PYSPY"]], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL)
+                stop_spy = py_spy("BENCH_PYSPY", web.pid, int(args.seconds))  # the first MDM run's check-ins
                 for _ in range(args.repeat):
                     mdm_rps, mdm_lat, mdm_err = hammer(f"{base}/mdm/connect", reqs, args.seconds, args.concurrency, verify)
                     bare_rps, _lat, bare_err = hammer(f"https://127.0.0.1:{bare_port}/mdm/connect", reqs, args.seconds,
                                                       args.concurrency, verify)
                     runs.append((mdm_rps, bare_rps, pct(mdm_lat, 99), mdm_err + bare_err))
-                    if spy is not None:
-                        spy.wait()
-                        spy = None
+                    stop_spy()
                 fig["checkin_runs"] = runs
                 fig["ab_runs"] = ab_runs(f"{base}/mdm/connect", f"https://127.0.0.1:{bare_port}/mdm/connect",
                                          reqs[0], args.concurrency, args.repeat, tmp)

@@ -1,7 +1,7 @@
 """Web console (issue #7): accounts and roles, units, the iPad handover workflow, fleet pages.
 
 Public surface
-  register(app, hooks, instance)        mount /console/, subscribe to device.enrolled and command.completed
+  register(app, hooks, instance)        mount /console/, subscribe to devices.enrolled and command.completed
   accounts.create_user(session, username, password, role, full_name=, unit=, leader_id=, created_by=)
   accounts.PERMISSIONS / accounts.allowed(role, permission)
   handover.register_device / create_enrollment_token / assign / hand_over / training_done /
@@ -27,13 +27,13 @@ def register(app, hooks, instance) -> None:
 
     app.register_blueprint(bp)
 
-    def on_enrolled(session, device):
-        handover.on_device_enrolled(session, device)
+    def on_enrolled(session, devices):
+        handover.on_devices_enrolled(session, devices)
 
     def on_command_completed(session, device, command):
         handover.on_command_completed(session, hooks, device, command)
 
-    hooks.subscribe("device.enrolled", on_enrolled)
+    hooks.subscribe("devices.enrolled", on_enrolled, name="console.handover")
     from . import handover_abm
 
     hooks.subscribe("device.expected", handover_abm.expected_serial, name="console.expected_serial")

@@ -195,52 +195,54 @@ def enrollment_url(fernet, record: DeviceRecord) -> str | None:
     return fernet.decrypt(record.enrollment_url_enc).decode()
 
 
-def on_device_enrolled(session: Session, device: Device) -> None:
-    """Hook (device.enrolled): link the waiting record by its enrollment token, else by serial; an
-    iPad with neither is adopted (below). Every candidate comes from one query: this runs in each
-    enrollment's TokenUpdate."""
-    serial = normalise_serial(device.serial_number or "")
-    wanted = [DeviceRecord.device_id == device.id]
-    if device.enrollment_token_id is not None:
-        wanted.append(DeviceRecord.enrollment_token_id == device.enrollment_token_id)
-    if serial:
-        wanted.append(DeviceRecord.serial_number == serial)
+def on_devices_enrolled(session: Session, devices: list[Device]) -> None:
+    """Hook (devices.enrolled): each new iPad's waiting record is linked by its enrollment token, else by
+    serial; an iPad with neither is adopted (below). The candidates of a whole provisioning pass come
+    from one query, and the records it adopts are written at one flush."""
+    serials = {d.id: normalise_serial(d.serial_number or "") for d in devices}
+    tokens = {d.enrollment_token_id for d in devices if d.enrollment_token_id is not None}
+    wanted = [DeviceRecord.device_id.in_([d.id for d in devices])]
+    if tokens:
+        wanted.append(DeviceRecord.enrollment_token_id.in_(tokens))
+    if any(serials.values()):
+        wanted.append(DeviceRecord.serial_number.in_({s for s in serials.values() if s}))
     candidates = list(session.scalars(select(DeviceRecord).where(or_(*wanted), DeviceRecord.state != "retired")
                                       .order_by(DeviceRecord.id.desc())))
-    record = next((r for r in candidates if device.enrollment_token_id is not None
-                   and r.enrollment_token_id == device.enrollment_token_id and r.state == "enrollment_pending"), None)
-    if record is None and serial:
-        # A registered iPad enrolled with any token (CLI, API) is the same iPad: its record goes on.
-        record = next((r for r in candidates if r.serial_number == serial
-                       and r.state in ("registered", "enrollment_pending")), None)
-    if record is None:
-        adopt(session, device, live=any(r.device_id == device.id for r in candidates))
-        return
-    record.device_id = device.id
-    record.enrollment_url_enc = None  # used: nothing left to show
-    _transition(session, record, "enrolled", by="mdm", note=f"UDID {device.udid}")
+    adopted = []
+    for device in devices:
+        serial = serials[device.id]
+        record = next((r for r in candidates if device.enrollment_token_id is not None
+                       and r.enrollment_token_id == device.enrollment_token_id and r.state == "enrollment_pending"), None)
+        if record is None and serial:
+            # A registered iPad enrolled with any token (CLI, API) is the same iPad: its record goes on.
+            record = next((r for r in candidates if r.serial_number == serial
+                           and r.state in ("registered", "enrollment_pending")), None)
+        if record is None:
+            if not any(r.device_id == device.id for r in candidates):  # re-enrollment: its record goes on
+                adopted.append(_adopted(session, device))
+            continue
+        record.device_id = device.id
+        record.enrollment_url_enc = None  # used: nothing left to show
+        _transition(session, record, "enrolled", by="mdm", note=f"UDID {device.udid}")
+    if adopted:
+        session.flush()
+        for record in adopted:
+            log.info("handover record %s adopted for device %s (enrolled without a registration)", record.id,
+                     record.device_id)
 
 
-def adopt(session: Session, device: Device, *, live: bool | None = None) -> DeviceRecord | None:
+def _adopted(session: Session, device: Device) -> DeviceRecord:
     """An iPad enrolled with a CLI or API token (or a console token that was not a registration)
-    joins the workflow as "enrolled, not yet assigned": every managed iPad is handed over through
-    it. A device that already has a live record (re-enrollment) keeps it. `live`: whether it has
-    one, when the caller has looked already."""
-    if live is None:
-        live = session.scalar(select(DeviceRecord.id).where(DeviceRecord.device_id == device.id,
-                                                            DeviceRecord.state != "retired").limit(1)) is not None
-    if live:
-        return None
+    joins the workflow as "enrolled, not yet assigned": every managed iPad is handed over through it.
+    Written at the caller's next flush."""
     record = DeviceRecord(serial_number=normalise_serial(device.serial_number or "") or "",
                           model=device.product_name or device.model or "", unit_id=device.unit_id, state="enrolled",
                           device_id=device.id, created_by="mdm", note="")
-    session.add(record)
-    session.flush()
-    event = HandoverEvent(record_id=record.id, action="adopted", from_state=None, to_state="enrolled",
+    event = HandoverEvent(record=record, action="adopted", from_state=None, to_state="enrolled",
                           at=utcnow(), by="mdm", note=f"UDID {device.udid}")
+    session.add(record)
     session.add(event)
     _announce(session, record, event, udid=device.udid)
-    log.info("handover record %s adopted for device %s (enrolled without a registration)", record.id, device.udid)
     return record
 
 

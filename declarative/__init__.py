@@ -52,22 +52,23 @@ def register(app, hooks, instance) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
 
-    def on_enrolled(session, device):
-        if sync.turn_on(session, device, instance.settings):
-            push_after_commit(session, [device.id])
+    def on_enrolled(session, devices):
+        push = [d.id for d in devices if sync.turn_on(session, d, instance.settings)]
+        if push:
+            push_after_commit(session, push)
 
     def on_detail(session, device, detail):
         detail["declarative"] = status.device_summary(session, device)
 
-    def on_enrolled_osupdate(session, device):
-        push = osupdate.schedule_updates(session, [device])
+    def on_enrolled_osupdate(session, devices):
+        # An iPad on declarative management gets its OS updates declared: ScheduleOSUpdate is not for it.
+        push = osupdate.schedule_updates(session, [d for d in devices if not sync.uses_ddm(d, None)])
         if push:
             push_after_commit(session, push)
 
-    hooks.subscribe("device.enrolled", on_enrolled, name="declarative.enable")
-    # An iPad on declarative management gets its OS updates declared: ScheduleOSUpdate is not for it.
-    hooks.subscribe("device.enrolled", on_enrolled_osupdate, name="declarative.osupdate",
-                    when=lambda device, **_: not sync.uses_ddm(device, None))
+    hooks.subscribe("devices.enrolled", on_enrolled, name="declarative.enable")
+    hooks.subscribe("devices.enrolled", on_enrolled_osupdate, name="declarative.osupdate",
+                    when=lambda devices, **_: any(not sync.uses_ddm(d, None) for d in devices))
     hooks.subscribe("command.completed", osupdate.on_command_completed, name="declarative.osupdate",
                     when=lambda command, **_: command.request_type == "ScheduleOSUpdate")
     hooks.subscribe("status.reported", status.on_status_reported, name="declarative.states")

@@ -271,7 +271,7 @@ def turn_on(session: Session, device: Device, settings) -> bool:
     keep the MDM-command path. Returns whether a command was queued."""
     if not uses_ddm(device, settings) or device.enrollment_state != "enrolled":
         return False
-    command_queue.enqueue(session, device, "DeclarativeManagement", {}, requested_by="declarative:enable")
+    command_queue.queue(session, device, "DeclarativeManagement", {}, requested_by="declarative:enable")
     return True
 
 

@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, *, inst: Instance | None = None
     hooks = Hooks()
     runtime = Runtime(inst, hooks, None)
     runtime.dispatcher = dispatcher or make_dispatcher(inst, lambda: runtime)
+    if serving and hasattr(runtime.dispatcher, "warm"):
+        runtime.dispatcher.warm()
     app.extensions["ipad_mdm.instance"] = inst
     app.extensions["ipad_mdm.hooks"] = hooks
     app.extensions["ipad_mdm.dispatcher"] = runtime.dispatcher

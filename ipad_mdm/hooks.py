@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 # Event names and their keyword arguments:
 #   device.authenticated(session, device)        Authenticate accepted
-#   device.enrolled(session, device)             a new enrollment (first TokenUpdate), in its provisioning
-#                                                pass after that request (mdm.provisioning)
-#   devices.enrolled(session, devices)           the same pass's new enrollments all at once, after their
-#                                                device.enrolled: for work done set-based (compliance)
+#   devices.enrolled(session, devices)           new enrollments (first TokenUpdate), all of one provisioning
+#                                                pass after their requests (mdm.provisioning): subscribers
+#                                                work set-based; a subscriber that fails for the batch is
+#                                                run again one device at a time
 #   device.checked_out(session, device)          CheckOut or retirement
 #   inventory.updated(session, device, kind, batch_pending)
 #                                                kind: DeviceInformation, SecurityInfo, ...;
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 #                                                a declarative status report was stored (mdm.ddm
 #                                                StatusReport; `changed`: item names whose value changed)
 EVENTS = (
-    "device.authenticated", "device.enrolled", "devices.enrolled", "device.checked_out", "inventory.updated", "status.reported",
+    "device.authenticated", "devices.enrolled", "device.checked_out", "inventory.updated", "status.reported",
     "command.completed", "device.detail", "device.retired", "verdict.changed", "verdict.updated",
     "identity.issued", "access.describe", "device.expected", "ade.devices_synced",
 )

@@ -323,7 +323,7 @@ def handle_checkin(session: Session, hooks: Hooks, identity: IdentityCertificate
             command_queue.enqueue_many(session, device, ("DeviceInformation", "SecurityInfo", "ProfileList",
                                                          "CertificateList", "InstalledApplicationList"),
                                        requested_by="enrollment")
-            # The other packages' work for a new iPad (device.enrolled) runs after this commits,
+            # The other packages' work for a new iPad (devices.enrolled) runs after this commits,
             # off the iPad's request path: mdm.provisioning.
             provisioning.mark(session, device, now)
         session.flush()  # the device in one UPDATE (push_pending with it), the queued commands in one INSERT

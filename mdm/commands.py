@@ -51,6 +51,13 @@ def enqueue(session: Session, device: Device, request_type: str, params: dict | 
     return cmd
 
 
+def queue(session: Session, device: Device, request_type: str, params: dict | None = None,
+          *, requested_by: str = "", command_uuid: str | None = None) -> Command:
+    """Queue a command, written at the next flush with the others queued meanwhile (a provisioning
+    pass queues one per new iPad: one INSERT for all of them). Its id is not known until then."""
+    return _queued(session, device, request_type, params, requested_by, command_uuid)
+
+
 def enqueue_many(session: Session, device: Device, request_types, *, requested_by: str = "") -> list[Command]:
     """Queue several parameterless commands, in order, written in one INSERT at the next flush (the
     five inventory queries of an enrollment)."""

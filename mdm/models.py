@@ -70,7 +70,7 @@ class Device(Base):
     checked_out_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     # The first TokenUpdate of the current enrollment: inventory stored before it belongs to an
     # earlier enrollment of this iPad. provision_pending: what the other packages do for a new
-    # enrollment (device.enrolled) has not run yet (mdm.provisioning runs it off the request path).
+    # enrollment (devices.enrolled) has not run yet (mdm.provisioning runs it off the request path).
     enrollment_completed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     provision_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # Push bookkeeping: a push that failed is retried by the scheduler.

@@ -26,7 +26,8 @@ def register(app, hooks, instance) -> None:
                     when=lambda command, **_: command.request_type in ("InstallProfile", "RemoveProfile"))
     hooks.subscribe("inventory.updated", on_inventory_updated, when=lambda kind, **_: kind == "ProfileList")
     hooks.subscribe("device.detail", lambda session, device, detail: serialize.device_detail(session, device, detail))
-    hooks.subscribe("device.enrolled", lambda session, device: service.on_device_enrolled(session, instance, device))
+    hooks.subscribe("devices.enrolled", lambda session, devices: service.on_devices_enrolled(session, instance, devices),
+                    name="profiles.install")
     hooks.subscribe("device.checked_out", lambda session, device: service.on_device_gone(session, device))
     hooks.subscribe("device.retired", lambda session, device: service.on_device_gone(session, device))
 

@@ -308,7 +308,7 @@ def assign(session: Session, profile: ConfigurationProfile, *, devices=(), units
 
 def target_devices(session: Session, profile: ConfigurationProfile) -> list[Device]:
     """Enrolled devices the assignments name (devices still enrolling get the
-    profile from the device.enrolled hook)."""
+    profile from the devices.enrolled hook)."""
     conds = []
     device_ids = [a.device_id for a in profile.assignments if a.target_type == "device"]
     unit_ids = [a.unit_id for a in profile.assignments if a.target_type == "unit"]
@@ -324,15 +324,6 @@ def target_devices(session: Session, profile: ConfigurationProfile) -> list[Devi
     if True not in conds:
         stmt = stmt.where(or_(*conds))
     return list(session.scalars(stmt.order_by(Device.id)))
-
-
-def profiles_for_device(session: Session, device: Device) -> list[ConfigurationProfile]:
-    conds = [ProfileAssignment.target_type == "all", ProfileAssignment.device_id == device.id]
-    if device.unit_id is not None:
-        conds.append(ProfileAssignment.unit_id == device.unit_id)
-    stmt = (select(ConfigurationProfile).join(ProfileAssignment).where(or_(*conds))
-            .distinct().order_by(ConfigurationProfile.id))
-    return list(session.scalars(stmt))
 
 
 # --------------------------------------------------------------------------
@@ -499,17 +490,34 @@ def on_command_completed(session: Session, device: Device, command: Command) -> 
         _ensure_profile_list_queued(session, device)
 
 
-def on_device_enrolled(session: Session, instance, device: Device) -> None:
-    """Hook: a newly enrolled device gets every profile assigned to it."""
-    for profile in profiles_for_device(session, device):
-        ver = get_version(profile)
-        try:
-            signed = sign_version(instance, profile, ver)
-        except ProfileIntegrityError:
-            # Do not fail the enrollment (the device must stay manageable); log it loudly.
-            log.exception("profile %s not installed on new device %s", profile.identifier, device.udid)
-            continue
-        _install_on(session, device, profile, ver, signed, "enrollment", force=False)
+def on_devices_enrolled(session: Session, instance, devices: list[Device]) -> None:
+    """Hook (devices.enrolled): each new iPad gets every profile assigned to it. Which those are comes
+    from one query for the provisioning pass, and each profile is signed once for all its iPads."""
+    units = {d.unit_id for d in devices if d.unit_id is not None}
+    conds = [ProfileAssignment.target_type == "all", ProfileAssignment.device_id.in_([d.id for d in devices])]
+    if units:
+        conds.append(ProfileAssignment.unit_id.in_(units))
+    assigned = session.execute(select(ProfileAssignment.target_type, ProfileAssignment.device_id,
+                                      ProfileAssignment.unit_id, ConfigurationProfile)
+                               .join(ConfigurationProfile, ProfileAssignment.profile_id == ConfigurationProfile.id)
+                               .where(or_(*conds))).all()
+    if not assigned:
+        return
+    signed: dict[int, tuple | None] = {}
+    for device in devices:
+        mine = {p.id: p for kind, device_id, unit_id, p in assigned
+                if kind == "all" or device_id == device.id or (unit_id is not None and unit_id == device.unit_id)}
+        for profile in (mine[k] for k in sorted(mine)):
+            if profile.id not in signed:
+                ver = get_version(profile)
+                try:
+                    signed[profile.id] = (ver, sign_version(instance, profile, ver))
+                except ProfileIntegrityError:
+                    # Do not fail the enrollment (the device must stay manageable); log it loudly.
+                    log.exception("profile %s not installed on new devices", profile.identifier)
+                    signed[profile.id] = None
+            if signed[profile.id] is not None:
+                _install_on(session, device, profile, *signed[profile.id], "enrollment", force=False)
 
 
 def on_device_gone(session: Session, device: Device) -> None:

@@ -45,10 +45,10 @@ def _statements(db: Database) -> list[str]:
 def test_one_failing_handler_is_undone_alone_and_the_others_are_kept_once(db):
     hooks, announced = Hooks(), []
     for code, fail in (("A", False), ("B", True), ("C", False)):
-        hooks.subscribe("device.enrolled", _writer(code, announced, fail=fail), name=code)
-    hooks.subscribe("device.enrolled", _writer("D", announced), name="D", when=lambda **_: False)
+        hooks.subscribe("device.authenticated", _writer(code, announced, fail=fail), name=code)
+    hooks.subscribe("device.authenticated", _writer("D", announced), name="D", when=lambda **_: False)
     with db.session() as s:
-        outcomes = hooks.emit("device.enrolled", session=s, device=None)
+        outcomes = hooks.emit("device.authenticated", session=s, device=None)
         assert announced == []  # nothing announced before the commit
     assert [(o["subscriber"], o["status"]) for o in outcomes] == [
         ("A", "done"), ("B", "failed"), ("C", "done"), ("D", "not_applicable")]
@@ -63,10 +63,10 @@ def test_one_failing_handler_is_undone_alone_and_the_others_are_kept_once(db):
 def test_handlers_that_all_succeed_share_one_savepoint(db):
     hooks, announced = Hooks(), []
     for code in ("A", "B", "C"):
-        hooks.subscribe("device.enrolled", _writer(code, announced), name=code)
+        hooks.subscribe("device.authenticated", _writer(code, announced), name=code)
     seen = _statements(db)
     with db.session() as s:
-        outcomes = hooks.emit("device.enrolled", session=s, device=None)
+        outcomes = hooks.emit("device.authenticated", session=s, device=None)
     assert [o["status"] for o in outcomes] == ["done", "done", "done"]
     assert seen.count("SAVEPOINT") == 1 and seen.count("RELEASE") == 1, seen
     with db.session() as s:
@@ -77,13 +77,13 @@ def test_handlers_that_all_succeed_share_one_savepoint(db):
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_critical_handler_failure_fails_the_unit_of_work(db):
     hooks, announced = Hooks(), []
-    hooks.subscribe("device.enrolled", _writer("A", announced), name="A")
-    hooks.subscribe("device.enrolled", _writer("B", announced, fail=True), name="B", critical=True)
-    hooks.subscribe("device.enrolled", _writer("C", announced), name="C")
+    hooks.subscribe("device.authenticated", _writer("A", announced), name="A")
+    hooks.subscribe("device.authenticated", _writer("B", announced, fail=True), name="B", critical=True)
+    hooks.subscribe("device.authenticated", _writer("C", announced), name="C")
     with pytest.raises(RuntimeError, match="B broke"):
         with db.session() as s:
             s.add(Unit(code="caller", name_vi="caller"))
-            hooks.emit("device.enrolled", session=s, device=None)
+            hooks.emit("device.authenticated", session=s, device=None)
     with db.session() as s:
         assert list(s.scalars(select(Unit.code))) == []
     assert announced == []
@@ -95,9 +95,9 @@ def test_subscribers_that_do_not_apply_open_no_savepoint(db):
     SAVEPOINT for subscribers none of which applies would be two statements per device for nothing."""
     hooks, announced = Hooks(), []
     for code in ("A", "B", "C"):
-        hooks.subscribe("device.enrolled", _writer(code, announced), name=code, when=lambda **_: False)
+        hooks.subscribe("device.authenticated", _writer(code, announced), name=code, when=lambda **_: False)
     seen = _statements(db)
     with db.session() as s:
-        outcomes = hooks.emit("device.enrolled", session=s, device=None)
+        outcomes = hooks.emit("device.authenticated", session=s, device=None)
     assert [o["status"] for o in outcomes] == ["not_applicable"] * 3
     assert "SAVEPOINT" not in seen and announced == []

@@ -1,6 +1,6 @@
 """The provisioning of new enrollments, off the iPad's request path (mdm.provisioning).
 
-A first TokenUpdate marks the device; a background pass runs `device.enrolled` for every pending
+A first TokenUpdate marks the device; a background pass runs `devices.enrolled` for every pending
 enrollment, in batches, and pushes the iPads it queued commands for. These tests hold what that
 must keep: until its pass the iPad opens no document; a lost task is made up by the sweep; a
 pass provisions many iPads in one transaction; two passes at once never provision an iPad twice;
@@ -8,6 +8,7 @@ one broken iPad does not hold back the others; and answers that arrive before th
 """
 from __future__ import annotations
 
+import ipaddress
 import threading
 
 import pytest
@@ -17,7 +18,7 @@ from compliance import DeviceVerdict, VerdictTransition
 from ipad_mdm.jobs import registered_jobs
 from console.models import DeviceRecord
 from document_gateway.models import DeviceAccess
-from mdm import Device, provisioning
+from mdm import Command, Device, provisioning
 from vpn.models import WireGuardPeer
 
 both = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -117,6 +118,84 @@ def test_a_pass_takes_many_enrollments_in_one_transaction(server, lost_tasks):
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_pass_of_six_ipads_makes_as_many_statements_as_a_pass_of_one(server, lost_tasks):
+    """The subscribers of devices.enrolled work set-based: a query per table for the pass, one INSERT
+    of each kind of row (peers, their VPN profile commands, handover records, verdicts), not a round
+    of statements per iPad. (On SQLite, an in-process library with no round trip, SQLAlchemy writes
+    the rows it reads back one INSERT each.)"""
+    from sqlalchemy import event
+
+    engine = server.instance.database.engine
+    me = threading.current_thread()
+
+    def statements_of_a_pass(n):
+        sims = server.enroll_ipads(n)
+        seen = []
+        listener = lambda *a, **k: threading.current_thread() is me and seen.append(a[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            counts = provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher)
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert counts == {"provisioned": n, "failed": 0}
+        for sim in sims:
+            assert _provisioned(server, sim.udid) == DONE
+        return seen
+
+    one, six = statements_of_a_pass(1), statements_of_a_pass(6)
+    # (The gateway's access rows read the verdicts of a batch back once; a lone iPad's is in the session.)
+    assert len(six) <= len(one) + 1, "\n".join(["ONE"] + [st[:90] for st in one] + ["SIX"] + [st[:90] for st in six])
+    assert sum("INSERT INTO vpn_wireguard_peers" in st for st in six) == 1, six
+    assert sum("INSERT INTO console_device_records" in st for st in six) == 1, six
+
+
+@both
+def test_a_pass_whose_addresses_were_taken_meanwhile_still_gives_every_ipad_its_own(server, lost_tasks, monkeypatch):
+    """A pass's new peers are one INSERT with random addresses; a row whose address another
+    transaction took inserts nothing, and that iPad gets an address the one-by-one way."""
+    from vpn import pool
+
+    first = server.enroll_ipads(2)
+    provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher)
+    with server.session() as s:
+        taken = list(s.scalars(select(WireGuardPeer.address_v4)))
+    real = pool._random_addresses
+    monkeypatch.setattr(pool, "_random_addresses", lambda vs, n: (
+        [ipaddress.IPv4Address(a) for a in taken] + [a for a in real(vs, n + 2) if str(a) not in taken])[:n])
+    sims = server.enroll_ipads(3)
+    assert provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher) == \
+        {"provisioned": 3, "failed": 0}
+    with server.session() as s:
+        peers = list(s.scalars(select(WireGuardPeer)))
+        profiles = s.execute(select(Command.device_id, Command.uuid).where(Command.request_type == "InstallProfile")).all()
+    assert len(peers) == 5 and len({p.address_v4 for p in peers}) == 5
+    assert sorted((p.device_id, p.profile_command_uuid) for p in peers) == sorted(profiles)  # one profile each
+    for sim in first + sims:
+        assert _provisioned(server, sim.udid) == DONE
+
+
+@both
+def test_a_subscriber_that_fails_for_one_ipad_of_a_pass_still_serves_the_others(server, lost_tasks):
+    sims = server.enroll_ipads(4)
+    broken = sims[2].udid
+
+    def name_them(session, devices):  # not critical: its failure is confined to its SAVEPOINT
+        for device in devices:
+            if device.udid == broken:
+                raise RuntimeError("a subscriber that cannot handle this iPad")
+            device.device_name = "named by the test"
+
+    server.hooks.subscribe("devices.enrolled", name_them, name="test.name_them")
+    assert provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher) == \
+        {"provisioned": 4, "failed": 0}
+    with server.session() as s:
+        names = dict(s.execute(select(Device.udid, Device.device_name)).all())
+    for sim in sims:
+        assert _provisioned(server, sim.udid) == DONE  # every other subscriber did its work for all four
+        assert (names[sim.udid] == "named by the test") is (sim.udid != broken), names
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_passes_at_once_never_provision_an_ipad_twice(server, lost_tasks):
     sims = server.enroll_ipads(8)
     start = threading.Barrier(3)
@@ -142,11 +221,11 @@ def test_one_broken_enrollment_does_not_hold_back_the_others(server, lost_tasks)
     sims = server.enroll_ipads(4)
     broken = sims[1].udid
 
-    def fail_for_one(session, device):
-        if device.udid == broken:
+    def fail_for_one(session, devices):
+        if any(d.udid == broken for d in devices):
             raise RuntimeError("a subscriber that cannot handle this iPad")
 
-    server.hooks.subscribe("device.enrolled", fail_for_one, name="test.fail_for_one", critical=True)
+    server.hooks.subscribe("devices.enrolled", fail_for_one, name="test.fail_for_one", critical=True)
     counts = provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher)
     assert counts == {"provisioned": 3, "failed": 1}
     assert _provisioned(server, broken) == NOT_YET  # rolled back whole, still marked for the sweep
@@ -154,8 +233,8 @@ def test_one_broken_enrollment_does_not_hold_back_the_others(server, lost_tasks)
         if sim.udid != broken:
             assert _provisioned(server, sim.udid) == DONE
     # Once the cause is gone, the next sweep provisions it.
-    server.hooks._subscribers["device.enrolled"] = [
-        s for s in server.hooks._subscribers["device.enrolled"] if s.name != "test.fail_for_one"]
+    server.hooks._subscribers["devices.enrolled"] = [
+        s for s in server.hooks._subscribers["devices.enrolled"] if s.name != "test.fail_for_one"]
     assert provisioning.provision_pending(server.instance.database, server.hooks, server.dispatcher) == \
         {"provisioned": 1, "failed": 0}
     assert _provisioned(server, broken) == DONE

@@ -40,7 +40,7 @@ from .service import (
 )
 from .models import VpnCampaign, VpnCampaignDevice, VpnEvent, VpnInstallation, VpnProvider, VpnTunnelSighting
 from .settings import VpnConfigError, vpn_settings
-from . import campaigns, gateways, inventory, labels, providers, sightings
+from . import campaigns, gateways, inventory, labels, providers, service, sightings
 
 from ipad_mdm.manifest import Manifest  # noqa: E402
 
@@ -77,11 +77,12 @@ def register(app, hooks, instance) -> None:
         session, instance, device, command), name="vpn.campaigns",
         when=lambda command, **_: command.request_type in ("InstallProfile", "RemoveProfile"))
 
-    def on_enrolled(session, device):
+    def on_enrolled(session, devices):
         # VPN trouble (pool exhausted, signing token unplugged) must not make MDM enrollment
-        # fail: the hooks confine it to a SAVEPOINT, and the device can be provisioned later.
+        # fail: the hooks confine it to a SAVEPOINT (the provisioning pass retries a failed batch one
+        # device at a time), and the device can be provisioned later.
         if vpn_settings(instance).auto_provision:
-            provision_peer(session, instance, device, rekey=True, requested_by="enrollment", report=False)
+            service.provision_enrolled(session, instance, devices, requested_by="enrollment")
 
     def on_verdict(session, device, previous, verdict):
         """The cut_vpn action of compliance: its outcome is written into the verdict transition
@@ -123,10 +124,12 @@ def register(app, hooks, instance) -> None:
     def on_detail(session, device, detail):
         detail["vpn"] = peer_status(session, device)
 
-    hooks.subscribe("device.enrolled", on_enrolled, name="vpn.provision")
+    hooks.subscribe("devices.enrolled", on_enrolled, name="vpn.provision")
     def verdict_concerns_vpn(previous, verdict, **_):
-        # A device's first verdict cannot restore a peer that compliance never cut.
-        return not (previous is None and getattr(verdict, "state", None) in RESTORE_VERDICTS)
+        # Only a cut or a restore concerns the VPN (the others would answer "not applicable" after a
+        # SAVEPOINT per device of a provisioning pass); a first verdict cannot restore a peer never cut.
+        state = getattr(verdict, "state", None)
+        return state in CUT_VERDICTS or (state in RESTORE_VERDICTS and previous is not None)
 
     hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn", when=verdict_concerns_vpn)
     hooks.subscribe("device.retired", on_gone("device.retired"))

@@ -60,6 +60,12 @@ def _random_address(vs: VpnSettings) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(random.randint(*_client_range(vs)))
 
 
+def _random_addresses(vs: VpnSettings, n: int) -> list[ipaddress.IPv4Address]:
+    """n distinct random client addresses."""
+    first, last = _client_range(vs)
+    return [ipaddress.IPv4Address(v) for v in random.sample(range(first, last + 1), n)]
+
+
 def _probe(session: Session, vs: VpnSettings, exclude_id: int | None) -> ipaddress.IPv4Address | None:
     """A random address the index says is free, or None after PROBES taken ones."""
     for _ in range(PROBES):
@@ -144,6 +150,24 @@ def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
             raise PeerExists(f"device {values['device_id']} got its VPN peer from another request")
         log.info("VPN address %s taken concurrently; retrying (attempt %d)", candidate, attempt + 1)
     raise PoolExhausted(f"could not allocate a VPN address in {vs.network} after {MAX_ATTEMPTS} attempts (heavy contention)")
+
+
+def insert_peers(session: Session, vs: VpnSettings, rows: list[dict]) -> dict[int, WireGuardPeer]:
+    """New peers for many devices in one INSERT … ON CONFLICT DO NOTHING RETURNING, each with a random
+    address, distinct within the batch (a provisioning pass's new enrollments). A row whose address is
+    taken, or whose device got its peer from another transaction, inserts nothing and is left out:
+    the caller gives those devices insert_peer, one by one. Returns the new peers by device id."""
+    first, last = _client_range(vs)
+    if not rows or last - first + 1 < 2 * len(rows):
+        return {}  # a pool this small: one by one, where a nearly full pool is searched
+    lock_for_allocation(session)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    picks = _random_addresses(vs, len(rows))
+    stmt = (insert(WireGuardPeer).values([dict(row, address_v4=str(a), address_v6=v6_for(vs, a))
+                                          for row, a in zip(rows, picks)])
+            .on_conflict_do_nothing().returning(WireGuardPeer))
+    return {p.device_id: p for p in session.scalars(stmt, execution_options={"populate_existing": True})}
 
 
 def assign_address(session: Session, vs: VpnSettings, peer: WireGuardPeer) -> None:

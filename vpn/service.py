@@ -149,16 +149,58 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
         _event(session, device, "wireguard", event, None, requested_by, peer.address_v4)
         log.info("VPN peer %s for device %s: %s, address %s", peer.public_key, device.udid, event, peer.address_v4)
     if send_profile:
-        wg_quick = vpnprofile.client_config(
-            private_key=private, address_v4=peer.address_v4, address_v6=peer.address_v6,
-            server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
-        signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
-                                              wg_quick=wg_quick)
         peer.profile_command_uuid = command_uuid
-        cmd = commands.enqueue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
-                               command_uuid=peer.profile_command_uuid)
-        log.info("VPN profile for device %s queued as command %s", device.udid, cmd.uuid)
+        _queue_profile(session, instance, vs, device, peer, private, psk, requested_by)
+        session.flush()  # callers read the command back
     return peer
+
+
+def _queue_profile(session: Session, instance, vs: VpnSettings, device: Device, peer: WireGuardPeer, private: str,
+                   psk: str, requested_by: str) -> None:
+    """The peer's signed VPN profile, queued as the InstallProfile the peer names."""
+    wg_quick = vpnprofile.client_config(
+        private_key=private, address_v4=peer.address_v4, address_v6=peer.address_v6,
+        server_public_key=keys.server_public_key(instance.settings.secrets_dir), preshared_key=psk, vs=vs)
+    signed = vpnprofile.wireguard_profile(instance, vs, device_udid=device.udid, public_key=peer.public_key,
+                                          wg_quick=wg_quick)
+    commands.queue(session, device, "InstallProfile", {"Payload": signed}, requested_by=requested_by,
+                   command_uuid=peer.profile_command_uuid)
+    log.info("VPN profile for device %s queued as command %s", device.udid, peer.profile_command_uuid)
+
+
+def provision_enrolled(session: Session, instance, devices: list[Device], *, requested_by: str = "enrollment") -> None:
+    """VPN access for a provisioning pass's new enrollments (devices.enrolled), set-based: the peers
+    the batch has are read in one query, the new WireGuard peers written in one INSERT, their events and
+    signed profiles' commands at one flush. A device that already has a peer (re-enrollment: rekeyed),
+    gets IKEv2, or whose random address was taken meanwhile takes provision_peer, one by one."""
+    vs = vpn_settings(instance)
+    devices = [d for d in devices if d.enrollment_state not in ("retired", "checked_out")]
+    if not devices:
+        return
+    have = set(session.scalars(select(WireGuardPeer.device_id).where(
+        WireGuardPeer.device_id.in_([d.id for d in devices]))))
+    fresh = [d for d in devices if d.id not in have and vs.kind_for(d) != "ikev2"]
+    fernet, now, secrets_of, rows = instance.fernet(), utcnow(), {}, []
+    for device in fresh:
+        private, psk, public = _fresh_keys()
+        secrets_of[device.id] = (private, psk)
+        rows.append(dict(device_id=device.id, created_at=now, updated_at=now, state="active", public_key=public,
+                         private_key_enc=_seal(fernet, private), preshared_key_enc=_seal(fernet, psk),
+                         profile_command_uuid=protocol.new_command_uuid()))
+    peers = pool.insert_peers(session, vs, rows)
+    for device in fresh:
+        peer = peers.get(device.id)
+        if peer is None:
+            continue
+        _event(session, device, "wireguard", "created", None, requested_by, peer.address_v4)
+        log.info("VPN peer %s for device %s: created, address %s", peer.public_key, device.udid, peer.address_v4)
+        _queue_profile(session, instance, vs, device, peer, *secrets_of[device.id], requested_by)
+    if peers:
+        gateways.note(session, instance, upsert=tuple(peers))
+        sync_after_commit(session, instance)
+    for device in devices:
+        if device.id not in peers:
+            provision_peer(session, instance, device, rekey=True, requested_by=requested_by, report=False)
 
 
 def _in_pool(vs: VpnSettings, address: str) -> bool:

@@ -9,7 +9,7 @@ Public surface
 Where events come from: the core outbox (ipad_mdm.outbox), written in the transaction of the
 change. The packages that own a change without a hook publish there directly (mdm: identity
 revoked, Lost Mode; console: handover); the changes announced on hooks (verdict.changed,
-device.enrolled, device.checked_out, device.retired) are published by this package's
+devices.enrolled, device.checked_out, device.retired) are published by this package's
 subscribers, in the same transaction. Delivery runs after commit through the dispatcher (Celery
 in production) and from a periodic job; see service.py.
 """

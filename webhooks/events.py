@@ -44,6 +44,11 @@ def _verdict_changed(session, device, previous, verdict, **_):
         "reasons": reasons, "reasons_vi": list(verdict.reasons_vi or ()), "reasons_en": list(verdict.reasons_en or ())})
 
 
+def _enrolled(session, devices, **_):
+    for device in devices:
+        publish(session, "device.enrolled", _device(device))
+
+
 def _simple(event: str):
     def handler(session, device, **_):
         publish(session, event, _device(device))
@@ -55,6 +60,8 @@ def _simple(event: str):
 def subscribe(hooks) -> None:
     hooks.subscribe("verdict.changed", _verdict_changed, critical=True, name="webhooks.verdict_changed",
                     when=_wanted("verdict.changed"))
-    for hook, event in (("device.enrolled", "device.enrolled"), ("device.checked_out", "device.unenrolled"),
+    hooks.subscribe("devices.enrolled", _enrolled, critical=True, name="webhooks.device.enrolled",
+                    when=_wanted("device.enrolled"))
+    for hook, event in (("device.checked_out", "device.unenrolled"),
                         ("device.retired", "device.retired")):
         hooks.subscribe(hook, _simple(event), critical=True, name=f"webhooks.{event}", when=_wanted(event))
