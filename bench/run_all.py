@@ -21,7 +21,11 @@ and then the gateway's added latency (bench_gateway.py) and the monthly report t
     .venv/bin/python bench/run_all.py --devices 1000 --repeat 1
 
 BENCH_GUNICORN_CONF=path runs the servers with another gunicorn config (one that execs
-deploy/gunicorn.conf.py and adds profiling hooks, say).
+deploy/gunicorn.conf.py and adds profiling hooks, say). Where the time goes (bench/measure.py):
+BENCH_PYSPY_ENROLL=file / BENCH_PYSPY_CELERY=file / BENCH_PYSPY_ONBOARD=file record py-spy stacks of
+the web workers in the measured enrollments, of the Celery worker until their provisioning is done,
+and of the web workers in the onboarding after it; BENCH_PYSPY=file the first check-in run;
+BENCH_PYSPY_ARGS="--gil" samples CPU only; BENCH_PROFILE=dir writes cProfiles of the compliance runs.
 
 Prints its configuration, this machine's speed at the time (an RSA-3072 signature, a Python loop: the
 shared machine's speed moves 2-3x, so runs compare only with these), each measurement, and one table of figure / measured / target / ratio.
@@ -52,6 +56,8 @@ import httpx  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from bench.bench_checkin import hammer, pct  # noqa: E402
+from bench.measure import (in_process_profile, ab_runs, machine_speed, process_cpu_seconds, py_spy,  # noqa: E402
+                           worker_cpu_seconds)
 from tests.apns_standin import start_apns_standin  # noqa: E402
 from tests.conftest import REDIS_URL, free_port, fresh_postgres_database  # noqa: E402
 from tests.simulator import SimulatedIPad  # noqa: E402
@@ -176,7 +182,7 @@ def evaluate_all_seconds(env: dict) -> list[tuple[str, float, dict, dict]]:
     # The steady state five times (the job runs every five minutes): a plan that changes once the
     # driver has prepared the read on the server shows only from the third run.
     for label in ("first", *["steady"] * 5):
-        profile = _profiler(f"compliance-{label}")
+        profile = in_process_profile(f"compliance-{label}")
         t0 = time.perf_counter()
         counts = engine.evaluate_all(inst.database, app.extensions["ipad_mdm.hooks"], None)
         took = time.perf_counter() - t0
@@ -192,120 +198,12 @@ def evaluate_all_seconds(env: dict) -> list[tuple[str, float, dict, dict]]:
     return out
 
 
-def _profiler(name: str):
-    """BENCH_PROFILE=dir: write a cProfile of the in-process measurement there (for finding where time goes)."""
-    where = os.environ.get("BENCH_PROFILE")
-    if not where:
-        return lambda: None
-    import cProfile
-
-    prof = cProfile.Profile()
-    prof.enable()
-
-    def stop():
-        prof.disable()
-        Path(where).mkdir(parents=True, exist_ok=True)
-        prof.dump_stats(str(Path(where) / f"{name}.prof"))
-
-    return stop
-
-
-def py_spy(env_var: str, pid: int, seconds: int):
-    """$env_var=file: py-spy records process `pid` (and its children) there in raw collapsed stacks,
-    until the returned stop() or `seconds`; BENCH_PYSPY_ARGS adds options (--gil: CPU, not waits)."""
-    out = os.environ.get(env_var)
-    if not out:
-        return lambda: None
-    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--subprocesses", "--nonblocking",
-                            *os.environ.get("BENCH_PYSPY_ARGS", "").split(), "-p", str(pid), "-d", str(seconds),
-                            "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-
-    def stop():
-        if spy.poll() is None:
-            spy.send_signal(signal.SIGINT)
-        spy.wait()
-
-    return stop
-
-
-def worker_cpu_seconds(master_pid: int) -> float:
-    """User + system CPU of a gunicorn master's workers (the server's cost, not the clients')."""
-    return sum(process_cpu_seconds(pid) for pid in _children(master_pid))
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (a gunicorn worker; the Celery worker: the background half of
-    an enrollment); 0 for one that has gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def machine_speed() -> tuple[float, float]:
-    """This machine's speed right now, to compare runs: one RSA-3072 signature (ms) and a loop of 2
-    million Python additions (s). The same code measured 2-3x apart as the shared machine's speed moved."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    t0 = time.perf_counter()
-    for _ in range(50):
-        key.sign(b"speed", padding.PKCS1v15(), hashes.SHA256())
-    sign_ms = (time.perf_counter() - t0) / 50 * 1000
-    t0, total = time.perf_counter(), 0
-    for i in range(2_000_000):
-        total += i
-    return sign_ms, time.perf_counter() - t0
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 def signed_idles(devices) -> list[tuple[bytes, str]]:
     reqs = []
     for d in devices:
         body = plistlib.dumps({"UDID": d.udid, "Status": "Idle"})
         reqs.append((body, d.sign(body)))
     return reqs
-
-
-def ab_rate(url: str, body: bytes, signature: str, concurrency: int, requests: int, tmp: Path) -> tuple[float, int]:
-    """ApacheBench (a C client: the client costs next to nothing), keep-alive, one device's signed
-    Idle replayed. Returns (requests/s, non-2xx)."""
-    body_file = tmp / "idle.plist"
-    body_file.write_bytes(body)
-    out = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-n", str(requests), "-u", str(body_file),
-                          "-T", "application/x-apple-aspen-mdm", "-H", f"Mdm-Signature: {signature}", url],
-                         capture_output=True, text=True, timeout=600).stdout
-    rate = float(next(line.split()[3] for line in out.splitlines() if line.startswith("Requests per second")))
-    bad = next((int(line.split()[-1]) for line in out.splitlines() if line.startswith("Non-2xx responses")), 0)
-    failed = next((int(line.split()[2]) for line in out.splitlines() if line.startswith("Failed requests")), 0)
-    return rate, bad + failed
-
-
-def ab_runs(mdm_url: str, bare_url: str, req: tuple[bytes, str], concurrency: int, repeat: int, tmp: Path) -> list:
-    import shutil
-
-    if shutil.which("ab") is None:
-        return []  # reported as "not measured (apt install apache2-utils)"
-    runs = []
-    for _ in range(repeat):
-        m, m_bad = ab_rate(mdm_url, req[0], req[1], concurrency, 20000, tmp)
-        b, b_bad = ab_rate(bare_url, req[0], req[1], concurrency, 20000, tmp)
-        runs.append((m, b, m_bad + b_bad))
-    return runs
 
 
 def warm(url: str, reqs, verify, threads: int) -> tuple[float, int]:
@@ -386,14 +284,14 @@ def main() -> None:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
                 # 1. Enrollment over the real protocol: wall rate and the workers' CPU per iPad.
-                # Where the web workers' and the Celery worker's time goes during enrollment (collapsed stacks).
-                stop_spies = [py_spy("BENCH_PYSPY_ENROLL", web.pid, 600), py_spy("BENCH_PYSPY_CELERY", procs[2].pid, 600)]
                 fig["machine"] = machine_speed()
                 # A few iPads first, not counted: every process's first requests and tasks pay once for
                 # what a long-running server has paid long ago (lazy imports, statement caches, keys read).
                 warm_sims = enroll_many(base, env, verify, args.warm, key, args.enroll_threads,
                                         between=lambda: wait_provisioned(env["DATABASE_URL"]))
                 measured = args.sample - len(warm_sims)
+                # Where the web workers' and the Celery worker's time goes in the measured enrollments.
+                stop_spies = [py_spy("BENCH_PYSPY_ENROLL", web.pid, 600), py_spy("BENCH_PYSPY_CELERY", procs[2].pid, 600)]
                 celery_pid = procs[2].pid
                 marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
                 celery_marks, settle, waits = [process_cpu_seconds(celery_pid)], 2.0, []
@@ -407,9 +305,11 @@ def main() -> None:
                     time.sleep(settle)
                     celery_marks.append(process_cpu_seconds(celery_pid))
                     stop_spies[1]()
+                    stop_spies.append(py_spy("BENCH_PYSPY_ONBOARD", web.pid, 600))  # the onboarding after
 
                 sims = warm_sims + enroll_many(base, env, verify, measured, key, args.enroll_threads, between=between)
                 marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
+                stop_spies[2]()
                 (c0, t0), (c1, t1), (c2, t2) = marks
                 fig["enroll_wall_rate"] = measured / (t2 - t0 - settle - waits[0])
                 fig["provision_wait"] = waits[0]
