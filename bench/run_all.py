@@ -291,25 +291,26 @@ def main() -> None:
                                         between=lambda: wait_provisioned(env["DATABASE_URL"]))
                 measured = args.sample - len(warm_sims)
                 # Where the web workers' and the Celery worker's time goes in the measured enrollments.
-                stop_spies = [py_spy("BENCH_PYSPY_ENROLL", web.pid, 600), py_spy("BENCH_PYSPY_CELERY", procs[2].pid, 600)]
+                spies = {"enroll": py_spy("BENCH_PYSPY_ENROLL", web.pid, 600),
+                         "celery": py_spy("BENCH_PYSPY_CELERY", procs[2].pid, 600)}
                 celery_pid = procs[2].pid
                 marks = [(worker_cpu_seconds(web.pid), time.perf_counter())]
                 celery_marks, settle, waits = [process_cpu_seconds(celery_pid)], 2.0, []
 
                 def between():
                     marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
-                    stop_spies[0]()  # the profiles cover enrollment proper, not the onboarding after it
+                    spies["enroll"]()  # the profiles cover enrollment proper, not the onboarding after it
                     # The workers provision the new enrollments (mdm.provisioning), then push them;
                     # the settle lets the pushes and the other tasks they asked for finish.
                     waits.append(wait_provisioned(env["DATABASE_URL"]))
                     time.sleep(settle)
                     celery_marks.append(process_cpu_seconds(celery_pid))
-                    stop_spies[1]()
-                    stop_spies.append(py_spy("BENCH_PYSPY_ONBOARD", web.pid, 600))  # the onboarding after
+                    spies["celery"]()
+                    spies["onboard"] = py_spy("BENCH_PYSPY_ONBOARD", web.pid, 600)  # the onboarding after
 
                 sims = warm_sims + enroll_many(base, env, verify, measured, key, args.enroll_threads, between=between)
                 marks.append((worker_cpu_seconds(web.pid), time.perf_counter()))
-                stop_spies[2]()
+                spies["onboard"]()
                 (c0, t0), (c1, t1), (c2, t2) = marks
                 fig["enroll_wall_rate"] = measured / (t2 - t0 - settle - waits[0])
                 fig["provision_wait"] = waits[0]

@@ -117,6 +117,11 @@ def _exhausted(vs: VpnSettings) -> PoolExhausted:
                          "Remove peers of retired devices or configure a larger IPAD_MDM_WG_NETWORK.")
 
 
+def _dialect_insert(session: Session):
+    """The INSERT construct with ON CONFLICT of the session's database."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 class PeerExists(RuntimeError):
     """Another transaction gave this device its peer first."""
 
@@ -128,8 +133,7 @@ def insert_peer(session: Session, vs: VpnSettings, **values) -> WireGuardPeer:
     so no SAVEPOINT is needed (an enrollment's peer was an INSERT, a SAVEPOINT, an UPDATE and its
     RELEASE)."""
     lock_for_allocation(session)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _dialect_insert(session)
     for attempt in range(MAX_ATTEMPTS):
         # The first tries are random addresses put straight to the unique index (a taken one inserts
         # nothing), not probed first; only when they keep hitting taken ones is the used set read.
@@ -161,10 +165,8 @@ def insert_peers(session: Session, vs: VpnSettings, rows: list[dict]) -> dict[in
     if not rows or last - first + 1 < 2 * len(rows):
         return {}  # a pool this small: one by one, where a nearly full pool is searched
     lock_for_allocation(session)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     picks = _random_addresses(vs, len(rows))
-    stmt = (insert(WireGuardPeer).values([dict(row, address_v4=str(a), address_v6=v6_for(vs, a))
+    stmt = (_dialect_insert(session)(WireGuardPeer).values([dict(row, address_v4=str(a), address_v6=v6_for(vs, a))
                                           for row, a in zip(rows, picks)])
             .on_conflict_do_nothing().returning(WireGuardPeer))
     return {p.device_id: p for p in session.scalars(stmt, execution_options={"populate_existing": True})}

@@ -121,11 +121,9 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
     command_uuid = protocol.new_command_uuid() if send_profile else None
     if peer is None:
         event = "created"
-        private, psk, public = _fresh_keys()
+        row, private, psk = _new_peer_row(fernet, device, now, command_uuid)
         try:
-            peer = pool.insert_peer(session, vs, device_id=device.id, created_at=now, updated_at=now, state="active",
-                                    public_key=public, private_key_enc=_seal(fernet, private),
-                                    preshared_key_enc=_seal(fernet, psk), profile_command_uuid=command_uuid)
+            peer = pool.insert_peer(session, vs, **row)
         except pool.PeerExists:
             raise WrongState(f"device {device.udid} got its VPN peer from another request at the same time") from None
     elif peer.state == "removed":
@@ -146,13 +144,26 @@ def _provision_wireguard(session: Session, instance, vs: VpnSettings, device: De
     peer.updated_at = now
     gateways.note(session, instance, upsert=(device.id,), remove=tuple(k for k in (old_key,) if k and k != peer.public_key))
     if event:
-        _event(session, device, "wireguard", event, None, requested_by, peer.address_v4)
-        log.info("VPN peer %s for device %s: %s, address %s", peer.public_key, device.udid, event, peer.address_v4)
+        _peer_event(session, device, peer, event, requested_by)
     if send_profile:
         peer.profile_command_uuid = command_uuid
         _queue_profile(session, instance, vs, device, peer, private, psk, requested_by)
         session.flush()  # callers read the command back
     return peer
+
+
+def _new_peer_row(fernet, device: Device, now, command_uuid: str | None) -> tuple[dict, str, str]:
+    """The row of a new active peer (fresh keys, sealed), and its private and preshared keys."""
+    private, psk, public = _fresh_keys()
+    row = dict(device_id=device.id, created_at=now, updated_at=now, state="active", public_key=public,
+               private_key_enc=_seal(fernet, private), preshared_key_enc=_seal(fernet, psk),
+               profile_command_uuid=command_uuid)
+    return row, private, psk
+
+
+def _peer_event(session: Session, device: Device, peer: WireGuardPeer, event: str, requested_by: str) -> None:
+    _event(session, device, "wireguard", event, None, requested_by, peer.address_v4)
+    log.info("VPN peer %s for device %s: %s, address %s", peer.public_key, device.udid, event, peer.address_v4)
 
 
 def _queue_profile(session: Session, instance, vs: VpnSettings, device: Device, peer: WireGuardPeer, private: str,
@@ -182,18 +193,15 @@ def provision_enrolled(session: Session, instance, devices: list[Device], *, req
     fresh = [d for d in devices if d.id not in have and vs.kind_for(d) != "ikev2"]
     fernet, now, secrets_of, rows = instance.fernet(), utcnow(), {}, []
     for device in fresh:
-        private, psk, public = _fresh_keys()
+        row, private, psk = _new_peer_row(fernet, device, now, protocol.new_command_uuid())
+        rows.append(row)
         secrets_of[device.id] = (private, psk)
-        rows.append(dict(device_id=device.id, created_at=now, updated_at=now, state="active", public_key=public,
-                         private_key_enc=_seal(fernet, private), preshared_key_enc=_seal(fernet, psk),
-                         profile_command_uuid=protocol.new_command_uuid()))
     peers = pool.insert_peers(session, vs, rows)
     for device in fresh:
         peer = peers.get(device.id)
         if peer is None:
             continue
-        _event(session, device, "wireguard", "created", None, requested_by, peer.address_v4)
-        log.info("VPN peer %s for device %s: created, address %s", peer.public_key, device.udid, peer.address_v4)
+        _peer_event(session, device, peer, "created", requested_by)
         _queue_profile(session, instance, vs, device, peer, *secrets_of[device.id], requested_by)
     if peers:
         gateways.note(session, instance, upsert=tuple(peers))
