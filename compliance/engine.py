@@ -139,8 +139,14 @@ def _fresh(value, at: dt.datetime | None, since: dt.datetime | None):
 
 def _status(device: Device, name: str, since: dt.datetime | None):
     """(value, at) of a declarative status item, None when not reported in this enrollment."""
-    value, at = ddm.status_value(device.ddm_status, name), ddm.status_time(device.ddm_status, name)
-    if value is None or (since is not None and (at is None or at < since)):
+    latest = device.ddm_status
+    if not latest:  # most iPads between status reports, and every iPad without declarative management
+        return None, None
+    value = ddm.status_value(latest, name)
+    if value is None:
+        return None, None
+    at = ddm.status_time(latest, name)
+    if since is not None and (at is None or at < since):
         return None, None
     return value, at
 

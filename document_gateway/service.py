@@ -131,13 +131,15 @@ _ACCESS_ARRAYS = (("device_id", "int"), ("leader_id", "int"), ("leader_name", "t
 
 def _upsert_arrays(session: Session, rows: list[dict]) -> None:
     """PostgreSQL, many devices (a bulk evaluation's commit): one statement over column arrays
-    (unnest), in device order, instead of one upsert per device."""
+    (unnest), in device order, instead of one upsert per device. The arrays travel in binary (%(x)b):
+    in text, every quote of the reasons' JSON is escaped by a regular expression in Python, and a
+    first evaluation of 10,000 devices spent 0.5 s there."""
     from ipad_mdm.db import json_dumps
 
     names = [c for c, _ in _ACCESS_ARRAYS]
     params = {c: [json_dumps(r[c]) if c.startswith("reasons_") else r[c] for r in rows] for c in names}
     select_list = ", ".join(f"u.{c}::json" if c.startswith("reasons_") else f"u.{c}" for c in names)
-    arrays = ", ".join(f"%({c})s::{t}[]" for c, t in _ACCESS_ARRAYS)
+    arrays = ", ".join(f"%({c})b::{t}[]" for c, t in _ACCESS_ARRAYS)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c != "device_id")
     session.connection().exec_driver_sql(
         f"INSERT INTO gateway_device_access ({', '.join(names)}) "

@@ -7,6 +7,7 @@ device with evaluate_device. Every verdict and every transition must be the same
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -21,6 +22,7 @@ from ipad_mdm.hooks import Hooks
 from ipad_mdm.models import Unit
 from ipad_mdm.packages import import_all_models
 from mdm.models import Device, IdentityCertificate
+from tests.conftest import fresh_postgres_database
 
 RULES = [
     {"kind": "min_os_version", "version": "17.0"}, {"kind": "passcode_present"}, {"kind": "hardware_encryption"},
@@ -47,9 +49,11 @@ def fleet(db: Database, n: int, now: dt.datetime) -> None:
         rows.append(dict(
             udid=f"BULK-{i:04d}", unit_id=unit_ids[i % 3], enrollment_state="enrolled",
             os_version="16.4" if kind == 2 else "18.1", is_supervised=True, lost_mode_enabled=kind == 3,
-            enrolled_at=now, last_seen_at=now - dt.timedelta(hours=100 if kind == 4 else 1), push_pending=False,
+            enrolled_at=now, enrollment_completed_at=now - dt.timedelta(minutes=1),
+            last_seen_at=now - dt.timedelta(hours=100 if kind == 4 else 1), push_pending=False,
             push_failures=0, awaiting_configuration=False,
-            device_information={"OSVersion": "18.1"}, device_information_at=now,
+            # Every eleventh never answered DeviceInformation (stored as JSON null): supervision unknown.
+            device_information=None if i % 11 == 10 else {"OSVersion": "18.1"}, device_information_at=now,
             security_info=None if kind == 5 else {"PasscodePresent": kind != 1, "PasscodeCompliant": True,
                                                   "HardwareEncryptionCaps": 3},
             security_info_at=None if kind == 5 else now,
@@ -85,7 +89,7 @@ def _status_report(i: int, kind: int, now: dt.datetime) -> dict | None:
 
 def snapshot(db: Database) -> tuple[list, list]:
     with db.session() as s:
-        verdicts = [(v.device_id, v.state, v.since, v.failing_since, v.grace_deadline, v.non_compliant_at,
+        verdicts = [(v.device_id, v.state, v.since, v.evaluated_at, v.failing_since, v.grace_deadline, v.non_compliant_at,
                      v.escalation_deadline, v.failing_rules, v.reasons_vi, v.reasons_en, v.policy_versions, v.actions)
                     for v in s.scalars(select(DeviceVerdict).order_by(DeviceVerdict.device_id))]
         transitions = [(t.device_id, t.from_state, t.to_state, t.at, t.grace_deadline, t.escalation_deadline,
@@ -101,9 +105,21 @@ def one_by_one(db: Database, hooks: Hooks) -> None:
             engine.evaluate_device(s, hooks, device, trigger="schedule")
 
 
-def test_bulk_evaluation_decides_exactly_what_evaluate_device_decides(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_bulk_evaluation_decides_exactly_what_evaluate_device_decides(tmp_path, monkeypatch, dialect):
+    """On both databases: PostgreSQL's path differs (the confirmations of unchanged verdicts are
+    written from another thread, the slice read is planned by another optimizer)."""
+    with contextlib.ExitStack() as stack:
+        if dialect == "sqlite":
+            urls = [f"sqlite:///{tmp_path / 'bulk.sqlite3'}", f"sqlite:///{tmp_path / 'single.sqlite3'}"]
+        else:
+            urls = [stack.enter_context(fresh_postgres_database()) for _ in range(2)]
+        _bulk_and_one_by_one(monkeypatch, *urls)
+
+
+def _bulk_and_one_by_one(monkeypatch, bulk_url: str, single_url: str) -> None:
     start = utcnow()
-    a, b = Database(f"sqlite:///{tmp_path / 'bulk.sqlite3'}"), Database(f"sqlite:///{tmp_path / 'single.sqlite3'}")
+    a, b = Database(bulk_url), Database(single_url)
     fleet(a, 96, start)
     fleet(b, 96, start)
     hooks = Hooks()
@@ -185,19 +201,21 @@ def test_every_slice_is_planned_for_where_it_starts(database_url, monkeypatch):
     fleet(db, 40, start)
     monkeypatch.setattr(bulk, "READ_SLICE", 7)  # six slices a run: the fifth read is prepared
     monkeypatch.setattr(clock, "now", lambda: start)
-    seen: list[str] = []  # each statement sent, its first 60 characters
+    # Each statement sent, its first 60 characters, by connection: the confirmations of unchanged
+    # verdicts go on a connection of their own, in a thread of their own, between the reads.
+    seen: dict[int, list[str]] = {}
 
     @event.listens_for(db.engine, "before_cursor_execute")
     def record(conn, cursor, statement, params, context, executemany):
-        seen.append(" ".join(statement.split())[:60])
+        seen.setdefault(id(cursor.connection), []).append(" ".join(statement.split())[:60])
 
     for _ in range(3):
         counts = bulk.evaluate_all(db, Hooks())
         assert counts["evaluated"] == 40 and counts["errors"] == 0
-    reads = [i for i, sql in enumerate(seen) if sql.startswith("SELECT devices.id, devices.udid, devices.unit_id")]
+    reads = [(sent, i) for sent in seen.values() for i, sql in enumerate(sent) if sql.startswith("WITH slice AS")]
     assert len(reads) >= 18
-    for i in reads:
-        assert seen[i - 1].startswith("SET LOCAL plan_cache_mode = force_custom_plan"), seen[i - 2:i + 1]
+    for sent, i in reads:
+        assert sent[i - 1].startswith("SET LOCAL plan_cache_mode = force_custom_plan"), sent[i - 2:i + 1]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(DeviceVerdict)) == 40
         # SET LOCAL ends with its transaction: the pool's connections plan as configured again.
