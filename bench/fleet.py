@@ -10,7 +10,8 @@ have recorded them, without the round trips:
   * all of them share one RSA device key (10,000 RSA key generations would take longer than
     the whole bench; the key is the device's, not the server's, so this changes no server cost);
   * the device rows carry a copy of the sample iPad's inventory (DeviceInformation, SecurityInfo,
-    ProfileList, CertificateList, InstalledApplicationList), so rules see what a real answer holds.
+    ProfileList, CertificateList, InstalledApplicationList) and, when it has turned declarative
+    management on, of its latest status report, so rules see what a real answer holds.
 
 The server cannot tell a fleet iPad from an enrolled one: it checks in with its own certificate.
 """
@@ -31,7 +32,8 @@ from ipad_mdm.crypto.keys import FileKey
 from ipad_mdm.db import utcnow
 from mdm import Device, IdentityCertificate
 
-_INVENTORY = ("device_information", "security_info", "profile_list", "certificate_list", "installed_applications")
+_INVENTORY = ("device_information", "security_info", "profile_list", "certificate_list", "installed_applications",
+              "ddm_status")
 _COPIED = ("os_version", "build_version", "model", "model_name", "product_name", "is_supervised", "topic", "unit_id")
 
 
@@ -52,6 +54,7 @@ def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[F
     with inst.database.session() as s:
         model = s.scalar(select(Device).where(Device.udid == like_udid))
         template = {a: getattr(model, a) for a in _INVENTORY + _COPIED}
+        ddm_enabled = model.ddm_enabled_at is not None
     for start in range(0, n, batch):
         now = utcnow()
         chunk = []
@@ -67,6 +70,7 @@ def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[F
                 awaiting_configuration=False, lost_mode_enabled=False, device_name="iPad",
                 **{a: template[a] for a in _COPIED},
                 **{a: template[a] for a in _INVENTORY}, **{f"{a}_at": now for a in _INVENTORY},
+                ddm_enabled_at=now if ddm_enabled else None,
             ) for d in chunk])
             ids = dict(s.execute(select(Device.udid, Device.id).where(Device.udid.in_([d.udid for d in chunk]))).all())
             s.execute(insert(IdentityCertificate), [dict(

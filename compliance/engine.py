@@ -140,7 +140,7 @@ def _fresh(value, at: dt.datetime | None, since: dt.datetime | None):
 def _status(device: Device, name: str, since: dt.datetime | None):
     """(value, at) of a declarative status item, None when not reported in this enrollment."""
     latest = device.ddm_status
-    if not latest:  # most iPads between status reports, and every iPad without declarative management
+    if not latest:  # an iPad without declarative management
         return None, None
     value = ddm.status_value(latest, name)
     if value is None:

@@ -81,7 +81,8 @@ def _status_report(i: int, kind: int, now: dt.datetime) -> dict | None:
               "management.declarations": {"value": {"activations": [], "configurations": []}, "at": later}}
     if kind == 1 or (kind == 0 and i % 4 == 1):
         report["passcode.is-present"] = {"value": kind == 1, "at": later}
-    if kind == 6 and i % 2:
+    if (kind == 6 and i % 2) or (kind == 0 and i % 3 == 2):
+        # Some fine devices report the disallowed game only here, not in InstalledApplicationList.
         report["app.managed.list"] = {"value": [{"identifier": "com.example.game", "state": "managed",
                                                  "short-version": "1.0", "version": "1"}], "at": later}
     return report
