@@ -30,8 +30,9 @@ import declarative
 from ipad_mdm.hooks import Hooks
 from mdm import Device, IdentityCertificate
 
-from . import clock
-from .engine import NO_POLICY, PolicySet, among, evaluate_device, facts_of, latest_identities, vpn_facts_of
+from . import clock, digests
+from .engine import NO_POLICY, PolicySet, among, evaluate_device, latest_identities, vpn_facts_of
+from .facts import facts_of
 from .models import DeviceVerdict
 from .verdicts import remember_written
 from .checks import evaluate_rules
@@ -49,13 +50,16 @@ _DEVICE_INFORMATION_REPORTED = case(
     (and_(Device.device_information.isnot(None), cast(Device.device_information, Text) != "null"), True),
     else_=None).label("device_information")
 
-# What the rules and the comparison read (certificate lists, unlock tokens, push state are not).
-_READ_COLUMNS = (
+# What the rules and the comparison read (certificate lists, unlock tokens, push state are not):
+# the inventory itself on SQLite; on PostgreSQL its digest and the reduced inventory kept with it
+# (compliance.digests).
+_DEVICE_COLUMNS = (
     Device.id, Device.udid, Device.unit_id, Device.enrollment_state, Device.os_version, Device.is_supervised,
-    Device.lost_mode_enabled, Device.last_seen_at, _DEVICE_INFORMATION_REPORTED, Device.device_information_at,
-    Device.security_info, Device.security_info_at, Device.profile_list, Device.profile_list_at,
-    Device.installed_applications, Device.installed_applications_at, Device.ddm_status, Device.ddm_enabled_at,
+    Device.lost_mode_enabled, Device.last_seen_at, Device.device_information_at, Device.security_info_at,
+    Device.profile_list_at, Device.installed_applications_at, Device.ddm_enabled_at,
 )
+_INVENTORY_COLUMNS = (_DEVICE_INFORMATION_REPORTED, Device.security_info, Device.profile_list,
+                      Device.installed_applications, Device.ddm_status)
 # reasons_vi / reasons_en are not read: they are written with failing_rules, which carries both texts.
 _VERDICT_COLUMNS = (
     DeviceVerdict.device_id, DeviceVerdict.state, DeviceVerdict.failing_since, DeviceVerdict.grace_deadline,
@@ -98,17 +102,24 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
     # on its own connection, while this thread evaluates the next slice. (Write batches in threads
     # gained 5 % of a first run: their work is mostly Python, and Python runs one thread at a time.)
     with _Background(database, "compliance-confirm") as confirm:
-        for rows, ddm_facts, vpn_facts in _slices(database, policies):
+        for rows, devices, ddm_facts, vpn_facts, reduced in _slices(database, policies):
             unchanged, changed = [], []
             for row in rows:
                 identity = CertFacts(row.not_after, row.revoked_at) if row.not_after is not None else None
-                if row.device_id is not None and unchanged_verdict(row, row, policies, identity, ddm_facts.get(row.id),
-                                                                   now, vpn_facts.get(row.id)):
+                device = devices.get(row.id) if devices is not None else row
+                if (row.device_id is not None and device is not None
+                        and unchanged_verdict(device, row, policies, identity, ddm_facts.get(row.id), now,
+                                              vpn_facts.get(row.id))):
                     unchanged.append(row.id)
                 else:
                     changed.append(row.id)
             if unchanged:
                 confirm.submit(_confirm, database, now, unchanged)
+            confirmed = set(unchanged)
+            # Kept for the devices confirmed unchanged only: the write pass locks the changed ones now.
+            reduced = [r for r in reduced or () if r[0] in confirmed]
+            if reduced:
+                confirm.submit(digests.keep, database, now, reduced)
             counts["unchanged"] += len(unchanged)
             counts["evaluated"] += len(unchanged)
             for start in range(0, len(changed), batch_size):
@@ -124,18 +135,24 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
 
 
 def _slices(database, policies: PolicySet):
-    """Yields each slice's rows with their declarative and VPN facts. On PostgreSQL the next slice is
-    read in a thread of its own while the caller evaluates this one: the database's part of a read
-    (a fifth of a steady run) then runs on the other core."""
+    """Yields each slice: its rows; on PostgreSQL {device id: the device's columns with its reduced
+    inventory} and the reduced inventories to keep (compliance.digests), on SQLite None, None (the
+    rows carry the inventory); its declarative and VPN facts. On PostgreSQL the next slice is read in
+    a thread of its own while the caller evaluates this one: the database's part of a read (a fifth
+    of a steady run) then runs on the other core."""
+    postgresql = database.engine.dialect.name == "postgresql"
+
     def read(after_id: int):
         with database.session() as s:
             _custom_plans(s)
-            rows = s.execute(_read_statement(after_id)).all()
+            rows = s.execute(_read_statement(after_id, postgresql)).all()
             if not rows:
                 return None
-            return rows, declarative.compliance_facts(s, rows), vpn_facts_of(s, policies, [r.id for r in rows])
+            devices, reduced = digests.inventories(s, rows) if postgresql else (None, None)
+            return (rows, devices, declarative.compliance_facts(s, rows), vpn_facts_of(s, policies, [r.id for r in rows]),
+                    reduced)
 
-    if database.engine.dialect.name != "postgresql":
+    if not postgresql:
         got = read(0)
         while got is not None:
             yield got
@@ -218,7 +235,7 @@ def _custom_plans(session) -> None:
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
-def _read_statement(after_id: int):
+def _read_statement(after_id: int, postgresql: bool):
     """One slice of enrolled devices with, in the same row, the verdict columns the comparison
     reads and the expiry/revocation of the device's newest identity.
 
@@ -231,12 +248,15 @@ def _read_statement(after_id: int):
            .order_by(Device.id).limit(READ_SLICE).cte("slice"))
     newest = (select(IdentityCertificate.device_id, func.max(IdentityCertificate.id).label("identity_id"))
               .join(ids, IdentityCertificate.device_id == ids.c.id).group_by(IdentityCertificate.device_id).subquery())
-    return (select(*_READ_COLUMNS, *_VERDICT_COLUMNS, IdentityCertificate.not_after, IdentityCertificate.revoked_at)
+    inventory = digests.READ_COLUMNS if postgresql else _INVENTORY_COLUMNS
+    stmt = (select(*_DEVICE_COLUMNS, *inventory, *_VERDICT_COLUMNS, IdentityCertificate.not_after,
+                   IdentityCertificate.revoked_at)
             .select_from(ids)
             .join(Device, Device.id == ids.c.id)
             .outerjoin(DeviceVerdict, DeviceVerdict.device_id == Device.id)
             .outerjoin(newest, newest.c.device_id == Device.id)
             .outerjoin(IdentityCertificate, IdentityCertificate.id == newest.c.identity_id))
+    return digests.join(stmt) if postgresql else stmt
 
 
 def unchanged_verdict(device, verdict, policies: PolicySet, identity: CertFacts | None,
@@ -312,7 +332,10 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         stmt = (select(Device).options(defer(Device.certificate_list), defer(Device.unlock_token))
                 .where(among(s, Device.id, ids), Device.enrollment_state == "enrolled").order_by(Device.id))
         if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=Device)
+            # NO KEY UPDATE: conflicts with every evaluation's and every MDM session's lock on the row,
+            # not with the KEY SHARE lock a concurrent insert of a row referring to the device takes
+            # (a kept reduced inventory, a command): such a device was skipped for the whole run.
+            stmt = stmt.with_for_update(skip_locked=True, of=Device, key_share=True)  # FOR NO KEY UPDATE
         devices = list(s.scalars(stmt))
         if not devices:
             return 0, 0, []

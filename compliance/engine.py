@@ -45,13 +45,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
-from ipad_mdm.db import hold, utcnow
+from ipad_mdm.db import among, hold, utcnow
 from ipad_mdm.hooks import Hooks
 import declarative
-from mdm import Command, Device, IdentityCertificate, ddm
+from mdm import Command, Device, IdentityCertificate
 from mdm import commands as command_queue
 
 from . import clock
@@ -59,7 +59,8 @@ from .actions import announce, run_actions
 from .models import DeviceVerdict, Policy, VerdictTransition
 from .action_specs import merge_actions
 from .checks import evaluate_rules
-from .rules import CertFacts, DeviceFacts, Failure, MergedRule, merge_rules
+from .facts import facts_of
+from .rules import CertFacts, Failure, MergedRule, merge_rules
 from .verdicts import view_of
 
 log = logging.getLogger("compliance")
@@ -129,87 +130,6 @@ class PolicySet:
         )
 
 
-# ------------------------------------------------------------------ facts
-def _fresh(value, at: dt.datetime | None, since: dt.datetime | None):
-    """Inventory reported before the current enrollment does not count."""
-    if value is None or since is None:
-        return value
-    return value if at is not None and at >= since else None
-
-
-def _status(device: Device, name: str, since: dt.datetime | None):
-    """(value, at) of a declarative status item, None when not reported in this enrollment."""
-    latest = device.ddm_status
-    if not latest:  # an iPad without declarative management
-        return None, None
-    value = ddm.status_value(latest, name)
-    if value is None:
-        return None, None
-    at = ddm.status_time(latest, name)
-    if since is not None and (at is None or at < since):
-        return None, None
-    return value, at
-
-
-def _passcode(device: Device, si: dict | None, inventory_since) -> tuple[bool | None, bool | None]:
-    """Passcode present / compliant from the newer of SecurityInfo and the status report."""
-    present = compliant = None
-    if isinstance(si, dict):
-        present = si.get("PasscodePresent") is True
-        compliant = si.get("PasscodeCompliant") is True and si.get("PasscodeCompliantWithProfiles") is not False
-    si_at = device.security_info_at if isinstance(si, dict) else None
-    for name, slot in (("passcode.is-present", 0), ("passcode.is-compliant", 1)):
-        value, at = _status(device, name, inventory_since)
-        if isinstance(value, bool) and (si_at is None or at >= si_at):
-            if slot == 0:
-                present = value
-            else:
-                compliant = value
-    return present, compliant
-
-
-def _installed_apps(device: Device, inventory_since) -> list | None:
-    """InstalledApplicationList, with the managed apps a declarative iPad reports (app.managed.list)
-    taking precedence when that report is newer."""
-    listed = _fresh(device.installed_applications, device.installed_applications_at, inventory_since)
-    managed, at = _status(device, "app.managed.list", inventory_since)
-    if not isinstance(managed, list):
-        return listed
-    newer = listed is None or device.installed_applications_at is None or at >= device.installed_applications_at
-    by_id = {a.get("Identifier"): a for a in listed or [] if isinstance(a, dict)}
-    for e in managed:
-        if isinstance(e, dict) and e.get("state") == "managed" and (newer or e.get("identifier") not in by_id):
-            by_id[e.get("identifier")] = {"Identifier": e.get("identifier"), "ShortVersion": e.get("short-version"),
-                                          "Version": e.get("version")}
-    return list(by_id.values())
-
-
-def facts_of(device: Device, identity: CertFacts | None, inventory_since: dt.datetime | None,
-             declarative_facts=None, vpn_facts=None) -> DeviceFacts:
-    di = _fresh(device.device_information, device.device_information_at, inventory_since)
-    si = _fresh(device.security_info, device.security_info_at, inventory_since)
-    status_os, _ = _status(device, "device.operating-system.version", inventory_since)
-    present, compliant = _passcode(device, si, inventory_since)
-    apps = _installed_apps(device, inventory_since)
-    return DeviceFacts(
-        os_version=device.os_version if (inventory_since is None or di is not None or status_os) else None,
-        security_info=si,
-        passcode_present=present,
-        passcode_compliant=compliant,
-        enforcement=getattr(declarative_facts, "enforcement", None),
-        failed_declarations=list(getattr(declarative_facts, "failed", None) or []),
-        device_information=di,
-        is_supervised=device.is_supervised if (inventory_since is None or di is not None) else None,
-        profile_list=_fresh(device.profile_list, device.profile_list_at, inventory_since),
-        installed_applications=apps,
-        lost_mode_enabled=bool(device.lost_mode_enabled),
-        last_seen_at=device.last_seen_at,
-        identity=identity,
-        enrollment_state=device.enrollment_state,
-        vpn=vpn_facts,
-    )
-
-
 def vpn_facts_of(session: Session, policies: PolicySet, device_ids: list[int]) -> dict:
     """The VPN facts of these devices, read only when a policy has a VPN rule."""
     if not policies.needs_vpn:
@@ -217,13 +137,6 @@ def vpn_facts_of(session: Session, policies: PolicySet, device_ids: list[int]) -
     import vpn
 
     return vpn.compliance_facts(session, device_ids)
-
-
-def among(session: Session, column, ids: list[int]):
-    """column IN ids; on PostgreSQL as `= ANY(array)`: one parameter instead of hundreds."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == func.any(bindparam("ids", list(ids), type_=ARRAY(Integer)))
-    return column.in_(ids)
 
 
 def latest_identities(session: Session, device_ids: list[int]) -> dict[int, CertFacts]:

@@ -9,6 +9,9 @@ Tables (migration 0004_compliance):
                                    the monthly report reads this table, so it is append-only
                                    and carries denormalised copies (unit, policy versions,
                                    reasons) rather than pointers to rows that may change.
+  compliance_inventory_digests     (migration 0027) what the rules read of each device's inventory,
+                                   with the digest of the inventory it was taken from: a cache
+                                   of the scheduled run on PostgreSQL (compliance.bulk).
 """
 from __future__ import annotations
 
@@ -148,3 +151,18 @@ class VerdictTransition(Base):
     actions: Mapped[list] = mapped_column(default=list)
     # Some action failed and is not yet done or superseded: compliance.retry_actions takes it up.
     actions_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"), index=True)
+
+
+class InventoryDigest(Base):
+    """What the rules read of one device's inventory (engine.reduce_inventory: a few hundred bytes of
+    its kilobytes), and the SHA-256 of the inventory's stored JSON it was reduced from. The scheduled
+    run uses it only while the digest the database computes from the device row is the same: a
+    cache by content, correct whatever wrote the inventory and however. Never read as a source of
+    truth; deleting every row costs one slower run."""
+
+    __tablename__ = "compliance_inventory_digests"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    reduced: Mapped[dict] = mapped_column()
+    written_at: Mapped[dt.datetime] = mapped_column()

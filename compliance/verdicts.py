@@ -96,7 +96,7 @@ def _read_verdicts(session: Session, ids: list) -> dict[int, VerdictView]:
         rows = (session.get(DeviceVerdict, i) for i in ids)
         return {row.device_id: view_of(row) for row in rows if row is not None}
     # Columns, not ORM objects: a bulk evaluation's commit reads hundreds at once (the gateway's access state).
-    from .engine import among
+    from ipad_mdm.db import among
 
     rows = session.execute(select(*DeviceVerdict.__table__.columns).where(among(session, DeviceVerdict.device_id, ids)))
     return {row.device_id: view_of(row) for row in rows}

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import among, utcnow
 from mdm import Device, ddm
 
 from .models import Declaration, DeclarationAssignment, DeclarationState
@@ -116,7 +116,7 @@ def compliance_facts(session: Session, devices: list[Device]) -> dict[int, Decla
                         out[device.id].enforcement = enf
     ids = [d.id for d in devices if d.ddm_enabled_at is not None]
     if ids:
-        for s in session.scalars(select(DeclarationState).where(DeclarationState.device_id.in_(ids),
+        for s in session.scalars(select(DeclarationState).where(among(session, DeclarationState.device_id, ids),
                                                                 DeclarationState.valid == "invalid")):
             out[s.device_id].failed.append({"identifier": s.identifier, "kind": s.kind,
                                             "reasons_vi": describe_all(s.reasons, "vi"),

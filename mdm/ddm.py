@@ -174,13 +174,24 @@ def status_value(latest: dict | None, name: str):
 
 
 def status_time(latest: dict | None, name: str) -> dt.datetime | None:
-    entry = (latest or {}).get(name)
-    if not isinstance(entry, dict) or not isinstance(entry.get("at"), str):
-        return None
+    return status_item(latest, name)[1]
+
+
+def status_item(latest: dict | None, name: str) -> tuple:
+    """(value, when it was reported) of one item of the merged report; (None, None) when the iPad has
+    not reported it. One lookup: compliance reads four items of every iPad in its scheduled run."""
+    entry = latest.get(name) if latest else None
+    if entry.__class__ is not dict:
+        return None, None
+    value, at = entry.get("value"), entry.get("at")
+    if at.__class__ is not str:
+        return value, None
     try:
-        return dt.datetime.fromisoformat(entry["at"]).astimezone(dt.timezone.utc)
+        at = dt.datetime.fromisoformat(at)
     except ValueError:
-        return None
+        return value, None
+    # Stored as UTC ("+00:00"): already in the zone it is compared in.
+    return value, at if at.tzinfo is dt.timezone.utc else at.astimezone(dt.timezone.utc)
 
 
 def sync_tokens(declarations_token: str, timestamp: dt.datetime) -> dict:

@@ -1,0 +1,106 @@
+"""What the scheduled run reads of each device's inventory, on PostgreSQL: the reduced inventory kept
+by the digest of the inventory it came from (models.InventoryDigest), not the inventory itself.
+
+A device's inventory columns (DeviceInformation, SecurityInfo, ProfileList, InstalledApplicationList
+answers and the declarative status report) are kilobytes of JSON, of which the rules read a few
+hundred bytes (facts.reduce_inventory). Decoding all of it for 10,000 devices every five minutes
+was the larger part of a steady run. Here the database computes a SHA-256 of the stored JSON texts
+in the same read as the other columns; where it equals the digest kept with the reduced inventory,
+the reduced inventory is used; elsewhere the inventory is read in full (a second query, for those
+devices only), reduced, and kept with its new digest for the next run.
+
+The digest is of the content, so nothing that writes an inventory has to remember to invalidate
+anything. The rules themselves run on every device in every run (time passes: check-ins go stale,
+certificates expire, deadlines come); only the decoding of unchanged JSON is saved. SQLite, the
+embedded default, has no SHA-256 in SQL and reads the inventory every time (compliance.bulk).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Text, cast, func, literal, select
+
+from ipad_mdm.db import among
+from mdm import Device
+
+from .facts import REDUCTION, reduce_inventory
+from .models import InventoryDigest
+
+_INVENTORY = (Device.device_information, Device.security_info, Device.profile_list, Device.installed_applications,
+              Device.ddm_status)
+_INVENTORY_TIMES = ("device_information_at", "security_info_at", "profile_list_at", "installed_applications_at")
+
+
+def _digest():
+    """SHA-256 (hex) of what the reduction is (facts.REDUCTION: a reduced inventory kept by an older
+    reduction is never taken for a newer one's) and of the inventory columns' stored JSON texts,
+    separated by a character JSON text cannot hold unescaped (U+001F), a missing value as ''."""
+    texts = [func.coalesce(cast(column, Text), "") for column in _INVENTORY]
+    joined = func.concat_ws(literal("\x1f"), literal(REDUCTION), *texts)
+    return func.encode(func.sha256(func.convert_to(joined, "UTF8")), "hex")
+
+
+# Added to the slice read (compliance.bulk): the digest now, and what was kept with which digest.
+READ_COLUMNS = (_digest().label("digest"), InventoryDigest.digest.label("kept_digest"),
+                InventoryDigest.reduced.label("kept"))
+
+
+def join(statement):
+    """The slice read, joined to the kept reduced inventories."""
+    return statement.outerjoin(InventoryDigest, InventoryDigest.device_id == Device.id)
+
+
+def inventories(session, rows) -> tuple[dict, list]:
+    """For the rows of a slice that have a verdict (the others take the full path anyway): {device
+    id: the row's columns with the reduced inventory}, and [(device id, digest, reduced)] to keep."""
+    stale = [r.id for r in rows if r.device_id is not None and r.kept_digest != r.digest]
+    fresh = {}
+    if stale:
+        # The digest again, of the very JSON read here (the inventory may have changed since the slice
+        # was read): what is kept always belongs to what it was reduced from.
+        for full in session.execute(select(Device.id, _digest().label("digest"), *_INVENTORY,
+                                           *(getattr(Device, t) for t in _INVENTORY_TIMES))
+                                    .where(among(session, Device.id, stale))):
+            fresh[full.id] = (full, reduce_inventory(full))
+    views = {}
+    for r in rows:
+        if r.device_id is None:
+            continue
+        got = fresh.get(r.id)
+        if got is None:
+            if r.kept_digest == r.digest:
+                views[r.id] = _Device(r, r, r.kept)
+            continue  # gone since the slice was read: the full path finds out
+        full, reduced = got
+        views[r.id] = _Device(r, full, reduced)
+    return views, [(device_id, full.digest, reduced) for device_id, (full, reduced) in fresh.items()]
+
+
+class _Device:
+    """What facts_of and the comparison read of a device: the slice row's columns, the inventory
+    times of the read that reduced its inventory, the reduced inventory."""
+
+    __slots__ = ("id", "unit_id", "enrollment_state", "os_version", "is_supervised", "lost_mode_enabled",
+                 "last_seen_at", "device_information", "security_info", "profile_list", "installed_applications",
+                 "ddm_status", *_INVENTORY_TIMES)
+
+    def __init__(self, row, times, reduced: dict):
+        self.id, self.unit_id, self.enrollment_state = row.id, row.unit_id, row.enrollment_state
+        self.os_version, self.is_supervised, self.lost_mode_enabled = row.os_version, row.is_supervised, row.lost_mode_enabled
+        self.last_seen_at = row.last_seen_at
+        self.device_information_at, self.security_info_at = times.device_information_at, times.security_info_at
+        self.profile_list_at, self.installed_applications_at = times.profile_list_at, times.installed_applications_at
+        self.device_information, self.security_info = reduced["device_information"], reduced["security_info"]
+        self.profile_list, self.installed_applications = reduced["profile_list"], reduced["installed_applications"]
+        self.ddm_status = reduced["ddm_status"]
+
+
+def keep(database, now: dt.datetime, fresh: list) -> None:
+    """Keep these reduced inventories with their digests (one statement, inserted or replaced)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    stmt = insert(InventoryDigest)
+    stmt = stmt.on_conflict_do_update(index_elements=[InventoryDigest.device_id], set_={
+        "digest": stmt.excluded.digest, "reduced": stmt.excluded.reduced, "written_at": stmt.excluded.written_at})
+    with database.session() as s:
+        s.execute(stmt, [{"device_id": i, "digest": d, "reduced": r, "written_at": now} for i, d, r in fresh])
