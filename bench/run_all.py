@@ -439,7 +439,7 @@ def report(args, fig: dict) -> None:
         (f"enrollment into the {args.devices}-iPad fleet (warm workers), server CPU",
          f"{fig['late_enroll_server_rate']:.1f} iPads/s" if "late_enroll_server_rate" in fig else "not measured",
          ">= 30 iPads/s", fig["late_enroll_server_rate"] / 30 if "late_enroll_server_rate" in fig else None),
-        ("both together, server CPU", f"{fig['enroll_onboard_server_rate']:.1f} iPads/s", "-", None),
+        ("enrollment and onboarding together, server CPU", f"{fig['enroll_onboard_server_rate']:.1f} iPads/s", "-", None),
         ("enrollment, wall clock with the clients on the same machine", f"{fig['enroll_wall_rate']:.1f} iPads/s", "-", None),
         ("command delivery p50 / p99 (enqueue -> APNs -> device has it)", f"{fig['cmd_p50']:.0f} / {fig['cmd_p99']:.0f} ms",
          "-", None),
