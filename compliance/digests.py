@@ -17,6 +17,7 @@ embedded default, has no SHA-256 in SQL and reads the inventory every time (comp
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlalchemy import Text, cast, func, literal, select
 
@@ -25,6 +26,8 @@ from mdm import Device
 
 from .facts import REDUCTION, reduce_inventory
 from .models import InventoryDigest
+
+log = logging.getLogger("compliance")
 
 _INVENTORY = (Device.device_information, Device.security_info, Device.profile_list, Device.installed_applications,
               Device.ddm_status)
@@ -96,11 +99,18 @@ class _Device:
 
 
 def keep(database, now: dt.datetime, fresh: list) -> None:
-    """Keep these reduced inventories with their digests (one statement, inserted or replaced)."""
+    """Keep these reduced inventories with their digests (one statement, inserted or replaced). A
+    cache: if it cannot be written (a device deleted meanwhile), the next run reads those inventories
+    again, and this run's verdicts stand."""
     from sqlalchemy.dialects.postgresql import insert
+    from sqlalchemy.exc import SQLAlchemyError
 
     stmt = insert(InventoryDigest)
     stmt = stmt.on_conflict_do_update(index_elements=[InventoryDigest.device_id], set_={
         "digest": stmt.excluded.digest, "reduced": stmt.excluded.reduced, "written_at": stmt.excluded.written_at})
-    with database.session() as s:
-        s.execute(stmt, [{"device_id": i, "digest": d, "reduced": r, "written_at": now} for i, d, r in fresh])
+    try:
+        with database.session() as s:
+            s.execute(stmt, [{"device_id": i, "digest": d, "reduced": r, "written_at": now} for i, d, r in fresh])
+    except SQLAlchemyError as exc:
+        log.warning("compliance: %d reduced inventories not kept (%s); read in full next run", len(fresh),
+                    type(exc).__name__)

@@ -309,3 +309,22 @@ def test_the_scheduled_run_reads_an_inventory_again_only_when_its_content_change
     with db.session() as s:
         assert s.get(InventoryDigest, device_id).reduced["security_info"]["PasscodePresent"] is False
     db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_reduced_inventory_that_cannot_be_kept_does_not_fail_the_run(database_url, caplog):
+    """The kept reductions are a cache: one for a device deleted meanwhile is refused by the database
+    (its foreign key); the refusal is logged and nothing else is lost."""
+    from compliance import digests
+    from compliance.models import InventoryDigest
+
+    db = Database(database_url)
+    fleet(db, 2, utcnow())
+    with db.session() as s:
+        real = s.scalar(select(Device.id).order_by(Device.id).limit(1))
+    digests.keep(db, utcnow(), [(real + 1000, "0" * 64, {"security_info": None})])
+    assert "reduced inventories not kept" in caplog.text
+    digests.keep(db, utcnow(), [(real, "1" * 64, {"security_info": None})])
+    with db.session() as s:
+        assert s.get(InventoryDigest, real).digest == "1" * 64
+    db.dispose()
