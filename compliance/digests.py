@@ -3,11 +3,12 @@ by the digest of the inventory it came from (models.InventoryDigest), not the in
 
 A device's inventory columns (DeviceInformation, SecurityInfo, ProfileList, InstalledApplicationList
 answers and the declarative status report) are kilobytes of JSON, of which the rules read a few
-hundred bytes (facts.reduce_inventory). Decoding all of it for 10,000 devices every five minutes
-was the larger part of a steady run. Here the database computes a SHA-256 of the stored JSON texts
-in the same read as the other columns; where it equals the digest kept with the reduced inventory,
-the reduced inventory is used; elsewhere the inventory is read in full (a second query, for those
-devices only), reduced, and kept with its new digest for the next run.
+hundred bytes (facts.reduce_inventory). Sending and decoding all of it for 10,000 devices every
+five minutes was a large part of a steady run, and it grows with every app an iPad has. Here the
+database computes a SHA-256 of the stored JSON texts in the same read as the other columns; where
+it equals the digest kept with the reduced inventory, the reduced inventory is used; elsewhere the
+inventory is read in full (a second query, for those devices only), reduced, and kept with its new
+digest for the next run.
 
 The digest is of the content, so nothing that writes an inventory has to remember to invalidate
 anything. The rules themselves run on every device in every run (time passes: check-ins go stale,
