@@ -2,10 +2,11 @@
 
 1. Read pass (no row locks, one short transaction per slice): the columns the rules read, the
    verdicts, the newest identity of each device and the declarative facts, in a handful of
-   queries for thousands of devices.
+   queries for thousands of devices. On PostgreSQL the inventory comes as the reduction kept by
+   its digest (compliance.digests), and the next slice is read while this one is evaluated.
 2. In memory: every device's rules are evaluated and compared with its stored verdict. When
    nothing would change (same reasons, same policies, no deadline reached), the only write is
-   `evaluated_at`, one UPDATE for the whole slice.
+   `evaluated_at`, one UPDATE for the whole slice (on PostgreSQL from a thread of its own).
 3. Write pass, only for devices whose verdict changes (or that have none yet): short
    transactions of at most WRITE_BATCH devices that lock those rows (SKIP LOCKED: a device in
    the middle of its own MDM session is left to that session's evaluation) and run
