@@ -4,8 +4,8 @@
     .venv/bin/python bench/bench_compliance.py --postgres       # also a fresh PostgreSQL database
     .venv/bin/python bench/bench_compliance.py --devices 50000
 
-Synthetic devices (with inventory and an identity certificate) are inserted
-directly; then `compliance.engine.evaluate_all` runs seven times: the first run
+Synthetic devices (with inventory, a declarative status report of the size a real one has, and an
+identity certificate) are inserted directly; then `compliance.engine.evaluate_all` runs seven times: the first run
 (every device gets its first verdict and transition), five steady-state runs (nothing
 changes: the every-5-minutes case; the first of them also pays for reading the rows
 the first run has just written), and a run 25 h later where the ~10% failing
@@ -71,6 +71,16 @@ def populate(db: Database, n: int) -> None:
         unit_ids = [u.id for u in units]
     profiles = [{"PayloadIdentifier": "vn.gov.vpcp.mdm.enroll"}, {"PayloadIdentifier": "vn.gov.vpcp.vpn"}]
     apps = [{"Identifier": "com.apple.mobilesafari"}, {"Identifier": "com.wireguard.ios"}]
+    at = now.isoformat()
+    # Every office iPad reports its status declaratively; the capabilities and declarations items
+    # (which the rules do not read) make up most of a real report's 2.7 kB.
+    status = {"device.operating-system.version": {"value": "18.1", "at": at},
+              "passcode.is-present": {"value": True, "at": at}, "passcode.is-compliant": {"value": True, "at": at},
+              "app.managed.list": {"value": [], "at": at},
+              "management.client-capabilities": {"value": {"supported-versions": ["1.0.0"], "pad": "x" * 1200}, "at": at},
+              "management.declarations": {"value": {"activations": [{"identifier": f"a{i}", "active": True,
+                                                                        "valid": "valid", "server-token": "t" * 40}
+                                                                       for i in range(6)]}, "at": at}}
     batch = 2000
     with db.engine.begin() as conn:
         for start in range(0, n, batch):
@@ -85,7 +95,9 @@ def populate(db: Database, n: int) -> None:
                     security_info={"PasscodePresent": not failing, "PasscodeCompliant": True, "HardwareEncryptionCaps": 3},
                     security_info_at=now, profile_list=profiles, profile_list_at=now,
                     certificate_list=[], certificate_list_at=now, installed_applications=apps,
-                    installed_applications_at=now,
+                    installed_applications_at=now, ddm_enabled_at=now, ddm_status_at=now,
+                    # The failing tenth's report agrees with its SecurityInfo (no passcode).
+                    ddm_status={**status, "passcode.is-present": {"value": not failing, "at": at}},
                 ))
             conn.execute(insert(Device), rows)
         ids = [r[0] for r in conn.execute(select(Device.id).order_by(Device.id))]
