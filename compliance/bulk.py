@@ -369,23 +369,33 @@ def insert_rows(session, objects: list) -> None:
     """Insert transient ORM objects with one executemany per table, in the order given (verdicts
     before the transitions that name them), filling the Python-side column defaults the ORM would."""
     by_table: dict = {}
+    plans: dict = {}
     for obj in objects:
         table = getattr(obj, "model", type(obj)).__table__
+        plan = plans.get(table)
+        if plan is None:
+            plan = plans[table] = _column_plan(table)
         row = {}
-        for column in table.columns:
-            value = getattr(obj, column.key, None)
-            if value is None and column.primary_key:
-                continue  # the database numbers it
-            if value is None and column.default is not None:
-                arg = column.default.arg
-                value = arg(None) if callable(arg) else arg
-            row[column.key] = value
+        for key, primary_key, default in plan:
+            value = getattr(obj, key, None)
+            if value is None:
+                if primary_key:
+                    continue  # the database numbers it
+                if default is not None:
+                    value = default.arg(None) if callable(default.arg) else default.arg
+            row[key] = value
         by_table.setdefault(table, []).append(row)
     for table, rows in by_table.items():
         if session.get_bind().dialect.name == "postgresql":
             _copy_in(session, table, rows)
         else:
             session.connection().execute(table.insert(), rows)
+
+
+def _column_plan(table) -> list[tuple]:
+    """(key, primary key?, Python-side default) of each column, read once per table and insert, not
+    from the table's column collection for every row (20,000 rows in a first run)."""
+    return [(c.key, c.primary_key, c.default) for c in table.columns]
 
 
 def _copy_in(session, table, rows: list[dict]) -> None:

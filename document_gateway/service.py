@@ -17,7 +17,7 @@ from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import among, utcnow
 from ipad_mdm.models import Unit
 from ipad_mdm.refusal import Refusal
 from mdm import Device
@@ -76,7 +76,7 @@ def refresh_access(session: Session, device_ids) -> None:
     if not ids:
         return
     assignments = {a.device_id: a for a in session.scalars(select(DeviceAssignment).where(
-        DeviceAssignment.device_id.in_(ids), DeviceAssignment.returned_at.is_(None)))}
+        among(session, DeviceAssignment.device_id, ids), DeviceAssignment.returned_at.is_(None)))}
     leaders = {le.id: le for le in session.scalars(select(Leader).where(
         Leader.id.in_({a.leader_id for a in assignments.values()})))} if assignments else {}
     verdicts = current_verdicts(session, ids)
