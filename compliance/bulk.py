@@ -24,15 +24,16 @@ import datetime as dt
 import gc
 import logging
 
-from sqlalchemy import Text, and_, case, cast, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import defer
 
 import declarative
+from ipad_mdm.db import among
 from ipad_mdm.hooks import Hooks
 from mdm import Device, IdentityCertificate
 
 from . import clock, digests
-from .engine import NO_POLICY, PolicySet, among, evaluate_device, latest_identities, vpn_facts_of
+from .engine import NO_POLICY, PolicySet, evaluate_device, latest_identities, vpn_facts_of
 from .facts import facts_of
 from .models import DeviceVerdict
 from .verdicts import remember_written
@@ -44,13 +45,6 @@ log = logging.getLogger("compliance")
 READ_SLICE = 2000
 WRITE_BATCH = 500
 
-# Of DeviceInformation the rules read only whether it was reported (OS version and supervision are
-# columns of their own): the database answers that, and the answer is not decoded as JSON. A value
-# stored as JSON null counts as not reported, as it does when the row is loaded.
-_DEVICE_INFORMATION_REPORTED = case(
-    (and_(Device.device_information.isnot(None), cast(Device.device_information, Text) != "null"), True),
-    else_=None).label("device_information")
-
 # What the rules and the comparison read (certificate lists, unlock tokens, push state are not):
 # the inventory itself on SQLite; on PostgreSQL its digest and the reduced inventory kept with it
 # (compliance.digests).
@@ -59,7 +53,7 @@ _DEVICE_COLUMNS = (
     Device.lost_mode_enabled, Device.last_seen_at, Device.device_information_at, Device.security_info_at,
     Device.profile_list_at, Device.installed_applications_at, Device.ddm_enabled_at,
 )
-_INVENTORY_COLUMNS = (_DEVICE_INFORMATION_REPORTED, Device.security_info, Device.profile_list,
+_INVENTORY_COLUMNS = (Device.device_information, Device.security_info, Device.profile_list,
                       Device.installed_applications, Device.ddm_status)
 # reasons_vi / reasons_en are not read: they are written with failing_rules, which carries both texts.
 _VERDICT_COLUMNS = (

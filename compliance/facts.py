@@ -40,21 +40,25 @@ def reduce_inventory(device) -> dict:
     compliance run keeps this (compliance.bulk, InventoryDigest) instead of decoding kilobytes of
     JSON per device and run. Every inventory key facts_of or a rule reads must be kept here; the
     test test_compliance_rules.test_reduced_inventory_decides_like_the_full_one checks them all."""
-    si, profiles, apps, status = (device.security_info, device.profile_list, device.installed_applications,
-                                  device.ddm_status)
+    status = device.ddm_status
     return {
         "device_information": None if device.device_information is None else True,  # read: reported or not
-        "security_info": (None if si is None else {k: si[k] for k in _SECURITY_KEYS if k in si}
-                          if isinstance(si, dict) else _MALFORMED),
-        "profile_list": (None if profiles is None else [{"PayloadIdentifier": e.get("PayloadIdentifier")}
-                                                        for e in profiles if isinstance(e, dict)]
-                         if isinstance(profiles, list) else _MALFORMED),
-        "installed_applications": (None if apps is None else [{k: a.get(k) for k in _APP_KEYS}
-                                                              for a in apps if isinstance(a, dict)]
-                                   if isinstance(apps, list) else _MALFORMED),
+        "security_info": _reduced(device.security_info, dict, lambda si: {k: si[k] for k in _SECURITY_KEYS if k in si}),
+        "profile_list": _reduced(device.profile_list, list, lambda profiles: [
+            {"PayloadIdentifier": e.get("PayloadIdentifier")} for e in profiles if isinstance(e, dict)]),
+        "installed_applications": _reduced(device.installed_applications, list, lambda apps: [
+            {k: a.get(k) for k in _APP_KEYS} for a in apps if isinstance(a, dict)]),
         "ddm_status": ({n: status[n] for n in STATUS_ITEMS if n in status} if isinstance(status, dict) and status
                        else None),
     }
+
+
+def _reduced(value, kind: type, reduce):
+    """An inventory answer reduced: absent stays absent (None), one of the expected type is reduced,
+    anything else is _MALFORMED."""
+    if value is None:
+        return None
+    return reduce(value) if isinstance(value, kind) else _MALFORMED
 
 
 def _status(device: Device, name: str, since: dt.datetime | None):

@@ -173,10 +173,6 @@ def status_value(latest: dict | None, name: str):
     return entry.get("value") if isinstance(entry, dict) else None
 
 
-def status_time(latest: dict | None, name: str) -> dt.datetime | None:
-    return status_item(latest, name)[1]
-
-
 def status_item(latest: dict | None, name: str) -> tuple:
     """(value, when it was reported) of one item of the merged report; (None, None) when the iPad has
     not reported it. One lookup: compliance reads four items of every iPad in its scheduled run."""
