@@ -47,14 +47,17 @@ class FleetDevice:
         return base64.b64encode(cms.sign(body, self.certificate, FileKey(self.key), detached=True)).decode()
 
 
-def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[FleetDevice]:
-    """Record `n` enrolled iPads like the enrolled iPad `like_udid`; returns them with their identities."""
+def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000, without_passcode_every: int = 0) -> list[FleetDevice]:
+    """Record `n` enrolled iPads like the enrolled iPad `like_udid`; returns them with their identities.
+    `without_passcode_every`: every so many of them report no passcode (SecurityInfo and status report),
+    as some iPads do when they are handed over: a policy's first evaluation finds them failing."""
     public = key.public_key()
     out: list[FleetDevice] = []
     with inst.database.session() as s:
         model = s.scalar(select(Device).where(Device.udid == like_udid))
         template = {a: getattr(model, a) for a in _INVENTORY + _COPIED}
         ddm_enabled = model.ddm_enabled_at is not None
+    unlocked = _without_passcode(template)
     for start in range(0, n, batch):
         now = utcnow()
         chunk = []
@@ -69,9 +72,10 @@ def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[F
                 token_updated_at=now, last_seen_at=now, push_pending=False, push_failures=0,
                 awaiting_configuration=False, lost_mode_enabled=False, device_name="iPad",
                 **{a: template[a] for a in _COPIED},
-                **{a: template[a] for a in _INVENTORY}, **{f"{a}_at": now for a in _INVENTORY},
+                **{a: (unlocked if without_passcode_every and (start + i) % without_passcode_every == 0 else template)[a]
+                   for a in _INVENTORY}, **{f"{a}_at": now for a in _INVENTORY},
                 ddm_enabled_at=now if ddm_enabled else None,
-            ) for d in chunk])
+            ) for i, d in enumerate(chunk)])
             ids = dict(s.execute(select(Device.udid, Device.id).where(Device.udid.in_([d.udid for d in chunk]))).all())
             s.execute(insert(IdentityCertificate), [dict(
                 serial=format(d.certificate.serial_number, "x"),
@@ -84,6 +88,16 @@ def add_fleet(inst, n: int, key, *, like_udid: str, batch: int = 1000) -> list[F
                            "WHERE i.device_id = devices.id) WHERE current_identity_id IS NULL AND id >= :lo"),
                       {"lo": min(ids.values())})
         out.extend(chunk)
+    return out
+
+
+def _without_passcode(template: dict) -> dict:
+    out = dict(template)
+    if isinstance(out["security_info"], dict):
+        out["security_info"] = {**out["security_info"], "PasscodePresent": False}
+    status = out["ddm_status"]
+    if isinstance(status, dict) and isinstance(status.get("passcode.is-present"), dict):
+        out["ddm_status"] = {**status, "passcode.is-present": {**status["passcode.is-present"], "value": False}}
     return out
 
 

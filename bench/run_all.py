@@ -13,7 +13,9 @@ full fleet the same way (what enrolling costs once the office has N), then measu
       handler, alternating, --repeat times; the ratio
   command-delivery latency p50/p99 (API enqueue -> push at APNs -> device connects -> command in hand)
   compliance evaluation of all N devices against the 11-rule policy (created through the API
-      first), with the real app's hooks: the first run after enrollment and the steady state (five runs)
+      first), with the real app's hooks and the production job's dispatcher (Celery): the first run after
+      enrollment, in which a tenth of the fleet (no passcode) fails and has its VPN cut, and the steady
+      state (five runs)
 and then the gateway's added latency (bench_gateway.py) and the monthly report time
 (bench_reports.py).
 
@@ -175,24 +177,42 @@ def evaluate_all_seconds(env: dict) -> list[tuple[str, float, dict, dict]]:
     from ipad_mdm.dispatch import NoDispatch
     from ipad_mdm.instance import open_instance
     from bench.fleet import count_enrolled
+    from vpn.models import WireGuardPeer
 
     inst = open_instance(load_settings(env["IPAD_MDM_INSTANCE"], database_url=env["DATABASE_URL"], base_url=env["IPAD_MDM_BASE_URL"]))
     app = create_app(inst=inst, dispatcher=NoDispatch())
+    # The production job's dispatcher (compliance.jobs passes the runtime's): what a pass asks for after its
+    # commits (the VPN regeneration, peer removals, pushes) goes to the Celery worker, as it does there.
+    saved = {k: os.environ.get(k) for k in ("CELERY_BROKER_URL", "IPAD_MDM_CELERY_QUEUE")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        from ipad_mdm.celery_app import make_celery
+        from ipad_mdm.dispatch import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(make_celery())
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     out = []
     # The steady state five times (the job runs every five minutes): a plan that changes once the
     # driver has prepared the read on the server shows only from the third run.
     for label in ("first", *["steady"] * 5):
         profile = in_process_profile(f"compliance-{label}")
         t0, cpu0 = time.perf_counter(), time.process_time()
-        counts = engine.evaluate_all(inst.database, app.extensions["ipad_mdm.hooks"], None)
+        counts = engine.evaluate_all(inst.database, app.extensions["ipad_mdm.hooks"], None, dispatcher=dispatcher)
         took = time.perf_counter() - t0
         counts["cpu_seconds"] = round(time.process_time() - cpu0, 2)  # this process's; the rest is the database's
         profile()
         with inst.database.session() as s:
             states = dict(s.execute(select(DeviceVerdict.state, func.count()).group_by(DeviceVerdict.state)).all())
+            # The failing iPads' VPN access was cut by the pass itself (cut_vpn), not merely decided.
+            failing_with_peer = s.scalar(select(func.count()).select_from(DeviceVerdict).join(
+                WireGuardPeer, WireGuardPeer.device_id == DeviceVerdict.device_id).where(
+                DeviceVerdict.state.in_(("non_compliant", "blocked")), WireGuardPeer.state != "cut"))
         enrolled = count_enrolled(inst)
-        if counts["evaluated"] != enrolled or sum(states.values()) < enrolled or counts["errors"]:
-            raise SystemExit(f"bench: evaluation incomplete: {counts} verdicts {states} enrolled {enrolled}")
+        if counts["evaluated"] != enrolled or sum(states.values()) < enrolled or counts["errors"] or failing_with_peer:
+            raise SystemExit(f"bench: evaluation incomplete: {counts} verdicts {states} enrolled {enrolled}, "
+                             f"{failing_with_peer} failing iPads with their VPN peer not cut")
         counts.pop("push_device_ids", None)
         out.append((label, took, counts, states))
     inst.database.dispose()
@@ -321,7 +341,10 @@ def main() -> None:
                 fig["enroll_celery_ms"] = (celery_marks[1] - celery_marks[0]) / measured * 1000
                 # 2. The rest of the fleet, identities issued by the CA directly (bench/fleet.py).
                 t0 = time.perf_counter()
-                fleet = add_fleet(inst, args.devices - args.sample, key, like_udid=sims[0].udid)
+                # A tenth of them without a passcode: the policy's first evaluation finds them failing
+                # and cuts their VPN (the cut_vpn action) in the pass it times.
+                fleet = add_fleet(inst, args.devices - args.sample, key, like_udid=sims[0].udid,
+                                  without_passcode_every=10)
                 add_peers(inst, [d.udid for d in fleet])
                 fig["fleet_seconds"] = time.perf_counter() - t0
                 # 2b. Enrollment into the full fleet: the same protocol, now with N devices and N VPN peers.

@@ -38,7 +38,23 @@ def announce(session, hooks, device, before, after, taken: list[dict]) -> list[d
 
     A delegated action (cut_vpn) takes the status its implementing subscriber reported; the
     other subscribers (cache invalidation, …) are listed as verdict.changed outcomes."""
-    outcomes = hooks.emit("verdict.changed", session=session, device=device, previous=before, verdict=after)
+    return _fold(taken, hooks.emit("verdict.changed", session=session, device=device, previous=before, verdict=after))
+
+
+def announce_many(session, hooks, pending: list) -> None:
+    """announce() for the transitions of a bulk pass, in their order, each one's actions written into its
+    transition row: `pending` holds (row, device, before, after, taken). The subscribers that take
+    batches (the VPN's cut) run once for all of them (Hooks.emit_many)."""
+    if not pending:
+        return
+    outcomes = hooks.emit_many("verdict.changed", [{"device": device, "previous": before, "verdict": after}
+                                                   for _row, device, before, after, _taken in pending], session=session)
+    for (row, _device, _before, _after, taken), outs in zip(pending, outcomes, strict=True):
+        row.actions = _fold(taken, outs)
+        row.actions_pending = any(a.get("status") == "failed" for a in row.actions)
+
+
+def _fold(taken: list[dict], outcomes: list[dict]) -> list[dict]:
     by_name = {o["subscriber"]: o for o in outcomes}
     for action in taken:
         outcome = by_name.pop(action["action"], None) if action["action"] in DELEGATED_ACTIONS else None

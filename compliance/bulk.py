@@ -33,6 +33,7 @@ from ipad_mdm.hooks import Hooks
 from mdm import Device, IdentityCertificate
 
 from . import clock, digests
+from .actions import announce_many
 from .engine import NO_POLICY, PolicySet, evaluate_device, latest_identities, vpn_facts_of
 from .facts import facts_of
 from .models import DeviceVerdict
@@ -338,12 +339,13 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         # New verdicts and transitions go in with one executemany each (pipelined by the driver),
         # not through the ORM's unit of work; careful mode keeps the ORM to pin a failure on a device.
         new_rows: list | None = None if careful else []
+        announcements: list | None = None if careful else []
         for device in devices:
             try:
                 res = evaluate_device(s, hooks, device, now, trigger="schedule", policies=policies,
                                       identity=identities.get(device.id), verdict=verdicts.get(device.id),
                                       declarative_facts=ddm_facts.get(device.id), vpn_facts=vpn_facts.get(device.id),
-                                      new_rows=new_rows)
+                                      new_rows=new_rows, announcements=announcements)
                 if careful:
                     s.flush()
             except Exception:
@@ -353,6 +355,8 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
             transitions += len(res.transitions)
             if res.push_needed:
                 push.append(device.id)
+        # Their actions done by the subscribers that take batches once for the batch (the VPN's cut).
+        announce_many(s, hooks or Hooks(), announcements)
         if new_rows:
             insert_rows(s, new_rows)
         remember_written(s, [*verdicts.values(), *(r for r in new_rows or () if r.model is DeviceVerdict)])

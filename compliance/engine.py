@@ -174,13 +174,16 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
                     identity: CertFacts | None | bool = False,
                     verdict: DeviceVerdict | None | bool = False,
                     new_enrollment: bool = False, declarative_facts=False, vpn_facts=False,
-                    new_rows: list | None = None, locked: bool = False) -> EvaluationResult:
+                    new_rows: list | None = None, announcements: list | None = None,
+                    locked: bool = False) -> EvaluationResult:
     """Evaluate one device, store its verdict, record transitions and run their actions.
 
     Runs inside the caller's transaction; the caller commits. `policies`, `identity`
     and `verdict` let bulk callers pass preloaded rows (False = load here); `new_rows`: a bulk
     caller's list that receives the new verdict and transition rows instead of the session, and
-    which the caller inserts in one statement each before committing (compliance.bulk).
+    which the caller inserts in one statement each before committing (compliance.bulk);
+    `announcements`: a bulk caller's list that receives the transitions to announce, which the caller
+    passes to actions.announce_many before it inserts the rows.
     `new_enrollment`: inventory stored before now belongs to a previous enrollment
     of this device (it may have been wiped or handed over) and no longer counts.
     `locked`: the caller's transaction has already written the device's row (a TokenUpdate), so
@@ -307,7 +310,9 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
         verdict.since = now
         after = view_of(verdict)
         taken = run_actions(session, device, eff, from_state, to_state, after, result)
-        actions = announce(session, hooks, device, before, after, taken)
+        # A bulk caller announces the transitions of all its devices at once (announce_many), and
+        # writes their actions into the rows then.
+        actions = announce(session, hooks, device, before, after, taken) if announcements is None else taken
         # The row is made once its actions are known: one INSERT, not an INSERT (flushed by a
         # verdict.changed subscriber's query) and an UPDATE of its actions.
         row = _new_row(
@@ -320,6 +325,8 @@ def evaluate_device(session: Session, hooks: Hooks | None, device: Device, now: 
             actions_pending=any(a.get("status") == "failed" for a in actions),
         )
         result.transitions.append(row)
+        if announcements is not None:
+            announcements.append((row, device, before, after, taken))
         log.info("compliance: device %s %s -> %s (%s) [%s]", device.udid, from_state, to_state,
                  "; ".join(verdict.reasons_en) or "all rules pass", trigger)
         from_state, before = to_state, after

@@ -115,13 +115,16 @@ def add_row(session: Session, model, **values) -> None:
     session.execute(insert(model.__table__), [values])
 
 
-def after_commit(session: Session, fn) -> None:
+def after_commit(session: Session, fn, *, outermost: bool = False) -> None:
     """Run `fn()` once the session's outermost transaction commits; forget it if the
     transaction (or the savepoint it was registered in) rolls back.
 
     The one mechanism for work that talks to the outside (pushes, e-mail, VPN sync):
-    never announce what the database did not keep."""
-    marker = session.get_nested_transaction() or session.get_transaction()
+    never announce what the database did not keep. `outermost`: tie `fn` to the outermost
+    transaction even inside a savepoint (for work that only reads committed state, such as a
+    regeneration asked for once per transaction: a savepoint rolled back must not cancel it for
+    the rest of the transaction)."""
+    marker = (None if outermost else session.get_nested_transaction()) or session.get_transaction()
     session.info.setdefault(_AFTER_COMMIT, []).append((marker, fn))
 
 

@@ -12,7 +12,8 @@ failure is logged and reported in its outcome, and the other subscribers still r
 or report bug must not block a device's MDM session). The subscribers of one event share one
 SAVEPOINT until one of them fails; then they run again, one SAVEPOINT each. A critical handler's failure fails
 the whole transaction (used where the change must not commit without it, e.g. the gateway's
-cache invalidation). `emit_to` re-runs chosen subscribers (retrying a failed action).
+cache invalidation). `emit_to` re-runs chosen subscribers (retrying a failed action); `emit_many`
+emits for many items at once, to the subscribers that take batches in one call.
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ class _Subscriber:
     # when(**kwargs) -> False: nothing to do for this event; the handler is not run (and no
     # SAVEPOINT opened: a round trip each way on PostgreSQL, per device in a bulk evaluation).
     when: Callable | None = None
+    # batch(session, items) -> one result per item: the handler for many emits at once (emit_many).
+    batch: Callable | None = None
 
 
 class Hooks:
@@ -78,13 +81,15 @@ class Hooks:
         self._subscribers: dict[str, list[_Subscriber]] = defaultdict(list)
 
     def subscribe(self, event: str, handler: Callable, *, name: str | None = None, critical: bool = False,
-                  when: Callable | None = None) -> None:
+                  when: Callable | None = None, batch: Callable | None = None) -> None:
+        """`batch(session, items)`: does for many emits at once (emit_many: `items` are their keyword
+        arguments but the session) what `handler` does for one, and returns one result per item."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event}")
         if any(s.handler is handler for s in self._subscribers[event]):
             return
         name = name or f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', handler)}"
-        self._subscribers[event].append(_Subscriber(name, handler, critical, when))
+        self._subscribers[event].append(_Subscriber(name, handler, critical, when, batch))
 
     def subscribers(self, event: str) -> list[str]:
         return [s.name for s in self._subscribers.get(event, ())]
@@ -95,6 +100,37 @@ class Hooks:
     def emit_to(self, event: str, names, **kwargs) -> list[dict]:
         wanted = set(names)
         return self._run(event, [s for s in self._subscribers.get(event, ()) if s.name in wanted], kwargs)
+
+    def emit_many(self, event: str, items: list[dict], *, session) -> list[list[dict]]:
+        """`emit(event, session=session, **item)` for each of `items`, in order: each item's outcomes.
+
+        A subscriber with a batch handler runs once for all the items it applies to, in one SAVEPOINT
+        (a compliance pass cutting the VPN of a thousand iPads: a few set-based statements, not a
+        SAVEPOINT and ten queries each). If the batch fails, what it wrote is undone and the
+        subscriber runs item by item, as emit runs it: the outcomes are what emit would give."""
+        subscribers = self._subscribers.get(event, ())
+        singles = [sub for sub in subscribers if sub.batch is None]
+        out = [self._run(event, singles, {"session": session, **item}) if singles else [] for item in items]
+        for sub in subscribers:
+            if sub.batch is None:
+                continue
+            applies = [i for i, item in enumerate(items) if sub.when is None or sub.when(session=session, **item)]
+            results: dict[int, dict] = {}
+            if applies:
+                try:
+                    with _isolated(session):
+                        done = sub.batch(session=session, items=[items[i] for i in applies])
+                    results = {i: _outcome(sub.name, "done", r) for i, r in zip(applies, done, strict=True)}
+                except Exception as exc:
+                    if sub.critical or not session.is_active:
+                        raise
+                    log.info("the batch handler %s for %s failed (%s): it runs again item by item",
+                             sub.name, event, type(exc).__name__)
+                    results = {i: self._run_each(event, [(sub, True)], {"session": session, **items[i]}, session)[0]
+                               for i in applies}
+            for i, outcomes in enumerate(out):
+                outcomes.append(results.get(i) or {"subscriber": sub.name, "status": "not_applicable"})
+        return out
 
     def _run(self, event: str, subscribers, kwargs) -> list[dict]:
         session = kwargs.get("session") if event not in READ_ONLY_EVENTS else None

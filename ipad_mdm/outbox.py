@@ -65,5 +65,5 @@ def publish(session: Session, event: str, data: dict) -> OutboxEvent:
             except LookupError:
                 pass  # nobody consumes events in this process (a package left out): the rows wait
 
-        after_commit(session, pump)
+        after_commit(session, pump, outermost=True)  # a pump reads what committed
     return row

@@ -54,7 +54,7 @@ def mark(session: Session, device: Device, now) -> None:
     if dispatcher is None:
         return  # no dispatcher (a script): the periodic sweep provisions it
     if once_per_transaction(session, _REQUESTED):
-        after_commit(session, lambda: dispatcher.submit_soon(TASK, GATHER_SECONDS))
+        after_commit(session, lambda: dispatcher.submit_soon(TASK, GATHER_SECONDS), outermost=True)
 
 
 def requested(session: Session) -> bool:

@@ -32,6 +32,7 @@ from .service import (
     VpnError,
     WrongState,
     cut_peer,
+    cut_peers,
     event_counts,
     peer_status,
     provision_peer,
@@ -108,6 +109,28 @@ def register(app, hooks, instance) -> None:
             return {"status": "not_applicable", "result": "no VPN access", **({"not_cut": installed} if installed else {})}
         return {"status": "not_applicable"}
 
+    def on_verdicts(session, items):
+        """on_verdict for the transitions of a compliance pass (Hooks.emit_many): the cuts of all of
+        them set-based (service.cut_peers), a restore as on_verdict does it."""
+        def cuts(verdict):
+            return getattr(verdict, "state", None) in CUT_VERDICTS and getattr(verdict, "cut_vpn", True)
+
+        wanted = [(it["device"], f"compliance verdict {it['verdict'].state}") for it in items if cuts(it["verdict"])]
+        reached = cut_peers(session, instance, wanted, by="compliance", requested_by="compliance") if wanted else {}
+        installed = inventory.installed_providers_of(session, list(reached))
+        results = []
+        for it in items:
+            if not cuts(it["verdict"]):
+                results.append(on_verdict(session, **it))
+                continue
+            kinds = reached[it["device"].id]
+            others = sorted(installed.get(it["device"].id, set()) - set(kinds or ()))
+            if kinds is None:  # cut_peer's NoPeer
+                results.append({"status": "not_applicable", "result": "no VPN access", **({"not_cut": others} if others else {})})
+            else:
+                results.append({"status": "done", "result": "cut", "providers": kinds, "not_cut": others})
+        return results
+
     def _kinds(status):
         # Which VPNs the cut reached (WireGuard peer removal, a certificate put on hold), for the history.
         status = status or {}
@@ -131,7 +154,7 @@ def register(app, hooks, instance) -> None:
         state = getattr(verdict, "state", None)
         return state in CUT_VERDICTS or (state in RESTORE_VERDICTS and previous is not None)
 
-    hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn", when=verdict_concerns_vpn)
+    hooks.subscribe("verdict.changed", on_verdict, name="cut_vpn", when=verdict_concerns_vpn, batch=on_verdicts)
     hooks.subscribe("device.retired", on_gone("device.retired"))
     hooks.subscribe("device.checked_out", on_gone("device.checked_out"))
     hooks.subscribe("device.detail", on_detail)

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import after_commit, transaction_state, utcnow
+from ipad_mdm.db import after_commit, utcnow
 from ipad_mdm.jobs import background_task
 from . import sightings
 from .serverconf import active_peers
@@ -77,18 +77,23 @@ def _key(instance, row: VpnGateway) -> Fernet:
 def note(session: Session, instance, *, upsert: tuple[int, ...] = (), remove: tuple[str, ...] = ()) -> None:
     """Remember peers this transaction changed (device ids to upsert, public keys to remove); the
     gateways hear of them once it commits, off the request path: the dispatcher runs CHANGES_TASK
-    (a script without one sends right after its commit)."""
+    (a script without one sends right after its commit).
 
-    def first_change() -> tuple[set, set]:  # once per transaction
+    One message per transaction or SAVEPOINT: what a SAVEPOINT noted goes if it rolls back (a
+    removal sent for a cut that was undone would take a live peer off), and what was noted after it
+    still goes (the message is not the rolled-back SAVEPOINT's)."""
+    marker = session.get_nested_transaction() or session.get_transaction()
+    pending = session.info.get(_PENDING)
+    if pending is None or pending[0] is not marker:
         upserts, removals = set(), set()
+        session.info[_PENDING] = (marker, upserts, removals)
         dispatcher = session.info.get("dispatcher")
         if dispatcher is None:
             after_commit(session, lambda: _send_logged(instance, sorted(upserts), sorted(removals)))
         else:
             after_commit(session, lambda: dispatcher.submit(CHANGES_TASK, sorted(upserts), sorted(removals)))
-        return upserts, removals
-
-    upserts, removals = transaction_state(session, _PENDING, first_change)
+    else:
+        upserts, removals = pending[1], pending[2]
     upserts.update(upsert)
     removals.update(remove)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import among, utcnow
 from ipad_mdm.mobileconfig import WIREGUARD_IOS_BUNDLE_ID
 from mdm import Device
 
@@ -66,6 +66,15 @@ def installed(session: Session, device_id: int) -> list[dict]:
 
 def installed_providers(session: Session, device_id: int) -> set[str]:
     return set(session.scalars(select(VpnInstallation.provider_key).where(VpnInstallation.device_id == device_id)))
+
+
+def installed_providers_of(session: Session, device_ids: list[int]) -> dict[int, set[str]]:
+    """installed_providers for many devices: device id -> keys (devices with none are left out)."""
+    out: dict[int, set[str]] = {}
+    for device_id, key in session.execute(select(VpnInstallation.device_id, VpnInstallation.provider_key)
+                                          .where(among(session, VpnInstallation.device_id, device_ids))):
+        out.setdefault(device_id, set()).add(key)
+    return out
 
 
 def facts(session: Session, device_ids: list[int]) -> dict[int, dict]:

@@ -344,13 +344,15 @@ def sync_after_commit(session: Session, instance) -> None:
     task vpn.sync_config (Celery workers, or the embedded dispatcher's threads); a script
     without one regenerates right after its commit.
     """
+    # Once per transaction, whatever savepoints roll back in it (the regeneration reads only what
+    # committed): a compliance pass cutting a thousand peers asks once, not a thousand times.
+    if not once_per_transaction(session, SYNC_TASK):
+        return
     dispatcher = session.info.get("dispatcher")
     if dispatcher is None:
-        after_commit(session, lambda: _sync_logged(instance))
+        after_commit(session, lambda: _sync_logged(instance), outermost=True)
         return
-    if not once_per_transaction(session, SYNC_TASK):
-        return  # already asked for in this transaction
-    after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()))
+    after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()), outermost=True)
 
 
 def remove_after_commit(session: Session, instance, public_keys: Iterable[str]) -> None:

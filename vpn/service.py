@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import utcnow
+from ipad_mdm.db import among, utcnow
 from ipad_mdm.timefmt import iso
 from mdm import commands, protocol
 from mdm import Device
@@ -252,30 +252,62 @@ def cut_peer(session: Session, instance, device: Device, reason: str, *, by: str
     compliant verdict. Cutting an already cut peer only upgrades a compliance
     cut to a manual one (no second event, so reports count each cut once).
     """
-    peer = _peer(session, device)
-    certs = _live_certs(session, device)
-    if (peer is None or peer.state == "removed") and not certs:
+    if cut_peers(session, instance, [(device, reason)], by=by, requested_by=requested_by)[device.id] is None:
         raise NoPeer(f"device {device.udid} has no VPN access")
-    now = utcnow()
-    changed = False
-    targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + certs
-    for item in targets:
-        kind = "wireguard" if isinstance(item, WireGuardPeer) else _cert_kind(item)
-        if item.state == "active":
-            item.state, item.cut_at, item.cut_by, item.reason = "cut", now, by, reason[:255]
-            _event(session, device, kind, "cut", reason, requested_by or by, getattr(item, "address_v4", None))
-            changed = True
-        elif item.state == "cut" and by == "manual" and item.cut_by != "manual":
-            item.cut_by, item.reason = "manual", reason[:255]
-        if isinstance(item, WireGuardPeer):
-            item.updated_at = now
-    if changed:
-        log.warning("VPN access of device %s cut (%s): %s", device.udid, by, reason)
-        if peer is not None and peer.state == "cut":
-            remove_after_commit(session, instance, [peer.public_key])
-            gateways.note(session, instance, remove=(peer.public_key,))
-    sync_after_commit(session, instance)
     return peer_status(session, device)
+
+
+def cut_peers(session: Session, instance, cuts: list[tuple[Device, str]], *, by: str = "compliance",
+              requested_by: str | None = None) -> dict[int, list[str] | None]:
+    """cut_peer for many devices at once (a compliance pass): the same changes, events and log lines,
+    from two reads for all of them, with one removal from the live interface and one regeneration.
+    `cuts`: (device, reason); a device named again (a second failing step of one evaluation) is cut
+    once. Returns per device id the kinds of VPN access it has, as peer_status names them (the
+    wireguard peer, the latest IKEv2 certificate, then each provider's, unless removed); None for a
+    device without any VPN access (where cut_peer raises NoPeer)."""
+    ids = sorted({device.id for device, _reason in cuts})
+    peers = {p.device_id: p for p in session.scalars(select(WireGuardPeer).where(among(session, WireGuardPeer.device_id, ids)))}
+    certs: dict[int, list[VpnCertificate]] = {}
+    for cert in session.scalars(select(VpnCertificate).where(among(session, VpnCertificate.device_id, ids))
+                                .order_by(VpnCertificate.id)):
+        certs.setdefault(cert.device_id, []).append(cert)
+    now = utcnow()
+    removed: list[str] = []
+    out: dict[int, list[str] | None] = {}
+    for device, reason in cuts:
+        if device.id in out:
+            continue
+        peer, mine = peers.get(device.id), certs.get(device.id, [])
+        targets: list = ([peer] if peer is not None and peer.state != "removed" else []) + [
+            c for c in mine if c.state in ("active", "cut")]
+        if not targets:
+            out[device.id] = None
+            continue
+        changed = False
+        for item in targets:
+            kind = "wireguard" if isinstance(item, WireGuardPeer) else _cert_kind(item)
+            if item.state == "active":
+                item.state, item.cut_at, item.cut_by, item.reason = "cut", now, by, reason[:255]
+                _event(session, device, kind, "cut", reason, requested_by or by, getattr(item, "address_v4", None))
+                changed = True
+            elif item.state == "cut" and by == "manual" and item.cut_by != "manual":
+                item.cut_by, item.reason = "manual", reason[:255]
+            if isinstance(item, WireGuardPeer):
+                item.updated_at = now
+        if changed:
+            log.warning("VPN access of device %s cut (%s): %s", device.udid, by, reason)
+            if peer is not None and peer.state == "cut":
+                removed.append(peer.public_key)
+        ikev2 = next((c for c in reversed(mine) if c.provider_key is None), None)
+        out[device.id] = ((["wireguard"] if peer is not None and peer.state != "removed" else [])
+                          + (["ikev2"] if ikev2 is not None and ikev2.state != "removed" else [])
+                          + [c.provider_key for c in mine if c.provider_key is not None and c.state != "removed"])
+    if removed:
+        remove_after_commit(session, instance, removed)
+        gateways.note(session, instance, remove=tuple(removed))
+    if any(kinds is not None for kinds in out.values()):
+        sync_after_commit(session, instance)
+    return out
 
 
 def restore_peer(session: Session, instance, device: Device, reason: str, *, by: str = "manual",
