@@ -102,16 +102,23 @@ class _Device:
 def keep(database, now: dt.datetime, fresh: list) -> None:
     """Keep these reduced inventories with their digests (one statement, inserted or replaced). A
     cache: if it cannot be written (a device deleted meanwhile), the next run reads those inventories
-    again, and this run's verdicts stand."""
-    from sqlalchemy.dialects.postgresql import insert
+    again, and this run's verdicts stand.
+
+    The rows go as one JSON array, taken apart by the database: an executemany adapted each row's
+    parameters one by one, a third of the run after a first run, which keeps every device's."""
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    stmt = insert(InventoryDigest)
-    stmt = stmt.on_conflict_do_update(index_elements=[InventoryDigest.device_id], set_={
-        "digest": stmt.excluded.digest, "reduced": stmt.excluded.reduced, "written_at": stmt.excluded.written_at})
+    from ipad_mdm.db import json_dumps
+
     try:
         with database.session() as s:
-            s.execute(stmt, [{"device_id": i, "digest": d, "reduced": r, "written_at": now} for i, d, r in fresh])
+            s.execute(text(
+                f"INSERT INTO {InventoryDigest.__tablename__} (device_id, digest, reduced, written_at) "
+                "SELECT (x->>0)::integer, x->>1, x->2, :now FROM json_array_elements(CAST(:rows AS json)) AS x "
+                "ON CONFLICT (device_id) DO UPDATE SET digest = excluded.digest, reduced = excluded.reduced, "
+                "written_at = excluded.written_at"),
+                {"rows": json_dumps([[device_id, digest, reduced] for device_id, digest, reduced in fresh]), "now": now})
     except SQLAlchemyError as exc:
         log.warning("compliance: %d reduced inventories not kept (%s); read in full next run", len(fresh),
                     type(exc).__name__)
