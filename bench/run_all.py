@@ -180,12 +180,26 @@ def settle(pid: int, quiet: float = 1.0, limit: float = 120.0) -> float:
     return last - start
 
 
-def evaluate_all_seconds(env: dict, celery_pid: int) -> list[tuple[str, float, dict, dict]]:
+def evaluate_all_seconds(env: dict, celery_pid: int, log_path: Path) -> list[tuple[str, float, dict, dict]]:
     """The scheduled evaluation with the real app's hooks (gateway, VPN subscribers): the first
     run after enrollment, then the steady state. Checks every enrolled device got a verdict.
     The runs are spaced as the schedule spaces them (five minutes): each starts once the Celery
     worker has done what the one before asked for (the VPN regenerations after the first run's
-    cuts, a second of CPU that would otherwise be taken from the next run); that CPU is reported."""
+    cuts: CPU that would otherwise be taken from the next run); that CPU is reported.
+    The runs' warnings (a line per notification and per VPN cut, the audit a server's log keeps) go to
+    `log_path`, as a server's go to its log, not to the bench's output."""
+    import logging
+
+    handler = logging.FileHandler(log_path)
+    logging.getLogger().addHandler(handler)
+    try:
+        return _evaluate_all_runs(env, celery_pid)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _evaluate_all_runs(env: dict, celery_pid: int) -> list[tuple[str, float, dict, dict]]:
     from sqlalchemy import func, select
 
     from compliance import engine
@@ -415,7 +429,7 @@ def main() -> None:
                     profiles = s.scalar(select(Device.profile_list).where(Device.udid == sims[0].udid))
                 mdm_id = next(p["PayloadIdentifier"] for p in profiles if p["PayloadIdentifier"].endswith(".enroll"))
                 create_policy(base, verify, officer_token, eleven_rules(mdm_id))
-                fig["evaluation"] = evaluate_all_seconds(env, celery_pid)
+                fig["evaluation"] = evaluate_all_seconds(env, celery_pid, tmp / "compliance.log")
                 for sim in sims:
                     sim.close()
             finally:
