@@ -67,6 +67,21 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def settle(pid: int, quiet: float = 1.0, limit: float = 120.0) -> float:
+    """Wait until process `pid` (the Celery worker) has used no CPU for `quiet` seconds; returns the CPU
+    it used meanwhile."""
+    start = last = process_cpu_seconds(pid)
+    still, deadline = time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = process_cpu_seconds(pid)
+        if now - last > 0.01:
+            last, still = now, time.monotonic()
+        elif time.monotonic() - still >= quiet:
+            break
+    return last - start
+
+
 def machine_speed() -> tuple[float, float]:
     """This machine's speed right now, to compare runs: one RSA-3072 signature (ms) and a loop of 2
     million Python additions (s). The same code measured 2-3x apart as the shared machine's speed moved."""

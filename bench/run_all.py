@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from bench.bench_checkin import hammer, pct  # noqa: E402
 from bench.measure import (in_process_profile, ab_runs, machine_speed, process_cpu_seconds, py_spy,  # noqa: E402
-                           worker_cpu_seconds)
+                           settle, worker_cpu_seconds)
 from tests.apns_standin import start_apns_standin  # noqa: E402
 from tests.conftest import REDIS_URL, free_port, fresh_postgres_database  # noqa: E402
 from tests.simulator import SimulatedIPad  # noqa: E402
@@ -163,21 +163,6 @@ def create_policy(base: str, verify, token: str, rules: list[dict]) -> dict:
         if r.status_code != 201:
             raise SystemExit(f"bench: policy not created: {r.status_code} {r.text[:300]}")
         return r.json()
-
-
-def settle(pid: int, quiet: float = 1.0, limit: float = 120.0) -> float:
-    """Wait until process `pid` (the Celery worker) has used no CPU for `quiet` seconds; returns the CPU
-    it used meanwhile."""
-    start = last = process_cpu_seconds(pid)
-    still, deadline = time.monotonic(), time.monotonic() + limit
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = process_cpu_seconds(pid)
-        if now - last > 0.01:
-            last, still = now, time.monotonic()
-        elif time.monotonic() - still >= quiet:
-            break
-    return last - start
 
 
 def evaluate_all_seconds(env: dict, celery_pid: int, log_path: Path) -> list[tuple[str, float, dict, dict]]:

@@ -117,7 +117,7 @@ def register(app, hooks, instance) -> None:
 
         wanted = [(it["device"], f"compliance verdict {it['verdict'].state}") for it in items if cuts(it["verdict"])]
         reached = cut_peers(session, instance, wanted, by="compliance", requested_by="compliance") if wanted else {}
-        installed = inventory.installed_providers_of(session, list(reached))
+        installed = inventory.installed_providers_of(session, list(reached)) if reached else {}
         results = []
         for it in items:
             if not cuts(it["verdict"]):
