@@ -37,7 +37,7 @@ def test_failed_vpn_cut_is_recorded_retried_and_access_stays_denied(server, enro
     def unreachable(*args, **kwargs):
         raise RuntimeError("VPN gateway unreachable")
 
-    monkeypatch.setattr(vpn, "cut_peer", unreachable)
+    monkeypatch.setattr(vpn, "cut_peers", unreachable)  # what the cut_vpn action calls
     enrolled.state.passcode_present = False
     admin.post(f"/api/v1/devices/{enrolled.udid}/commands", json={"request_type": "SecurityInfo"})
     enrolled.process_commands()

@@ -115,6 +115,22 @@ def recorded(inst) -> tuple:
     return transitions, peers, certs, events, states
 
 
+def assert_cuts_name_what_peer_status_shows(inst) -> None:
+    """The kinds of access a cut reports (read from the rows it cut) are the ones the device detail
+    shows (vpn.peer_status): the WireGuard peer, the latest IKEv2 certificate, each provider's,
+    unless removed."""
+    checked = 0
+    with inst.database.session() as s:
+        for t in s.scalars(select(VerdictTransition)):
+            for action in t.actions:
+                if action["action"] == "cut_vpn" and action.get("result") == "cut":
+                    status = vpn.service.peer_status(s, s.get(Device, t.device_id))
+                    shown = [k for k in ("wireguard", "ikev2") if k in status and status[k]["state"] != "removed"]
+                    assert action["providers"] == shown + [p["provider"] for p in status.get("providers", ())]
+                    checked += 1
+    assert checked >= 3
+
+
 def without_batch(hooks: Hooks) -> None:
     subs = hooks._subscribers["verdict.changed"]
     subs[:] = [dataclasses.replace(sub, batch=None) for sub in subs]
@@ -143,6 +159,8 @@ def test_a_pass_cuts_in_one_batch_what_device_by_device_cutting_records(tmp_path
                       for inst, hooks in ((batched, b_hooks), (single, s_hooks))]
             assert counts[0] == counts[1]
             assert recorded(batched) == recorded(single), f"batched and device-by-device cuts differ at moment {i}"
+            if i == 0:
+                assert_cuts_name_what_peer_status_shows(batched)
         transitions, peers, _certs, events, states = recorded(batched)
         batched.database.dispose()
         single.database.dispose()
@@ -165,8 +183,12 @@ def test_a_batch_that_fails_falls_back_to_one_device_at_a_time(tmp_path, monkeyp
     ref, ref_hooks, _ = office(tmp_path, "b", f"sqlite:///{tmp_path / 'b.sqlite3'}")
     without_batch(ref_hooks)
 
-    def broken(*a, **kw):
-        raise RuntimeError("gateway unreachable")
+    real = vpn.service.cut_peers
+
+    def broken(session, instance, cuts, **kw):  # fails for a batch, works one device at a time
+        if len(cuts) > 1:
+            raise RuntimeError("gateway unreachable")
+        return real(session, instance, cuts, **kw)
 
     monkeypatch.setattr("vpn.cut_peers", broken)
     bulk.evaluate_all(inst.database, hooks, dispatcher=Recorder())
@@ -176,14 +198,12 @@ def test_a_batch_that_fails_falls_back_to_one_device_at_a_time(tmp_path, monkeyp
         assert s.scalar(select(WireGuardPeer.state).where(WireGuardPeer.public_key == f"{0:043d}=")) == "cut"
 
     # One device whose cut fails: only its action is recorded as failed (and retried later).
-    real = vpn.service.cut_peer
-
-    def one_fails(session, instance, device, *a, **kw):
-        if device.udid == "CUT-012":
+    def one_fails(session, instance, cuts, **kw):
+        if any(device.udid == "CUT-012" for device, _reason in cuts):
             raise RuntimeError("gateway unreachable")
-        return real(session, instance, device, *a, **kw)
+        return real(session, instance, cuts, **kw)
 
-    monkeypatch.setattr("vpn.cut_peer", one_fails)
+    monkeypatch.setattr("vpn.cut_peers", one_fails)
     other, other_hooks, _ = office(tmp_path, "c", f"sqlite:///{tmp_path / 'c.sqlite3'}")
     bulk.evaluate_all(other.database, other_hooks, dispatcher=Recorder())
     transitions = recorded(other)[0]

@@ -85,57 +85,50 @@ def register(app, hooks, instance) -> None:
         if vpn_settings(instance).auto_provision:
             service.provision_enrolled(session, instance, devices, requested_by="enrollment")
 
+    def cuts(verdict) -> bool:
+        # The policy decides: only verdicts whose actions include cut_vpn cut the peer.
+        return getattr(verdict, "state", None) in CUT_VERDICTS and getattr(verdict, "cut_vpn", True)
+
+    def cut_all(session, verdicts) -> list[dict]:
+        """Cut the VPN access of [(device, verdict)] set-based (service.cut_peers): each one's outcome,
+        with the kinds of access the cut reached (WireGuard peer removal, a certificate put on hold)."""
+        reached = cut_peers(session, instance, [(device, f"compliance verdict {verdict.state}")
+                                                for device, verdict in verdicts], by="compliance", requested_by="compliance")
+        installed = inventory.installed_providers_of(session, list(reached))
+        outcomes = []
+        for device, _verdict in verdicts:
+            kinds = reached[device.id]
+            # A VPN on the iPad that nothing here can cut (an imported identity shared by every iPad, a
+            # VPN installed by hand): said in the history, not passed over in silence.
+            others = sorted(installed.get(device.id, set()) - set(kinds or ()))
+            if kinds is None:  # nothing here to cut (cut_peer's NoPeer); the VPNs the iPad has are still named
+                outcomes.append({"status": "not_applicable", "result": "no VPN access",
+                                 **({"not_cut": others} if others else {})})
+            else:
+                outcomes.append({"status": "done", "result": "cut", "providers": kinds, "not_cut": others})
+        return outcomes
+
     def on_verdict(session, device, previous, verdict):
         """The cut_vpn action of compliance: its outcome is written into the verdict transition
         (a failure propagates to the hooks, is recorded as failed and retried by compliance)."""
+        if cuts(verdict):
+            return cut_all(session, [(device, verdict)])[0]
         state = getattr(verdict, "state", None)
-        try:
-            # The policy decides: only verdicts whose actions include cut_vpn cut the peer.
-            if state in CUT_VERDICTS and getattr(verdict, "cut_vpn", True):
-                status = cut_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
-                                  requested_by="compliance")
-                reached = _kinds(status)
-                # A VPN on the iPad that nothing here can cut (an imported identity shared by every iPad, a
-                # VPN installed by hand): said in the history, not passed over in silence.
-                others = sorted(inventory.installed_providers(session, device.id) - set(reached))
-                return {"status": "done", "result": "cut", "providers": reached, "not_cut": others}
-            if state in RESTORE_VERDICTS:
+        if state in RESTORE_VERDICTS:
+            try:
                 status = restore_peer(session, instance, device, f"compliance verdict {state}", by="compliance",
                                       requested_by="compliance", report=False)
-                return {"status": "done", "result": "restored", "providers": status["kinds"]}
-        except NoPeer:
-            # Nothing here to cut or restore; when cutting, the VPNs the iPad has are still named.
-            installed = sorted(inventory.installed_providers(session, device.id)) if state in CUT_VERDICTS else []
-            return {"status": "not_applicable", "result": "no VPN access", **({"not_cut": installed} if installed else {})}
+            except NoPeer:
+                return {"status": "not_applicable", "result": "no VPN access"}
+            return {"status": "done", "result": "restored", "providers": status["kinds"]}
         return {"status": "not_applicable"}
 
     def on_verdicts(session, items):
         """on_verdict for the transitions of a compliance pass (Hooks.emit_many): the cuts of all of
-        them set-based (service.cut_peers), a restore as on_verdict does it."""
-        def cuts(verdict):
-            return getattr(verdict, "state", None) in CUT_VERDICTS and getattr(verdict, "cut_vpn", True)
-
-        wanted = [(it["device"], f"compliance verdict {it['verdict'].state}") for it in items if cuts(it["verdict"])]
-        reached = cut_peers(session, instance, wanted, by="compliance", requested_by="compliance") if wanted else {}
-        installed = inventory.installed_providers_of(session, list(reached)) if reached else {}
-        results = []
-        for it in items:
-            if not cuts(it["verdict"]):
-                results.append(on_verdict(session, **it))
-                continue
-            kinds = reached[it["device"].id]
-            others = sorted(installed.get(it["device"].id, set()) - set(kinds or ()))
-            if kinds is None:  # cut_peer's NoPeer
-                results.append({"status": "not_applicable", "result": "no VPN access", **({"not_cut": others} if others else {})})
-            else:
-                results.append({"status": "done", "result": "cut", "providers": kinds, "not_cut": others})
-        return results
-
-    def _kinds(status):
-        # Which VPNs the cut reached (WireGuard peer removal, a certificate put on hold), for the history.
-        status = status or {}
-        kinds = [k for k in ("wireguard", "ikev2") if k in status and status[k]["state"] != "removed"]
-        return kinds + [p["provider"] for p in status.get("providers", ())]
+        them at once, a restore as on_verdict does it."""
+        cut = [(it["device"], it["verdict"]) for it in items if cuts(it["verdict"])]
+        outcomes = iter(cut_all(session, cut) if cut else ())
+        return [next(outcomes) if cuts(it["verdict"]) else on_verdict(session, **it) for it in items]
 
     def on_gone(event):
         def handler(session, device):
