@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import defer
@@ -154,7 +155,6 @@ def _slices(database, policies: PolicySet):
             yield got
             got = read(max(r.id for r in got[0]))
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="compliance-read") as pool:
         ahead = pool.submit(read, 0)
@@ -181,8 +181,6 @@ class _Background:
         self.pending: list = []
 
     def __enter__(self):
-        from concurrent.futures import ThreadPoolExecutor
-
         if self.database.engine.dialect.name == "postgresql":
             self.pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)
         return self

@@ -43,20 +43,19 @@ def _os_version(k, p, f, now):
     return None
 
 
-def _passcode_present(k, p, f, now):
-    if f.passcode_present is None:
-        raise _Unknown("security_info")
-    if f.passcode_present is not True:
-        return False, ("Thiết bị chưa đặt mật mã mở khoá", "No passcode is set on the device")
-    return None
+_PASSCODE_REASONS = {
+    "passcode_present": ("Thiết bị chưa đặt mật mã mở khoá", "No passcode is set on the device"),
+    "passcode_compliant": ("Mật mã mở khoá không đáp ứng yêu cầu chính sách",
+                           "The passcode does not meet the policy requirements"),
+}
 
 
-def _passcode_compliant(k, p, f, now):
-    if f.passcode_compliant is None:
+def _passcode(k, p, f, now):
+    value = getattr(f, k)  # the rule kind names its fact: passcode_present / passcode_compliant
+    if value is None:
         raise _Unknown("security_info")
-    if f.passcode_compliant is not True:
-        return False, ("Mật mã mở khoá không đáp ứng yêu cầu chính sách",
-                       "The passcode does not meet the policy requirements")
+    if value is not True:
+        return False, _PASSCODE_REASONS[k]
     return None
 
 
@@ -223,8 +222,8 @@ def _vpn(k, p, f, now):
 # raises _Unknown when the inventory it needs has not arrived. One lookup per rule, not a chain of
 # comparisons: the scheduled run checks eleven rules on each of thousands of iPads.
 _CHECKS = {
-    "min_os_version": _os_version, "max_os_version": _os_version, "passcode_present": _passcode_present,
-    "passcode_compliant": _passcode_compliant, "os_update_deadline": _os_update_deadline,
+    "min_os_version": _os_version, "max_os_version": _os_version, "passcode_present": _passcode,
+    "passcode_compliant": _passcode, "os_update_deadline": _os_update_deadline,
     "declarations_active": _declarations_active, "hardware_encryption": _hardware_encryption,
     "supervised": _supervised, "required_profiles": _profiles, "mdm_profile_present": _profiles,
     "app_installed": _apps_installed, "app_min_version": _apps_installed, "disallowed_apps": _disallowed_apps,

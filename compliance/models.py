@@ -154,7 +154,7 @@ class VerdictTransition(Base):
 
 
 class InventoryDigest(Base):
-    """What the rules read of one device's inventory (engine.reduce_inventory: a few hundred bytes of
+    """What the rules read of one device's inventory (facts.reduce_inventory: a few hundred bytes of
     its kilobytes), and the SHA-256 of the inventory's stored JSON it was reduced from. The scheduled
     run uses it only while the digest the database computes from the device row is the same: a
     cache by content, correct whatever wrote the inventory and however. Never read as a source of
