@@ -200,16 +200,10 @@ def _evaluate_all_runs(env: dict, celery_pid: int) -> list[tuple[str, float, dic
     app = create_app(inst=inst, dispatcher=NoDispatch())
     # The production job's dispatcher (compliance.jobs passes the runtime's): what a pass asks for after its
     # commits (the VPN regeneration, peer removals, pushes) goes to the Celery worker, as it does there.
-    saved = {k: os.environ.get(k) for k in ("CELERY_BROKER_URL", "IPAD_MDM_CELERY_QUEUE")}
-    os.environ.update({k: env[k] for k in saved})
-    try:
-        from ipad_mdm.celery_app import make_celery
-        from ipad_mdm.dispatch import CeleryDispatcher
+    from ipad_mdm.celery_app import make_celery
+    from ipad_mdm.dispatch import CeleryDispatcher
 
-        dispatcher = CeleryDispatcher(make_celery())
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    dispatcher = CeleryDispatcher(make_celery(env["CELERY_BROKER_URL"]), env["IPAD_MDM_CELERY_QUEUE"])
     out = []
     # The steady state five times (the job runs every five minutes): a plan that changes once the
     # driver has prepared the read on the server shows only from the third run.
