@@ -144,6 +144,27 @@ def transaction_state(session: Session, key: str, make=None):
     return value
 
 
+def gather_after_commit(session: Session, key: str, make, send):
+    """A collection (made by `make()`) that the current transaction or SAVEPOINT gathers under `key`,
+    handed to `send(collection)` once it commits; forgotten with the SAVEPOINT if that rolls back. One
+    message per transaction or SAVEPOINT: never one for changes that were undone, and what is gathered
+    after a SAVEPOINT rolled back still goes (it is gathered for the enclosing transaction)."""
+    marker = session.get_nested_transaction() or session.get_transaction()
+    held = session.info.get(key)
+    if held is not None and held[0] is marker:
+        return held[1]
+    value = make()
+    session.info[key] = (marker, value)
+
+    def sent():
+        if session.info.get(key, (None,))[0] is marker:
+            session.info.pop(key, None)
+        send(value)
+
+    after_commit(session, sent)
+    return value
+
+
 def once_per_transaction(session: Session, key: str) -> bool:
     """True the first time `key` is asked for in the session's current transaction, False after."""
     if transaction_state(session, key) is not None:

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import after_commit, utcnow
+from ipad_mdm.db import gather_after_commit, utcnow
 from ipad_mdm.jobs import background_task
 from . import sightings
 from .serverconf import active_peers
@@ -82,18 +82,16 @@ def note(session: Session, instance, *, upsert: tuple[int, ...] = (), remove: tu
     One message per transaction or SAVEPOINT: what a SAVEPOINT noted goes if it rolls back (a
     removal sent for a cut that was undone would take a live peer off), and what was noted after it
     still goes (the message is not the rolled-back SAVEPOINT's)."""
-    marker = session.get_nested_transaction() or session.get_transaction()
-    pending = session.info.get(_PENDING)
-    if pending is None or pending[0] is not marker:
-        upserts, removals = set(), set()
-        session.info[_PENDING] = (marker, upserts, removals)
-        dispatcher = session.info.get("dispatcher")
+    dispatcher = session.info.get("dispatcher")
+
+    def send(changes):
+        upserts, removals = sorted(changes[0]), sorted(changes[1])
         if dispatcher is None:
-            after_commit(session, lambda: _send_logged(instance, sorted(upserts), sorted(removals)))
+            _send_logged(instance, upserts, removals)
         else:
-            after_commit(session, lambda: dispatcher.submit(CHANGES_TASK, sorted(upserts), sorted(removals)))
-    else:
-        upserts, removals = pending[1], pending[2]
+            dispatcher.submit(CHANGES_TASK, upserts, removals)
+
+    upserts, removals = gather_after_commit(session, _PENDING, lambda: (set(), set()), send)
     upserts.update(upsert)
     removals.update(remove)
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from wgconfig import WGConfig
 
 from ipad_mdm import files
-from ipad_mdm.db import after_commit, once_per_transaction
+from ipad_mdm.db import after_commit, gather_after_commit, once_per_transaction
 from ipad_mdm.jobs import background_task
 from ipad_mdm.db import utcnow
 from mdm import Device
@@ -360,29 +360,19 @@ def remove_after_commit(session: Session, instance, public_keys: Iterable[str]) 
     becomes of) the full regeneration that follows: with 10,000 peers the rewrite takes a
     while, `wg set … remove` does not. Only where the apply mode drives the interface
     (syncconf); in file mode the rewrite is the only way, and it follows as usual."""
-    marker = session.get_nested_transaction() or session.get_transaction()
-    pending = session.info.get(_PENDING_REMOVALS)
-    if pending is None or pending[0] is not marker:
-        # One dispatch per transaction (or savepoint: if it rolls back, so does its dispatch).
-        keys: list[str] = []
-        session.info[_PENDING_REMOVALS] = (marker, keys)
-        dispatcher = session.info.get("dispatcher")
+    dispatcher = session.info.get("dispatcher")
 
-        def submit():
-            if session.info.get(_PENDING_REMOVALS, (None,))[0] is marker:
-                session.info.pop(_PENDING_REMOVALS, None)
-            unique = sorted(set(keys))
-            if not unique:
-                return
-            if dispatcher is None:
-                _remove_logged(instance, unique)
-            else:
-                dispatcher.submit(REMOVE_TASK, unique)
+    def submit(keys):
+        unique = sorted(set(keys))
+        if not unique:
+            return
+        if dispatcher is None:
+            _remove_logged(instance, unique)
+        else:
+            dispatcher.submit(REMOVE_TASK, unique)
 
-        after_commit(session, submit)
-    else:
-        keys = pending[1]
-    keys.extend(public_keys)
+    # One dispatch per transaction (or savepoint: if it rolls back, so does its dispatch).
+    gather_after_commit(session, _PENDING_REMOVALS, list, submit).extend(public_keys)
 
 
 @background_task(REMOVE_TASK)
