@@ -144,6 +144,16 @@ def transaction_state(session: Session, key: str, make=None):
     return value
 
 
+def after_commit_once(session: Session, key: str, fn) -> bool:
+    """Run `fn()` once the outermost transaction commits, asked for at most once per transaction under
+    `key` (True the first time). For work that reads only what committed (a regeneration, a pump, a
+    pass over pending rows): a SAVEPOINT rolled back does not cancel it for the rest of the transaction."""
+    if not once_per_transaction(session, key):
+        return False
+    after_commit(session, fn, outermost=True)
+    return True
+
+
 def gather_after_commit(session: Session, key: str, make, send):
     """A collection (made by `make()`) that the current transaction or SAVEPOINT gathers under `key`,
     handed to `send(collection)` once it commits; forgotten with the SAVEPOINT if that rolls back. One

@@ -17,7 +17,7 @@ import uuid
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from .db import Base, after_commit, json_dumps, once_per_transaction, utcnow
+from .db import Base, after_commit_once, json_dumps, utcnow
 
 OUTBOX_TASK = "outbox.pump"
 
@@ -58,12 +58,12 @@ def publish(session: Session, event: str, data: dict) -> OutboxEvent:
     session.add(row)
     dispatcher = session.info.get("dispatcher")
     # One request per transaction; forgotten with it if it rolls back.
-    if dispatcher is not None and once_per_transaction(session, "outbox.transaction"):
+    if dispatcher is not None:
         def pump():
             try:
                 dispatcher.submit(OUTBOX_TASK)
             except LookupError:
                 pass  # nobody consumes events in this process (a package left out): the rows wait
 
-        after_commit(session, pump, outermost=True)  # a pump reads what committed
+        after_commit_once(session, "outbox.transaction", pump)  # a pump reads what committed
     return row

@@ -27,7 +27,7 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ipad_mdm.db import after_commit, once_per_transaction, transaction_state
+from ipad_mdm.db import after_commit_once, transaction_state
 from ipad_mdm.dispatch import push_after_commit
 from ipad_mdm.hooks import Hooks
 from ipad_mdm.jobs import background_task, periodic
@@ -53,8 +53,7 @@ def mark(session: Session, device: Device, now) -> None:
     dispatcher = session.info.get("dispatcher")
     if dispatcher is None:
         return  # no dispatcher (a script): the periodic sweep provisions it
-    if once_per_transaction(session, _REQUESTED):
-        after_commit(session, lambda: dispatcher.submit_soon(TASK, GATHER_SECONDS), outermost=True)
+    after_commit_once(session, _REQUESTED, lambda: dispatcher.submit_soon(TASK, GATHER_SECONDS))
 
 
 def requested(session: Session) -> bool:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from wgconfig import WGConfig
 
 from ipad_mdm import files
-from ipad_mdm.db import after_commit, gather_after_commit, once_per_transaction
+from ipad_mdm.db import after_commit_once, gather_after_commit
 from ipad_mdm.jobs import background_task
 from ipad_mdm.db import utcnow
 from mdm import Device
@@ -346,13 +346,9 @@ def sync_after_commit(session: Session, instance) -> None:
     """
     # Once per transaction, whatever savepoints roll back in it (the regeneration reads only what
     # committed): a compliance pass cutting a thousand peers asks once, not a thousand times.
-    if not once_per_transaction(session, SYNC_TASK):
-        return
     dispatcher = session.info.get("dispatcher")
-    if dispatcher is None:
-        after_commit(session, lambda: _sync_logged(instance), outermost=True)
-        return
-    after_commit(session, lambda: dispatcher.submit(SYNC_TASK, time.time()), outermost=True)
+    after_commit_once(session, SYNC_TASK, (lambda: _sync_logged(instance)) if dispatcher is None
+                      else (lambda: dispatcher.submit(SYNC_TASK, time.time())))
 
 
 def remove_after_commit(session: Session, instance, public_keys: Iterable[str]) -> None:
