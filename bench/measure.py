@@ -125,14 +125,18 @@ def ab_rate(url: str, body: bytes, signature: str, concurrency: int, requests: i
     return rate, bad + failed
 
 
-def ab_runs(mdm_url: str, bare_url: str, req: tuple[bytes, str], concurrency: int, repeat: int, tmp: Path) -> list:
+def ab_runs(mdm_url: str, bare_url: str, req: tuple[bytes, str], concurrency: int, repeat: int, tmp: Path,
+            spy=lambda: (lambda: None)) -> list:
+    """`spy()` starts recording the server during the first MDM run and returns its stop()."""
     import shutil
 
     if shutil.which("ab") is None:
         return []  # reported as "not measured (apt install apache2-utils)"
     runs = []
-    for _ in range(repeat):
+    for i in range(repeat):
+        stop = spy() if i == 0 else (lambda: None)
         m, m_bad = ab_rate(mdm_url, req[0], req[1], concurrency, 20000, tmp)
+        stop()
         b, b_bad = ab_rate(bare_url, req[0], req[1], concurrency, 20000, tmp)
         runs.append((m, b, m_bad + b_bad))
     return runs

@@ -10,7 +10,11 @@ issued by the CA directly and a WireGuard peer each (bench/fleet.py), enrolls --
 full fleet the same way (what enrolling costs once the office has N), then measures:
 
   check-in round trips/s (signed Idle connects, each iPad with its own certificate) vs the bare
-      handler, alternating, --repeat times; the ratio
+      handler, alternating, --repeat times; the ratio. On PostgreSQL a worker answers the Idles of an
+      iPad it has probed and found with nothing open without a query until notified (mdm.quiet), so
+      the Python clients' run (10,000 iPads, each seen a few times per worker) probes far more often
+      than ApacheBench's (one iPad replayed); the command-delivery measurement below checks that
+      commands still reach their iPads
   command-delivery latency p50/p99 (API enqueue -> push at APNs -> device connects -> command in hand)
   compliance evaluation of all N devices against the 11-rule policy (created through the API
       first), with the real app's hooks and the production job's dispatcher (Celery): the first run after
@@ -27,6 +31,7 @@ deploy/gunicorn.conf.py and adds profiling hooks, say). Where the time goes (ben
 BENCH_PYSPY_ENROLL=file / BENCH_PYSPY_CELERY=file / BENCH_PYSPY_ONBOARD=file record py-spy stacks of
 the web workers in the measured enrollments, of the Celery worker until their provisioning is done,
 and of the web workers in the onboarding after it; BENCH_PYSPY=file the first check-in run;
+BENCH_PYSPY_AB=file the first ApacheBench run on the MDM server;
 BENCH_PYSPY_ARGS="--gil" samples CPU only; BENCH_PROFILE=dir writes cProfiles of the compliance runs.
 
 Prints its configuration, this machine's speed at the time (an RSA-3072 signature, a Python loop: the
@@ -393,7 +398,8 @@ def main() -> None:
                     stop_spy()
                 fig["checkin_runs"] = runs
                 fig["ab_runs"] = ab_runs(f"{base}/mdm/connect", f"https://127.0.0.1:{bare_port}/mdm/connect",
-                                         reqs[0], args.concurrency, args.repeat, tmp)
+                                         reqs[0], args.concurrency, args.repeat, tmp,
+                                         spy=lambda: py_spy("BENCH_PYSPY_AB", web.pid, 60))
                 fig["checkin_errors"] = sum(r[3] for r in runs) + cold_bad
                 # 4. Command delivery through APNs, on the enrolled sample.
                 lat_all = command_latency(base, sims, admin_token, apns, verify, min(args.latency_samples, len(sims)))

@@ -297,6 +297,7 @@ class Database:
         else:
             ping_when_idle(self.engine)
         self.sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._on_dispose: list = []
 
     @property
     def is_postgres(self) -> bool:
@@ -346,7 +347,14 @@ class Database:
             return False  # a revision this code does not know: let upgrade say what is wrong
         return set(script.get_heads()) <= reached
 
+    def on_dispose(self, fn) -> None:
+        """Call fn() when this database is disposed (a thread of its own to stop, say)."""
+        self._on_dispose.append(fn)
+
     def dispose(self) -> None:
+        for fn in self._on_dispose:
+            fn()
+        self._on_dispose.clear()
         self.engine.dispose()
         from . import hot_connections
 

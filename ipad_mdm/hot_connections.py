@@ -39,13 +39,20 @@ def take(database, *, autocommit: bool):
     if conn is not None and not conn.closed:
         return conn
     try:
-        cargs, cparams = database.engine.dialect.create_connect_args(database.engine.url)
-        conn = psycopg.connect(*cargs, **{**cparams, **database.connect_args, "connect_timeout": 5,
-                                           "autocommit": autocommit})
+        conn = connect(database, autocommit=autocommit)
     except psycopg.Error:
         return None
     conn._hot_key = key
     return conn
+
+
+def connect(database, *, autocommit: bool, **extra):
+    """A new plain psycopg connection made as the engine makes its own (raises psycopg.Error)."""
+    import psycopg
+
+    cargs, cparams = database.engine.dialect.create_connect_args(database.engine.url)
+    return psycopg.connect(*cargs, **{**cparams, **database.connect_args, "connect_timeout": 5,
+                                      "autocommit": autocommit, **extra})
 
 
 def give(conn) -> None:

@@ -73,7 +73,8 @@ def register(app, hooks, instance) -> None:
 
     app.register_blueprint(pushcert_api.bp)
     app.register_blueprint(views.bp)
-    app.wsgi_app = IdleConnectWSGI(app.wsgi_app, instance)
+    app.wsgi_app = IdleConnectWSGI(app.wsgi_app, instance,
+                                   wake=lambda ids: app.extensions["ipad_mdm.dispatcher"].request_push(ids))
     app.register_blueprint(scep_views.bp)
     app.register_blueprint(api.bp)
     identity.register(app, hooks, instance)

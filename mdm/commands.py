@@ -24,6 +24,7 @@ from ipad_mdm.outbox import publish
 from ipad_mdm.plists import dumps as dumps_plist
 from ipad_mdm.plists import to_json
 
+from . import fastpath
 from .models import Command, CommandEvent, Device
 from .protocol import INVENTORY_COMMANDS, SECRET_KEYS, CommandResponse, build_command, clip
 
@@ -75,6 +76,7 @@ def _queued(session: Session, device: Device, request_type: str, params: dict | 
     # history shows it first (service.command_history). Events are what happened after.
     session.add(cmd)
     device.push_pending = True
+    fastpath.command_queued(session, device.id)
     if request_type in ("EnableLostMode", "DisableLostMode"):
         # Loss is announced when it is declared, not when the iPad next answers: the document
         # system ends the device's sessions at once.

@@ -23,8 +23,8 @@ PATH = "/mdm/connect"
 
 
 class IdleConnectWSGI:
-    def __init__(self, app, inst):
-        self.app, self.inst = app, inst
+    def __init__(self, app, inst, wake=None):
+        self.app, self.inst, self.wake = app, inst, wake
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "PUT" \
@@ -54,7 +54,7 @@ class IdleConnectWSGI:
             return False  # the view meets the same condition and answers it (401)
         environ[checkin.VERIFIED_SIGNER] = (body, signature, cert)
         try:
-            answered = answered_idle(self.inst, body, cert)
+            answered = answered_idle(self.inst, body, cert, self.wake)
         except DBAPIError:
             return False  # the view meets the same condition and answers it (503)
         environ[checkin.IDLE_TRIED] = True

@@ -1,4 +1,4 @@
-"""The idle check-in fast path: an Idle connect that finds no command in one database round trip.
+"""The idle check-in fast path: an Idle connect that finds no command in at most one database round trip.
 
 Most of what a device sends is a signed `Idle` with nothing waiting for it. The full path
 (`checkin.handle_connect`) resolves the identity by fingerprint, loads the device, locks the
@@ -7,8 +7,11 @@ Here the facts that do not change between check-ins (this certificate was issued
 is identity #i of device #d with UDID u, valid until t) come from a bounded per-process cache
 keyed by the certificate's SHA-256 fingerprint, and one autocommit SELECT re-checks what can
 change at any moment on any worker (revoked, superseded, device state) and whether a command is
-waiting. So a revocation takes effect on the very next request everywhere, without a cache
-message between processes; the cache is also cleared locally on revocation and re-enrollment.
+waiting. On PostgreSQL a device that SELECT found with nothing open is then answered with no
+query at all until a notification says otherwise (mdm.quiet), so a revocation or a queued command
+elsewhere takes effect as soon as this process hears of it, milliseconds after the commit; on
+SQLite (one process) every Idle is probed. The caches are also cleared locally on revocation and
+re-enrollment.
 
 `last_seen_at` is written only when the stored value is older than LAST_SEEN_RESOLUTION.
 Anything else (a command waiting, an identity or device that is not current, a certificate
@@ -24,11 +27,13 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, bindparam, text
+from sqlalchemy import Boolean, Integer, bindparam, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from ipad_mdm.db import UTCDateTime, utcnow
+from ipad_mdm.db import UTCDateTime, gather_after_commit, utcnow
+
+from . import quiet as quiet_devices
 
 log = logging.getLogger("mdm.fastpath")
 CACHE_SIZE = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
@@ -74,9 +79,9 @@ class IdentityCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)  # the least recently seen device goes first
 
-    def forget(self, fingerprint: str) -> None:
+    def forget(self, fingerprint: str) -> KnownIdentity | None:
         with self._lock:
-            self._entries.pop(fingerprint, None)
+            return self._entries.pop(fingerprint, None)
 
     def forget_device(self, device_id: int) -> None:
         with self._lock:
@@ -101,32 +106,51 @@ def cache_for(engine: Engine) -> IdentityCache:
 
 
 def forget(session, *, fingerprint: str | None = None, device_id: int | None = None) -> None:
-    """Local invalidation on revocation or re-enrollment (other processes re-check in their query)."""
-    cache = _CACHES.get(session.get_bind())
-    if cache is None:
+    """Local invalidation on revocation or re-enrollment (other processes re-check in their query,
+    or hear of it from PostgreSQL: mdm.quiet)."""
+    engine = session.get_bind()
+    cache = _CACHES.get(engine)
+    devices = set() if device_id is None else {device_id}
+    if cache is not None:
+        if fingerprint:
+            entry = cache.forget(fingerprint)
+            if entry is not None:
+                devices.add(entry.device_id)
+        if device_id is not None:
+            cache.forget_device(device_id)
+    _forget_quiet(session, engine, devices)
+
+
+def command_queued(session, device_id: int) -> None:
+    """A command was queued for the device: from this transaction's commit on, this process's own
+    Idles of it go to the database (other processes hear the NOTIFY, mdm.quiet)."""
+    _forget_quiet(session, session.get_bind(), {device_id})
+
+
+def _forget_quiet(session, engine, device_ids: set) -> None:
+    quiet = quiet_devices.watching(engine)
+    if quiet is None or not device_ids:
         return
-    if fingerprint:
-        cache.forget(fingerprint)
-    if device_id is not None:
-        cache.forget_device(device_id)
+    quiet.forget(device_ids)  # now, and again at the commit (a probe may have recorded it in between)
+    gather_after_commit(session, "mdm.quiet_forget", set, quiet.forget).update(device_ids)
 
 
 # One statement: is identity #i still device #d's current, unrevoked identity, may the device
-# connect, is a command waiting for it (the full path's rule: queued or notnow after an Idle,
-# or sent and unanswered for RESEND_AFTER), and when was it last seen.
+# connect, is a command open for it and is it waiting (the full path's rule: queued or notnow
+# after an Idle, or sent and unanswered for RESEND_AFTER): `open` is NULL for none open, 0 for
+# one waiting, 1 for sent ones not yet due again; and when was the device last seen.
 _PROBE_SQL = """
 SELECT i.revoked_at IS NULL AND i.device_id = d.id AND d.current_identity_id = i.id
          AND d.enrollment_state IN ('enrolled', 'authenticated') AS ok,
-       EXISTS (SELECT 1 FROM commands c
-               WHERE c.device_id = d.id
-                 AND (c.status IN ('queued', 'notnow') OR (c.status = 'sent' AND c.sent_at < :resend_before))) AS waiting,
+       (SELECT min(CASE WHEN c.status IN ('queued', 'notnow') OR c.sent_at < :resend_before THEN 0 ELSE 1 END)
+        FROM commands c WHERE c.device_id = d.id AND c.status IN ('queued', 'notnow', 'sent')) AS open,
        d.last_seen_at AS last_seen_at
 FROM identity_certificates i, devices d
 WHERE i.id = :identity_id AND d.id = :device_id
 """
 _TOUCH_SQL = ("UPDATE devices SET last_seen_at = :now WHERE id = :device_id "
               "AND (last_seen_at IS NULL OR last_seen_at < :stale_before)")
-_PROBE = text(_PROBE_SQL).bindparams(bindparam("resend_before", type_=UTCDateTime())).columns(ok=Boolean(), waiting=Boolean(),
+_PROBE = text(_PROBE_SQL).bindparams(bindparam("resend_before", type_=UTCDateTime())).columns(ok=Boolean(), open=Integer(),
                                                                           last_seen_at=UTCDateTime())
 _TOUCH = text(_TOUCH_SQL).bindparams(
     bindparam("now", type_=UTCDateTime()), bindparam("stale_before", type_=UTCDateTime()))
@@ -137,25 +161,42 @@ _PROBE_PG = re.sub(r":(\w+)", r"%(\1)s", _PROBE_SQL)
 _TOUCH_PG = re.sub(r":(\w+)", r"%(\1)s", _TOUCH_SQL)
 
 
-def idle_without_command(database, known: KnownIdentity, *, resend_after: dt.timedelta) -> bool:
+def idle_without_command(database, known: KnownIdentity, *, resend_after: dt.timedelta, wake=None) -> bool:
     """True when the Idle connect of `known` is answered: identity current, no command waiting
-    (and last_seen_at refreshed if stale). False: take the full path. Autocommit, so a probe
-    is one round trip (no BEGIN/COMMIT); the rare refresh is a second one."""
+    (and last_seen_at refreshed if stale). False: take the full path. On PostgreSQL a device the
+    probe found with nothing open is answered without a query until notified (mdm.quiet; `wake`
+    pushes devices again, see there). The probe is autocommit, so it is one round trip (no
+    BEGIN/COMMIT); the rare refresh is a second one."""
     now = utcnow()
     if not known.not_before <= now <= known.not_after:
         return False  # outside the certificate's own validity: the full path judges (clock tolerance, refusal)
+    quiet = quiet_devices.watch(database, wake)
+    if quiet is not None and quiet.answer(known.identity_id, known.device_id, now):
+        return True
+    ticket = quiet.ticket() if quiet is not None else None  # before the probe's snapshot: see mdm.quiet
     params = {"identity_id": known.identity_id, "device_id": known.device_id, "resend_before": now - resend_after}
     for attempt in (1, 2):
         try:
             if database.is_postgres:
-                return _probe_postgres(database, known, params, now)
-            return _probe(database.engine, known, params, now)
+                found = _probe_postgres(database, known, params, now)
+            else:
+                found = _probe(database.engine, known, params, now)
+            break
         except DBAPIError as exc:
             # Without a per-request pre-ping, a connection the database dropped fails on first
             # use; the pool is invalidated and the (read-only, idempotent) probe is tried once more.
             if attempt == 2 or not exc.connection_invalidated:
                 raise
-    return False
+    if found is None:
+        return False
+    if found is not _ANSWERED_OPEN and quiet is not None:
+        quiet.record(ticket, known.identity_id, known.device_id, found + LAST_SEEN_RESOLUTION)
+    return True
+
+
+# What a probe that answered says: the device's last_seen_at as it now stands (nothing open for
+# it), or _ANSWERED_OPEN (answered, but a sent command is still open: not recorded as quiet).
+_ANSWERED_OPEN = object()
 
 
 def _stale(seen, now) -> bool:
@@ -169,17 +210,26 @@ def touch(device, now) -> None:
         device.last_seen_at = now
 
 
-def _probe(engine: Engine, known: KnownIdentity, params: dict, now) -> bool:
+def _answer(ok, open_, seen, now, touch_row):
+    """The probe's row -> None (full path), or what idle_without_command records."""
+    if not ok or open_ == 0:
+        return None
+    if _stale(seen, now):
+        touch_row()
+        seen = now
+    return _ANSWERED_OPEN if open_ is not None else seen
+
+
+def _probe(engine: Engine, known: KnownIdentity, params: dict, now):
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         row = conn.execute(_PROBE, params).first()
-        if row is None or not row.ok or row.waiting:
-            return False
-        if _stale(row.last_seen_at, now):
-            conn.execute(_TOUCH, {"now": now, "device_id": known.device_id, "stale_before": now - LAST_SEEN_RESOLUTION})
-        return True
+        if row is None:
+            return None
+        return _answer(row.ok, row.open, row.last_seen_at, now, lambda: conn.execute(
+            _TOUCH, {"now": now, "device_id": known.device_id, "stale_before": now - LAST_SEEN_RESOLUTION}))
 
 
-def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
+def _probe_postgres(database, known: KnownIdentity, params: dict, now):
     """The probe on a plain autocommit psycopg connection (ipad_mdm.hot_connections): a prepared
     statement, no pool checkout, no SQLAlchemy result machinery."""
     import psycopg
@@ -188,19 +238,16 @@ def _probe_postgres(database, known: KnownIdentity, params: dict, now) -> bool:
 
     conn = hot_connections.take(database, autocommit=True)
     if conn is None:  # the database is away: the full path answers 503
-        return False
+        return None
     try:
         cur = conn.cursor()
         cur.execute(_PROBE_PG, params, prepare=True)
         row = cur.fetchone()
-        if row is None or not row[0] or row[1]:
-            hot_connections.give(conn)
-            return False
-        if _stale(row[2], now):
-            cur.execute(_TOUCH_PG, {"now": now, "device_id": known.device_id,
-                                    "stale_before": now - LAST_SEEN_RESOLUTION}, prepare=True)
+        found = None if row is None else _answer(row[0], row[1], row[2], now, lambda: cur.execute(
+            _TOUCH_PG, {"now": now, "device_id": known.device_id, "stale_before": now - LAST_SEEN_RESOLUTION},
+            prepare=True))
         hot_connections.give(conn)
-        return True
+        return found
     except psycopg.OperationalError as exc:
         hot_connections.drop(conn)
         hot_connections.forget(database.url)  # the others were opened to the same server: likely gone too

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 
-from ipad_mdm.web import BodyTooLarge, error, hooks, instance, push_after_commit, read_body, unit_of_work
+from ipad_mdm.web import BodyTooLarge, dispatcher, error, hooks, instance, push_after_commit, read_body, unit_of_work
 from ipad_mdm.mobileconfig import PayloadError
 
 from . import checkin, ddm, enrollment, fastpath, protocol, provisioning, service
@@ -114,10 +114,11 @@ def checkin_endpoint():
     return _device_endpoint(handle)
 
 
-def answered_idle(inst, body: bytes, cert) -> bool:
+def answered_idle(inst, body: bytes, cert, wake=None) -> bool:
     """The idle fast path's whole decision, for the view below and for IdleConnectWSGI in front of
     Flask: True when this signed Idle of a known, current identity found nothing waiting (answered
-    with an empty 200). False: the full path decides, from scratch."""
+    with an empty 200). False: the full path decides, from scratch. `wake(device_ids)` pushes
+    devices (mdm.quiet uses it)."""
     database = inst.database
     cache = fastpath.cache_for(database.engine)
     if not cache.preloaded:
@@ -131,7 +132,7 @@ def answered_idle(inst, body: bytes, cert) -> bool:
     known = cache.get(_fingerprint(cert))
     if known is None or known.udid != response.udid:
         return False
-    return fastpath.idle_without_command(database, known, resend_after=command_queue.RESEND_AFTER)
+    return fastpath.idle_without_command(database, known, resend_after=command_queue.RESEND_AFTER, wake=wake)
 
 
 @bp.put("/mdm/connect")
@@ -140,7 +141,7 @@ def connect_endpoint():
     cache = fastpath.cache_for(inst.database.engine)
 
     def idle(body, cert):
-        return Response(b"", status=200) if answered_idle(inst, body, cert) else None
+        return Response(b"", status=200) if answered_idle(inst, body, cert, dispatcher().request_push) else None
 
     def handle(s, identity, body, cert):
         response = protocol.parse_command_response(body, max_bytes=instance().settings.max_body_bytes)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import plistlib
 import threading
+import time
 
 import pytest
 from sqlalchemy import event, select, update
 
 from ipad_mdm.db import Database, utcnow
-from mdm import fastpath
+from mdm import fastpath, quiet
 from mdm.identity import revoke_identity
 from mdm.models import Command, Device, IdentityCertificate
 
@@ -62,20 +63,48 @@ def _idle(sim):
     return r
 
 
+def listening(server):
+    """PostgreSQL: this server's mdm.quiet, once its listener is in place (None on SQLite)."""
+    found = quiet.watch(server.instance.database)
+    if found is not None:
+        wait_until(lambda: found.live, "the idle listener is listening")
+    return found
+
+
+def wait_until(condition, what: str, timeout: float = 20.0) -> None:
+    """Wait for something another thread does (a notification handled), not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
+def device_id(server, sim) -> int:
+    with server.session() as s:
+        return s.scalar(select(Device.id).where(Device.udid == sim.udid))
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled, monkeypatch):
+    """SQLite: one autocommit SELECT per Idle. PostgreSQL: that SELECT once, then none at all
+    while nothing is notified (mdm.quiet)."""
     engine = server.instance.database.engine
     assert engine.pool._pre_ping is False
-    _idle(enrolled)  # the cache holds this identity since its answered inventory commands
+    watched = listening(server)
     log = StatementLog(engine, monkeypatch)
     try:
-        for _ in range(5):
+        for _ in range(6):
             assert _idle(enrolled).content == b""
     finally:
         log.close()
-    assert [kind for kind, _ in log.statements] == ["SELECT"] * 5, log.statements
+    # the cache held this identity since its answered inventory commands: no full path
+    expected = ["SELECT"] if watched is not None else ["SELECT"] * 6
+    assert [kind for kind, _ in log.statements] == expected, log.statements
     assert all(autocommit for _, autocommit in log.statements), log.statements
     assert len(fastpath.cache_for(engine)) >= 1
+    if watched is not None:
+        assert device_id(server, enrolled) in watched and watched.hits >= 5
     # Answered in front of Flask (mdm.connect_wsgi): a bare 200, none of a Flask response's headers.
     answer = _idle(enrolled)
     assert answer.headers.get("content-length") == "0" and "content-type" not in answer.headers
@@ -83,16 +112,20 @@ def test_idle_with_no_command_is_one_autocommit_statement(server, enrolled, monk
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_last_seen_is_coalesced_not_written_every_time(server, enrolled, monkeypatch):
+    watched = listening(server)
     old = utcnow() - dt.timedelta(hours=2)
     with server.session() as s:
         s.execute(update(Device).where(Device.udid == enrolled.udid).values(last_seen_at=old))
+    if watched is not None:
+        watched.forget([device_id(server, enrolled)])  # last_seen_at never goes back outside a test
     log = StatementLog(server.instance.database.engine, monkeypatch)
     try:
         _idle(enrolled)
         _idle(enrolled)
     finally:
         log.close()
-    assert [k for k, _ in log.statements] == ["SELECT", "UPDATE", "SELECT"], log.statements
+    expected = ["SELECT", "UPDATE"] if watched is not None else ["SELECT", "UPDATE", "SELECT"]
+    assert [k for k, _ in log.statements] == expected, log.statements
     with server.session() as s:
         seen = s.scalar(select(Device.last_seen_at).where(Device.udid == enrolled.udid))
     assert utcnow() - seen < dt.timedelta(minutes=1)
@@ -100,9 +133,13 @@ def test_last_seen_is_coalesced_not_written_every_time(server, enrolled, monkeyp
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_revocation_by_another_process_refuses_the_next_idle(server, enrolled):
+    watched = listening(server)
     _idle(enrolled)
-    # Another process (its own engine, so this server's cache is not told): revocation must
-    # still refuse at once, because the one statement re-checks it.
+    _idle(enrolled)
+    if watched is not None:
+        assert device_id(server, enrolled) in watched  # answered without a query until told
+    # Another process (its own engine, so this server's caches are not told directly): SQLite's one
+    # statement re-checks revocation; on PostgreSQL the trigger's NOTIFY tells this process.
     other = Database(server.instance.database.url)
     try:
         with other.session() as s:
@@ -110,6 +147,8 @@ def test_revocation_by_another_process_refuses_the_next_idle(server, enrolled):
             revoke_identity(s, cert, "keyCompromise")
     finally:
         other.dispose()
+    if watched is not None:
+        wait_until(lambda: device_id(server, enrolled) not in watched, "the revocation is heard")
     r = enrolled.connect("Idle")
     assert r.status_code == 403 and "revoked" in r.json()["error"]
     assert enrolled.connect("Idle").status_code == 403  # and stays refused
@@ -117,7 +156,13 @@ def test_revocation_by_another_process_refuses_the_next_idle(server, enrolled):
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_waiting_command_is_delivered_once_not_skipped(server, enrolled):
+    watched = listening(server)
     _idle(enrolled)
+    _idle(enrolled)
+    if watched is not None:
+        assert device_id(server, enrolled) in watched
+    # Queued through this process's API: its own Idles see the commands from the commit on,
+    # without waiting for the notification.
     with server.http(headers={"Authorization": f"Bearer {server.api_token()}"}) as api:
         uuids = [api.post(f"/api/v1/devices/{enrolled.udid}/commands", json={"request_type": "SecurityInfo"}).json()["command_uuid"]
                  for _ in range(3)]
@@ -136,11 +181,16 @@ def test_waiting_command_is_delivered_once_not_skipped(server, enrolled):
     assert statuses == ["acknowledged"] * 3
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_state_change_elsewhere_sends_idle_to_the_full_path(server, enrolled):
     """A device checked out or retired by another worker is refused on its next Idle."""
+    watched = listening(server)
+    _idle(enrolled)
     _idle(enrolled)
     with server.session() as s:
         s.execute(update(Device).where(Device.udid == enrolled.udid).values(enrollment_state="retired"))
+    if watched is not None:
+        wait_until(lambda: device_id(server, enrolled) not in watched, "the state change is heard")
     r = enrolled.connect("Idle")
     assert r.status_code == 403 and "retired" in r.json()["error"]
 
