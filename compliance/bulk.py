@@ -98,8 +98,9 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
     # of a steady run, nearly all of it the database's work) is written from a thread of its own,
     # on its own connection, while this thread evaluates the next slice. (Write batches in threads
     # gained 5 % of a first run: their work is mostly Python, and Python runs one thread at a time.)
+    versioned = digests.available(database)  # PostgreSQL, inventories numbered (compliance.digests)
     with _Background(database, "compliance-confirm") as confirm:
-        for rows, devices, ddm_facts, vpn_facts, reduced in _slices(database, policies):
+        for rows, devices, ddm_facts, vpn_facts, reduced in _slices(database, policies, versioned):
             unchanged, changed = [], []
             for row in rows:
                 identity = CertFacts(row.not_after, row.revoked_at) if row.not_after is not None else None
@@ -120,8 +121,11 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
             counts["unchanged"] += len(unchanged)
             counts["evaluated"] += len(unchanged)
             for start in range(0, len(changed), batch_size):
+                kept: list | None = [] if versioned else None
                 done, transitions, errors, batch_push = _write(database, hooks, now, changed[start:start + batch_size],
-                                                               dispatcher)
+                                                               dispatcher, kept=kept)
+                if kept:
+                    confirm.submit(digests.keep, database, now, kept)
                 counts["evaluated"] += done
                 counts["changed"] += done
                 counts["transitions"] += transitions
@@ -131,21 +135,21 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
     return counts
 
 
-def _slices(database, policies: PolicySet):
-    """Yields each slice: its rows; on PostgreSQL {device id: the device's columns with its reduced
-    inventory} and the reduced inventories to keep (compliance.digests), on SQLite None, None (the
-    rows carry the inventory); its declarative and VPN facts. On PostgreSQL the next slice is read in
-    a thread of its own while the caller evaluates this one: the database's part of a read (a fifth
-    of a steady run) then runs on the other core."""
+def _slices(database, policies: PolicySet, versioned: bool):
+    """Yields each slice: its rows; where inventories are numbered (`versioned`, compliance.digests)
+    {device id: the device's columns with its reduced inventory} and the reduced inventories to keep,
+    elsewhere None, None (the rows carry the inventory); its declarative and VPN facts. On PostgreSQL
+    the next slice is read in a thread of its own while the caller evaluates this one: the database's
+    part of a read (a fifth of a steady run) then runs on the other core."""
     postgresql = database.engine.dialect.name == "postgresql"
 
     def read(after_id: int):
         with database.session() as s:
             _custom_plans(s)
-            rows = s.execute(_read_statement(after_id, postgresql)).all()
+            rows = s.execute(_read_statement(after_id, versioned)).all()
             if not rows:
                 return None
-            devices, reduced = digests.inventories(s, rows) if postgresql else (None, None)
+            devices, reduced = digests.inventories(s, rows) if versioned else (None, None)
             return (rows, devices, declarative.compliance_facts(s, rows), vpn_facts_of(s, policies, [r.id for r in rows]),
                     reduced)
 
@@ -229,7 +233,7 @@ def _custom_plans(session) -> None:
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
-def _read_statement(after_id: int, postgresql: bool):
+def _read_statement(after_id: int, versioned: bool):
     """One slice of enrolled devices with, in the same row, the verdict columns the comparison
     reads and the expiry/revocation of the device's newest identity.
 
@@ -242,7 +246,7 @@ def _read_statement(after_id: int, postgresql: bool):
            .order_by(Device.id).limit(READ_SLICE).cte("slice"))
     newest = (select(IdentityCertificate.device_id, func.max(IdentityCertificate.id).label("identity_id"))
               .join(ids, IdentityCertificate.device_id == ids.c.id).group_by(IdentityCertificate.device_id).subquery())
-    inventory = digests.READ_COLUMNS if postgresql else _INVENTORY_COLUMNS
+    inventory = digests.READ_COLUMNS if versioned else _INVENTORY_COLUMNS
     stmt = (select(*_DEVICE_COLUMNS, *inventory, *_VERDICT_COLUMNS, IdentityCertificate.not_after,
                    IdentityCertificate.revoked_at)
             .select_from(ids)
@@ -250,7 +254,7 @@ def _read_statement(after_id: int, postgresql: bool):
             .outerjoin(DeviceVerdict, DeviceVerdict.device_id == Device.id)
             .outerjoin(newest, newest.c.device_id == Device.id)
             .outerjoin(IdentityCertificate, IdentityCertificate.id == newest.c.identity_id))
-    return digests.join(stmt) if postgresql else stmt
+    return digests.join(stmt) if versioned else stmt
 
 
 def unchanged_verdict(device, verdict, policies: PolicySet, identity: CertFacts | None,
@@ -292,14 +296,16 @@ def unchanged_verdict(device, verdict, policies: PolicySet, identity: CertFacts 
                                   verdict.escalation_deadline) == (None, None, None, None)
 
 
-def _write(database, hooks, now, ids: list[int], dispatcher, *, careful: bool = False) -> tuple[int, int, int, list[int]]:
+def _write(database, hooks, now, ids: list[int], dispatcher, *, careful: bool = False,
+           kept: list | None = None) -> tuple[int, int, int, list[int]]:
     """Evaluate `ids` for real in one short transaction. Returns (evaluated, transitions, errors, push ids).
-    `careful`: flush after each device, so a failure is pinned on the device that caused it."""
+    `careful`: flush after each device, so a failure is pinned on the device that caused it. `kept`
+    (PostgreSQL) gets the reduced inventories of the devices evaluated, once committed, to keep."""
     broken: set[int] = set()
     while True:
         try:
             evaluated, transitions, push = _write_once(database, hooks, now, [i for i in ids if i not in broken],
-                                                       dispatcher, careful)
+                                                       dispatcher, careful, kept)
             return evaluated, transitions, len(broken), push
         except _DeviceFailed as exc:
             broken.add(exc.device_id)  # rolled back: redo the batch without it
@@ -315,7 +321,7 @@ class _DeviceFailed(Exception):
         self.device_id = device_id
 
 
-def _write_once(database, hooks, now, ids, dispatcher, careful):
+def _write_once(database, hooks, now, ids, dispatcher, careful, kept=None):
     if not ids:
         return 0, 0, []
     evaluated = transitions = 0
@@ -358,6 +364,9 @@ def _write_once(database, hooks, now, ids, dispatcher, careful):
         if new_rows:
             insert_rows(s, new_rows)
         remember_written(s, [*verdicts.values(), *(r for r in new_rows or () if r.model is DeviceVerdict)])
+    if kept is not None:
+        # Decoded here anyway (the rows were loaded whole, under lock, with their inventory's number).
+        kept.extend(digests.reductions(devices))
     return evaluated, transitions, push
 
 

@@ -1,23 +1,28 @@
 """What the scheduled run reads of each device's inventory, on PostgreSQL: the reduced inventory kept
-by the digest of the inventory it came from (models.InventoryDigest), not the inventory itself.
+by the version of the inventory it came from (models.InventoryDigest), not the inventory itself.
 
 A device's inventory columns (DeviceInformation, SecurityInfo, ProfileList, InstalledApplicationList
 answers and the declarative status report) are kilobytes of JSON, of which the rules read a few
 hundred bytes (facts.reduce_inventory). Sending and decoding all of it for 10,000 devices every
-five minutes was a large part of a steady run, and it grows with every app an iPad has. Here the
-database computes a SHA-256 of the stored JSON texts in the same read as the other columns; where
-it equals the digest kept with the reduced inventory, the reduced inventory is used; elsewhere the
-inventory is read in full (a second query, for those devices only), reduced, and kept with its new
-digest for the next run.
+five minutes was a large part of a steady run, and it grows with every app an iPad has. PostgreSQL
+numbers each version of a device's inventory (devices.inventory_version: a trigger takes a new number
+from a sequence whenever a statement writes one of those columns, migration 0029). The slice read
+carries that number; where it is the one kept with the reduced inventory, the reduced inventory is
+used; elsewhere the inventory is read in full (a second query, for those devices only), reduced, and
+kept with its number for the next run. The write pass keeps the reduction of every device it
+evaluates too (`reductions`): it has decoded their inventories anyway, so the run after a first run
+reads none of them again.
 
-The digest is of the content, so nothing that writes an inventory has to remember to invalidate
-anything. The rules themselves run on every device in every run (time passes: check-ins go stale,
-certificates expire, deadlines come); only the decoding of unchanged JSON is saved. SQLite, the
-embedded default, has no SHA-256 in SQL and reads the inventory every time (compliance.bulk).
+The number comes from the database whatever wrote the inventory and however, so nothing that writes
+an inventory has to remember to invalidate anything. The rules themselves run on every device in
+every run (time passes: check-ins go stale, certificates expire, deadlines come); only the decoding
+of unchanged JSON is saved. SQLite, the embedded default, has no such number and reads the
+inventory every time (compliance.bulk), as does a PostgreSQL schema without the trigger (`available`).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 
 from sqlalchemy import Text, cast, func, literal, select
@@ -35,13 +40,46 @@ _INVENTORY = (Device.device_information, Device.security_info, Device.profile_li
 _INVENTORY_TIMES = ("device_information_at", "security_info_at", "profile_list_at", "installed_applications_at")
 
 
+# What the reduction is (facts.REDUCTION) goes into every kept digest, so a reduced inventory kept
+# by an older reduction is never taken for a newer one's.
+_REDUCTION_TAG = hashlib.sha256(REDUCTION.encode()).hexdigest()[:16] + ":"
+
+
 def _digest():
-    """SHA-256 (hex) of what the reduction is (facts.REDUCTION: a reduced inventory kept by an older
-    reduction is never taken for a newer one's) and of the inventory columns' stored JSON texts,
-    separated by a character JSON text cannot hold unescaped (U+001F), a missing value as ''."""
-    texts = [func.coalesce(cast(column, Text), "") for column in _INVENTORY]
-    joined = func.concat_ws(literal("\x1f"), literal(REDUCTION), *texts)
-    return func.encode(func.sha256(func.convert_to(joined, "UTF8")), "hex")
+    """The digest of a device's inventory as it stands: the reduction's tag and the inventory's number."""
+    return func.concat(literal(_REDUCTION_TAG), cast(Device.inventory_version, Text))
+
+
+def digest_of(device) -> str:
+    """The same, of a device row loaded with its inventory (the write pass's)."""
+    return f"{_REDUCTION_TAG}{device.inventory_version}"
+
+
+def reductions(devices) -> list[tuple[int, str, dict]]:
+    """(device id, digest, reduced inventory) of devices loaded with their inventory, to keep()."""
+    return [(d.id, digest_of(d), reduce_inventory(d)) for d in devices]
+
+
+TRIGGER = "devices_inventory_version"  # migration 0029
+_WARNED: set = set()
+
+
+def available(database) -> bool:
+    """PostgreSQL with the trigger that numbers inventories. A schema made otherwise (say by
+    metadata.create_all) has none, and every number would stay what it was: there the run reads
+    every inventory, as on SQLite, rather than trust a number nothing renews."""
+    if database.engine.dialect.name != "postgresql":
+        return False
+    from sqlalchemy import text
+
+    with database.engine.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = 'devices'::regclass "
+                                  "AND tgenabled <> 'D'"), {"name": TRIGGER}).first() is not None
+    if not found and database.url not in _WARNED:
+        _WARNED.add(database.url)
+        log.warning("compliance: devices has no %s trigger (schema not made by the migrations?); "
+                    "every inventory is read in full", TRIGGER)
+    return found
 
 
 # Added to the slice read (compliance.bulk): the digest now, and what was kept with which digest.
@@ -60,7 +98,7 @@ def inventories(session, rows) -> tuple[dict, list]:
     stale = [r.id for r in rows if r.device_id is not None and r.kept_digest != r.digest]
     fresh = {}
     if stale:
-        # The digest again, of the very JSON read here (the inventory may have changed since the slice
+        # The number again, of the very JSON read here (the inventory may have changed since the slice
         # was read): what is kept always belongs to what it was reduced from.
         for full in session.execute(select(Device.id, _digest().label("digest"), *_INVENTORY,
                                            *(getattr(Device, t) for t in _INVENTORY_TIMES))

@@ -155,10 +155,10 @@ class VerdictTransition(Base):
 
 class InventoryDigest(Base):
     """What the rules read of one device's inventory (facts.reduce_inventory: a few hundred bytes of
-    its kilobytes), and the SHA-256 of the inventory's stored JSON it was reduced from. The scheduled
-    run uses it only while the digest the database computes from the device row is the same: a
-    cache by content, correct whatever wrote the inventory and however. Never read as a source of
-    truth; deleting every row costs one slower run."""
+    its kilobytes), and the digest of the inventory it was reduced from (the reduction's tag and
+    devices.inventory_version, which the database renews on every write of the inventory). The
+    scheduled run uses it only while the device row's digest is the same: correct whatever wrote the
+    inventory and however. Never read as a source of truth; deleting every row costs one slower run."""
 
     __tablename__ = "compliance_inventory_digests"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import DDL, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ipad_mdm.db import Base, utcnow
@@ -94,8 +94,29 @@ class Device(Base):
     ddm_enabled_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     ddm_status: Mapped[dict | None] = mapped_column(default=None)
     ddm_status_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # PostgreSQL gives the inventory (the five columns above the rules read: device_information,
+    # security_info, profile_list, installed_applications, ddm_status) a new number from a sequence
+    # whenever a statement writes one of them (trigger, migration 0029), whoever writes it: the
+    # compliance run keeps what it reduced from an inventory by this number (compliance.digests).
+    # Not maintained on SQLite, which reads the inventory itself every time.
+    inventory_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
     certificates: Mapped[list["IdentityCertificate"]] = relationship(back_populates="device")
+
+
+# The sequence and trigger behind devices.inventory_version on PostgreSQL: made by migration 0029,
+# and by metadata.create_all (the event below), so a schema made either way numbers inventories.
+INVENTORY_VERSION_DDL = (
+    "CREATE SEQUENCE IF NOT EXISTS device_inventory_versions OWNED BY devices.inventory_version",
+    "ALTER TABLE devices ALTER COLUMN inventory_version SET DEFAULT nextval('device_inventory_versions')",
+    """CREATE OR REPLACE FUNCTION ipad_mdm_inventory_written() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.inventory_version := nextval('device_inventory_versions');
+  RETURN NEW;
+END $$""",
+    "CREATE TRIGGER devices_inventory_version BEFORE UPDATE OF device_information, security_info, profile_list, "
+    "installed_applications, ddm_status ON devices FOR EACH ROW EXECUTE FUNCTION ipad_mdm_inventory_written()",
+)
 
 
 class IdentityCertificate(Base):
@@ -184,3 +205,7 @@ class StatusReportRecord(Base):
     changed: Mapped[list] = mapped_column()
     errors: Mapped[list | None] = mapped_column(default=None)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+for _statement in INVENTORY_VERSION_DDL:
+    event.listen(Device.__table__, "after_create", DDL(_statement.replace("%", "%%")).execute_if(dialect="postgresql"))

@@ -37,6 +37,10 @@ from typing import Callable
 log = logging.getLogger("mdm.quiet")
 CHANNEL = "ipad_mdm_idle"
 APPLICATION_NAME = "ipad-mdm idle listener"  # in pg_stat_activity
+# Migration 0028's triggers: without every one of them, nothing is answered from memory.
+TRIGGERS = ("commands_idle_notify", "identity_idle_notify", "identity_idle_notify_delete", "devices_idle_notify",
+            "devices_idle_notify_delete", "commands_idle_notify_truncate", "identity_certificates_idle_notify_truncate",
+            "devices_idle_notify_truncate")
 REPUSH_WINDOW = 10.0  # seconds: far beyond a notification's delivery, far below a person's patience
 LIVENESS_SECONDS = 5.0  # a silent listening connection is pinged this often; lost: everything goes
 MAX_ENTRIES = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
@@ -175,6 +179,7 @@ class _Listener(threading.Thread):
         self.stopping = threading.Event()
         self.paused = threading.Event()  # tests: hold notifications back, as a busy process would
         self.paused.set()
+        self.warned = False
 
     def run(self) -> None:
         backoff = 0.5
@@ -210,6 +215,15 @@ class _Listener(threading.Thread):
             return None
 
     def _listen(self, conn) -> None:
+        found = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s) AND tgenabled <> 'D'",
+                             [list(TRIGGERS)]).fetchone()[0]
+        if found != len(TRIGGERS):
+            # A schema not made by the migrations: nothing would tell this process of a change.
+            if not self.warned:
+                self.warned = True
+                log.error("the idle notification triggers (migration 0028) are missing: every Idle is probed")
+            self.stopping.wait(60)
+            return
         conn.execute(f"LISTEN {CHANNEL}")
         self.quiet.go_live()
         while not self.stopping.is_set():

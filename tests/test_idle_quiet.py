@@ -140,3 +140,20 @@ def test_a_lost_listening_connection_sends_idles_to_the_database_until_it_is_bac
     assert _idle(enrolled).content == b"" and watched.hits == hits + 1
     with server.session() as s:
         assert s.scalar(select(Device.enrollment_state).where(Device.udid == enrolled.udid)) == "enrolled"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_without_the_triggers_nothing_is_answered_from_memory(server, enrolled, monkeypatch, caplog):
+    """A schema not made by the migrations (no NOTIFY on change): every Idle is probed."""
+    with server.session() as s:
+        s.execute(text("ALTER TABLE commands DISABLE TRIGGER commands_idle_notify"))
+    server.instance.database.dispose()  # a new listener, which finds the trigger disabled
+    watched = quiet.watch(server.instance.database)
+    wait_until(lambda: "idle notification triggers (migration 0028) are missing" in caplog.text, "the listener looks")
+    log = StatementLog(server.instance.database.engine, monkeypatch)
+    try:
+        for _ in range(3):
+            assert _idle(enrolled).content == b""
+    finally:
+        log.close()
+    assert [k for k, _ in log.statements] == ["SELECT"] * 3 and not watched.live and len(watched) == 0
