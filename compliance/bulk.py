@@ -125,7 +125,8 @@ def _evaluate_all(database, hooks: Hooks | None, now: dt.datetime | None, *, bat
                 done, transitions, errors, batch_push = _write(database, hooks, now, changed[start:start + batch_size],
                                                                dispatcher, kept=kept)
                 if kept:
-                    confirm.submit(digests.keep, database, now, kept)
+                    # Reduced and kept from the confirming thread: it fills this one's waits on the database.
+                    confirm.submit(digests.keep_devices, database, now, kept)
                 counts["evaluated"] += done
                 counts["changed"] += done
                 counts["transitions"] += transitions
@@ -300,7 +301,7 @@ def _write(database, hooks, now, ids: list[int], dispatcher, *, careful: bool = 
            kept: list | None = None) -> tuple[int, int, int, list[int]]:
     """Evaluate `ids` for real in one short transaction. Returns (evaluated, transitions, errors, push ids).
     `careful`: flush after each device, so a failure is pinned on the device that caused it. `kept`
-    (PostgreSQL) gets the reduced inventories of the devices evaluated, once committed, to keep."""
+    (PostgreSQL) gets the devices evaluated, once committed, to keep their reduced inventories."""
     broken: set[int] = set()
     while True:
         try:
@@ -366,7 +367,7 @@ def _write_once(database, hooks, now, ids, dispatcher, careful, kept=None):
         remember_written(s, [*verdicts.values(), *(r for r in new_rows or () if r.model is DeviceVerdict)])
     if kept is not None:
         # Decoded here anyway (the rows were loaded whole, under lock, with their inventory's number).
-        kept.extend(digests.reductions(devices))
+        kept.extend(devices)
     return evaluated, transitions, push
 
 

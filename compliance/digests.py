@@ -10,7 +10,7 @@ from a sequence whenever a statement writes one of those columns, migration 0029
 carries that number; where it is the one kept with the reduced inventory, the reduced inventory is
 used; elsewhere the inventory is read in full (a second query, for those devices only), reduced, and
 kept with its number for the next run. The write pass keeps the reduction of every device it
-evaluates too (`reductions`): it has decoded their inventories anyway, so the run after a first run
+evaluates too (`keep_devices`): it has decoded their inventories anyway, so the run after a first run
 reads none of them again.
 
 The number comes from the database whatever wrote the inventory and however, so nothing that writes
@@ -55,9 +55,9 @@ def digest_of(device) -> str:
     return f"{_REDUCTION_TAG}{device.inventory_version}"
 
 
-def reductions(devices) -> list[tuple[int, str, dict]]:
-    """(device id, digest, reduced inventory) of devices loaded with their inventory, to keep()."""
-    return [(d.id, digest_of(d), reduce_inventory(d)) for d in devices]
+def keep_devices(database, now: dt.datetime, devices) -> None:
+    """keep() the reduced inventories of devices loaded whole (with their inventory's number)."""
+    keep(database, now, [(d.id, digest_of(d), reduce_inventory(d)) for d in devices])
 
 
 TRIGGER = "devices_inventory_version"  # migration 0029
