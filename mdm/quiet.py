@@ -42,7 +42,7 @@ TRIGGERS = ("commands_idle_notify", "identity_idle_notify", "identity_idle_notif
             "devices_idle_notify_delete", "commands_idle_notify_truncate", "identity_certificates_idle_notify_truncate",
             "devices_idle_notify_truncate")
 REPUSH_WINDOW = 10.0  # seconds: far beyond a notification's delivery, far below a person's patience
-LIVENESS_SECONDS = 5.0  # a silent listening connection is pinged this often; lost: everything goes
+LIVENESS_SECONDS = 5.0  # the listener's own notification comes back within this, or everything goes
 MAX_ENTRIES = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
 _FORGET_AFTER = 4096  # notified device ids remembered for tickets in flight before they are folded
 
@@ -97,6 +97,8 @@ class QuietDevices:
     def changed(self, payload: str) -> None:
         """A notification: 'c<id>' a command for device <id>, 'd<id>' the device or its identity,
         '*' every device (a table was truncated)."""
+        if payload.startswith("p"):
+            return  # a listener's ping (its own or another process's): nothing changed
         now = time.monotonic()
         with self._lock:
             if payload == "*":
@@ -180,6 +182,7 @@ class _Listener(threading.Thread):
         self.paused = threading.Event()  # tests: hold notifications back, as a busy process would
         self.paused.set()
         self.warned = False
+        self.lost = 0  # connections given up
 
     def run(self) -> None:
         backoff = 0.5
@@ -190,6 +193,7 @@ class _Listener(threading.Thread):
                     self._listen(conn)
                     backoff = 0.5
                 except Exception as exc:  # noqa: BLE001 - the database went away: go dark, reconnect
+                    self.lost += 1
                     if not self.stopping.is_set():
                         log.warning("idle listener lost its connection (%s); reconnecting", type(exc).__name__)
                 finally:
@@ -225,17 +229,32 @@ class _Listener(threading.Thread):
             self.stopping.wait(60)
             return
         conn.execute(f"LISTEN {CHANNEL}")
-        self.quiet.go_live()
+        # Live only once a notification of its own has come back, and only while each one sent
+        # after LIVENESS_SECONDS of quiet comes back within as long: a connection that stopped
+        # delivering (dropped without a word, or a pooler in transaction mode that never delivers)
+        # loses the right to answer from memory, not the other way round.
+        ping, sent = self._ping(conn), time.monotonic()
         while not self.stopping.is_set():
-            heard = False
             for note in conn.notifies(timeout=LIVENESS_SECONDS):
-                heard = True
+                if note.payload == ping:
+                    ping = None
+                    if not self.quiet.live:
+                        self.quiet.go_live()
+                    continue
                 self.paused.wait()
                 self.quiet.changed(note.payload)
                 if self.stopping.is_set():
                     return
-            if not heard:
-                conn.execute("SELECT 1")  # a dead connection says so here, not by silence
+            if ping is not None and time.monotonic() - sent > LIVENESS_SECONDS:
+                raise ConnectionError("the listening connection did not deliver its own notification")
+            if ping is None:
+                ping, sent = self._ping(conn), time.monotonic()
+
+    @staticmethod
+    def _ping(conn) -> str:
+        payload = f"p{os.getpid()}-{time.monotonic_ns()}"
+        conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+        return payload
 
 
 _WATCHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # engine -> (QuietDevices, _Listener)

@@ -157,3 +157,21 @@ def test_without_the_triggers_nothing_is_answered_from_memory(server, enrolled, 
     finally:
         log.close()
     assert [k for k, _ in log.statements] == ["SELECT"] * 3 and not watched.live and len(watched) == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_that_does_not_deliver_never_answers_from_memory(server, monkeypatch):
+    """LISTEN accepted but nothing delivered (a pooler in transaction mode, a half-dead link): the
+    listener's own notification does not come back, so it never goes live and keeps reconnecting."""
+    monkeypatch.setattr(quiet, "LIVENESS_SECONDS", 0.3)
+    monkeypatch.setattr(quiet._Listener, "_ping", staticmethod(lambda conn: "p-never-sent"))
+    went_live = []
+    q = quiet.QuietDevices()
+    monkeypatch.setattr(q, "go_live", lambda: went_live.append(1))
+    listener = quiet._Listener(server.instance.database, q)
+    listener.start()
+    try:
+        wait_until(lambda: listener.lost >= 2, "the listener gives the connection up, twice")
+    finally:
+        listener.stopping.set()
+    assert went_live == [] and not q.live and q.ticket() is None
