@@ -117,7 +117,7 @@ class QuietDevices:
                     self._floor = self._seq
                     return
                 entry = self._drop(device_id)
-                woken = [device_id] if kind == "c" and entry is not None and now - entry.answered < REPUSH_WINDOW else []
+                woken = [device_id] if kind == "c" and entry is not None and _recent(entry, now) else []
         self._wake(woken)
 
     def forget(self, device_ids) -> None:
@@ -152,11 +152,14 @@ class QuietDevices:
         self._wake(woken)
 
     def _recently_answered(self, now: float) -> list[int]:
-        return [d for d, e in self._entries.items() if now - e.answered < REPUSH_WINDOW]
+        return [d for d, e in self._entries.items() if _recent(e, now)]
 
     def _wake(self, device_ids: list[int]) -> None:
-        if not device_ids or self.wake is None:
-            return
+        """Push them again, from a thread of its own: the listener does not wait on the broker."""
+        if device_ids and self.wake is not None:
+            threading.Thread(target=self._push, args=(device_ids,), name="ipad-mdm-idle-repush", daemon=True).start()
+
+    def _push(self, device_ids: list[int]) -> None:
         try:
             self.wake(device_ids)
             log.info("pushed %d device(s) again: a command came while their Idles were answered here",
@@ -169,6 +172,10 @@ class QuietDevices:
 
     def __contains__(self, device_id: int) -> bool:
         return device_id in self._entries
+
+
+def _recent(entry: _Entry, now: float) -> bool:
+    return entry.answered != 0.0 and now - entry.answered < REPUSH_WINDOW
 
 
 class _Listener(threading.Thread):

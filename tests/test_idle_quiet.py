@@ -65,7 +65,8 @@ def test_a_command_after_an_answer_from_memory_pushes_the_device_again():
     q.changed("d2")  # not a command: nothing to push
     q.changed("c3")  # never answered from memory: its own push brings it
     q.changed("not-a-device")  # not understood: everything goes, nothing is lost
-    assert woken == [1] and len(q) == 0
+    wait_until(lambda: woken == [1], "device 1 is pushed again (from a thread of its own)")
+    assert len(q) == 0
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
