@@ -8,8 +8,13 @@ or moved, when its current identity or enrollment state changes, when it is dele
 each process LISTENs and drops the device. Nothing else may change what the probe decided.
 
 The rules that keep this exact:
-- An answer from here needs a listening connection. When it is lost, every entry goes, and no
-  entry is recorded until LISTEN is in place again (notifications sent meanwhile are lost).
+- An answer from here needs a listening connection that delivers: the listener goes live only
+  once a NOTIFY of its own has come back, and sends one every LIVENESS_SECONDS that must come
+  back within as long. When the connection is lost or stops delivering, every entry goes, and no
+  entry is recorded until it delivers again (notifications sent meanwhile are lost). Nor is any
+  without migration 0028's triggers (TRIGGERS, checked on every connection).
+- What this process changes itself (a command queued, an identity revoked) drops the entry at
+  its commit (mdm.fastpath.command_queued / forget), before the notification comes back.
 - An entry is recorded only from a probe that began after the device's last notification
   (`ticket()` before the probe, `record()` after it). Otherwise a command queued after the
   probe's snapshot, whose notification this thread handled before the probe returned, would be
