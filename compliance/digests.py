@@ -68,13 +68,9 @@ def available(database) -> bool:
     """PostgreSQL with the trigger that numbers inventories. A schema made otherwise (say by
     metadata.create_all) has none, and every number would stay what it was: there the run reads
     every inventory, as on SQLite, rather than trust a number nothing renews."""
-    if database.engine.dialect.name != "postgresql":
+    if not database.is_postgres:
         return False
-    from sqlalchemy import text
-
-    with database.engine.connect() as conn:
-        found = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = 'devices'::regclass "
-                                  "AND tgenabled <> 'D'"), {"name": TRIGGER}).first() is not None
+    found = database.triggers_enabled(TRIGGER)
     if not found and database.url not in _WARNED:
         _WARNED.add(database.url)
         log.warning("compliance: devices has no %s trigger (schema not made by the migrations?); "

@@ -347,6 +347,17 @@ class Database:
             return False  # a revision this code does not know: let upgrade say what is wrong
         return set(script.get_heads()) <= reached
 
+    def triggers_enabled(self, *names: str) -> bool:
+        """PostgreSQL: every one of these triggers exists and is enabled. Work that trusts what a
+        trigger maintains (a NOTIFY, a renewed number) asks first: a schema not made by the
+        migrations, or a trigger disabled by hand, has none of it."""
+        if not self.is_postgres:
+            return False
+        with self.engine.connect() as conn:
+            found = conn.execute(text("SELECT count(DISTINCT tgname) FROM pg_trigger WHERE tgname = ANY(:names) "
+                                      "AND tgenabled <> 'D'"), {"names": list(names)}).scalar()
+        return found == len(set(names))
+
     def on_dispose(self, fn) -> None:
         """Call fn() when this database is disposed (a thread of its own to stop, say)."""
         self._on_dispose.append(fn)

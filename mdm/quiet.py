@@ -230,10 +230,12 @@ class _Listener(threading.Thread):
             log.warning("idle listener cannot connect (%s); Idles go to the database", type(exc).__name__)
             return None
 
+    def _triggers_missing(self) -> bool:
+        database = self._database()  # not held while listening: the thread must not keep it alive
+        return database is not None and not database.triggers_enabled(*TRIGGERS)
+
     def _listen(self, conn) -> None:
-        found = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s) AND tgenabled <> 'D'",
-                             [list(TRIGGERS)]).fetchone()[0]
-        if found != len(TRIGGERS):
+        if self._triggers_missing():
             # A schema not made by the migrations: nothing would tell this process of a change.
             if not self.warned:
                 self.warned = True
