@@ -170,7 +170,7 @@ def idle_without_command(database, known: KnownIdentity, *, resend_after: dt.tim
     now = utcnow()
     if not known.not_before <= now <= known.not_after:
         return False  # outside the certificate's own validity: the full path judges (clock tolerance, refusal)
-    quiet = quiet_devices.watch(database, wake)
+    quiet = quiet_devices.watch(database, wake, CACHE_SIZE)
     if quiet is not None and quiet.answer(known.identity_id, known.device_id, now):
         return True
     ticket = quiet.ticket() if quiet is not None else None  # before the probe's snapshot: see mdm.quiet

@@ -48,7 +48,6 @@ TRIGGERS = ("commands_idle_notify", "identity_idle_notify", "identity_idle_notif
             "devices_idle_notify_truncate")
 REPUSH_WINDOW = 10.0  # seconds: far beyond a notification's delivery, far below a person's patience
 LIVENESS_SECONDS = 5.0  # the listener's own notification comes back within this, or everything goes
-MAX_ENTRIES = int(os.environ.get("IPAD_MDM_IDENTITY_CACHE_SIZE", "65536"))
 _FORGET_AFTER = 4096  # notified device ids remembered for tickets in flight before they are folded
 
 
@@ -62,8 +61,9 @@ class _Entry:
 class QuietDevices:
     """device id -> the identity whose Idles are answered without a query, until notified."""
 
-    def __init__(self, wake: Callable[[list[int]], object] | None = None):
+    def __init__(self, wake: Callable[[list[int]], object] | None = None, size: int | None = None):
         self.wake = wake
+        self.size = size  # at most this many devices (mdm.fastpath: as many as its identity cache)
         self.live = False
         self.hits = 0
         self._lock = threading.Lock()
@@ -94,7 +94,7 @@ class QuietDevices:
         with self._lock:
             if not self.live or epoch != self._epoch or seq < self._floor or self._notified.get(device_id, -1) > seq:
                 return False  # something about this device changed since the probe began
-            if device_id not in self._entries and len(self._entries) >= MAX_ENTRIES:
+            if self.size is not None and device_id not in self._entries and len(self._entries) >= self.size:
                 return False
             self._entries[device_id] = _Entry(identity_id, until)
             return True
@@ -104,6 +104,10 @@ class QuietDevices:
         '*' every device (a table was truncated)."""
         if payload.startswith("p"):
             return  # a listener's ping (its own or another process's): nothing changed
+        kind, device_id = payload[:1], payload[1:]
+        if payload != "*" and not device_id.isdigit():
+            log.warning("idle notification %r not understood; forgetting every device", payload[:40])
+            payload = "*"  # it may have been about any device, a command among them
         now = time.monotonic()
         with self._lock:
             if payload == "*":
@@ -113,16 +117,8 @@ class QuietDevices:
                 self._notified.clear()
                 self._floor = self._seq
             else:
-                try:
-                    kind, device_id = payload[0], int(payload[1:])
-                except (IndexError, ValueError):
-                    log.warning("idle notification %r not understood; forgetting every device", payload[:40])
-                    self._seq += 1
-                    self._entries.clear()
-                    self._floor = self._seq
-                    return
-                entry = self._drop(device_id)
-                woken = [device_id] if kind == "c" and entry is not None and _recent(entry, now) else []
+                entry = self._drop(int(device_id))
+                woken = [int(device_id)] if kind == "c" and entry is not None and _recent(entry, now) else []
         self._wake(woken)
 
     def forget(self, device_ids) -> None:
@@ -284,15 +280,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def watch(database, wake: Callable[[list[int]], object] | None = None) -> QuietDevices | None:
-    """This process's QuietDevices for a PostgreSQL database, its listener started on first use;
-    None for SQLite. Stopped by database.dispose()."""
+def watch(database, wake: Callable[[list[int]], object] | None = None, size: int | None = None) -> QuietDevices | None:
+    """This process's QuietDevices for a PostgreSQL database (at most `size` devices), its listener
+    started on first use; None for SQLite. Stopped by database.dispose()."""
     if not database.is_postgres:
         return None
     with _WATCHED_LOCK:
         found = _WATCHED.get(database.engine)
         if found is None:
-            quiet = QuietDevices(wake)
+            quiet = QuietDevices(wake, size)
             listener = _Listener(database, quiet)
             _WATCHED[database.engine] = found = (quiet, listener)
             listener.start()
