@@ -21,8 +21,12 @@ The rules that keep this exact:
   overwritten by the probe's older "nothing waiting".
 - An entry lives only until the device's last_seen_at is due its once-a-minute refresh, which
   goes through the probe: whatever a notification could miss is re-checked within a minute.
-- The notification is handled a moment after the commit that sent it (the thread may wait for
-  the GIL behind busy request threads). If the device's Idle was answered from here within
+- Nothing is answered from memory while a notification is on its way in: data waiting on the
+  listening socket, or taken off it and not yet applied (`reading`). A notification PostgreSQL has
+  sent therefore counts at once, even while the listener thread waits for the GIL behind busy
+  request threads; and another process's commit is followed within microseconds by PostgreSQL
+  sending its notification, long before a request made after that commit can reach this one.
+- What is left is that sliver, between a commit and PostgreSQL's sending. If the device's Idle was answered from here within
   REPUSH_WINDOW before a notification of a command for it, that answer may have come after the
   commit, so the device is pushed again: a queued command never waits for a check-in nobody
   asked for. (The probe itself has the same window, closed the same way: the push sent after
@@ -31,8 +35,10 @@ The rules that keep this exact:
 SQLite (the embedded default, one process) has no NOTIFY: there the probe answers every Idle."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -72,12 +78,16 @@ class QuietDevices:
         self._seq = 0  # notifications handled so far
         self._notified: dict[int, int] = {}  # device id -> seq of its last notification
         self._floor = 0  # tickets older than this are refused (all devices notified, or folded)
+        self._fd: int | None = None  # the socket notifications arrive on, while live
+        self.reading = False  # the listener is taking notifications in (off the socket, not yet applied)
 
     def answer(self, identity_id: int, device_id: int, now) -> bool:
         with self._lock:
             entry = self._entries.get(device_id) if self.live else None
             if entry is None or entry.identity_id != identity_id or now >= entry.until:
                 return False
+            if self.reading or _readable(self._fd):
+                return False  # a notification is on its way in: it may be about this device
             entry.answered = time.monotonic()
             self.hits += 1
             return True
@@ -135,8 +145,9 @@ class QuietDevices:
             self._floor = self._seq
         return self._entries.pop(device_id, None)
 
-    def go_live(self) -> None:
+    def go_live(self, fd: int | None = None) -> None:
         with self._lock:
+            self._fd = fd
             self._entries.clear()
             self._notified.clear()
             self._epoch += 1
@@ -173,6 +184,16 @@ class QuietDevices:
 
     def __contains__(self, device_id: int) -> bool:
         return device_id in self._entries
+
+
+def _readable(fd: int | None) -> bool:
+    """Data waiting on the listening socket (a closed descriptor counts as waiting)."""
+    if fd is None:
+        return False
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def _recent(entry: _Entry, now: float) -> bool:
@@ -240,25 +261,43 @@ class _Listener(threading.Thread):
             return
         conn.execute(f"LISTEN {CHANNEL}")
         # Live only once a notification of its own has come back, and only while each one sent
-        # after LIVENESS_SECONDS of quiet comes back within as long: a connection that stopped
+        # LIVENESS_SECONDS after the last comes back within as long: a connection that stopped
         # delivering (dropped without a word, or a pooler in transaction mode that never delivers)
         # loses the right to answer from memory, not the other way round.
-        ping, sent = self._ping(conn), time.monotonic()
+        fd, ping, sent = conn.fileno(), None, float("-inf")
         while not self.stopping.is_set():
-            for note in conn.notifies(timeout=LIVENESS_SECONDS):
-                if note.payload == ping:
-                    ping = None
-                    if not self.quiet.live:
-                        self.quiet.go_live()
-                    continue
-                self.paused.wait()
-                self.quiet.changed(note.payload)
-                if self.stopping.is_set():
-                    return
-            if ping is not None and time.monotonic() - sent > LIVENESS_SECONDS:
+            now = time.monotonic()
+            if ping is None and now - sent >= LIVENESS_SECONDS:
+                with self._reading():  # the ping's statement may take notifications into the driver's backlog
+                    ping, sent = self._ping(conn), now
+                    ping = self._take(conn, fd, ping)
+            elif ping is not None and now - sent > LIVENESS_SECONDS:
                 raise ConnectionError("the listening connection did not deliver its own notification")
-            if ping is None:
-                ping, sent = self._ping(conn), time.monotonic()
+            # Waits for the socket itself (without the GIL), so that answer() sees a notification that has
+            # arrived and is not applied yet: readable until taken in, `reading` from then until applied.
+            if select.select([fd], [], [], LIVENESS_SECONDS / 5)[0]:
+                self.paused.wait()  # tests: a notification not taken in yet
+                with self._reading():
+                    ping = self._take(conn, fd, ping)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        self.quiet.reading = True
+        try:
+            yield
+        finally:
+            self.quiet.reading = False
+
+    def _take(self, conn, fd: int, ping: str | None) -> str | None:
+        """Apply every notification the connection has: the ping outstanding, or None once it came back."""
+        for note in conn.notifies(timeout=0):
+            if note.payload == ping:
+                ping = None
+                if not self.quiet.live:
+                    self.quiet.go_live(fd)
+                continue
+            self.quiet.changed(note.payload)
+        return ping
 
     @staticmethod
     def _ping(conn) -> str:

@@ -90,10 +90,36 @@ def test_a_command_queued_by_another_process_reaches_the_next_idle(server, enrol
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_an_idle_answered_before_the_notification_is_pushed_again(server, enrolled):
-    """The window mdm.quiet closes by pushing: a notification held back (as behind busy request
-    threads), an Idle answered from memory after the commit, then the push that brings the iPad
-    back for its command."""
+def test_a_notification_arrived_but_not_applied_sends_the_idle_to_the_database(server, enrolled, monkeypatch):
+    """The listener has not taken in a command's notification yet (busy request threads, say), but it
+    is on the listening socket: the Idle is probed, not answered from memory, and gets the command."""
+    monkeypatch.setattr(quiet, "LIVENESS_SECONDS", 60.0)  # no ping of its own in between
+    watched = listening(server)
+    _idle(enrolled)
+    listener = quiet.listener_for(server.instance.database)
+    device = device_id(server, enrolled)
+    assert device in watched
+    listener.paused.clear()
+    try:
+        other = Database(server.instance.database.url)
+        try:
+            with other.session() as s:
+                cmd = commands.queue(s, s.get(Device, device), "SecurityInfo")
+        finally:
+            other.dispose()
+        wait_until(lambda: quiet._readable(watched._fd), "the notification is on the listening socket")
+        assert device in watched  # not applied
+        assert plistlib.loads(_idle(enrolled).content)["CommandUUID"] == cmd.uuid
+    finally:
+        listener.paused.set()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_idle_answered_before_the_notification_is_pushed_again(server, enrolled, monkeypatch):
+    """The window mdm.quiet closes by pushing: the notification not yet on this process's socket
+    (still with PostgreSQL, as a moment after the commit), an Idle answered from memory after the
+    commit, then the push that brings the iPad back for its command."""
+    monkeypatch.setattr(quiet, "LIVENESS_SECONDS", 60.0)  # no ping of its own in between
     watched = listening(server)
     _idle(enrolled)
     listener = quiet.listener_for(server.instance.database)
@@ -107,7 +133,9 @@ def test_an_idle_answered_before_the_notification_is_pushed_again(server, enroll
                 cmd = commands.queue(s, s.get(Device, device), "SecurityInfo")
         finally:
             other.dispose()
-        assert _idle(enrolled).content == b""  # the window: answered from memory after the commit
+        with monkeypatch.context() as m:
+            m.setattr(quiet, "_readable", lambda fd: False)  # as if it had not reached this process yet
+            assert _idle(enrolled).content == b""  # the window: answered from memory after the commit
     finally:
         listener.paused.set()
     wait_until(lambda: device not in watched, "the notification is handled")
