@@ -17,6 +17,16 @@ from tests.test_checkin_fastpath import StatementLog, _idle, device_id, listenin
 LATER = utcnow() + dt.timedelta(hours=1)
 
 
+def queued_elsewhere(server, device: int):
+    """A command queued by another process (a Celery worker, the CLI): only PostgreSQL tells the server."""
+    other = Database(server.instance.database.url)
+    try:
+        with other.session() as s:
+            return commands.queue(s, s.get(Device, device), "SecurityInfo")
+    finally:
+        other.dispose()
+
+
 def test_an_entry_is_answered_until_notified():
     q = quiet.QuietDevices()
     q.go_live()
@@ -79,12 +89,7 @@ def test_a_command_queued_by_another_process_reaches_the_next_idle(server, enrol
     finally:
         log.close()
     assert log.statements == [] and device_id(server, enrolled) in watched
-    other = Database(server.instance.database.url)  # a Celery worker, the CLI: only PostgreSQL tells us
-    try:
-        with other.session() as s:
-            cmd = commands.queue(s, s.get(Device, device_id(server, enrolled)), "SecurityInfo")
-    finally:
-        other.dispose()
+    cmd = queued_elsewhere(server, device_id(server, enrolled))
     wait_until(lambda: device_id(server, enrolled) not in watched, "the command's notification is heard")
     assert plistlib.loads(_idle(enrolled).content)["CommandUUID"] == cmd.uuid
 
@@ -101,12 +106,7 @@ def test_a_notification_arrived_but_not_applied_sends_the_idle_to_the_database(s
     assert device in watched
     listener.paused.clear()
     try:
-        other = Database(server.instance.database.url)
-        try:
-            with other.session() as s:
-                cmd = commands.queue(s, s.get(Device, device), "SecurityInfo")
-        finally:
-            other.dispose()
+        cmd = queued_elsewhere(server, device)
         wait_until(lambda: quiet._readable(watched._fd), "the notification is on the listening socket")
         assert device in watched  # not applied
         assert plistlib.loads(_idle(enrolled).content)["CommandUUID"] == cmd.uuid
@@ -127,12 +127,7 @@ def test_an_idle_answered_before_the_notification_is_pushed_again(server, enroll
     pushes_before = len(server.apns.pushes)
     listener.paused.clear()
     try:
-        other = Database(server.instance.database.url)
-        try:
-            with other.session() as s:
-                cmd = commands.queue(s, s.get(Device, device), "SecurityInfo")
-        finally:
-            other.dispose()
+        cmd = queued_elsewhere(server, device)
         with monkeypatch.context() as m:
             m.setattr(quiet, "_readable", lambda fd: False)  # as if it had not reached this process yet
             assert _idle(enrolled).content == b""  # the window: answered from memory after the commit
